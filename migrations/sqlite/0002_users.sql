@@ -1,0 +1,4 @@
+CREATE TABLE users (
+    id TEXT PRIMARY KEY NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -1,0 +1,116 @@
+//! The sign-up / sign-in state machine. The hosted pages (and later the JSON API) call these
+//! functions; they take `now` from the injected clock and know nothing about HTTP.
+//!
+//! A flow is: identifier → code sent → code attempted (≤ `max_attempts` tries per code,
+//! resend after a cooldown replaces the code) → complete (user and/or session created in the
+//! same transaction that consumes the code). All state is in the database, referenced by the
+//! flow id, so refresh, back, a second tab or a restart never corrupt it.
+
+mod flow;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+pub use flow::{AttemptError, FlowError, FlowKind, FlowView, ResendError, SignedIn, StartError, VerificationState};
+
+use crate::clock::SharedClock;
+use crate::crypto::{random_token, Keys};
+use crate::delivery::OutboxSignal;
+use crate::domain::{EmailAddress, SessionId, UserId};
+use crate::store::{ms, Store};
+
+/// Numbers that govern flows, codes and sessions (all from configuration).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub code_length: usize,
+    pub code_ttl: Duration,
+    pub max_attempts: u32,
+    pub resend_cooldown: Duration,
+    pub flow_idle_ttl: Duration,
+    pub session_ttl: Duration,
+}
+
+/// Who is making a request, as far as the state machine cares.
+#[derive(Debug, Clone, Default)]
+pub struct Client<'a> {
+    /// The browser's pre-session cookie; a flow started with one can only be continued with it.
+    pub browser: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<&'a str>,
+}
+
+/// The signed-in person behind a session cookie.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub email: Option<EmailAddress>,
+    pub joined_at: OffsetDateTime,
+    pub session_expires_at: OffsetDateTime,
+}
+
+/// The state machine and everything it needs. Cheap to share behind an `Arc`.
+pub struct Auth {
+    pub(crate) store: Store,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) clock: SharedClock,
+    pub(crate) policy: Policy,
+    pub(crate) outbox: OutboxSignal,
+}
+
+impl Auth {
+    pub fn new(store: Store, keys: Arc<Keys>, clock: SharedClock, policy: Policy, outbox: OutboxSignal) -> Self {
+        Self {
+            store,
+            keys,
+            clock,
+            policy,
+            outbox,
+        }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The session a cookie token belongs to, if it is live, with its user.
+    pub async fn current_user(&self, token: &str) -> anyhow::Result<Option<CurrentUser>> {
+        if token.len() != 43 {
+            return Ok(None);
+        }
+        let hash = self.keys.token_hash(token);
+        let Some(session) = self.store.find_session(&hash, ms(self.now())).await? else {
+            return Ok(None);
+        };
+        let Some(profile) = self.store.user_profile(&session.user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(CurrentUser {
+            session_id: session.session_id,
+            user_id: session.user_id,
+            email: profile.email,
+            joined_at: profile.created_at,
+            session_expires_at: crate::store::from_ms(session.expires_at),
+        }))
+    }
+
+    /// Ends a session: its row is deleted, so the token stops working everywhere at once.
+    pub async fn sign_out(&self, session: &SessionId) -> anyhow::Result<()> {
+        self.store.delete_session(session).await?;
+        tracing::info!(event = "sign_out", session_id = %session, "signed out");
+        Ok(())
+    }
+
+    /// A fresh session token (256 bits from the OS CSPRNG) and the hash that is stored.
+    fn new_session_token(&self) -> (String, String) {
+        let token = random_token(32);
+        let hash = self.keys.token_hash(&token);
+        (token, hash)
+    }
+}

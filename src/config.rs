@@ -1,0 +1,387 @@
+//! Configuration: defaults → TOML file → `LATCHKEY_*` environment variables.
+//!
+//! Every key has a default so a development instance needs no file. Values are parsed into typed
+//! settings once, at start; a bad value stops the process with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+use crate::domain::Origin;
+
+/// The raw, serde-shaped configuration. See [`Settings`] for the validated form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: String,
+    pub public_url: String,
+    pub database_url: String,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub product_name: String,
+    pub dev_mode: Option<bool>,
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_redirect_origins: Vec<String>,
+    pub log_format: String,
+    pub max_body_bytes: usize,
+    pub database_max_connections: u32,
+    pub codes: CodeConfig,
+    pub flows: FlowConfig,
+    pub sessions: SessionConfig,
+    pub outbox: OutboxConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeConfig {
+    /// Digits in a one-time code (6–10).
+    pub length: usize,
+    /// Lifetime of a code in seconds (at most 600, NIST 800-63B §3.1.3.2).
+    pub ttl_secs: u64,
+    /// Wrong tries that kill a code.
+    pub max_attempts: u32,
+    /// Seconds between two sends for one flow.
+    pub resend_cooldown_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    /// A sign-up or sign-in attempt expires after this many seconds without activity.
+    pub idle_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Absolute lifetime of a session in seconds.
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Delivery tries before a message is given up.
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds; doubles on each try, capped at `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How often the worker looks for due messages it was not woken for (other instances, retries).
+    pub poll_interval_ms: u64,
+    /// Timeout for one SMTP delivery, in seconds.
+    pub send_timeout_secs: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://localhost:8080".into(),
+            database_url: "sqlite://latchkey.db".into(),
+            smtp_url: None,
+            mail_from: "Latchkey <no-reply@localhost>".into(),
+            product_name: "Latchkey".into(),
+            dev_mode: None,
+            secret: None,
+            secret_file: None,
+            allowed_redirect_origins: Vec::new(),
+            log_format: "pretty".into(),
+            max_body_bytes: 16 * 1024,
+            database_max_connections: 8,
+            codes: CodeConfig::default(),
+            flows: FlowConfig::default(),
+            sessions: SessionConfig::default(),
+            outbox: OutboxConfig::default(),
+        }
+    }
+}
+
+impl Default for CodeConfig {
+    fn default() -> Self {
+        Self {
+            length: 6,
+            ttl_secs: 600,
+            max_attempts: 3,
+            resend_cooldown_secs: 30,
+        }
+    }
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            idle_ttl_secs: 3600,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            retry_base_ms: 1000,
+            retry_max_ms: 60_000,
+            poll_interval_ms: 1000,
+            send_timeout_secs: 10,
+        }
+    }
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Either::Many(v) => v,
+    })
+}
+
+/// Environment variables with the `LATCHKEY_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "TEST_POSTGRES_URL", "BENCH"];
+
+impl RawConfig {
+    /// Loads defaults, then the TOML file (if any), then `LATCHKEY_*` variables.
+    /// Nested keys use a double underscore: `LATCHKEY_CODES__TTL_SECS=300`.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<(Self, bool)> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("LATCHKEY_")
+                .ignore(NON_CONFIG_ENV)
+                .split("__")
+                .map(|k| k.as_str().to_ascii_lowercase().into()),
+        );
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            let mut msg = String::from("invalid configuration");
+            for err in e {
+                msg.push_str(&format!("\n  - {err}"));
+            }
+            anyhow::anyhow!(msg)
+        })?;
+        Ok((raw, file.is_some()))
+    }
+}
+
+/// Validated settings, built once at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub public_origin: Origin,
+    pub database_url: String,
+    pub smtp_url: Option<String>,
+    pub mail_from: lettre::message::Mailbox,
+    pub product_name: String,
+    pub dev_mode: bool,
+    /// The server secret if the operator gave one; otherwise one is generated and kept in the database.
+    pub secret: Option<String>,
+    pub allowed_redirect_origins: Vec<Origin>,
+    pub log_json: bool,
+    pub max_body_bytes: usize,
+    pub database_max_connections: u32,
+    pub code_length: usize,
+    pub code_ttl: Duration,
+    pub code_max_attempts: u32,
+    pub resend_cooldown: Duration,
+    pub flow_idle_ttl: Duration,
+    pub session_ttl: Duration,
+    pub outbox: OutboxConfig,
+}
+
+impl Settings {
+    /// Cookies carry `Secure` and the `__Host-` prefix unless the public URL is plain http.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// Loads and validates; `file` comes from `--config` or `LATCHKEY_CONFIG`.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let (raw, had_file) = RawConfig::load(file)?;
+        Self::from_raw(raw, had_file)
+    }
+
+    pub fn from_raw(raw: RawConfig, had_file: bool) -> anyhow::Result<Self> {
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .with_context(|| format!("`listen`: {:?} is not an address like 127.0.0.1:8080", raw.listen))?;
+        let public_url = Url::parse(&raw.public_url)
+            .with_context(|| format!("`public_url`: {:?} is not a URL", raw.public_url))?;
+        if !matches!(public_url.scheme(), "http" | "https") || public_url.host().is_none() {
+            bail!("`public_url`: must be an http or https URL with a host, got {:?}", raw.public_url);
+        }
+        if public_url.path() != "/" || public_url.query().is_some() {
+            bail!("`public_url`: must be an origin without a path (Latchkey serves at the root), got {:?}", raw.public_url);
+        }
+        let public_origin = Origin::from_url(&public_url).context("`public_url`")?;
+        let smtp_url = raw.smtp_url.filter(|s| !s.trim().is_empty());
+        if let Some(url) = &smtp_url {
+            let parsed = Url::parse(url).with_context(|| "`smtp_url`: not a URL".to_string())?;
+            if !matches!(parsed.scheme(), "smtp" | "smtps") {
+                bail!("`smtp_url`: scheme must be smtp:// or smtps://, got {}://", parsed.scheme());
+            }
+        }
+        let dev_mode = raw.dev_mode.unwrap_or(!had_file && smtp_url.is_none());
+        if smtp_url.is_none() && !dev_mode {
+            bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
+        }
+        let mail_from: lettre::message::Mailbox = raw
+            .mail_from
+            .parse()
+            .with_context(|| format!("`mail_from`: {:?} is not a mailbox like \"Acme <no-reply@acme.example>\"", raw.mail_from))?;
+        let secret = match (raw.secret, raw.secret_file) {
+            (Some(_), Some(_)) => bail!("`secret` and `secret_file`: give one, not both"),
+            (Some(s), None) => Some(s),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("`secret_file`: cannot read {}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(s) = &secret {
+            if s.chars().count() < 32 {
+                bail!("`secret`: must be at least 32 characters (keys are derived from it)");
+            }
+        }
+        let allowed_redirect_origins = raw
+            .allowed_redirect_origins
+            .iter()
+            .map(|o| Origin::parse(o).with_context(|| format!("`allowed_redirect_origins`: {o:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let log_json = match raw.log_format.as_str() {
+            "pretty" => false,
+            "json" => true,
+            other => bail!("`log_format`: must be \"pretty\" or \"json\", got {other:?}"),
+        };
+        let c = &raw.codes;
+        if !(6..=10).contains(&c.length) {
+            bail!("`codes.length`: must be between 6 and 10, got {}", c.length);
+        }
+        if c.ttl_secs == 0 || c.ttl_secs > 600 {
+            bail!("`codes.ttl_secs`: must be between 1 and 600 (NIST 800-63B), got {}", c.ttl_secs);
+        }
+        if c.max_attempts == 0 || c.max_attempts > 10 {
+            bail!("`codes.max_attempts`: must be between 1 and 10, got {}", c.max_attempts);
+        }
+        if raw.flows.idle_ttl_secs < c.ttl_secs {
+            bail!("`flows.idle_ttl_secs`: must be at least `codes.ttl_secs`");
+        }
+        if raw.sessions.ttl_secs < 60 {
+            bail!("`sessions.ttl_secs`: must be at least 60");
+        }
+        if raw.max_body_bytes < 1024 {
+            bail!("`max_body_bytes`: must be at least 1024");
+        }
+        if raw.database_max_connections == 0 {
+            bail!("`database_max_connections`: must be at least 1");
+        }
+        if raw.outbox.max_attempts == 0 || raw.outbox.retry_base_ms == 0 || raw.outbox.poll_interval_ms == 0 {
+            bail!("`outbox.*`: max_attempts, retry_base_ms and poll_interval_ms must be positive");
+        }
+        if raw.product_name.trim().is_empty() || raw.product_name.chars().any(char::is_control) {
+            bail!("`product_name`: must be a non-empty single line");
+        }
+        Ok(Self {
+            listen,
+            public_url,
+            public_origin,
+            database_url: raw.database_url,
+            smtp_url,
+            mail_from,
+            product_name: raw.product_name,
+            dev_mode,
+            secret,
+            allowed_redirect_origins,
+            log_json,
+            max_body_bytes: raw.max_body_bytes,
+            database_max_connections: raw.database_max_connections,
+            code_length: c.length,
+            code_ttl: Duration::from_secs(c.ttl_secs),
+            code_max_attempts: c.max_attempts,
+            resend_cooldown: Duration::from_secs(c.resend_cooldown_secs),
+            flow_idle_ttl: Duration::from_secs(raw.flows.idle_ttl_secs),
+            session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
+            outbox: raw.outbox,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_make_a_dev_instance() {
+        let s = Settings::from_raw(RawConfig::default(), false).unwrap();
+        assert!(s.dev_mode);
+        assert!(!s.secure_cookies());
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_config_file_without_smtp_is_refused_outside_dev_mode() {
+        let err = Settings::from_raw(RawConfig::default(), true).unwrap_err();
+        assert!(err.to_string().contains("smtp_url"), "{err}");
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_naming_the_key() {
+        let raw = RawConfig {
+            secret: Some("short".into()),
+            ..RawConfig::default()
+        };
+        let err = Settings::from_raw(raw, false).unwrap_err();
+        assert!(err.to_string().contains("`secret`"), "{err}");
+    }
+
+    #[test]
+    fn comma_separated_redirect_origins_are_accepted() {
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(("allowed_redirect_origins", "https://a.example, https://b.example:8443"))
+            .extract()
+            .unwrap();
+        let s = Settings::from_raw(raw, false).unwrap();
+        assert_eq!(s.allowed_redirect_origins.len(), 2);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(("smpt_url", "smtp://x"))
+            .extract::<RawConfig>()
+            .unwrap_err();
+        assert!(err.to_string().contains("smpt_url"), "{err}");
+    }
+}

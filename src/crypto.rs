@@ -1,0 +1,159 @@
+//! Keys derived from the server secret, and the keyed hashes built with them.
+//!
+//! Codes and session tokens are stored only as HMAC-SHA256 values under keys derived from the
+//! server secret, so a copy of the database alone reveals neither. Outbox payloads (which must
+//! carry the code until it is delivered) are sealed with ChaCha20-Poly1305.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Purpose-separated keys, each HMAC-SHA256(secret, label).
+pub struct Keys {
+    code: [u8; 32],
+    token: [u8; 32],
+    csrf: [u8; 32],
+    binding: [u8; 32],
+    outbox: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(redacted)")
+    }
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("hmac takes any key length");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            m.update(&[0x1f]);
+        }
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+impl Keys {
+    pub fn derive(secret: &str) -> Self {
+        let k = |label: &str| mac(secret.as_bytes(), &[b"latchkey/v1", label.as_bytes()]);
+        Self {
+            code: k("code"),
+            token: k("session-token"),
+            csrf: k("csrf"),
+            binding: k("browser-binding"),
+            outbox: k("outbox-seal"),
+        }
+    }
+
+    /// The stored form of a code: bound to the verification it was issued for, so a code is only
+    /// ever valid where it was sent.
+    pub fn code_hash(&self, verification_id: &str, code: &str) -> String {
+        hex::encode(mac(&self.code, &[verification_id.as_bytes(), code.as_bytes()]))
+    }
+
+    /// Constant-time comparison of a presented code against the stored hash.
+    pub fn code_matches(&self, verification_id: &str, code: &str, stored: &str) -> bool {
+        let expected = self.code_hash(verification_id, code);
+        expected.as_bytes().ct_eq(stored.as_bytes()).into()
+    }
+
+    /// The stored form of a session token.
+    pub fn token_hash(&self, token: &str) -> String {
+        hex::encode(mac(&self.token, &[token.as_bytes()]))
+    }
+
+    /// A CSRF token for a form bound to `binding` (the browser cookie and the flow or session).
+    pub fn csrf_token(&self, binding: &[&str]) -> String {
+        let parts: Vec<&[u8]> = binding.iter().map(|s| s.as_bytes()).collect();
+        URL_SAFE_NO_PAD.encode(mac(&self.csrf, &parts))
+    }
+
+    pub fn csrf_valid(&self, binding: &[&str], presented: &str) -> bool {
+        let expected = self.csrf_token(binding);
+        expected.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+
+    /// The stored form of the browser cookie a flow is bound to.
+    pub fn browser_binding(&self, browser_cookie: &str) -> String {
+        hex::encode(mac(&self.binding, &[browser_cookie.as_bytes()]))
+    }
+
+    /// Seals a payload: 12-byte random nonce followed by the ciphertext.
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let cipher = ChaCha20Poly1305::new((&self.outbox).into());
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let mut out = nonce.to_vec();
+        out.extend(
+            cipher
+                .encrypt(Nonce::from_slice(&nonce), plaintext)
+                .expect("chacha20poly1305 encryption cannot fail for in-memory buffers"),
+        );
+        out
+    }
+
+    /// Opens a sealed payload; `None` if it was tampered with or sealed under another secret.
+    pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < 12 {
+            return None;
+        }
+        let cipher = ChaCha20Poly1305::new((&self.outbox).into());
+        let (nonce, ct) = sealed.split_at(12);
+        cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+    }
+}
+
+/// `n` bytes from the operating system's CSPRNG, base64url without padding.
+pub fn random_token(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_hash_is_bound_to_the_verification() {
+        let k = Keys::derive("0123456789abcdef0123456789abcdef");
+        let h = k.code_hash("ver_a", "123456");
+        assert!(k.code_matches("ver_a", "123456", &h));
+        assert!(!k.code_matches("ver_b", "123456", &h));
+        assert!(!k.code_matches("ver_a", "123457", &h));
+        assert!(!h.contains("123456"));
+    }
+
+    #[test]
+    fn keys_depend_on_the_secret() {
+        let a = Keys::derive("0123456789abcdef0123456789abcdef");
+        let b = Keys::derive("0123456789abcdef0123456789abcdeX");
+        assert_ne!(a.token_hash("t"), b.token_hash("t"));
+    }
+
+    #[test]
+    fn sealed_payloads_round_trip_and_reject_tampering() {
+        let k = Keys::derive("0123456789abcdef0123456789abcdef");
+        let mut sealed = k.seal(b"123456");
+        assert_eq!(k.open(&sealed).unwrap(), b"123456");
+        assert!(!sealed.windows(6).any(|w| w == b"123456"));
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(k.open(&sealed).is_none());
+    }
+
+    #[test]
+    fn random_tokens_are_long_and_distinct() {
+        let a = random_token(32);
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, random_token(32));
+    }
+}

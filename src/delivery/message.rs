@@ -1,0 +1,100 @@
+use askama::Template;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Keys;
+
+/// Why a code is sent; chooses the wording of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    SignUp,
+    SignIn,
+}
+
+/// The content of a code message, sealed into the outbox row.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CodeMessage {
+    /// The destination address as stored (never a variant the person typed).
+    pub to: String,
+    pub code: String,
+    pub purpose: Purpose,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+    pub ttl_minutes: u64,
+}
+
+impl std::fmt::Debug for CodeMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeMessage").field("purpose", &self.purpose).finish_non_exhaustive()
+    }
+}
+
+impl CodeMessage {
+    pub fn seal(&self, keys: &Keys) -> Vec<u8> {
+        keys.seal(&serde_json::to_vec(self).expect("serializable"))
+    }
+
+    pub fn open(keys: &Keys, sealed: &[u8]) -> Option<Self> {
+        serde_json::from_slice(&keys.open(sealed)?).ok()
+    }
+
+    pub fn render_email(&self, product_name: &str) -> anyhow::Result<RenderedEmail> {
+        let action = match self.purpose {
+            Purpose::SignUp => "finish signing up",
+            Purpose::SignIn => "sign in",
+        };
+        let ctx = CodeEmailText {
+            product_name,
+            code: &self.code,
+            action,
+            ttl_minutes: self.ttl_minutes,
+        };
+        Ok(RenderedEmail {
+            subject: format!("{} is your verification code", self.code),
+            text: ctx.render()?,
+            html: CodeEmailHtml { inner: &ctx }.render()?,
+        })
+    }
+}
+
+/// A message ready for a mail transport.
+pub struct RenderedEmail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Template)]
+#[template(path = "email/code.txt")]
+struct CodeEmailText<'a> {
+    product_name: &'a str,
+    code: &'a str,
+    action: &'a str,
+    ttl_minutes: u64,
+}
+
+#[derive(Template)]
+#[template(path = "email/code.html")]
+struct CodeEmailHtml<'a> {
+    inner: &'a CodeEmailText<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_is_in_the_subject_and_both_bodies() {
+        let m = CodeMessage {
+            to: "a@example.com".into(),
+            code: "042137".into(),
+            purpose: Purpose::SignIn,
+            expires_at: 0,
+            ttl_minutes: 10,
+        };
+        let r = m.render_email("Acme <Accounts>").unwrap();
+        assert_eq!(r.subject, "042137 is your verification code");
+        assert!(r.text.contains("042137") && r.text.contains("10 minutes") && r.text.contains("Acme <Accounts>"));
+        assert!(r.html.contains("042137") && r.html.contains("Acme &#60;Accounts&#62;"), "{}", r.html);
+    }
+}

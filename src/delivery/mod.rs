@@ -1,0 +1,13 @@
+//! Delivery of messages: the durable outbox, its worker and the transports (SMTP, dev log).
+//!
+//! The auth state machine queues a [`CodeMessage`] in the same transaction as the code; the
+//! worker renders it from templates and sends it, retrying with backoff, never after the code
+//! has expired.
+
+mod mail;
+mod message;
+mod worker;
+
+pub use mail::{DevTransport, Mailer, SmtpMailer};
+pub use message::{CodeMessage, Purpose, RenderedEmail};
+pub use worker::{OutboxSignal, OutboxWorker};

@@ -1,0 +1,148 @@
+//! The outbox worker: claims due messages, renders and delivers them, retries with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::mail::Mailer;
+use super::message::CodeMessage;
+use crate::clock::SharedClock;
+use crate::config::OutboxConfig;
+use crate::crypto::Keys;
+use crate::store::{ms, ClaimedMessage, Store};
+
+/// Wakes the worker at once when a message is queued, so delivery does not wait for a poll.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+const BATCH: i64 = 32;
+
+pub struct OutboxWorker {
+    pub store: Store,
+    pub keys: Arc<Keys>,
+    pub clock: SharedClock,
+    pub mailer: Arc<Mailer>,
+    pub config: OutboxConfig,
+    pub product_name: String,
+    pub signal: OutboxSignal,
+    /// Identifies this process's claims, so a graceful stop can hand them back.
+    pub worker_id: String,
+}
+
+impl OutboxWorker {
+    /// Runs until `shutdown` turns true, then returns unfinished claims to the queue.
+    pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let poll = Duration::from_millis(self.config.poll_interval_ms);
+            loop {
+                if *shutdown.borrow() {
+                    break;
+                }
+                let processed = match self.run_once().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox worker could not read the queue; retrying");
+                        0
+                    }
+                };
+                if processed as i64 == BATCH {
+                    continue;
+                }
+                tokio::select! {
+                    _ = self.signal.0.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            match self.store.release_claims(&self.worker_id).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "outbox worker returned unfinished messages to the queue"),
+                Err(e) => tracing::warn!(error = %e, "outbox worker could not release its claims; their lease will expire"),
+            }
+        })
+    }
+
+    /// Claims and delivers the due messages; returns how many were claimed.
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let now = self.clock.now();
+        let lease_ms = (self.config.send_timeout_secs as i64 + 30) * 1000;
+        let claimed = self
+            .store
+            .claim_messages(&self.worker_id, ms(now), ms(now) + lease_ms, BATCH)
+            .await?;
+        let n = claimed.len();
+        futures_util::future::join_all(claimed.into_iter().map(|m| self.deliver(m))).await;
+        Ok(n)
+    }
+
+    async fn deliver(&self, msg: ClaimedMessage) {
+        let result = self.try_deliver(&msg).await;
+        let now = ms(self.clock.now());
+        let outcome = match result {
+            Ok(()) => {
+                tracing::info!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, "message delivered");
+                self.store.mark_message_sent(&msg.id, now, self.mailer.is_dev()).await
+            }
+            Err(Failure::Expired) => {
+                tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, "message dropped: its code expired before it could be delivered");
+                self.store.abandon_message(&msg.id, "expired", "code expired before delivery").await
+            }
+            Err(Failure::Unreadable) => {
+                tracing::error!(message_id = %msg.id, "message dropped: payload cannot be opened (was the server secret changed?)");
+                self.store.abandon_message(&msg.id, "failed", "payload cannot be opened").await
+            }
+            Err(Failure::Send(e)) if msg.attempts >= self.config.max_attempts as i64 => {
+                tracing::error!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, error = %e, "message given up after the last try");
+                self.store.abandon_message(&msg.id, "failed", &e).await
+            }
+            Err(Failure::Send(e)) => {
+                let backoff = self
+                    .config
+                    .retry_base_ms
+                    .saturating_mul(1u64 << (msg.attempts.clamp(1, 20) - 1))
+                    .min(self.config.retry_max_ms);
+                tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, retry_in_ms = backoff, error = %e, "message delivery failed; will retry");
+                self.store.retry_message(&msg.id, now + backoff as i64, &e).await
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::error!(message_id = %msg.id, error = %e, "could not record the delivery outcome; the lease will expire and it will be retried");
+        }
+    }
+
+    async fn try_deliver(&self, msg: &ClaimedMessage) -> Result<(), Failure> {
+        if ms(self.clock.now()) >= msg.not_after {
+            return Err(Failure::Expired);
+        }
+        let sealed = msg.payload.as_deref().ok_or(Failure::Unreadable)?;
+        let content = CodeMessage::open(&self.keys, sealed).ok_or(Failure::Unreadable)?;
+        let email = content
+            .render_email(&self.product_name)
+            .map_err(|e| Failure::Send(format!("rendering failed: {e}")))?;
+        let timeout = Duration::from_secs(self.config.send_timeout_secs);
+        match tokio::time::timeout(timeout, self.mailer.send(&content.to, &email)).await {
+            Ok(Ok(())) => {
+                if self.mailer.is_dev() {
+                    tracing::info!(target: "latchkey::dev_outbox", to = %msg.recipient_masked, code = %content.code, "dev mode: verification code");
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Failure::Send(format!("{e:#}"))),
+            Err(_) => Err(Failure::Send(format!("no answer within {} s", timeout.as_secs()))),
+        }
+    }
+}
+
+enum Failure {
+    Expired,
+    Unreadable,
+    Send(String),
+}

@@ -1,0 +1,21 @@
+//! Static assets, embedded in the binary so a deployment is one file.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+
+use super::{pages::not_found, Ctx};
+
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("style.css", "text/css; charset=utf-8", include_str!("../../static/style.css")),
+    ("flow.js", "text/javascript; charset=utf-8", include_str!("../../static/flow.js")),
+];
+
+pub async fn serve(ctx: Ctx, name: web::Path<String>) -> HttpResponse {
+    match ASSETS.iter().find(|(n, _, _)| *n == name.as_str()) {
+        Some((_, content_type, body)) => HttpResponse::Ok()
+            .content_type(*content_type)
+            .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+            .body(*body),
+        None => not_found(ctx).await,
+    }
+}

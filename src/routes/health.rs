@@ -1,0 +1,21 @@
+//! Probes for load balancers: `/healthz` (the process answers) and `/readyz` (the database
+//! answers and its migrations are applied).
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok")
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ready())
+        .await
+        .unwrap_or(false);
+    if ready {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": "ok"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unavailable", "database": "unreachable or not migrated"}))
+    }
+}

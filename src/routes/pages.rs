@@ -1,0 +1,123 @@
+//! Typed page views. Each page is an askama template embedding the shared [`PageCtx`].
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use askama::Template;
+
+use super::{paths, Ctx};
+
+/// What every page needs.
+pub struct PageCtx {
+    pub product_name: String,
+    pub title: String,
+    pub request_id: String,
+    pub dev_mode: bool,
+}
+
+impl PageCtx {
+    pub fn asset(&self, name: &str) -> String {
+        paths::asset(name)
+    }
+
+    pub fn dev_outbox_url(&self) -> &'static str {
+        paths::DEV_OUTBOX
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub label: String,
+    pub href: String,
+}
+
+impl Link {
+    pub fn new(label: &str, href: impl Into<String>) -> Self {
+        Self {
+            label: label.to_string(),
+            href: href.into(),
+        }
+    }
+}
+
+/// Step 1 of sign-up and sign-in: the identifier.
+#[derive(Template)]
+#[template(path = "pages/identifier.html")]
+pub struct IdentifierPage {
+    pub page: PageCtx,
+    pub heading: String,
+    pub lead: String,
+    pub action: String,
+    pub csrf_token: String,
+    pub email: String,
+    pub redirect_url: String,
+    pub error: Option<String>,
+    pub error_link: Option<Link>,
+    pub switch_text: String,
+    pub switch_link: Link,
+}
+
+/// Step 2: the code.
+#[derive(Template)]
+#[template(path = "pages/verify.html")]
+pub struct VerifyPage {
+    pub page: PageCtx,
+    pub destination: String,
+    pub edit_url: String,
+    pub action: String,
+    pub resend_action: String,
+    pub csrf_token: String,
+    pub code: String,
+    pub code_length: usize,
+    pub error: Option<String>,
+    pub error_link: Option<Link>,
+    pub notice: Option<String>,
+    pub resend_wait_secs: u64,
+    pub code_dead: bool,
+    pub start_over: Link,
+}
+
+#[derive(Template)]
+#[template(path = "pages/user.html")]
+pub struct UserPage {
+    pub page: PageCtx,
+    pub email: String,
+    pub joined: String,
+    pub sign_out_action: &'static str,
+    pub csrf_token: String,
+}
+
+#[derive(Template)]
+#[template(path = "pages/error.html")]
+pub struct ErrorPage {
+    pub page: PageCtx,
+    pub status: u16,
+    pub message: String,
+    pub link: Option<Link>,
+}
+
+pub struct OutboxRow {
+    pub created: String,
+    pub to: String,
+    pub code: String,
+    pub subject: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: String,
+}
+
+#[derive(Template)]
+#[template(path = "pages/dev_outbox.html")]
+pub struct DevOutboxPage {
+    pub page: PageCtx,
+    pub rows: Vec<OutboxRow>,
+}
+
+/// The styled 404 for unknown paths.
+pub async fn not_found(ctx: Ctx) -> HttpResponse {
+    ctx.error_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no page at this address. Check the link, or start from the sign-in page.",
+        Some(Link::new("Go to sign in", paths::SIGN_IN)),
+    )
+}

@@ -1,0 +1,47 @@
+//! `/user` (the profile page) and `/sign-out`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+
+use super::flow_pages::TokenForm;
+use super::pages::UserPage;
+use super::{paths, Ctx};
+
+const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[day padding:none] [month repr:long] [year]");
+
+pub async fn page(ctx: Ctx) -> HttpResponse {
+    let user = match ctx.current_user().await {
+        Ok(Some(u)) => u,
+        Ok(None) => return ctx.redirect(&format!("{}?redirect_url=%2Fuser", paths::SIGN_IN), vec![]),
+        Err(resp) => return resp,
+    };
+    let page = UserPage {
+        page: ctx.page_ctx("Your account"),
+        email: user.email.as_ref().map(|e| e.display().to_string()).unwrap_or_default(),
+        joined: user.joined_at.format(JOINED_FORMAT).unwrap_or_default(),
+        sign_out_action: paths::SIGN_OUT,
+        csrf_token: ctx.session_csrf_token(&user),
+    };
+    ctx.render(StatusCode::OK, &page)
+}
+
+/// Signing out is a POST; a GET only goes back to the profile.
+pub async fn sign_out_get(ctx: Ctx) -> HttpResponse {
+    ctx.redirect(paths::USER, vec![])
+}
+
+pub async fn sign_out(ctx: Ctx, form: web::Form<TokenForm>) -> HttpResponse {
+    let user = match ctx.current_user().await {
+        Ok(Some(u)) => u,
+        Ok(None) => return ctx.redirect(paths::SIGN_IN, vec![ctx.state.cookies.session_removal()]),
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = ctx.check_session_form(&user, &form.csrf_token) {
+        return resp;
+    }
+    if let Err(e) = ctx.state.auth.sign_out(&user.session_id).await {
+        return ctx.internal(e.context("signing out"));
+    }
+    ctx.redirect(paths::SIGN_IN, vec![ctx.state.cookies.session_removal()])
+}

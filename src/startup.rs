@@ -1,0 +1,194 @@
+//! Builds the application: database, keys, outbox worker and HTTP server. Used by `main` and by
+//! the tests (which bind port 0 and inject a manual clock).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::error::{InternalError, UrlencodedError};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Compress, DefaultHeaders};
+use actix_web::{web, App, FromRequest, HttpServer};
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::{Auth, Policy};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::crypto::{random_token, Keys};
+use crate::delivery::{DevTransport, Mailer, OutboxSignal, OutboxWorker, SmtpMailer};
+use crate::routes::{self, AppState, Ctx};
+use crate::session::Cookies;
+use crate::store::Store;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    worker: JoinHandle<()>,
+    stop_worker: watch::Sender<bool>,
+    store: Store,
+}
+
+impl Application {
+    /// Binds `settings.listen` and builds everything.
+    pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("`listen`: cannot bind {}", settings.listen))?;
+        Self::build_with_listener(settings, listener, clock).await
+    }
+
+    pub async fn build_with_listener(settings: Settings, listener: TcpListener, clock: SharedClock) -> anyhow::Result<Self> {
+        let store = Store::connect(&settings.database_url, settings.database_max_connections).await?;
+        let secret = match &settings.secret {
+            Some(s) => s.clone(),
+            None => store
+                .get_or_create_secret(&random_token(48))
+                .await
+                .context("reading the server secret")?,
+        };
+        let keys = Arc::new(Keys::derive(&secret));
+        let mailer = Arc::new(match &settings.smtp_url {
+            Some(url) => Mailer::Smtp(SmtpMailer::new(
+                url,
+                settings.mail_from.clone(),
+                std::time::Duration::from_secs(settings.outbox.send_timeout_secs),
+            )?),
+            None => Mailer::Dev(DevTransport),
+        });
+        let signal = OutboxSignal::default();
+        let (stop_worker, stop_rx) = watch::channel(false);
+        let worker = OutboxWorker {
+            store: store.clone(),
+            keys: keys.clone(),
+            clock: clock.clone(),
+            mailer,
+            config: settings.outbox.clone(),
+            product_name: settings.product_name.clone(),
+            signal: signal.clone(),
+            worker_id: format!("wrk_{}", random_token(12)),
+        }
+        .spawn(stop_rx);
+        let policy = Policy {
+            code_length: settings.code_length,
+            code_ttl: settings.code_ttl,
+            max_attempts: settings.code_max_attempts,
+            resend_cooldown: settings.resend_cooldown,
+            flow_idle_ttl: settings.flow_idle_ttl,
+            session_ttl: settings.session_ttl,
+        };
+        let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));
+        let state = web::Data::new(AppState {
+            auth,
+            store: store.clone(),
+            cookies: Cookies::new(settings.secure_cookies()),
+            settings: settings.clone(),
+        });
+        let port = listener.local_addr()?.port();
+        let headers = security_headers(&settings);
+        let max_body = settings.max_body_bytes;
+        let server = HttpServer::new(move || {
+            let mut default_headers = DefaultHeaders::new();
+            for (k, v) in &headers {
+                default_headers = default_headers.add((*k, v.clone()));
+            }
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::FormConfig::default().limit(max_body).error_handler(form_error))
+                .app_data(web::PayloadConfig::default().limit(max_body))
+                .wrap(default_headers)
+                .wrap(Compress::default())
+                .wrap(TracingLogger::default())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(port, public_url = %settings.public_url, dev_mode = settings.dev_mode, backend = ?store.backend(), "Latchkey is listening");
+        if settings.dev_mode {
+            tracing::info!("dev mode: codes are not mailed; they are logged here and listed at {}/dev/outbox", settings.public_url.as_str().trim_end_matches('/'));
+        }
+        Ok(Self {
+            port,
+            server,
+            worker,
+            stop_worker,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (gracefully or not) from another task.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT or the handle), finishing in-flight requests, then
+    /// stops the outbox worker (unsent messages stay queued for the next start).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.stop_worker.send(true);
+        let _ = self.worker.await;
+        self.store.close().await;
+        result
+    }
+}
+
+fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {
+    let mut form_action = String::from("'self'");
+    for origin in &settings.allowed_redirect_origins {
+        form_action.push(' ');
+        form_action.push_str(&origin.to_string());
+    }
+    let mut headers = vec![
+        (
+            "content-security-policy",
+            format!(
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; \
+                 base-uri 'none'; frame-ancestors 'none'; form-action {form_action}"
+            ),
+        ),
+        ("x-frame-options", "DENY".to_string()),
+        ("x-content-type-options", "nosniff".to_string()),
+        ("referrer-policy", "no-referrer".to_string()),
+        ("cache-control", "no-store".to_string()),
+        ("cross-origin-opener-policy", "same-origin".to_string()),
+        ("permissions-policy", "interest-cohort=(), camera=(), microphone=(), geolocation=()".to_string()),
+    ];
+    if settings.secure_cookies() {
+        headers.push(("strict-transport-security", "max-age=31536000; includeSubDomains".to_string()));
+    }
+    headers
+}
+
+/// Form bodies that cannot be read get a page, not a bare error: 413 when too large, 415 for
+/// another content type, 400 otherwise.
+fn form_error(err: UrlencodedError, req: &actix_web::HttpRequest) -> actix_web::Error {
+    let (status, title, message) = match &err {
+        UrlencodedError::Overflow { .. } | UrlencodedError::UnknownLength => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "That was too much data",
+            "The form you sent was larger than this server accepts. Go back and try again with a shorter value.",
+        ),
+        UrlencodedError::ContentType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported form",
+            "This address accepts ordinary HTML form posts only.",
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "We could not read that form",
+            "The form data was malformed. Go back, reload the page and try again.",
+        ),
+    };
+    let response = match Ctx::extract(req).into_inner() {
+        Ok(ctx) => ctx.error_page(status, title, message, None),
+        Err(_) => actix_web::HttpResponse::build(status).body(message),
+    };
+    InternalError::from_response(err, response).into()
+}

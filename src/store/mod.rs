@@ -1,0 +1,151 @@
+//! Every SQL statement lives here. The rest of the program calls units of work (each one
+//! transaction) and never learns which database runs.
+//!
+//! Backend choice is made once, in [`Store::connect`], from the URL: `sqlite://…` or
+//! `postgres://…`. Statements are written in the SQL both accept (`$N` parameters, `RETURNING`,
+//! BIGINT millisecond timestamps); the few that must differ are picked by [`Backend`].
+//!
+//! SQLite runs in WAL mode with one writer connection (so write transactions queue in the pool
+//! instead of failing with SQLITE_BUSY) and a pool of readers.
+
+mod accounts;
+mod flows;
+mod outbox;
+mod secrets;
+mod sessions;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use time::OffsetDateTime;
+
+pub use accounts::UserProfile;
+pub use flows::{AttemptSlot, CompleteOutcome, FlowRecord, NewFlow, NewVerification, VerificationRecord};
+pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
+pub use sessions::{NewSession, SessionUser};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    reader: AnyPool,
+    writer: AnyPool,
+    backend: Backend,
+}
+
+/// Milliseconds since the Unix epoch: the one time format in the database.
+pub(crate) fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_ms(v: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Whether an error is a unique-constraint violation (an identifier already taken).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() || db.code().is_some_and(|c| c == "2067" || c == "1555" || c == "23505")
+        }
+        _ => false,
+    }
+}
+
+/// Per-connection SQLite settings. `synchronous = FULL` keeps every committed transaction
+/// across power loss as well as process crashes (NORMAL would only promise the latter in WAL).
+fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .await?;
+        Ok(())
+    })
+}
+
+impl Store {
+    /// Connects, creating a SQLite file if needed, and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let store = if url.starts_with("sqlite:") {
+            let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+            let opts: AnyConnectOptions = url.parse().context("`database_url`: not a SQLite URL")?;
+            let writer = AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(sqlite_pragmas)
+                .connect_with(opts.clone())
+                .await
+                .context("opening the SQLite database")?;
+            let reader = AnyPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(sqlite_pragmas)
+                .connect_lazy_with(opts);
+            Store {
+                reader,
+                writer,
+                backend: Backend::Sqlite,
+            }
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts: AnyConnectOptions = url.parse().context("`database_url`: not a PostgreSQL URL")?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Store {
+                reader: pool.clone(),
+                writer: pool,
+                backend: Backend::Postgres,
+            }
+        } else {
+            anyhow::bail!("`database_url`: must start with sqlite:// or postgres://");
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        // The migrator takes an advisory lock on PostgreSQL, so instances starting together do not race.
+        migrator.run(&self.writer).await.context("applying database migrations")?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Readiness: the database answers and every migration this build knows is applied.
+    pub async fn ready(&self) -> bool {
+        let expected = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").migrations.len(),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").migrations.len(),
+        } as i64;
+        let applied: Result<i64, _> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.reader)
+                .await;
+        matches!(applied, Ok(n) if n >= expected)
+    }
+
+    /// Closes all connections (used at shutdown and by tests that restart the server).
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}

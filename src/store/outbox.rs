@@ -1,0 +1,174 @@
+//! The durable outbox: messages are written in the same transaction as the code they carry and
+//! delivered by a worker that claims rows with a lease, so a crash never loses or doubles one.
+
+use sqlx::Row;
+
+use super::{Backend, Store};
+use crate::domain::{MessageId, VerificationId};
+
+pub struct NewMessage<'a> {
+    pub id: &'a MessageId,
+    pub channel: &'static str,
+    pub recipient_masked: &'a str,
+    pub verification_id: Option<&'a VerificationId>,
+    /// Sealed with the outbox key; holds the code until delivery.
+    pub payload: &'a [u8],
+    pub now: i64,
+    /// The message is dropped rather than delivered after this time (the code's expiry).
+    pub not_after: i64,
+}
+
+/// A message claimed by a worker for one delivery try.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: MessageId,
+    pub channel: String,
+    pub recipient_masked: String,
+    pub payload: Option<Vec<u8>>,
+    pub attempts: i64,
+    pub not_after: i64,
+}
+
+/// A row as listed on the development outbox page.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: MessageId,
+    pub channel: String,
+    pub recipient_masked: String,
+    pub payload: Option<Vec<u8>>,
+    pub status: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub last_error: Option<String>,
+}
+
+pub(super) async fn insert_message(tx: &mut sqlx::Transaction<'static, sqlx::Any>, m: &NewMessage<'_>) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (id, channel, recipient_masked, verification_id, payload, status, attempts, created_at, \
+         next_attempt_at, not_after) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7)",
+    )
+    .bind(m.id.as_str())
+    .bind(m.channel)
+    .bind(m.recipient_masked)
+    .bind(m.verification_id.map(|v| v.as_str()))
+    .bind(m.payload.to_vec())
+    .bind(m.now)
+    .bind(m.not_after)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+const CLAIM_SQLITE: &str = "UPDATE outbox SET status = 'sending', claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+     WHERE id IN (SELECT id FROM outbox WHERE (status = 'pending' AND next_attempt_at <= $3) \
+                  OR (status = 'sending' AND claimed_until < $3) ORDER BY next_attempt_at LIMIT $4) \
+     RETURNING id, channel, recipient_masked, payload, attempts, not_after";
+
+const CLAIM_POSTGRES: &str = "UPDATE outbox SET status = 'sending', claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+     WHERE id IN (SELECT id FROM outbox WHERE (status = 'pending' AND next_attempt_at <= $3) \
+                  OR (status = 'sending' AND claimed_until < $3) ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, channel, recipient_masked, payload, attempts, not_after";
+
+impl Store {
+    /// Claims up to `limit` due messages for `worker` until `lease_until`. Rows whose lease ran out
+    /// (a worker that died mid-send) are claimed again.
+    pub async fn claim_messages(&self, worker: &str, now: i64, lease_until: i64, limit: i64) -> anyhow::Result<Vec<ClaimedMessage>> {
+        let sql = match self.backend {
+            Backend::Sqlite => CLAIM_SQLITE,
+            Backend::Postgres => CLAIM_POSTGRES,
+        };
+        let rows = sqlx::query(sql)
+            .bind(worker)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ClaimedMessage {
+                id: MessageId::from_trusted(r.get("id")),
+                channel: r.get("channel"),
+                recipient_masked: r.get("recipient_masked"),
+                payload: r.get("payload"),
+                attempts: r.get("attempts"),
+                not_after: r.get("not_after"),
+            })
+            .collect())
+    }
+
+    /// Records a delivery. The payload (and with it the code) is erased unless `keep_payload`
+    /// (development mode, for the outbox page).
+    pub async fn mark_message_sent(&self, id: &MessageId, now: i64, keep_payload: bool) -> anyhow::Result<()> {
+        let sql = if keep_payload {
+            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = $2"
+        } else {
+            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL, payload = NULL WHERE id = $2"
+        };
+        sqlx::query(sql).bind(now).bind(id.as_str()).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// Puts a message back in the queue after a failed try.
+    pub async fn retry_message(&self, id: &MessageId, next_attempt_at: i64, error: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = $2 \
+             WHERE id = $3 AND status = 'sending'",
+        )
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a message up for good (`failed`, or `expired` when its code died first) and erases its payload.
+    pub async fn abandon_message(&self, id: &MessageId, status: &'static str, error: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = $1, payload = NULL, claimed_by = NULL, claimed_until = NULL, last_error = $2 WHERE id = $3",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(id.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Returns this worker's claimed messages to the queue (graceful shutdown).
+    pub async fn release_claims(&self, worker: &str) -> anyhow::Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_until = NULL, attempts = attempts - 1 \
+             WHERE claimed_by = $1 AND status = 'sending'",
+        )
+        .bind(worker)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    /// The most recent messages, newest first (development outbox page).
+    pub async fn recent_messages(&self, limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, channel, recipient_masked, payload, status, attempts, created_at, last_error FROM outbox \
+             ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxEntry {
+                id: MessageId::from_trusted(r.get("id")),
+                channel: r.get("channel"),
+                recipient_masked: r.get("recipient_masked"),
+                payload: r.get("payload"),
+                status: r.get("status"),
+                attempts: r.get("attempts"),
+                created_at: r.get("created_at"),
+                last_error: r.get("last_error"),
+            })
+            .collect())
+    }
+}
