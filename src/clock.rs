@@ -30,12 +30,15 @@ pub struct ManualClock {
 impl ManualClock {
     pub fn new(start: OffsetDateTime) -> Self {
         Self {
-            unix_ms: Arc::new(AtomicI64::new((start.unix_timestamp_nanos() / 1_000_000) as i64)),
+            unix_ms: Arc::new(AtomicI64::new(
+                (start.unix_timestamp_nanos() / 1_000_000) as i64,
+            )),
         }
     }
 
     pub fn advance(&self, by: Duration) {
-        self.unix_ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        self.unix_ms
+            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 }
 

@@ -231,14 +231,19 @@ impl Settings {
     }
 
     pub fn from_raw(raw: RawConfig, had_file: bool) -> anyhow::Result<Self> {
-        let listen: SocketAddr = raw
-            .listen
-            .parse()
-            .with_context(|| format!("`listen`: {:?} is not an address like 127.0.0.1:8080", raw.listen))?;
+        let listen: SocketAddr = raw.listen.parse().with_context(|| {
+            format!(
+                "`listen`: {:?} is not an address like 127.0.0.1:8080",
+                raw.listen
+            )
+        })?;
         let public_url = Url::parse(&raw.public_url)
             .with_context(|| format!("`public_url`: {:?} is not a URL", raw.public_url))?;
         if !matches!(public_url.scheme(), "http" | "https") || public_url.host().is_none() {
-            bail!("`public_url`: must be an http or https URL with a host, got {:?}", raw.public_url);
+            bail!(
+                "`public_url`: must be an http or https URL with a host, got {:?}",
+                raw.public_url
+            );
         }
         if public_url.path() != "/" || public_url.query().is_some() {
             bail!("`public_url`: must be an origin without a path (Latchkey serves at the root), got {:?}", raw.public_url);
@@ -248,17 +253,22 @@ impl Settings {
         if let Some(url) = &smtp_url {
             let parsed = Url::parse(url).with_context(|| "`smtp_url`: not a URL".to_string())?;
             if !matches!(parsed.scheme(), "smtp" | "smtps") {
-                bail!("`smtp_url`: scheme must be smtp:// or smtps://, got {}://", parsed.scheme());
+                bail!(
+                    "`smtp_url`: scheme must be smtp:// or smtps://, got {}://",
+                    parsed.scheme()
+                );
             }
         }
         let dev_mode = raw.dev_mode.unwrap_or(!had_file && smtp_url.is_none());
         if smtp_url.is_none() && !dev_mode {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
         }
-        let mail_from: lettre::message::Mailbox = raw
-            .mail_from
-            .parse()
-            .with_context(|| format!("`mail_from`: {:?} is not a mailbox like \"Acme <no-reply@acme.example>\"", raw.mail_from))?;
+        let mail_from: lettre::message::Mailbox = raw.mail_from.parse().with_context(|| {
+            format!(
+                "`mail_from`: {:?} is not a mailbox like \"Acme <no-reply@acme.example>\"",
+                raw.mail_from
+            )
+        })?;
         let secret = match (raw.secret, raw.secret_file) {
             (Some(_), Some(_)) => bail!("`secret` and `secret_file`: give one, not both"),
             (Some(s), None) => Some(s),
@@ -290,10 +300,16 @@ impl Settings {
             bail!("`codes.length`: must be between 6 and 10, got {}", c.length);
         }
         if c.ttl_secs == 0 || c.ttl_secs > 600 {
-            bail!("`codes.ttl_secs`: must be between 1 and 600 (NIST 800-63B), got {}", c.ttl_secs);
+            bail!(
+                "`codes.ttl_secs`: must be between 1 and 600 (NIST 800-63B), got {}",
+                c.ttl_secs
+            );
         }
         if c.max_attempts == 0 || c.max_attempts > 10 {
-            bail!("`codes.max_attempts`: must be between 1 and 10, got {}", c.max_attempts);
+            bail!(
+                "`codes.max_attempts`: must be between 1 and 10, got {}",
+                c.max_attempts
+            );
         }
         if raw.flows.idle_ttl_secs < c.ttl_secs {
             bail!("`flows.idle_ttl_secs`: must be at least `codes.ttl_secs`");
@@ -307,7 +323,10 @@ impl Settings {
         if raw.database_max_connections == 0 {
             bail!("`database_max_connections`: must be at least 1");
         }
-        if raw.outbox.max_attempts == 0 || raw.outbox.retry_base_ms == 0 || raw.outbox.poll_interval_ms == 0 {
+        if raw.outbox.max_attempts == 0
+            || raw.outbox.retry_base_ms == 0
+            || raw.outbox.poll_interval_ms == 0
+        {
             bail!("`outbox.*`: max_attempts, retry_base_ms and poll_interval_ms must be positive");
         }
         if raw.product_name.trim().is_empty() || raw.product_name.chars().any(char::is_control) {
@@ -369,7 +388,10 @@ mod tests {
     #[test]
     fn comma_separated_redirect_origins_are_accepted() {
         let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
-            .merge(("allowed_redirect_origins", "https://a.example, https://b.example:8443"))
+            .merge((
+                "allowed_redirect_origins",
+                "https://a.example, https://b.example:8443",
+            ))
             .extract()
             .unwrap();
         let s = Settings::from_raw(raw, false).unwrap();

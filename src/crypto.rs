@@ -56,7 +56,10 @@ impl Keys {
     /// The stored form of a code: bound to the verification it was issued for, so a code is only
     /// ever valid where it was sent.
     pub fn code_hash(&self, verification_id: &str, code: &str) -> String {
-        hex::encode(mac(&self.code, &[verification_id.as_bytes(), code.as_bytes()]))
+        hex::encode(mac(
+            &self.code,
+            &[verification_id.as_bytes(), code.as_bytes()],
+        ))
     }
 
     /// Constant-time comparison of a presented code against the stored hash.

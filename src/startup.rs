@@ -39,8 +39,13 @@ impl Application {
         Self::build_with_listener(settings, listener, clock).await
     }
 
-    pub async fn build_with_listener(settings: Settings, listener: TcpListener, clock: SharedClock) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.database_url, settings.database_max_connections).await?;
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let store =
+            Store::connect(&settings.database_url, settings.database_max_connections).await?;
         let secret = match &settings.secret {
             Some(s) => s.clone(),
             None => store
@@ -95,7 +100,11 @@ impl Application {
             }
             App::new()
                 .app_data(state.clone())
-                .app_data(web::FormConfig::default().limit(max_body).error_handler(form_error))
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(max_body)
+                        .error_handler(form_error),
+                )
                 .app_data(web::PayloadConfig::default().limit(max_body))
                 .wrap(default_headers)
                 .wrap(Compress::default())
@@ -108,7 +117,10 @@ impl Application {
         .run();
         tracing::info!(port, public_url = %settings.public_url, dev_mode = settings.dev_mode, backend = ?store.backend(), "Latchkey is listening");
         if settings.dev_mode {
-            tracing::info!("dev mode: codes are not mailed; they are logged here and listed at {}/dev/outbox", settings.public_url.as_str().trim_end_matches('/'));
+            tracing::info!(
+                "dev mode: codes are not mailed; they are logged here and listed at {}/dev/outbox",
+                settings.public_url.as_str().trim_end_matches('/')
+            );
         }
         Ok(Self {
             port,
@@ -161,7 +173,10 @@ fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {
         ("permissions-policy", "interest-cohort=(), camera=(), microphone=(), geolocation=()".to_string()),
     ];
     if settings.secure_cookies() {
-        headers.push(("strict-transport-security", "max-age=31536000; includeSubDomains".to_string()));
+        headers.push((
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains".to_string(),
+        ));
     }
     headers
 }

@@ -8,8 +8,14 @@ pub fn init(json: bool) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info,sqlx=warn".to_string());
-    let builder = fmt().with_env_filter(EnvFilter::new(filter)).with_target(false);
-    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_target(false);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     if let Err(e) = result {
         eprintln!("logging was already initialised: {e}");
     }

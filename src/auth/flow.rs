@@ -5,9 +5,12 @@ use time::OffsetDateTime;
 use super::{Auth, Client};
 use crate::delivery::{CodeMessage, Purpose};
 use crate::domain::{
-    EmailAddress, FlowId, IdentifierId, MessageId, OtpCode, RedirectTarget, SessionId, UserId, VerificationId,
+    EmailAddress, FlowId, IdentifierId, MessageId, OtpCode, RedirectTarget, SessionId, UserId,
+    VerificationId,
 };
-use crate::store::{from_ms, ms, CompleteOutcome, FlowRecord, NewFlow, NewMessage, NewSession, NewVerification};
+use crate::store::{
+    from_ms, ms, CompleteOutcome, FlowRecord, NewFlow, NewMessage, NewSession, NewVerification,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowKind {
@@ -86,7 +89,9 @@ pub struct SignedIn {
 
 impl std::fmt::Debug for SignedIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignedIn").field("session_id", &self.session_id).finish_non_exhaustive()
+        f.debug_struct("SignedIn")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +155,11 @@ impl From<anyhow::Error> for ResendError {
 }
 
 fn masked(record: &FlowRecord) -> String {
-    EmailAddress::from_trusted(record.identifier_value.clone(), record.identifier_canonical.clone()).masked()
+    EmailAddress::from_trusted(
+        record.identifier_value.clone(),
+        record.identifier_canonical.clone(),
+    )
+    .masked()
 }
 
 impl Auth {
@@ -176,7 +185,9 @@ impl Auth {
                 return Err(StartError::IdentifierNotFound);
             }
             // The code goes to the address stored for the account, never to the variant typed.
-            (FlowKind::SignIn, Some((user, identifier, stored))) => (Some(user), Some(identifier), stored),
+            (FlowKind::SignIn, Some((user, identifier, stored))) => {
+                (Some(user), Some(identifier), stored)
+            }
         };
         let flow_id = FlowId::generate();
         let ver_id = VerificationId::generate();
@@ -224,9 +235,19 @@ impl Auth {
         Ok(flow_id)
     }
 
-    fn seal_code(&self, kind: FlowKind, to: &EmailAddress, code: &OtpCode, expires: OffsetDateTime) -> (MessageId, Vec<u8>) {
+    fn seal_code(
+        &self,
+        kind: FlowKind,
+        to: &EmailAddress,
+        code: &OtpCode,
+        expires: OffsetDateTime,
+    ) -> (MessageId, Vec<u8>) {
         let message = CodeMessage {
-            to: to.display().to_string(),
+            // Mail goes to the ASCII (punycode) form of the domain, which every SMTP server accepts.
+            to: to
+                .mailbox_address()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| to.display().to_string()),
             code: code.expose().to_string(),
             purpose: kind.purpose(),
             expires_at: ms(expires),
@@ -235,7 +256,12 @@ impl Auth {
         (MessageId::generate(), message.seal(&self.keys))
     }
 
-    async fn load_record(&self, id: &FlowId, kind: FlowKind, client: &Client<'_>) -> Result<FlowRecord, FlowError> {
+    async fn load_record(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        client: &Client<'_>,
+    ) -> Result<FlowRecord, FlowError> {
         let record = self.store.load_flow(id).await?.ok_or(FlowError::NotFound)?;
         if record.kind != kind.as_str() {
             return Err(FlowError::NotFound);
@@ -260,7 +286,10 @@ impl Auth {
             id: record.id.clone(),
             kind,
             identifier: record.identifier_value.clone(),
-            redirect: record.redirect_url.clone().map(RedirectTarget::from_trusted),
+            redirect: record
+                .redirect_url
+                .clone()
+                .map(RedirectTarget::from_trusted),
             complete: record.status == "complete",
             verification: VerificationState {
                 destination: v.destination.clone(),
@@ -276,14 +305,24 @@ impl Auth {
     }
 
     /// Reads a flow for its code page.
-    pub async fn flow(&self, id: &FlowId, kind: FlowKind, client: &Client<'_>) -> Result<FlowView, FlowError> {
+    pub async fn flow(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        client: &Client<'_>,
+    ) -> Result<FlowView, FlowError> {
         let record = self.load_record(id, kind, client).await?;
         Ok(self.view(&record, kind))
     }
 
     /// Sends a new code, which replaces (and so invalidates) the previous one, once the resend
     /// cooldown since the last send has passed.
-    pub async fn resend(&self, id: &FlowId, kind: FlowKind, client: &Client<'_>) -> Result<FlowView, ResendError> {
+    pub async fn resend(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        client: &Client<'_>,
+    ) -> Result<FlowView, ResendError> {
         let record = self.load_record(id, kind, client).await?;
         let view = self.view(&record, kind);
         if view.complete {
@@ -298,7 +337,8 @@ impl Auth {
         }
         let now = self.now();
         let v = &record.verification;
-        let destination = EmailAddress::from_trusted(v.destination.clone(), record.identifier_canonical.clone());
+        let destination =
+            EmailAddress::from_trusted(v.destination.clone(), record.identifier_canonical.clone());
         let code = OtpCode::generate(self.policy.code_length);
         let code_hash = self.keys.code_hash(v.id.as_str(), code.expose());
         let code_expires = now + self.policy.code_ttl;
@@ -359,10 +399,19 @@ impl Auth {
         let v = &record.verification;
         let slot = self
             .store
-            .take_attempt(&record.id, &v.id, ms(now), ms(now + self.policy.flow_idle_ttl))
+            .take_attempt(
+                &record.id,
+                &v.id,
+                ms(now),
+                ms(now + self.policy.flow_idle_ttl),
+            )
             .await?;
         let Some(slot) = slot else {
-            let current = self.store.load_flow(&record.id).await?.ok_or(FlowError::NotFound)?;
+            let current = self
+                .store
+                .load_flow(&record.id)
+                .await?
+                .ok_or(FlowError::NotFound)?;
             let cv = &current.verification;
             let err = if cv.status == "verified" || current.status == "complete" {
                 AttemptError::AlreadyUsed
@@ -374,7 +423,10 @@ impl Auth {
             tracing::info!(event = "code_rejected", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), reason = %err, ip = client.ip.unwrap_or("-"));
             return Err(err);
         };
-        if !self.keys.code_matches(v.id.as_str(), code.expose(), &slot.code_hash) {
+        if !self
+            .keys
+            .code_matches(v.id.as_str(), code.expose(), &slot.code_hash)
+        {
             let remaining = (slot.max_attempts - slot.attempts).max(0) as u32;
             tracing::info!(event = "code_incorrect", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), remaining, ip = client.ip.unwrap_or("-"));
             if remaining == 0 {
@@ -388,11 +440,22 @@ impl Auth {
         let (user_id, outcome) = match kind {
             FlowKind::SignUp => {
                 let user_id = UserId::generate();
-                let email = EmailAddress::from_trusted(record.identifier_value.clone(), record.identifier_canonical.clone());
+                let email = EmailAddress::from_trusted(
+                    record.identifier_value.clone(),
+                    record.identifier_canonical.clone(),
+                );
                 let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
                 let outcome = self
                     .store
-                    .complete_sign_up(&record.id, &v.id, &slot.code_hash, &user_id, &IdentifierId::generate(), &email, &session)
+                    .complete_sign_up(
+                        &record.id,
+                        &v.id,
+                        &slot.code_hash,
+                        &user_id,
+                        &IdentifierId::generate(),
+                        &email,
+                        &session,
+                    )
                     .await?;
                 (user_id, outcome)
             }

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-pub use flow::{AttemptError, FlowError, FlowKind, FlowView, ResendError, SignedIn, StartError, VerificationState};
+pub use flow::{
+    AttemptError, FlowError, FlowKind, FlowView, ResendError, SignedIn, StartError,
+    VerificationState,
+};
 
 use crate::clock::SharedClock;
 use crate::crypto::{random_token, Keys};
@@ -61,7 +64,13 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(store: Store, keys: Arc<Keys>, clock: SharedClock, policy: Policy, outbox: OutboxSignal) -> Self {
+    pub fn new(
+        store: Store,
+        keys: Arc<Keys>,
+        clock: SharedClock,
+        policy: Policy,
+        outbox: OutboxSignal,
+    ) -> Self {
         Self {
             store,
             keys,

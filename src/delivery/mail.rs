@@ -51,11 +51,22 @@ impl SmtpMailer {
             .subject(&mail.subject)
             .multipart(
                 MultiPart::alternative()
-                    .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(mail.text.clone()))
-                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(mail.html.clone())),
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(mail.text.clone()),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(mail.html.clone()),
+                    ),
             )
             .context("building the message")?;
-        self.transport.send(message).await.map_err(explain_smtp_error)?;
+        self.transport
+            .send(message)
+            .await
+            .map_err(explain_smtp_error)?;
         Ok(())
     }
 }

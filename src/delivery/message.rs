@@ -25,7 +25,9 @@ pub struct CodeMessage {
 
 impl std::fmt::Debug for CodeMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CodeMessage").field("purpose", &self.purpose).finish_non_exhaustive()
+        f.debug_struct("CodeMessage")
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +96,15 @@ mod tests {
         };
         let r = m.render_email("Acme <Accounts>").unwrap();
         assert_eq!(r.subject, "042137 is your verification code");
-        assert!(r.text.contains("042137") && r.text.contains("10 minutes") && r.text.contains("Acme <Accounts>"));
-        assert!(r.html.contains("042137") && r.html.contains("Acme &#60;Accounts&#62;"), "{}", r.html);
+        assert!(
+            r.text.contains("042137")
+                && r.text.contains("10 minutes")
+                && r.text.contains("Acme <Accounts>")
+        );
+        assert!(
+            r.html.contains("042137") && r.html.contains("Acme &#60;Accounts&#62;"),
+            "{}",
+            r.html
+        );
     }
 }

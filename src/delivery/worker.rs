@@ -64,8 +64,13 @@ impl OutboxWorker {
             }
             match self.store.release_claims(&self.worker_id).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(released = n, "outbox worker returned unfinished messages to the queue"),
-                Err(e) => tracing::warn!(error = %e, "outbox worker could not release its claims; their lease will expire"),
+                Ok(n) => tracing::info!(
+                    released = n,
+                    "outbox worker returned unfinished messages to the queue"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox worker could not release its claims; their lease will expire")
+                }
             }
         })
     }
@@ -89,15 +94,21 @@ impl OutboxWorker {
         let outcome = match result {
             Ok(()) => {
                 tracing::info!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, "message delivered");
-                self.store.mark_message_sent(&msg.id, now, self.mailer.is_dev()).await
+                self.store
+                    .mark_message_sent(&msg.id, now, self.mailer.is_dev())
+                    .await
             }
             Err(Failure::Expired) => {
                 tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, "message dropped: its code expired before it could be delivered");
-                self.store.abandon_message(&msg.id, "expired", "code expired before delivery").await
+                self.store
+                    .abandon_message(&msg.id, "expired", "code expired before delivery")
+                    .await
             }
             Err(Failure::Unreadable) => {
                 tracing::error!(message_id = %msg.id, "message dropped: payload cannot be opened (was the server secret changed?)");
-                self.store.abandon_message(&msg.id, "failed", "payload cannot be opened").await
+                self.store
+                    .abandon_message(&msg.id, "failed", "payload cannot be opened")
+                    .await
             }
             Err(Failure::Send(e)) if msg.attempts >= self.config.max_attempts as i64 => {
                 tracing::error!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, error = %e, "message given up after the last try");
@@ -110,7 +121,9 @@ impl OutboxWorker {
                     .saturating_mul(1u64 << (msg.attempts.clamp(1, 20) - 1))
                     .min(self.config.retry_max_ms);
                 tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, retry_in_ms = backoff, error = %e, "message delivery failed; will retry");
-                self.store.retry_message(&msg.id, now + backoff as i64, &e).await
+                self.store
+                    .retry_message(&msg.id, now + backoff as i64, &e)
+                    .await
             }
         };
         if let Err(e) = outcome {
@@ -136,7 +149,10 @@ impl OutboxWorker {
                 Ok(())
             }
             Ok(Err(e)) => Err(Failure::Send(format!("{e:#}"))),
-            Err(_) => Err(Failure::Send(format!("no answer within {} s", timeout.as_secs()))),
+            Err(_) => Err(Failure::Send(format!(
+                "no answer within {} s",
+                timeout.as_secs()
+            ))),
         }
     }
 }

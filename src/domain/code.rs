@@ -25,7 +25,11 @@ impl OtpCode {
     /// Draws a code from the operating system's CSPRNG.
     pub fn generate(len: usize) -> Self {
         let mut rng = rand::rngs::OsRng;
-        Self((0..len).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect())
+        Self(
+            (0..len)
+                .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+                .collect(),
+        )
     }
 
     /// Parses typed input. Spaces, dashes and dots (as in a pasted "123 456" or "123-456") are
@@ -74,11 +78,19 @@ mod tests {
         let codes: Vec<OtpCode> = (0..2000).map(|_| OtpCode::generate(6)).collect();
         for pos in 0..6 {
             for d in b'0'..=b'9' {
-                assert!(codes.iter().any(|c| c.expose().as_bytes()[pos] == d), "digit {} never at {pos}", d as char);
+                assert!(
+                    codes.iter().any(|c| c.expose().as_bytes()[pos] == d),
+                    "digit {} never at {pos}",
+                    d as char
+                );
             }
         }
         let distinct: std::collections::HashSet<_> = codes.iter().map(|c| c.0.clone()).collect();
-        assert!(distinct.len() > 1980, "too many repeats: {}", distinct.len());
+        assert!(
+            distinct.len() > 1980,
+            "too many repeats: {}",
+            distinct.len()
+        );
     }
 
     #[test]
@@ -93,11 +105,17 @@ mod tests {
         assert_eq!(OtpCode::parse("12345", 6), Err(CodeError::WrongShape(6)));
         assert_eq!(OtpCode::parse("1234567", 6), Err(CodeError::WrongShape(6)));
         assert_eq!(OtpCode::parse("12a456", 6), Err(CodeError::WrongShape(6)));
-        assert_eq!(OtpCode::parse("１２３４５６", 6), Err(CodeError::WrongShape(6)));
+        assert_eq!(
+            OtpCode::parse("１２３４５６", 6),
+            Err(CodeError::WrongShape(6))
+        );
     }
 
     #[test]
     fn debug_output_hides_the_digits() {
-        assert_eq!(format!("{:?}", OtpCode::parse("123456", 6).unwrap()), "OtpCode(******)");
+        assert_eq!(
+            format!("{:?}", OtpCode::parse("123456", 6).unwrap()),
+            "OtpCode(******)"
+        );
     }
 }

@@ -48,7 +48,9 @@ fn is_invisible_or_bidi(c: char) -> bool {
 }
 
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && c.is_alphanumeric())
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && c.is_alphanumeric())
 }
 
 impl EmailAddress {
@@ -58,7 +60,10 @@ impl EmailAddress {
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
-        if trimmed.chars().any(|c| c.is_control() || is_invisible_or_bidi(c)) {
+        if trimmed
+            .chars()
+            .any(|c| c.is_control() || is_invisible_or_bidi(c))
+        {
             return Err(EmailError::ForbiddenCharacter);
         }
         if trimmed.chars().count() > 254 {
@@ -82,7 +87,8 @@ impl EmailAddress {
             return Err(EmailError::Malformed);
         }
         let domain_lower = domain.to_lowercase();
-        let ascii_domain = idna::domain_to_ascii_strict(&domain_lower).map_err(|_| EmailError::Malformed)?;
+        let ascii_domain =
+            idna::domain_to_ascii_strict(&domain_lower).map_err(|_| EmailError::Malformed)?;
         let labels: Vec<&str> = ascii_domain.split('.').collect();
         if labels.len() < 2
             || labels.iter().any(|l| {
@@ -92,7 +98,9 @@ impl EmailAddress {
                     || l.ends_with('-')
                     || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
-            || labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+            || labels
+                .last()
+                .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
         {
             return Err(EmailError::Malformed);
         }
@@ -164,7 +172,10 @@ mod tests {
 
     #[test]
     fn case_differences_share_a_canonical_form() {
-        assert_eq!(ok("User@EXAMPLE.com").canonical(), ok("user@example.com").canonical());
+        assert_eq!(
+            ok("User@EXAMPLE.com").canonical(),
+            ok("user@example.com").canonical()
+        );
     }
 
     #[test]
@@ -176,17 +187,26 @@ mod tests {
 
     #[test]
     fn a_cyrillic_lookalike_is_a_different_address() {
-        assert_ne!(ok("user@exаmple.com").canonical(), ok("user@example.com").canonical());
+        assert_ne!(
+            ok("user@exаmple.com").canonical(),
+            ok("user@example.com").canonical()
+        );
     }
 
     #[test]
     fn a_dotless_i_is_not_folded_into_i() {
-        assert_ne!(ok("mıke@example.org").canonical(), ok("mike@example.org").canonical());
+        assert_ne!(
+            ok("mıke@example.org").canonical(),
+            ok("mike@example.org").canonical()
+        );
     }
 
     #[test]
     fn nfd_and_nfc_forms_are_one_address() {
-        assert_eq!(ok("jose\u{301}@example.com").canonical(), ok("josé@example.com").canonical());
+        assert_eq!(
+            ok("jose\u{301}@example.com").canonical(),
+            ok("josé@example.com").canonical()
+        );
     }
 
     #[test]
@@ -196,15 +216,32 @@ mod tests {
 
     #[test]
     fn header_injection_is_refused() {
-        for s in ["a@x.test\r\nBcc: e@evil.test", "a@x.test\nBcc:e@evil.test", "a\0@x.test", "a@x.test\r"] {
-            assert_eq!(EmailAddress::parse(s), Err(EmailError::ForbiddenCharacter), "{s:?}");
+        for s in [
+            "a@x.test\r\nBcc: e@evil.test",
+            "a@x.test\nBcc:e@evil.test",
+            "a\0@x.test",
+            "a@x.test\r",
+        ] {
+            assert_eq!(
+                EmailAddress::parse(s),
+                Err(EmailError::ForbiddenCharacter),
+                "{s:?}"
+            );
         }
     }
 
     #[test]
     fn bidi_and_zero_width_characters_are_refused() {
-        for s in ["ab\u{202E}c@example.com", "a\u{200D}b@example.com", "ab@exa\u{200B}mple.com"] {
-            assert_eq!(EmailAddress::parse(s), Err(EmailError::ForbiddenCharacter), "{s:?}");
+        for s in [
+            "ab\u{202E}c@example.com",
+            "a\u{200D}b@example.com",
+            "ab@exa\u{200B}mple.com",
+        ] {
+            assert_eq!(
+                EmailAddress::parse(s),
+                Err(EmailError::ForbiddenCharacter),
+                "{s:?}"
+            );
         }
     }
 
@@ -244,7 +281,10 @@ mod tests {
     #[test]
     fn the_mailbox_address_uses_the_ascii_domain() {
         let e = ok("anna@bücher.example");
-        assert_eq!(e.mailbox_address().unwrap().to_string(), "anna@xn--bcher-kva.example");
+        assert_eq!(
+            e.mailbox_address().unwrap().to_string(),
+            "anna@xn--bcher-kva.example"
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub struct Origin {
 impl Origin {
     /// Parses `https://app.example.com` (a trailing `/` is allowed; no path, query or credentials).
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let url = Url::parse(s.trim()).map_err(|e| anyhow::anyhow!("not an origin like https://app.example.com: {e}"))?;
+        let url = Url::parse(s.trim())
+            .map_err(|e| anyhow::anyhow!("not an origin like https://app.example.com: {e}"))?;
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             anyhow::bail!("an origin has no path, query or fragment");
         }
@@ -34,7 +35,9 @@ impl Origin {
         Ok(Self {
             scheme: url.scheme().to_string(),
             host: host.to_ascii_lowercase(),
-            port: url.port_or_known_default().ok_or_else(|| anyhow::anyhow!("no port"))?,
+            port: url
+                .port_or_known_default()
+                .ok_or_else(|| anyhow::anyhow!("no port"))?,
         })
     }
 
@@ -79,7 +82,10 @@ impl RedirectTarget {
             return None;
         }
         let decoded = percent_decode_str(raw).decode_utf8_lossy();
-        let suspicious = |s: &str| s.chars().any(|c| c.is_control() || c == '\\' || c.is_whitespace());
+        let suspicious = |s: &str| {
+            s.chars()
+                .any(|c| c.is_control() || c == '\\' || c.is_whitespace())
+        };
         if suspicious(raw) || suspicious(&decoded) {
             return None;
         }
@@ -154,8 +160,14 @@ mod tests {
 
     #[test]
     fn allowed_origins_are_accepted_exactly() {
-        assert_eq!(parse("https://app.example.com/dashboard").as_deref(), Some("https://app.example.com/dashboard"));
-        assert_eq!(parse("https://accounts.example.com/user").as_deref(), Some("https://accounts.example.com/user"));
+        assert_eq!(
+            parse("https://app.example.com/dashboard").as_deref(),
+            Some("https://app.example.com/dashboard")
+        );
+        assert_eq!(
+            parse("https://accounts.example.com/user").as_deref(),
+            Some("https://accounts.example.com/user")
+        );
     }
 
     #[test]

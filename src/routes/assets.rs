@@ -6,8 +6,16 @@ use actix_web::{web, HttpResponse};
 use super::{pages::not_found, Ctx};
 
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("style.css", "text/css; charset=utf-8", include_str!("../../static/style.css")),
-    ("flow.js", "text/javascript; charset=utf-8", include_str!("../../static/flow.js")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../static/style.css"),
+    ),
+    (
+        "flow.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/flow.js"),
+    ),
 ];
 
 pub async fn serve(ctx: Ctx, name: web::Path<String>) -> HttpResponse {

@@ -25,7 +25,9 @@ pub struct Ctx {
 }
 
 fn plausible_token(v: &str) -> bool {
-    v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    v.len() == 43
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl FromRequest for Ctx {
@@ -70,7 +72,10 @@ impl Ctx {
         if let Some(b) = &self.browser {
             return b.clone();
         }
-        self.minted_browser.borrow_mut().get_or_insert_with(|| random_token(32)).clone()
+        self.minted_browser
+            .borrow_mut()
+            .get_or_insert_with(|| random_token(32))
+            .clone()
     }
 
     pub fn client(&self) -> Client<'_> {
@@ -92,12 +97,18 @@ impl Ctx {
 
     /// A CSRF token for a form bound to this browser and `scope` (a flow id, or the start step).
     pub fn csrf_token(&self, scope: &str) -> String {
-        self.state.auth.keys().csrf_token(&["browser", &self.browser(), scope])
+        self.state
+            .auth
+            .keys()
+            .csrf_token(&["browser", &self.browser(), scope])
     }
 
     /// A CSRF token for a form of a signed-in session.
     pub fn session_csrf_token(&self, user: &CurrentUser) -> String {
-        self.state.auth.keys().csrf_token(&["session", user.session_id.as_str()])
+        self.state
+            .auth
+            .keys()
+            .csrf_token(&["session", user.session_id.as_str()])
     }
 
     /// Fetch-metadata and Origin check for unsafe methods: a cross-site request is refused
@@ -110,7 +121,9 @@ impl Ctx {
             }
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let Ok(origin) = origin.to_str() else { return false };
+            let Ok(origin) = origin.to_str() else {
+                return false;
+            };
             if !self.state.settings.public_origin.matches_header(origin) {
                 return false;
             }
@@ -121,10 +134,12 @@ impl Ctx {
     /// Checks a form post bound to this browser and `scope`; on failure, the 403 response.
     pub fn check_form(&self, scope: &str, token: &str) -> Result<(), HttpResponse> {
         let valid = self.same_origin_request()
-            && self
-                .browser
-                .as_deref()
-                .is_some_and(|b| self.state.auth.keys().csrf_valid(&["browser", b, scope], token));
+            && self.browser.as_deref().is_some_and(|b| {
+                self.state
+                    .auth
+                    .keys()
+                    .csrf_valid(&["browser", b, scope], token)
+            });
         if valid {
             Ok(())
         } else {
@@ -166,8 +181,14 @@ impl Ctx {
 
     /// The signed-in user, if the session cookie names a live session.
     pub async fn current_user(&self) -> Result<Option<CurrentUser>, HttpResponse> {
-        let Some(token) = self.session_token() else { return Ok(None) };
-        self.state.auth.current_user(&token).await.map_err(|e| self.internal(e))
+        let Some(token) = self.session_token() else {
+            return Ok(None);
+        };
+        self.state
+            .auth
+            .current_user(&token)
+            .await
+            .map_err(|e| self.internal(e))
     }
 
     /// Renders a page with `status`, adding the browser cookie if one was minted.
@@ -200,7 +221,13 @@ impl Ctx {
         resp.finish()
     }
 
-    pub fn error_page(&self, status: StatusCode, title: &str, message: &str, link: Option<Link>) -> HttpResponse {
+    pub fn error_page(
+        &self,
+        status: StatusCode,
+        title: &str,
+        message: &str,
+        link: Option<Link>,
+    ) -> HttpResponse {
         let page = ErrorPage {
             page: self.page_ctx(title),
             status: status.as_u16(),
@@ -208,11 +235,15 @@ impl Ctx {
             link,
         };
         match page.render() {
-            Ok(body) => HttpResponse::build(status).content_type("text/html; charset=utf-8").body(body),
-            Err(_) => HttpResponse::build(status).content_type("text/plain; charset=utf-8").body(format!(
-                "{title}\n\n{message}\n\nRequest id: {}",
-                self.request_id
-            )),
+            Ok(body) => HttpResponse::build(status)
+                .content_type("text/html; charset=utf-8")
+                .body(body),
+            Err(_) => HttpResponse::build(status)
+                .content_type("text/plain; charset=utf-8")
+                .body(format!(
+                    "{title}\n\n{message}\n\nRequest id: {}",
+                    self.request_id
+                )),
         }
     }
 

@@ -23,11 +23,22 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
     let rows = entries
         .into_iter()
         .map(|e| {
-            let content = e.payload.as_deref().and_then(|p| CodeMessage::open(keys, p));
+            let content = e
+                .payload
+                .as_deref()
+                .and_then(|p| CodeMessage::open(keys, p));
             OutboxRow {
-                created: from_ms(e.created_at).format(TIME_FORMAT).unwrap_or_default(),
-                to: content.as_ref().map(|c| c.to.clone()).unwrap_or(e.recipient_masked),
-                code: content.as_ref().map(|c| c.code.clone()).unwrap_or_else(|| "(erased)".into()),
+                created: from_ms(e.created_at)
+                    .format(TIME_FORMAT)
+                    .unwrap_or_default(),
+                to: content
+                    .as_ref()
+                    .map(|c| c.to.clone())
+                    .unwrap_or(e.recipient_masked),
+                code: content
+                    .as_ref()
+                    .map(|c| c.code.clone())
+                    .unwrap_or_else(|| "(erased)".into()),
                 subject: content
                     .as_ref()
                     .map(|c| format!("{} is your verification code", c.code))
@@ -38,5 +49,11 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
             }
         })
         .collect();
-    ctx.render(StatusCode::OK, &DevOutboxPage { page: ctx.page_ctx("Development outbox"), rows })
+    ctx.render(
+        StatusCode::OK,
+        &DevOutboxPage {
+            page: ctx.page_ctx("Development outbox"),
+            rows,
+        },
+    )
 }

@@ -88,7 +88,10 @@ fn identifier_page(
         FlowKind::SignUp => (
             "Sign up",
             "Create your account".to_string(),
-            format!("to continue to {}. We will email you a code; no password needed.", ctx.state.settings.product_name),
+            format!(
+                "to continue to {}. We will email you a code; no password needed.",
+                ctx.state.settings.product_name
+            ),
             "Already have an account?",
             "Sign in",
         ),
@@ -124,7 +127,9 @@ fn identifier_page(
 
 /// Where a completed flow (or a signed-in visitor) goes.
 fn landing(redirect: Option<&RedirectTarget>) -> String {
-    redirect.map(|r| r.as_str().to_string()).unwrap_or_else(|| paths::USER.to_string())
+    redirect
+        .map(|r| r.as_str().to_string())
+        .unwrap_or_else(|| paths::USER.to_string())
 }
 
 /// GET of the identifier step.
@@ -144,7 +149,10 @@ pub async fn start_page(ctx: Ctx, kind: FlowKind, query: web::Query<StartQuery>)
         }
     }
     email.truncate(320);
-    ctx.render(StatusCode::OK, &identifier_page(&ctx, kind, &email, redirect.as_ref(), None))
+    ctx.render(
+        StatusCode::OK,
+        &identifier_page(&ctx, kind, &email, redirect.as_ref(), None),
+    )
 }
 
 /// POST of the identifier step: start the flow and send the code.
@@ -165,27 +173,50 @@ pub async fn start(ctx: Ctx, kind: FlowKind, form: web::Form<StartForm>) -> Http
         Err(e) => return invalid(e.to_string(), None),
     };
     let redirect_str = redirect.as_ref().map(|r| r.as_str()).unwrap_or_default();
-    match ctx.state.auth.start(kind, &email, redirect.as_ref(), &ctx.client()).await {
+    match ctx
+        .state
+        .auth
+        .start(kind, &email, redirect.as_ref(), &ctx.client())
+        .await
+    {
         Ok(flow) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
         Err(StartError::IdentifierNotFound) => invalid(
             "We couldn't find an account with that email address.".into(),
             Some(Link::new(
                 "Create an account with this address",
-                with_query(paths::SIGN_UP, &[("email_address", email.display()), ("redirect_url", redirect_str)]),
+                with_query(
+                    paths::SIGN_UP,
+                    &[
+                        ("email_address", email.display()),
+                        ("redirect_url", redirect_str),
+                    ],
+                ),
             )),
         ),
         Err(StartError::IdentifierTaken) => invalid(
             "An account with this email address already exists.".into(),
             Some(Link::new(
                 "Sign in instead",
-                with_query(paths::SIGN_IN, &[("email_address", email.display()), ("redirect_url", redirect_str)]),
+                with_query(
+                    paths::SIGN_IN,
+                    &[
+                        ("email_address", email.display()),
+                        ("redirect_url", redirect_str),
+                    ],
+                ),
             )),
         ),
         Err(StartError::Internal(e)) => ctx.internal(e.context("starting a flow")),
     }
 }
 
-fn verify_page(ctx: &Ctx, view: &FlowView, code: &str, error: Option<(String, Option<Link>)>, notice: Option<String>) -> VerifyPage {
+fn verify_page(
+    ctx: &Ctx,
+    view: &FlowView,
+    code: &str,
+    error: Option<(String, Option<Link>)>,
+    notice: Option<String>,
+) -> VerifyPage {
     let (error, error_link) = match error {
         Some((m, l)) => (Some(m), l),
         None => (None, None),
@@ -236,7 +267,14 @@ fn parse_flow(ctx: &Ctx, kind: FlowKind, raw: &str) -> Result<FlowId, HttpRespon
 }
 
 /// Re-reads the flow and re-renders its code page with `status` and a message.
-async fn rerender(ctx: &Ctx, kind: FlowKind, flow: &FlowId, status: StatusCode, code: &str, error: (String, Option<Link>)) -> HttpResponse {
+async fn rerender(
+    ctx: &Ctx,
+    kind: FlowKind,
+    flow: &FlowId,
+    status: StatusCode,
+    code: &str,
+    error: (String, Option<Link>),
+) -> HttpResponse {
     match ctx.state.auth.flow(flow, kind, &ctx.client()).await {
         Ok(view) => ctx.render(status, &verify_page(ctx, &view, code, Some(error), None)),
         Err(e) => flow_error(ctx, kind, e),
@@ -244,7 +282,12 @@ async fn rerender(ctx: &Ctx, kind: FlowKind, flow: &FlowId, status: StatusCode, 
 }
 
 /// GET of the code step (also where a GET on the POST-only resend URL lands).
-pub async fn code_page(ctx: Ctx, kind: FlowKind, flow: web::Path<String>, query: web::Query<CodePageQuery>) -> HttpResponse {
+pub async fn code_page(
+    ctx: Ctx,
+    kind: FlowKind,
+    flow: web::Path<String>,
+    query: web::Query<CodePageQuery>,
+) -> HttpResponse {
     let flow = match parse_flow(&ctx, kind, &flow) {
         Ok(f) => f,
         Err(resp) => return resp,
@@ -252,7 +295,10 @@ pub async fn code_page(ctx: Ctx, kind: FlowKind, flow: web::Path<String>, query:
     match ctx.state.auth.flow(&flow, kind, &ctx.client()).await {
         Ok(view) if view.complete => ctx.redirect(&landing(view.redirect.as_ref()), vec![]),
         Ok(view) => {
-            let notice = query.sent.is_some().then(|| "We sent you a new code. Earlier codes no longer work.".to_string());
+            let notice = query
+                .sent
+                .is_some()
+                .then(|| "We sent you a new code. Earlier codes no longer work.".to_string());
             ctx.render(StatusCode::OK, &verify_page(&ctx, &view, "", None, notice))
         }
         Err(e) => flow_error(&ctx, kind, e),
@@ -268,7 +314,12 @@ fn tries_left(n: u32) -> String {
 }
 
 /// POST of the code step.
-pub async fn attempt(ctx: Ctx, kind: FlowKind, flow: web::Path<String>, form: web::Form<CodeForm>) -> HttpResponse {
+pub async fn attempt(
+    ctx: Ctx,
+    kind: FlowKind,
+    flow: web::Path<String>,
+    form: web::Form<CodeForm>,
+) -> HttpResponse {
     let flow = match parse_flow(&ctx, kind, &flow) {
         Ok(f) => f,
         Err(resp) => return resp,
@@ -279,7 +330,17 @@ pub async fn attempt(ctx: Ctx, kind: FlowKind, flow: web::Path<String>, form: we
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let code = match OtpCode::parse(&form.code, ctx.state.settings.code_length) {
         Ok(c) => c,
-        Err(e) => return rerender(&ctx, kind, &flow, unprocessable, &form.code, (e.to_string(), None)).await,
+        Err(e) => {
+            return rerender(
+                &ctx,
+                kind,
+                &flow,
+                unprocessable,
+                &form.code,
+                (e.to_string(), None),
+            )
+            .await
+        }
     };
     let previous_session = ctx.current_user().await.ok().flatten();
     match ctx.state.auth.attempt(&flow, kind, &code, &ctx.client()).await {
@@ -338,7 +399,12 @@ pub async fn attempt(ctx: Ctx, kind: FlowKind, flow: web::Path<String>, form: we
 }
 
 /// POST of "Resend code".
-pub async fn resend(ctx: Ctx, kind: FlowKind, flow: web::Path<String>, form: web::Form<TokenForm>) -> HttpResponse {
+pub async fn resend(
+    ctx: Ctx,
+    kind: FlowKind,
+    flow: web::Path<String>,
+    form: web::Form<TokenForm>,
+) -> HttpResponse {
     let flow = match parse_flow(&ctx, kind, &flow) {
         Ok(f) => f,
         Err(resp) => return resp,
@@ -353,7 +419,10 @@ pub async fn resend(ctx: Ctx, kind: FlowKind, flow: web::Path<String>, form: web
                 &ctx,
                 &view,
                 "",
-                Some((format!("You can request a new code in {wait_secs} seconds."), None)),
+                Some((
+                    format!("You can request a new code in {wait_secs} seconds."),
+                    None,
+                )),
                 None,
             );
             let mut resp = ctx.render(StatusCode::TOO_MANY_REQUESTS, &page);

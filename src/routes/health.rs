@@ -6,7 +6,9 @@ use actix_web::{web, HttpResponse};
 use super::AppState;
 
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok")
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok")
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -16,6 +18,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if ready {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": "ok"}))
     } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unavailable", "database": "unreachable or not migrated"}))
+        HttpResponse::ServiceUnavailable().json(
+            serde_json::json!({"status": "unavailable", "database": "unreachable or not migrated"}),
+        )
     }
 }

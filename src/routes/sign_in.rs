@@ -16,7 +16,11 @@ pub async fn start(ctx: Ctx, form: web::Form<StartForm>) -> HttpResponse {
     flow_pages::start(ctx, KIND, form).await
 }
 
-pub async fn code_page(ctx: Ctx, flow: web::Path<String>, query: web::Query<CodePageQuery>) -> HttpResponse {
+pub async fn code_page(
+    ctx: Ctx,
+    flow: web::Path<String>,
+    query: web::Query<CodePageQuery>,
+) -> HttpResponse {
     flow_pages::code_page(ctx, KIND, flow, query).await
 }
 

@@ -13,12 +13,18 @@ const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
 pub async fn page(ctx: Ctx) -> HttpResponse {
     let user = match ctx.current_user().await {
         Ok(Some(u)) => u,
-        Ok(None) => return ctx.redirect(&format!("{}?redirect_url=%2Fuser", paths::SIGN_IN), vec![]),
+        Ok(None) => {
+            return ctx.redirect(&format!("{}?redirect_url=%2Fuser", paths::SIGN_IN), vec![])
+        }
         Err(resp) => return resp,
     };
     let page = UserPage {
         page: ctx.page_ctx("Your account"),
-        email: user.email.as_ref().map(|e| e.display().to_string()).unwrap_or_default(),
+        email: user
+            .email
+            .as_ref()
+            .map(|e| e.display().to_string())
+            .unwrap_or_default(),
         joined: user.joined_at.format(JOINED_FORMAT).unwrap_or_default(),
         sign_out_action: paths::SIGN_OUT,
         csrf_token: ctx.session_csrf_token(&user),

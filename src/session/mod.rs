@@ -50,7 +50,11 @@ impl Cookies {
     }
 
     pub fn session(&self, token: &str, ttl: std::time::Duration) -> Cookie<'static> {
-        self.build(self.session_name(), token.to_string(), CookieDuration::seconds(ttl.as_secs() as i64))
+        self.build(
+            self.session_name(),
+            token.to_string(),
+            CookieDuration::seconds(ttl.as_secs() as i64),
+        )
     }
 
     pub fn session_removal(&self) -> Cookie<'static> {
@@ -58,7 +62,11 @@ impl Cookies {
     }
 
     pub fn browser(&self, value: &str) -> Cookie<'static> {
-        self.build(self.browser_name(), value.to_string(), CookieDuration::days(BROWSER_MAX_AGE_DAYS))
+        self.build(
+            self.browser_name(),
+            value.to_string(),
+            CookieDuration::days(BROWSER_MAX_AGE_DAYS),
+        )
     }
 }
 
@@ -79,13 +87,21 @@ mod tests {
 
     #[test]
     fn development_cookies_are_not_secure_and_unprefixed() {
-        let s = Cookies::new(false).session("tok", std::time::Duration::from_secs(60)).to_string();
-        assert!(s.starts_with("latchkey_session=tok") && !s.contains("Secure"), "{s}");
+        let s = Cookies::new(false)
+            .session("tok", std::time::Duration::from_secs(60))
+            .to_string();
+        assert!(
+            s.starts_with("latchkey_session=tok") && !s.contains("Secure"),
+            "{s}"
+        );
     }
 
     #[test]
     fn the_removal_cookie_expires_the_session_cookie() {
         let s = Cookies::new(true).session_removal().to_string();
-        assert!(s.starts_with("__Host-latchkey_session=;") && s.contains("Max-Age=0"), "{s}");
+        assert!(
+            s.starts_with("__Host-latchkey_session=;") && s.contains("Max-Age=0"),
+            "{s}"
+        );
     }
 }

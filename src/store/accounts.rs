@@ -14,7 +14,10 @@ pub struct UserProfile {
 
 impl Store {
     /// The account owning an email address, with the address exactly as stored for that account.
-    pub async fn find_email_owner(&self, email: &EmailAddress) -> anyhow::Result<Option<(UserId, IdentifierId, EmailAddress)>> {
+    pub async fn find_email_owner(
+        &self,
+        email: &EmailAddress,
+    ) -> anyhow::Result<Option<(UserId, IdentifierId, EmailAddress)>> {
         let row = sqlx::query("SELECT id, user_id, value, canonical FROM identifiers WHERE kind = 'email' AND canonical = $1")
             .bind(email.canonical())
             .fetch_optional(&self.reader)
@@ -42,7 +45,9 @@ impl Store {
             let canonical: Option<String> = r.get("canonical");
             UserProfile {
                 user_id: UserId::from_trusted(r.get("id")),
-                email: value.zip(canonical).map(|(v, c)| EmailAddress::from_trusted(v, c)),
+                email: value
+                    .zip(canonical)
+                    .map(|(v, c)| EmailAddress::from_trusted(v, c)),
                 created_at: from_ms(r.get("created_at")),
             }
         }))

@@ -89,7 +89,9 @@ fn flow_from_row(r: &AnyRow) -> FlowRecord {
         status: r.get("status"),
         identifier_value: r.get("identifier_value"),
         identifier_canonical: r.get("identifier_canonical"),
-        user_id: r.get::<Option<String>, _>("user_id").map(UserId::from_trusted),
+        user_id: r
+            .get::<Option<String>, _>("user_id")
+            .map(UserId::from_trusted),
         redirect_url: r.get("redirect_url"),
         browser_binding: r.get("browser_binding"),
         created_at: r.get("created_at"),
@@ -98,7 +100,9 @@ fn flow_from_row(r: &AnyRow) -> FlowRecord {
             id: VerificationId::from_trusted(r.get("v_id")),
             channel: r.get("channel"),
             destination: r.get("destination"),
-            identifier_id: r.get::<Option<String>, _>("identifier_id").map(IdentifierId::from_trusted),
+            identifier_id: r
+                .get::<Option<String>, _>("identifier_id")
+                .map(IdentifierId::from_trusted),
             attempts: r.get("attempts"),
             max_attempts: r.get("max_attempts"),
             sent_at: r.get("sent_at"),
@@ -110,7 +114,12 @@ fn flow_from_row(r: &AnyRow) -> FlowRecord {
 
 impl Store {
     /// Creates a flow, its first verification and the message carrying the code, atomically.
-    pub async fn create_flow(&self, flow: &NewFlow<'_>, ver: &NewVerification<'_>, msg: &NewMessage<'_>) -> anyhow::Result<()> {
+    pub async fn create_flow(
+        &self,
+        flow: &NewFlow<'_>,
+        ver: &NewVerification<'_>,
+        msg: &NewMessage<'_>,
+    ) -> anyhow::Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
@@ -151,7 +160,10 @@ impl Store {
 
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
         let sql = format!("SELECT {FLOW_COLUMNS} FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.reader).await?;
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(row.as_ref().map(flow_from_row))
     }
 
@@ -307,7 +319,12 @@ impl Store {
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// Single use: the conditional update succeeds for exactly one request.
-async fn consume_code(tx: &mut Tx, flow_id: &FlowId, ver_id: &VerificationId, code_hash: &str) -> anyhow::Result<bool> {
+async fn consume_code(
+    tx: &mut Tx,
+    flow_id: &FlowId,
+    ver_id: &VerificationId,
+    code_hash: &str,
+) -> anyhow::Result<bool> {
     let n = sqlx::query(
         "UPDATE verifications SET status = 'verified', code_hash = NULL \
          WHERE id = $1 AND flow_id = $2 AND status = 'pending' AND code_hash = $3",
@@ -321,7 +338,12 @@ async fn consume_code(tx: &mut Tx, flow_id: &FlowId, ver_id: &VerificationId, co
     Ok(n == 1)
 }
 
-async fn finish_flow(tx: &mut Tx, flow_id: &FlowId, user_id: &UserId, session: &NewSession<'_>) -> anyhow::Result<()> {
+async fn finish_flow(
+    tx: &mut Tx,
+    flow_id: &FlowId,
+    user_id: &UserId,
+    session: &NewSession<'_>,
+) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE flows SET status = 'complete', completed_at = $1, last_active_at = $1, user_id = $2, session_id = $3 \
          WHERE id = $4",
@@ -335,7 +357,12 @@ async fn finish_flow(tx: &mut Tx, flow_id: &FlowId, user_id: &UserId, session: &
     Ok(())
 }
 
-async fn touch_flow(tx: &mut Tx, flow_id: &FlowId, now: i64, expires_at: i64) -> anyhow::Result<()> {
+async fn touch_flow(
+    tx: &mut Tx,
+    flow_id: &FlowId,
+    now: i64,
+    expires_at: i64,
+) -> anyhow::Result<()> {
     sqlx::query("UPDATE flows SET last_active_at = $1, expires_at = $2 WHERE id = $3 AND status = 'pending'")
         .bind(now)
         .bind(expires_at)

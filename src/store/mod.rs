@@ -22,7 +22,9 @@ use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
 pub use accounts::UserProfile;
-pub use flows::{AttemptSlot, CompleteOutcome, FlowRecord, NewFlow, NewVerification, VerificationRecord};
+pub use flows::{
+    AttemptSlot, CompleteOutcome, FlowRecord, NewFlow, NewVerification, VerificationRecord,
+};
 pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
 
@@ -46,14 +48,18 @@ pub(crate) fn ms(t: OffsetDateTime) -> i64 {
 }
 
 pub(crate) fn from_ms(v: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Whether an error is a unique-constraint violation (an identifier already taken).
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
-            db.is_unique_violation() || db.code().is_some_and(|c| c == "2067" || c == "1555" || c == "23505")
+            db.is_unique_violation()
+                || db
+                    .code()
+                    .is_some_and(|c| c == "2067" || c == "1555" || c == "23505")
         }
         _ => false,
     }
@@ -77,8 +83,13 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let store = if url.starts_with("sqlite:") {
-            let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
-            let opts: AnyConnectOptions = url.parse().context("`database_url`: not a SQLite URL")?;
+            let url = if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            let opts: AnyConnectOptions =
+                url.parse().context("`database_url`: not a SQLite URL")?;
             let writer = AnyPoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
@@ -97,7 +108,9 @@ impl Store {
                 backend: Backend::Sqlite,
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts: AnyConnectOptions = url.parse().context("`database_url`: not a PostgreSQL URL")?;
+            let opts: AnyConnectOptions = url
+                .parse()
+                .context("`database_url`: not a PostgreSQL URL")?;
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(10))
@@ -122,7 +135,10 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
         // The migrator takes an advisory lock on PostgreSQL, so instances starting together do not race.
-        migrator.run(&self.writer).await.context("applying database migrations")?;
+        migrator
+            .run(&self.writer)
+            .await
+            .context("applying database migrations")?;
         Ok(())
     }
 

@@ -42,7 +42,10 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
-pub(super) async fn insert_message(tx: &mut sqlx::Transaction<'static, sqlx::Any>, m: &NewMessage<'_>) -> anyhow::Result<()> {
+pub(super) async fn insert_message(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    m: &NewMessage<'_>,
+) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO outbox (id, channel, recipient_masked, verification_id, payload, status, attempts, created_at, \
          next_attempt_at, not_after) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7)",
@@ -72,7 +75,13 @@ const CLAIM_POSTGRES: &str = "UPDATE outbox SET status = 'sending', claimed_by =
 impl Store {
     /// Claims up to `limit` due messages for `worker` until `lease_until`. Rows whose lease ran out
     /// (a worker that died mid-send) are claimed again.
-    pub async fn claim_messages(&self, worker: &str, now: i64, lease_until: i64, limit: i64) -> anyhow::Result<Vec<ClaimedMessage>> {
+    pub async fn claim_messages(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ClaimedMessage>> {
         let sql = match self.backend {
             Backend::Sqlite => CLAIM_SQLITE,
             Backend::Postgres => CLAIM_POSTGRES,
@@ -99,18 +108,32 @@ impl Store {
 
     /// Records a delivery. The payload (and with it the code) is erased unless `keep_payload`
     /// (development mode, for the outbox page).
-    pub async fn mark_message_sent(&self, id: &MessageId, now: i64, keep_payload: bool) -> anyhow::Result<()> {
+    pub async fn mark_message_sent(
+        &self,
+        id: &MessageId,
+        now: i64,
+        keep_payload: bool,
+    ) -> anyhow::Result<()> {
         let sql = if keep_payload {
             "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = $2"
         } else {
             "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL, payload = NULL WHERE id = $2"
         };
-        sqlx::query(sql).bind(now).bind(id.as_str()).execute(&self.writer).await?;
+        sqlx::query(sql)
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
     /// Puts a message back in the queue after a failed try.
-    pub async fn retry_message(&self, id: &MessageId, next_attempt_at: i64, error: &str) -> anyhow::Result<()> {
+    pub async fn retry_message(
+        &self,
+        id: &MessageId,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE outbox SET status = 'pending', next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = $2 \
              WHERE id = $3 AND status = 'sending'",
@@ -124,7 +147,12 @@ impl Store {
     }
 
     /// Gives a message up for good (`failed`, or `expired` when its code died first) and erases its payload.
-    pub async fn abandon_message(&self, id: &MessageId, status: &'static str, error: &str) -> anyhow::Result<()> {
+    pub async fn abandon_message(
+        &self,
+        id: &MessageId,
+        status: &'static str,
+        error: &str,
+    ) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE outbox SET status = $1, payload = NULL, claimed_by = NULL, claimed_until = NULL, last_error = $2 WHERE id = $3",
         )

@@ -8,9 +8,10 @@ impl Store {
             .bind(generated)
             .execute(&self.writer)
             .await?;
-        let value: String = sqlx::query_scalar("SELECT value FROM server_settings WHERE key = 'secret'")
-            .fetch_one(&self.writer)
-            .await?;
+        let value: String =
+            sqlx::query_scalar("SELECT value FROM server_settings WHERE key = 'secret'")
+                .fetch_one(&self.writer)
+                .await?;
         Ok(value)
     }
 }

@@ -22,7 +22,10 @@ pub struct SessionUser {
     pub expires_at: i64,
 }
 
-pub(super) async fn insert_session(tx: &mut sqlx::Transaction<'static, sqlx::Any>, s: &NewSession<'_>) -> anyhow::Result<()> {
+pub(super) async fn insert_session(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    s: &NewSession<'_>,
+) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip) \
          VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
@@ -41,7 +44,11 @@ pub(super) async fn insert_session(tx: &mut sqlx::Transaction<'static, sqlx::Any
 
 impl Store {
     /// The unexpired session whose token hashes to `token_hash`.
-    pub async fn find_session(&self, token_hash: &str, now: i64) -> anyhow::Result<Option<SessionUser>> {
+    pub async fn find_session(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<SessionUser>> {
         let row = sqlx::query("SELECT id, user_id, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
             .bind(token_hash)
             .bind(now)
@@ -64,9 +71,11 @@ impl Store {
     }
 
     pub async fn count_sessions(&self, user_id: &UserId) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
-            .bind(user_id.as_str())
-            .fetch_one(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
+                .bind(user_id.as_str())
+                .fetch_one(&self.reader)
+                .await?,
+        )
     }
 }

@@ -1,0 +1,541 @@
+//! Test harness: the real application on port 0 with a fresh SQLite file, a real SMTP server on
+//! loopback, a manual clock, and a browser-like client (cookie store, no auto-redirect, forms
+//! parsed from the HTML with their hidden fields).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use latchkey::clock::ManualClock;
+use latchkey::config::{RawConfig, Settings};
+use latchkey::startup::Application;
+use reqwest::{Response, StatusCode};
+use scraper::{Html, Selector};
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------------
+// SMTP
+
+/// One message as received over SMTP.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+impl ReceivedMail {
+    pub fn subject(&self) -> String {
+        self.data
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The code, read from the subject ("123456 is your verification code").
+    pub fn code(&self) -> String {
+        let subject = self.subject();
+        let code: String = subject.chars().take_while(|c| c.is_ascii_digit()).collect();
+        assert_eq!(code.len(), 6, "no code in subject {subject:?}");
+        code
+    }
+}
+
+#[derive(Clone, Default)]
+struct Collector {
+    messages: Arc<Mutex<Vec<ReceivedMail>>>,
+    current_to: Vec<String>,
+    current: Vec<u8>,
+}
+
+impl mailin_embedded::Handler for Collector {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        to: &[String],
+    ) -> mailin_embedded::Response {
+        self.current_to = to.to_vec();
+        self.current.clear();
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let mail = ReceivedMail {
+            to: std::mem::take(&mut self.current_to),
+            data: String::from_utf8_lossy(&std::mem::take(&mut self.current)).into_owned(),
+        };
+        self.messages.lock().unwrap().push(mail);
+        mailin_embedded::response::OK
+    }
+}
+
+/// A real SMTP server (mailin-embedded) on a loopback port.
+#[derive(Clone)]
+pub struct TestSmtp {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<ReceivedMail>>>,
+}
+
+impl TestSmtp {
+    /// Starts listening at once.
+    pub fn start() -> Self {
+        let smtp = Self::reserve();
+        smtp.listen();
+        smtp
+    }
+
+    /// Picks a free port but does not listen yet: the server is "down" until [`listen`](Self::listen).
+    pub fn reserve() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            port,
+            messages: Arc::default(),
+        }
+    }
+
+    pub fn listen(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("SMTP port still free");
+        let mut server = mailin_embedded::Server::new(Collector {
+            messages: self.messages.clone(),
+            ..Collector::default()
+        });
+        server
+            .with_name("smtp.test")
+            .with_num_threads(4)
+            .with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn all(&self) -> Vec<ReceivedMail> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn messages_to(&self, address: &str) -> Vec<ReceivedMail> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(address)))
+            .collect()
+    }
+
+    /// Waits (up to 10 s of real time) until `n` messages to `address` have arrived; returns the last.
+    pub async fn wait_for(&self, address: &str, n: usize) -> ReceivedMail {
+        for _ in 0..500 {
+            let msgs = self.messages_to(address);
+            if msgs.len() >= n {
+                return msgs[n - 1].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "message {n} to {address} never arrived; received: {:?}",
+            self.all().iter().map(|m| &m.to).collect::<Vec<_>>()
+        );
+    }
+
+    /// Asserts that nothing more than `n` messages reach `address` within a short grace period.
+    pub async fn assert_count_stays(&self, address: &str, n: usize) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            self.messages_to(address).len(),
+            n,
+            "unexpected message count to {address}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Application
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub smtp: TestSmtp,
+    pub clock: ManualClock,
+    pub db_path: PathBuf,
+    pub raw: RawConfig,
+    handle: ServerHandle,
+    task: JoinHandle<std::io::Result<()>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The configuration tests start from: dev mode off, real SMTP, fast outbox polling.
+pub fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig {
+    let mut raw = RawConfig {
+        database_url: format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+        smtp_url: Some(smtp.url()),
+        mail_from: "Latchkey Test <no-reply@latchkey.test>".into(),
+        product_name: "Acme".into(),
+        dev_mode: Some(false),
+        allowed_redirect_origins: vec!["https://app.example.com".into()],
+        ..RawConfig::default()
+    };
+    raw.outbox.poll_interval_ms = 50;
+    raw.outbox.retry_base_ms = 100;
+    raw.outbox.retry_max_ms = 1000;
+    raw
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customise: impl FnOnce(&mut RawConfig)) -> TestApp {
+    spawn_app_on(TestSmtp::start(), customise).await
+}
+
+/// Starts the app against `smtp`, which may not be listening yet.
+pub async fn spawn_app_on(smtp: TestSmtp, customise: impl FnOnce(&mut RawConfig)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut raw = test_config(&smtp, &dir);
+    customise(&mut raw);
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    launch(raw, smtp, clock, dir, browser()).await
+}
+
+async fn launch(
+    mut raw: RawConfig,
+    smtp: TestSmtp,
+    clock: ManualClock,
+    dir: Arc<tempfile::TempDir>,
+    client: reqwest::Client,
+) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let address = format!("http://127.0.0.1:{port}");
+    raw.listen = format!("127.0.0.1:{port}");
+    raw.public_url = address.clone();
+    let settings = Settings::from_raw(raw.clone(), true).expect("valid test settings");
+    let app = Application::build_with_listener(settings, listener, Arc::new(clock.clone()))
+        .await
+        .expect("app builds");
+    let handle = app.handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client,
+        smtp,
+        clock,
+        db_path: dir.path().join("latchkey.db"),
+        raw,
+        handle,
+        task,
+        _dir: dir,
+    }
+}
+
+/// A parsed HTML page and its status.
+pub struct Page {
+    pub status: StatusCode,
+    pub html: String,
+}
+
+impl Page {
+    pub fn doc(&self) -> Html {
+        Html::parse_document(&self.html)
+    }
+
+    pub fn text(&self) -> String {
+        self.doc()
+            .root_element()
+            .text()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn contains(&self, s: &str) -> bool {
+        self.text().contains(s)
+    }
+
+    /// The fields (name, value) of the form posting to `action`: hidden, text and email inputs.
+    pub fn form(&self, action: &str) -> Form {
+        let doc = self.doc();
+        let sel = Selector::parse(&format!("form[action=\"{action}\"]")).unwrap();
+        let form = doc
+            .select(&sel)
+            .next()
+            .unwrap_or_else(|| panic!("no form posting to {action} in:\n{}", self.html));
+        let input = Selector::parse("input[name]").unwrap();
+        let fields = form
+            .select(&input)
+            .map(|i| {
+                (
+                    i.value().attr("name").unwrap().to_string(),
+                    i.value().attr("value").unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        Form {
+            action: action.to_string(),
+            fields,
+        }
+    }
+
+    /// The `action` of the first form whose action contains `part`.
+    pub fn form_action(&self, part: &str) -> String {
+        let doc = self.doc();
+        let sel = Selector::parse("form[action]").unwrap();
+        doc.select(&sel)
+            .filter_map(|f| f.value().attr("action"))
+            .find(|a| a.contains(part))
+            .unwrap_or_else(|| panic!("no form action containing {part} in:\n{}", self.html))
+            .to_string()
+    }
+
+    pub fn input_value(&self, name: &str) -> Option<String> {
+        let sel = Selector::parse(&format!("input[name=\"{name}\"]")).unwrap();
+        self.doc()
+            .select(&sel)
+            .next()
+            .map(|i| i.value().attr("value").unwrap_or_default().to_string())
+    }
+
+    pub fn links(&self) -> Vec<(String, String)> {
+        let sel = Selector::parse("a[href]").unwrap();
+        self.doc()
+            .select(&sel)
+            .map(|a| {
+                (
+                    a.text().collect::<String>().trim().to_string(),
+                    a.value().attr("href").unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn link(&self, label: &str) -> String {
+        self.links()
+            .into_iter()
+            .find(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("no link {label:?} in:\n{}", self.html))
+            .1
+    }
+}
+
+pub struct Form {
+    pub action: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Form {
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        match self.fields.iter_mut().find(|(n, _)| n == name) {
+            Some(f) => f.1 = value.to_string(),
+            None => self.fields.push((name.to_string(), value.to_string())),
+        }
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Self {
+        self.fields.retain(|(n, _)| n != name);
+        self
+    }
+}
+
+pub fn location(resp: &Response) -> String {
+    resp.headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no Location header on {}", resp.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.address, path)
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.get_with(&self.client, path).await
+    }
+
+    pub async fn get_with(&self, client: &reqwest::Client, path: &str) -> Response {
+        client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn page(&self, path: &str) -> Page {
+        self.page_with(&self.client, path).await
+    }
+
+    pub async fn page_with(&self, client: &reqwest::Client, path: &str) -> Page {
+        let resp = self.get_with(client, path).await;
+        Page {
+            status: resp.status(),
+            html: resp.text().await.unwrap(),
+        }
+    }
+
+    /// Posts a form as a browser does (same-origin `Origin` header).
+    pub async fn submit(&self, form: &Form) -> Response {
+        self.submit_with(&self.client, form).await
+    }
+
+    pub async fn submit_with(&self, client: &reqwest::Client, form: &Form) -> Response {
+        client
+            .post(self.url(&form.action))
+            .header("Origin", &self.address)
+            .form(&form.fields)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn into_page(resp: Response) -> Page {
+        Page {
+            status: resp.status(),
+            html: resp.text().await.unwrap(),
+        }
+    }
+
+    /// Opens `start` (`/sign-up` or `/sign-in`, optionally with a query) and submits an email
+    /// address; returns the response to the submit.
+    pub async fn submit_identifier(&self, start: &str, email: &str) -> Response {
+        self.submit_identifier_with(&self.client, start, email)
+            .await
+    }
+
+    pub async fn submit_identifier_with(
+        &self,
+        client: &reqwest::Client,
+        start: &str,
+        email: &str,
+    ) -> Response {
+        let page = self.page_with(client, start).await;
+        assert_eq!(page.status, StatusCode::OK, "{start}: {}", page.html);
+        let action = start.split('?').next().unwrap();
+        let form = page.form(action).set("email_address", email);
+        self.submit_with(client, &form).await
+    }
+
+    /// Submits the identifier and returns the code page's URL.
+    pub async fn start_flow(&self, start: &str, email: &str) -> String {
+        let resp = self.submit_identifier(start, email).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        location(&resp)
+    }
+
+    /// Enters `code` on the code page at `verify_url`.
+    pub async fn enter_code(&self, verify_url: &str, code: &str) -> Response {
+        self.enter_code_with(&self.client, verify_url, code).await
+    }
+
+    pub async fn enter_code_with(
+        &self,
+        client: &reqwest::Client,
+        verify_url: &str,
+        code: &str,
+    ) -> Response {
+        let page = self.page_with(client, verify_url).await;
+        assert_eq!(page.status, StatusCode::OK, "{verify_url}: {}", page.html);
+        let form = page.form(verify_url).set("code", code);
+        self.submit_with(client, &form).await
+    }
+
+    /// Presses "Resend code" on the code page at `verify_url`.
+    pub async fn resend(&self, verify_url: &str) -> Response {
+        let page = self.page(verify_url).await;
+        let action = page.form_action("/resend/");
+        let form = page.form(&action);
+        self.submit(&form).await
+    }
+
+    /// Completes a sign-up for `email` and returns the response to the code submit.
+    pub async fn sign_up(&self, email: &str) -> Response {
+        let before = self.smtp.messages_to(email).len();
+        let verify = self.start_flow("/sign-up", email).await;
+        let code = self.smtp.wait_for(email, before + 1).await.code();
+        self.enter_code(&verify, &code).await
+    }
+
+    /// Signs up `email` with a throw-away browser, so this app's client stays signed out.
+    pub async fn create_account(&self, email: &str) {
+        let other = browser();
+        let before = self.smtp.messages_to(email).len();
+        let resp = self.submit_identifier_with(&other, "/sign-up", email).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let verify = location(&resp);
+        let code = self.smtp.wait_for(email, before + 1).await.code();
+        let resp = self.enter_code_with(&other, &verify, &code).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    }
+
+    /// Completes a sign-in for an existing `email`.
+    pub async fn sign_in(&self, email: &str) -> Response {
+        let before = self.smtp.messages_to(email).len();
+        let verify = self.start_flow("/sign-in", email).await;
+        let code = self.smtp.wait_for(email, before + 1).await.code();
+        self.enter_code(&verify, &code).await
+    }
+
+    /// Direct, read-only access to the database file (grey-box checks).
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let db = self.db().await;
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+        db.close().await;
+        n
+    }
+
+    /// Stops the server gracefully and waits for its worker to stop.
+    pub async fn stop(
+        self,
+    ) -> (
+        RawConfig,
+        TestSmtp,
+        ManualClock,
+        Arc<tempfile::TempDir>,
+        reqwest::Client,
+    ) {
+        self.handle.stop(true).await;
+        self.task.await.unwrap().unwrap();
+        (self.raw, self.smtp, self.clock, self._dir, self.client)
+    }
+
+    /// Stops the server and starts a new process-equivalent on the same database, SMTP server,
+    /// clock and browser.
+    pub async fn restart(self) -> TestApp {
+        let (raw, smtp, clock, dir, client) = self.stop().await;
+        launch(raw, smtp, clock, dir, client).await
+    }
+}

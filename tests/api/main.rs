@@ -1,0 +1,14 @@
+//! Integration tests: the real server, a real SQLite file, a real SMTP server on loopback, and a
+//! browser-like client. One module per feature.
+
+mod helpers;
+
+mod bad_input;
+mod codes;
+mod csrf;
+mod delivery;
+mod pages;
+mod redirects;
+mod sessions;
+mod sign_in;
+mod sign_up;
