@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub log_format: String,
     pub max_body_bytes: usize,
     pub database_max_connections: u32,
+    /// Seconds a request waits for a database connection before it is answered with 503.
+    pub database_acquire_timeout_secs: u64,
     pub codes: CodeConfig,
     pub flows: FlowConfig,
     pub sessions: SessionConfig,
@@ -96,6 +98,7 @@ impl Default for RawConfig {
             log_format: "pretty".into(),
             max_body_bytes: 16 * 1024,
             database_max_connections: 8,
+            database_acquire_timeout_secs: 5,
             codes: CodeConfig::default(),
             flows: FlowConfig::default(),
             sessions: SessionConfig::default(),
@@ -209,6 +212,7 @@ pub struct Settings {
     pub log_json: bool,
     pub max_body_bytes: usize,
     pub database_max_connections: u32,
+    pub database_acquire_timeout: Duration,
     pub code_length: usize,
     pub code_ttl: Duration,
     pub code_max_attempts: u32,
@@ -323,6 +327,9 @@ impl Settings {
         if raw.database_max_connections == 0 {
             bail!("`database_max_connections`: must be at least 1");
         }
+        if raw.database_acquire_timeout_secs == 0 {
+            bail!("`database_acquire_timeout_secs`: must be at least 1");
+        }
         if raw.outbox.max_attempts == 0
             || raw.outbox.retry_base_ms == 0
             || raw.outbox.poll_interval_ms == 0
@@ -346,6 +353,7 @@ impl Settings {
             log_json,
             max_body_bytes: raw.max_body_bytes,
             database_max_connections: raw.database_max_connections,
+            database_acquire_timeout: Duration::from_secs(raw.database_acquire_timeout_secs),
             code_length: c.length,
             code_ttl: Duration::from_secs(c.ttl_secs),
             code_max_attempts: c.max_attempts,

@@ -247,8 +247,21 @@ impl Ctx {
         }
     }
 
-    /// Logs an unexpected failure with its request id and shows a 500 page naming the id.
+    /// Logs an unexpected failure with its request id and shows a 500 page naming the id, or a
+    /// 503 with `Retry-After` when the database cannot be reached (never a hang).
     pub fn internal(&self, e: anyhow::Error) -> HttpResponse {
+        if crate::store::is_unavailable_error(&e) {
+            tracing::error!(request_id = %self.request_id, error = format!("{e:#}"), "database unavailable");
+            let mut resp = self.error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "We cannot reach our database right now. Nothing you entered was lost: try again in a few seconds.",
+                None,
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            return resp;
+        }
         tracing::error!(request_id = %self.request_id, error = format!("{e:#}"), "request failed");
         self.error_page(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,7 +1,7 @@
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{from_ms, Store};
+use super::{from_ms, retry_read, Store};
 use crate::domain::{EmailAddress, IdentifierId, UserId};
 
 /// What the `/user` page shows.
@@ -18,10 +18,12 @@ impl Store {
         &self,
         email: &EmailAddress,
     ) -> anyhow::Result<Option<(UserId, IdentifierId, EmailAddress)>> {
-        let row = sqlx::query("SELECT id, user_id, value, canonical FROM identifiers WHERE kind = 'email' AND canonical = $1")
-            .bind(email.canonical())
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = retry_read(|| {
+            sqlx::query("SELECT id, user_id, value, canonical FROM identifiers WHERE kind = 'email' AND canonical = $1")
+                .bind(email.canonical())
+                .fetch_optional(&self.reader)
+        })
+        .await?;
         Ok(row.map(|r| {
             (
                 UserId::from_trusted(r.get("user_id")),
@@ -32,13 +34,15 @@ impl Store {
     }
 
     pub async fn user_profile(&self, user_id: &UserId) -> anyhow::Result<Option<UserProfile>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.created_at, i.value, i.canonical FROM users u \
-             LEFT JOIN identifiers i ON i.user_id = u.id AND i.kind = 'email' AND i.is_primary = 1 \
-             WHERE u.id = $1",
-        )
-        .bind(user_id.as_str())
-        .fetch_optional(&self.reader)
+        let row = retry_read(|| {
+            sqlx::query(
+                "SELECT u.id, u.created_at, i.value, i.canonical FROM users u \
+                 LEFT JOIN identifiers i ON i.user_id = u.id AND i.kind = 'email' AND i.is_primary = 1 \
+                 WHERE u.id = $1",
+            )
+            .bind(user_id.as_str())
+            .fetch_optional(&self.reader)
+        })
         .await?;
         Ok(row.map(|r| {
             let value: Option<String> = r.get("value");

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::outbox::{insert_message, NewMessage};
 use super::sessions::{insert_session, NewSession};
-use super::{is_unique_violation, Store};
+use super::{is_unique_violation, retry_read, Store};
 use crate::domain::{EmailAddress, FlowId, IdentifierId, UserId, VerificationId};
 
 pub struct NewFlow<'a> {
@@ -78,9 +78,10 @@ pub enum CompleteOutcome {
     IdentifierTaken,
 }
 
-const FLOW_COLUMNS: &str = "f.id, f.kind, f.status, f.identifier_value, f.identifier_canonical, f.user_id, \
+const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_value, f.identifier_canonical, f.user_id, \
      f.redirect_url, f.browser_binding, f.created_at, f.expires_at, v.id AS v_id, v.channel, v.destination, \
-     v.identifier_id, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status";
+     v.identifier_id, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status \
+     FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1";
 
 fn flow_from_row(r: &AnyRow) -> FlowRecord {
     FlowRecord {
@@ -159,11 +160,12 @@ impl Store {
     }
 
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
-        let sql = format!("SELECT {FLOW_COLUMNS} FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = retry_read(|| {
+            sqlx::query(LOAD_FLOW)
+                .bind(id.as_str())
+                .fetch_optional(&self.reader)
+        })
+        .await?;
         Ok(row.as_ref().map(flow_from_row))
     }
 

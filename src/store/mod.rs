@@ -52,6 +52,56 @@ pub(crate) fn from_ms(v: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// Whether an error means the database cannot be reached right now (as opposed to a bug or a
+/// constraint): the request gets a 503 with `Retry-After`, and a read may be retried.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        // PostgreSQL: connection exceptions (08…), shutdown (57P0x), database gone (3D000);
+        // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_CANTOPEN (14).
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("57P0")
+                || c == "3D000"
+                || c == "5"
+                || c == "6"
+                || c == "14"
+        }),
+        _ => false,
+    }
+}
+
+/// Whether anything in an error's chain is [`is_unavailable`].
+pub fn is_unavailable_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(is_unavailable)
+    })
+}
+
+/// Runs a read, retrying once after a short pause if the connection failed. Only reads go
+/// through here: retrying them can never apply a change twice.
+pub(crate) async fn retry_read<T, F, Fut>(mut read: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    match read().await {
+        Err(e) if is_unavailable(&e) => {
+            tracing::warn!(error = %e, "database read failed; retrying once");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            read().await
+        }
+        other => other,
+    }
+}
+
 /// Whether an error is a unique-constraint violation (an identifier already taken).
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
@@ -80,7 +130,11 @@ fn sqlite_pragmas(
 
 impl Store {
     /// Connects, creating a SQLite file if needed, and applies pending migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let store = if url.starts_with("sqlite:") {
             let url = if url.contains('?') {
@@ -92,14 +146,14 @@ impl Store {
                 url.parse().context("`database_url`: not a SQLite URL")?;
             let writer = AnyPoolOptions::new()
                 .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .after_connect(sqlite_pragmas)
                 .connect_with(opts.clone())
                 .await
                 .context("opening the SQLite database")?;
             let reader = AnyPoolOptions::new()
                 .max_connections(max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .after_connect(sqlite_pragmas)
                 .connect_lazy_with(opts);
             Store {
@@ -113,7 +167,7 @@ impl Store {
                 .context("`database_url`: not a PostgreSQL URL")?;
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .connect_with(opts)
                 .await
                 .context("connecting to PostgreSQL")?;

@@ -1,6 +1,6 @@
 use sqlx::Row;
 
-use super::Store;
+use super::{retry_read, Store};
 use crate::domain::{SessionId, UserId};
 
 pub struct NewSession<'a> {
@@ -49,11 +49,13 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> anyhow::Result<Option<SessionUser>> {
-        let row = sqlx::query("SELECT id, user_id, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
-            .bind(token_hash)
-            .bind(now)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = retry_read(|| {
+            sqlx::query("SELECT id, user_id, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.reader)
+        })
+        .await?;
         Ok(row.map(|r| SessionUser {
             session_id: SessionId::from_trusted(r.get("id")),
             user_id: UserId::from_trusted(r.get("user_id")),
@@ -68,14 +70,5 @@ impl Store {
             .execute(&self.writer)
             .await?;
         Ok(())
-    }
-
-    pub async fn count_sessions(&self, user_id: &UserId) -> anyhow::Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
-                .bind(user_id.as_str())
-                .fetch_one(&self.reader)
-                .await?,
-        )
     }
 }

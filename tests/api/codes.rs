@@ -17,300 +17,295 @@ fn wrong(code: &str) -> String {
         .collect()
 }
 
-#[tokio::test]
-async fn a_wrong_code_says_how_many_tries_remain_and_keeps_what_was_typed() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "w@example.com").await;
-    let code = app.smtp.wait_for("w@example.com", 1).await.code();
+crate::backend_tests! {
+    async fn a_wrong_code_says_how_many_tries_remain_and_keeps_what_was_typed() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "w@example.com").await;
+        let code = app.smtp.wait_for("w@example.com", 1).await.code();
 
-    let resp = app.enter_code(&verify, &wrong(&code)).await;
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = TestApp::into_page(resp).await;
-    assert!(
-        page.contains("Incorrect code. You have 2 tries left."),
-        "{}",
-        page.html
-    );
-    assert_eq!(page.input_value("code"), Some(wrong(&code)));
+        let resp = app.enter_code(&verify, &wrong(&code)).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let page = TestApp::into_page(resp).await;
+        assert!(
+            page.contains("Incorrect code. You have 2 tries left."),
+            "{}",
+            page.html
+        );
+        assert_eq!(page.input_value("code"), Some(wrong(&code)));
 
-    let page = TestApp::into_page(app.enter_code(&verify, &wrong(&code)).await).await;
-    assert!(page.contains("You have 1 try left."), "{}", page.html);
+        let page = TestApp::into_page(app.enter_code(&verify, &wrong(&code)).await).await;
+        assert!(page.contains("You have 1 try left."), "{}", page.html);
 
-    let resp = app.enter_code(&verify, &code).await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::SEE_OTHER,
-        "the right code still works on the last try"
-    );
-}
-
-#[tokio::test]
-async fn the_third_wrong_try_kills_the_code_even_for_the_right_digits() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "k@example.com").await;
-    let code = app.smtp.wait_for("k@example.com", 1).await.code();
-    for _ in 0..2 {
-        app.enter_code(&verify, &wrong(&code)).await;
-    }
-    let resp = app.enter_code(&verify, &wrong(&code)).await;
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = TestApp::into_page(resp).await;
-    assert!(page.contains("Too many incorrect tries"), "{}", page.html);
-    assert!(
-        page.contains("Resend code"),
-        "the page offers a new code: {}",
-        page.html
-    );
-
-    // The code form is gone; posting the right code anyway is refused.
-    let form = crate::helpers::Form {
-        action: verify.clone(),
-        fields: vec![
-            ("csrf_token".into(), page.input_value("csrf_token").unwrap()),
-            ("code".into(), code.clone()),
-        ],
-    };
-    let resp = app.submit(&form).await;
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
-
-    // A new code (once the resend cooldown has passed) revives the flow.
-    app.clock.advance(Duration::from_secs(30));
-    let page = app.page(&verify).await;
-    assert!(page.contains("Send a new code"), "{}", page.html);
-    let resp = app.resend(&verify).await;
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let new_code = app.smtp.wait_for("k@example.com", 2).await.code();
-    assert_eq!(
-        app.enter_code(&verify, &new_code).await.status(),
-        StatusCode::SEE_OTHER
-    );
-}
-
-#[tokio::test]
-async fn a_code_expires_after_ten_minutes() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "late@example.com").await;
-    let code = app.smtp.wait_for("late@example.com", 1).await.code();
-
-    app.clock.advance(Duration::from_secs(600));
-    let resp = app.enter_code(&verify, &code).await;
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let page = TestApp::into_page(resp).await;
-    assert!(page.contains("This code has expired"), "{}", page.html);
-    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
-}
-
-#[tokio::test]
-async fn a_code_still_works_just_before_it_expires() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "ontime@example.com").await;
-    let code = app.smtp.wait_for("ontime@example.com", 1).await.code();
-    app.clock.advance(Duration::from_secs(599));
-    assert_eq!(
-        app.enter_code(&verify, &code).await.status(),
-        StatusCode::SEE_OTHER
-    );
-}
-
-#[tokio::test]
-async fn resend_stays_closed_for_thirty_seconds_after_a_send() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "r@example.com").await;
-    app.smtp.wait_for("r@example.com", 1).await;
-
-    let page = app.page(&verify).await;
-    assert!(
-        page.html.contains("disabled data-resend-wait=\"30\""),
-        "{}",
-        page.html
-    );
-    assert!(page.contains("You can request a new code in 30 seconds."));
-
-    app.clock.advance(Duration::from_secs(29));
-    let resp = app.resend(&verify).await;
-    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(resp.headers()["retry-after"], "1");
-    let page = TestApp::into_page(resp).await;
-    assert!(
-        page.contains("You can request a new code in 1 seconds."),
-        "{}",
-        page.html
-    );
-    app.smtp.assert_count_stays("r@example.com", 1).await;
-
-    app.clock.advance(Duration::from_secs(1));
-    let resp = app.resend(&verify).await;
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&resp), format!("{verify}?sent=1"));
-    app.smtp.wait_for("r@example.com", 2).await;
-    let page = app.page(&location(&resp)).await;
-    assert!(page.contains("We sent you a new code"), "{}", page.html);
-}
-
-#[tokio::test]
-async fn a_resend_invalidates_the_previous_code() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "two@example.com").await;
-    let first = app.smtp.wait_for("two@example.com", 1).await.code();
-    app.clock.advance(Duration::from_secs(30));
-    app.resend(&verify).await;
-    let second = app.smtp.wait_for("two@example.com", 2).await.code();
-
-    if first != second {
-        let resp = app.enter_code(&verify, &first).await;
+        let resp = app.enter_code(&verify, &code).await;
         assert_eq!(
             resp.status(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the old code must be dead"
+            StatusCode::SEE_OTHER,
+            "the right code still works on the last try"
         );
     }
-    assert_eq!(
-        app.enter_code(&verify, &second).await.status(),
-        StatusCode::SEE_OTHER
-    );
-}
 
-#[tokio::test]
-async fn a_code_only_works_on_the_flow_it_was_sent_for() {
-    let app = spawn_app().await;
-    let verify_a = app.start_flow("/sign-up", "a@example.com").await;
-    let verify_b = app.start_flow("/sign-up", "b@example.com").await;
-    let code_a = app.smtp.wait_for("a@example.com", 1).await.code();
-    let code_b = app.smtp.wait_for("b@example.com", 1).await.code();
-    if code_a != code_b {
-        assert_eq!(
-            app.enter_code(&verify_b, &code_a).await.status(),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
-    }
-    assert_eq!(
-        app.enter_code(&verify_a, &code_a).await.status(),
-        StatusCode::SEE_OTHER
-    );
-}
-
-#[tokio::test]
-async fn a_concurrent_double_submit_of_one_code_yields_exactly_one_session() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "race@example.com").await;
-    let code = app.smtp.wait_for("race@example.com", 1).await.code();
-    let page = app.page(&verify).await;
-    let form = page.form(&verify).set("code", &code);
-
-    let submits = (0..10).map(|_| app.submit(&form));
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(submits)
-        .await
-        .into_iter()
-        .map(|r| r.status())
-        .collect();
-    let successes = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::SEE_OTHER)
-        .count();
-    assert!(successes >= 1, "{statuses:?}");
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM sessions").await,
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
-}
-
-#[tokio::test]
-async fn pasted_codes_with_spaces_or_dashes_are_accepted() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "paste@example.com").await;
-    let code = app.smtp.wait_for("paste@example.com", 1).await.code();
-    let pasted = format!(" {}-{} ", &code[..3], &code[3..]);
-    assert_eq!(
-        app.enter_code(&verify, &pasted).await.status(),
-        StatusCode::SEE_OTHER
-    );
-}
-
-#[tokio::test]
-async fn a_malformed_code_is_refused_without_using_a_try() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "shape@example.com").await;
-    let code = app.smtp.wait_for("shape@example.com", 1).await.code();
-    for bad in ["12345", "1234567", "12a456", ""] {
-        let resp = app.enter_code(&verify, bad).await;
-        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+    async fn the_third_wrong_try_kills_the_code_even_for_the_right_digits() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "k@example.com").await;
+        let code = app.smtp.wait_for("k@example.com", 1).await.code();
+        for _ in 0..2 {
+            app.enter_code(&verify, &wrong(&code)).await;
+        }
+        let resp = app.enter_code(&verify, &wrong(&code)).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let page = TestApp::into_page(resp).await;
-        assert_eq!(page.input_value("code").as_deref(), Some(bad));
-    }
-    assert_eq!(
-        app.count("SELECT COALESCE(MAX(attempts), 0) FROM verifications")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.enter_code(&verify, &code).await.status(),
-        StatusCode::SEE_OTHER
-    );
-}
-
-#[tokio::test]
-async fn codes_and_session_tokens_are_stored_only_as_keyed_hashes() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "hash@example.com").await;
-    let code = app.smtp.wait_for("hash@example.com", 1).await.code();
-    let resp = app.enter_code(&verify, &code).await;
-    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
-    let token = cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .split('=')
-        .nth(1)
-        .unwrap()
-        .to_string();
-    assert_eq!(token.len(), 43);
-
-    let bytes = std::fs::read(&app.db_path).unwrap();
-    let wal = std::fs::read(app.db_path.with_extension("db-wal")).unwrap_or_default();
-    for haystack in [&bytes, &wal] {
-        let text = String::from_utf8_lossy(haystack);
-        assert!(!text.contains(&token), "session token stored in clear");
+        assert!(page.contains("Too many incorrect tries"), "{}", page.html);
         assert!(
-            !text.contains(&format!("{code} is your")),
-            "message stored in clear"
+            page.contains("Resend code"),
+            "the page offers a new code: {}",
+            page.html
+        );
+
+        // The code form is gone; posting the right code anyway is refused.
+        let form = crate::helpers::Form {
+            action: verify.clone(),
+            fields: vec![
+                ("csrf_token".into(), page.input_value("csrf_token").unwrap()),
+                ("code".into(), code.clone()),
+            ],
+        };
+        let resp = app.submit(&form).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
+
+        // A new code (once the resend cooldown has passed) revives the flow.
+        app.clock.advance(Duration::from_secs(30));
+        let page = app.page(&verify).await;
+        assert!(page.contains("Send a new code"), "{}", page.html);
+        let resp = app.resend(&verify).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let new_code = app.smtp.wait_for("k@example.com", 2).await.code();
+        assert_eq!(
+            app.enter_code(&verify, &new_code).await.status(),
+            StatusCode::SEE_OTHER
         );
     }
-    let stored: String = sqlx::query_scalar("SELECT token_hash FROM sessions")
-        .fetch_one(&app.db().await)
+
+    async fn a_code_expires_after_ten_minutes() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "late@example.com").await;
+        let code = app.smtp.wait_for("late@example.com", 1).await.code();
+
+        app.clock.advance(Duration::from_secs(600));
+        let resp = app.enter_code(&verify, &code).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let page = TestApp::into_page(resp).await;
+        assert!(page.contains("This code has expired"), "{}", page.html);
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
+    }
+
+    async fn a_code_still_works_just_before_it_expires() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "ontime@example.com").await;
+        let code = app.smtp.wait_for("ontime@example.com", 1).await.code();
+        app.clock.advance(Duration::from_secs(599));
+        assert_eq!(
+            app.enter_code(&verify, &code).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+
+    async fn resend_stays_closed_for_thirty_seconds_after_a_send() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "r@example.com").await;
+        app.smtp.wait_for("r@example.com", 1).await;
+
+        let page = app.page(&verify).await;
+        assert!(
+            page.html.contains("disabled data-resend-wait=\"30\""),
+            "{}",
+            page.html
+        );
+        assert!(page.contains("You can request a new code in 30 seconds."));
+
+        app.clock.advance(Duration::from_secs(29));
+        let resp = app.resend(&verify).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let page = TestApp::into_page(resp).await;
+        assert!(
+            page.contains("You can request a new code in 1 seconds."),
+            "{}",
+            page.html
+        );
+        app.smtp.assert_count_stays("r@example.com", 1).await;
+
+        app.clock.advance(Duration::from_secs(1));
+        let resp = app.resend(&verify).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&resp), format!("{verify}?sent=1"));
+        app.smtp.wait_for("r@example.com", 2).await;
+        let page = app.page(&location(&resp)).await;
+        assert!(page.contains("We sent you a new code"), "{}", page.html);
+    }
+
+    async fn a_resend_invalidates_the_previous_code() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "two@example.com").await;
+        let first = app.smtp.wait_for("two@example.com", 1).await.code();
+        app.clock.advance(Duration::from_secs(30));
+        app.resend(&verify).await;
+        let second = app.smtp.wait_for("two@example.com", 2).await.code();
+
+        if first != second {
+            let resp = app.enter_code(&verify, &first).await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the old code must be dead"
+            );
+        }
+        assert_eq!(
+            app.enter_code(&verify, &second).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+
+    async fn a_code_only_works_on_the_flow_it_was_sent_for() {
+        let app = spawn_app().await;
+        let verify_a = app.start_flow("/sign-up", "a@example.com").await;
+        let verify_b = app.start_flow("/sign-up", "b@example.com").await;
+        let code_a = app.smtp.wait_for("a@example.com", 1).await.code();
+        let code_b = app.smtp.wait_for("b@example.com", 1).await.code();
+        if code_a != code_b {
+            assert_eq!(
+                app.enter_code(&verify_b, &code_a).await.status(),
+                StatusCode::UNPROCESSABLE_ENTITY
+            );
+        }
+        assert_eq!(
+            app.enter_code(&verify_a, &code_a).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+
+    async fn a_concurrent_double_submit_of_one_code_yields_exactly_one_session() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "race@example.com").await;
+        let code = app.smtp.wait_for("race@example.com", 1).await.code();
+        let page = app.page(&verify).await;
+        let form = page.form(&verify).set("code", &code);
+
+        let submits = (0..10).map(|_| app.submit(&form));
+        let statuses: Vec<StatusCode> = futures_util::future::join_all(submits)
+            .await
+            .into_iter()
+            .map(|r| r.status())
+            .collect();
+        let successes = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::SEE_OTHER)
+            .count();
+        assert!(successes >= 1, "{statuses:?}");
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM sessions").await,
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+    }
+
+    async fn pasted_codes_with_spaces_or_dashes_are_accepted() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "paste@example.com").await;
+        let code = app.smtp.wait_for("paste@example.com", 1).await.code();
+        let pasted = format!(" {}-{} ", &code[..3], &code[3..]);
+        assert_eq!(
+            app.enter_code(&verify, &pasted).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+
+    async fn a_malformed_code_is_refused_without_using_a_try() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "shape@example.com").await;
+        let code = app.smtp.wait_for("shape@example.com", 1).await.code();
+        for bad in ["12345", "1234567", "12a456", ""] {
+            let resp = app.enter_code(&verify, bad).await;
+            assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+            let page = TestApp::into_page(resp).await;
+            assert_eq!(page.input_value("code").as_deref(), Some(bad));
+        }
+        assert_eq!(
+            app.count("SELECT COALESCE(MAX(attempts), 0) FROM verifications")
+                .await,
+            0
+        );
+        assert_eq!(
+            app.enter_code(&verify, &code).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+
+    async fn codes_and_session_tokens_are_stored_only_as_keyed_hashes() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "hash@example.com").await;
+        let code = app.smtp.wait_for("hash@example.com", 1).await.code();
+        let resp = app.enter_code(&verify, &code).await;
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        let token = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split('=')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert_eq!(token.len(), 43);
+
+        if app.backend == crate::helpers::Backend::Sqlite {
+            let bytes = std::fs::read(&app.db_path).unwrap();
+            let wal = std::fs::read(app.db_path.with_extension("db-wal")).unwrap_or_default();
+            for haystack in [&bytes, &wal] {
+                let text = String::from_utf8_lossy(haystack);
+                assert!(!text.contains(&token), "session token stored in clear");
+                assert!(!text.contains(&format!("{code} is your")), "message stored in clear");
+            }
+        }
+        let db = app.db().await;
+        let stored: String = sqlx::query_scalar("SELECT token_hash FROM sessions").fetch_one(&db).await.unwrap();
+        let leaks: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM verifications WHERE code_hash = $1 OR destination = $1",
+        )
+        .bind(&code)
+        .fetch_one(&db)
         .await
         .unwrap();
-    assert_ne!(stored, token);
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM outbox WHERE payload IS NOT NULL")
-            .await,
-        0,
-        "payload erased after delivery"
-    );
-}
+        assert_eq!(leaks, 0);
+        assert_ne!(stored, token);
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM outbox WHERE payload IS NOT NULL")
+                .await,
+            0,
+            "payload erased after delivery"
+        );
+    }
 
-#[tokio::test]
-async fn parallel_wrong_guesses_never_evaluate_more_than_the_allowed_tries() {
-    let app = spawn_app().await;
-    let verify = app.start_flow("/sign-up", "guess@example.com").await;
-    let code = app.smtp.wait_for("guess@example.com", 1).await.code();
-    let page = app.page(&verify).await;
-    let form = page.form(&verify).set("code", &wrong(&code));
-    let guesses = (0..20).map(|_| app.submit(&form));
-    let statuses = futures_util::future::join_all(guesses).await;
-    assert!(statuses
-        .iter()
-        .all(|r| r.status() == StatusCode::UNPROCESSABLE_ENTITY));
-    assert_eq!(
-        app.count("SELECT MAX(attempts) FROM verifications").await,
-        3
-    );
-    let right = page.form(&verify).set("code", &code);
-    assert_eq!(
-        app.submit(&right).await.status(),
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-    assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 0);
+    async fn parallel_wrong_guesses_never_evaluate_more_than_the_allowed_tries() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "guess@example.com").await;
+        let code = app.smtp.wait_for("guess@example.com", 1).await.code();
+        let page = app.page(&verify).await;
+        let form = page.form(&verify).set("code", &wrong(&code));
+        let guesses = (0..20).map(|_| app.submit(&form));
+        let statuses = futures_util::future::join_all(guesses).await;
+        assert!(statuses
+            .iter()
+            .all(|r| r.status() == StatusCode::UNPROCESSABLE_ENTITY));
+        assert_eq!(
+            app.count("SELECT MAX(attempts) FROM verifications").await,
+            3
+        );
+        let right = page.form(&verify).set("code", &code);
+        assert_eq!(
+            app.submit(&right).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 0);
+    }
 }

@@ -163,6 +163,124 @@ impl TestSmtp {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backends
+
+/// The database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// Set by [`backend_tests!`] around each test body.
+    pub static BACKEND: Backend;
+}
+
+pub fn current_backend() -> Backend {
+    BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
+}
+
+/// The PostgreSQL server for tests, from `LATCHKEY_TEST_POSTGRES_URL` (e.g.
+/// `postgres://postgres@127.0.0.1:5432/test`). Unset: PostgreSQL variants are skipped, saying so.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("LATCHKEY_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+pub fn postgres_available(test: &str) -> bool {
+    let available = postgres_url().is_some();
+    if !available {
+        eprintln!("skipped {test} on PostgreSQL: LATCHKEY_TEST_POSTGRES_URL is not set");
+    }
+    available
+}
+
+/// Defines each test twice: `name::sqlite` (always) and `name::postgres` (when
+/// `LATCHKEY_TEST_POSTGRES_URL` is set), with the backend in scope for `spawn_app`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(async fn $name:ident() $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    $crate::helpers::BACKEND
+                        .scope($crate::helpers::Backend::Sqlite, async $body)
+                        .await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if !$crate::helpers::postgres_available(concat!(module_path!())) {
+                        return;
+                    }
+                    $crate::helpers::BACKEND
+                        .scope($crate::helpers::Backend::Postgres, async $body)
+                        .await
+                }
+            }
+        )*
+    };
+}
+
+static SWEEP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Creates an empty PostgreSQL database for one test and returns its URL. Databases left by
+/// earlier runs (names carry their creation time) are dropped once they are two hours old.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Executor;
+    let admin_url = postgres_url().expect("LATCHKEY_TEST_POSTGRES_URL");
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("LATCHKEY_TEST_POSTGRES_URL={admin_url} is set but unreachable: {e}")
+        });
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    SWEEP
+        .get_or_init(|| async {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT datname::text FROM pg_database WHERE datname LIKE 'lkt\\_%'",
+            )
+            .fetch_all(&admin)
+            .await
+            .unwrap_or_default();
+            for name in names {
+                let created: i64 = name
+                    .split('_')
+                    .nth(1)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(now);
+                if now - created > 7200 {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            }
+        })
+        .await;
+    let name = format!(
+        "lkt_{now}_{}",
+        latchkey::crypto::random_token(9)
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "x")
+    );
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Application
 
 pub struct TestApp {
@@ -171,6 +289,7 @@ pub struct TestApp {
     pub smtp: TestSmtp,
     pub clock: ManualClock,
     pub db_path: PathBuf,
+    pub backend: Backend,
     pub raw: RawConfig,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
@@ -185,10 +304,15 @@ pub fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-/// The configuration tests start from: dev mode off, real SMTP, fast outbox polling.
-pub fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig {
+/// The configuration tests start from: dev mode off, real SMTP, fast outbox polling, and a fresh
+/// database of the current backend.
+pub async fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig {
+    let database_url = match current_backend() {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+        Backend::Postgres => fresh_postgres_database().await,
+    };
     let mut raw = RawConfig {
-        database_url: format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+        database_url,
         smtp_url: Some(smtp.url()),
         mail_from: "Latchkey Test <no-reply@latchkey.test>".into(),
         product_name: "Acme".into(),
@@ -213,7 +337,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut RawConfig)) -> TestApp {
 /// Starts the app against `smtp`, which may not be listening yet.
 pub async fn spawn_app_on(smtp: TestSmtp, customise: impl FnOnce(&mut RawConfig)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let mut raw = test_config(&smtp, &dir);
+    let mut raw = test_config(&smtp, &dir).await;
     customise(&mut raw);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     launch(raw, smtp, clock, dir, browser()).await
@@ -243,6 +367,7 @@ async fn launch(
         smtp,
         clock,
         db_path: dir.path().join("latchkey.db"),
+        backend: current_backend(),
         raw,
         handle,
         task,
@@ -503,9 +628,10 @@ impl TestApp {
         self.enter_code(&verify, &code).await
     }
 
-    /// Direct, read-only access to the database file (grey-box checks).
-    pub async fn db(&self) -> sqlx::SqlitePool {
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
+    /// Direct access to the app's database (grey-box checks), whichever the backend.
+    pub async fn db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.raw.database_url)
             .await
             .unwrap()
     }
