@@ -78,7 +78,9 @@ impl OutboxWorker {
     /// Claims and delivers the due messages; returns how many were claimed.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let now = self.clock.now();
-        let lease_ms = (self.config.send_timeout_secs as i64 + 30) * 1000;
+        // A claim outlives the longest possible send by a margin; after that, a worker that died
+        // mid-send is presumed dead and another instance takes the message.
+        let lease_ms = (self.config.send_timeout_secs as i64 + 5) * 1000;
         let claimed = self
             .store
             .claim_messages(&self.worker_id, ms(now), ms(now) + lease_ms, BATCH)

@@ -114,7 +114,7 @@ impl TestSmtp {
         });
         server
             .with_name("smtp.test")
-            .with_num_threads(4)
+            .with_num_threads(64)
             .with_tcp_listener(listener);
         std::thread::spawn(move || {
             let _ = server.serve();
@@ -138,7 +138,13 @@ impl TestSmtp {
 
     /// Waits (up to 10 s of real time) until `n` messages to `address` have arrived; returns the last.
     pub async fn wait_for(&self, address: &str, n: usize) -> ReceivedMail {
-        for _ in 0..500 {
+        self.wait_for_within(address, n, Duration::from_secs(10))
+            .await
+    }
+
+    pub async fn wait_for_within(&self, address: &str, n: usize, limit: Duration) -> ReceivedMail {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
             let msgs = self.messages_to(address);
             if msgs.len() >= n {
                 return msgs[n - 1].clone();

@@ -7,6 +7,7 @@ mod bad_input;
 mod codes;
 mod csrf;
 mod delivery;
+mod instances;
 mod pages;
 mod redirects;
 mod sessions;

@@ -1,0 +1,334 @@
+//! Several Latchkey processes sharing one database, as behind a load balancer: the real binary,
+//! started twice, on SQLite (one file) and on PostgreSQL.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    browser, current_backend, fresh_postgres_database, location, Backend, Page, TestSmtp,
+};
+
+/// One `latchkey` process.
+struct Instance {
+    child: Child,
+    address: String,
+}
+
+impl Instance {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// SIGKILL: no graceful shutdown, no chance to finish anything.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A shared database, an SMTP server, and the public URL every instance answers to.
+struct Cluster {
+    database_url: String,
+    smtp: TestSmtp,
+    public_url: String,
+    log_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn new() -> Self {
+        let log_dir = tempfile::tempdir().unwrap();
+        let database_url = match current_backend() {
+            Backend::Sqlite => format!("sqlite://{}", log_dir.path().join("shared.db").display()),
+            Backend::Postgres => fresh_postgres_database().await,
+        };
+        Self {
+            database_url,
+            smtp: TestSmtp::start(),
+            public_url: format!("http://127.0.0.1:{}", free_port()),
+            log_dir,
+        }
+    }
+
+    async fn start(&self, name: &str) -> Instance {
+        let port = free_port();
+        let log = std::fs::File::create(self.log_dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("LATCHKEY_PUBLIC_URL", &self.public_url)
+            .env("LATCHKEY_DATABASE_URL", &self.database_url)
+            .env("LATCHKEY_SMTP_URL", self.smtp.url())
+            .env("LATCHKEY_DEV_MODE", "false")
+            .env("LATCHKEY_OUTBOX__POLL_INTERVAL_MS", "50")
+            .env("LATCHKEY_OUTBOX__SEND_TIMEOUT_SECS", "3")
+            .env("LATCHKEY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the latchkey binary");
+        let instance = Instance {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(instance.url("/readyz")).send().await {
+                if r.status() == StatusCode::OK {
+                    return instance;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let log = std::fs::read_to_string(self.log_dir.path().join(format!("{name}.log")))
+            .unwrap_or_default();
+        panic!("instance {name} did not become ready:\n{log}");
+    }
+
+    async fn page(&self, client: &reqwest::Client, url: &str) -> reqwest::Result<Page> {
+        let resp = client.get(url).send().await?;
+        Ok(Page {
+            status: resp.status(),
+            html: resp.text().await?,
+        })
+    }
+
+    /// Posts the form `action` of `page` to the instance at `base`, as a browser on the public origin would.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        page: &Page,
+        action: &str,
+        set: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut form = page.form(action);
+        for (k, v) in set {
+            form = form.set(k, v);
+        }
+        client
+            .post(format!("{base}{action}"))
+            .header("Origin", &self.public_url)
+            .form(&form.fields)
+            .send()
+            .await
+    }
+
+    /// Starts a sign-up on the instance at `base` and returns the code page's path.
+    async fn start_sign_up(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        email: &str,
+    ) -> reqwest::Result<String> {
+        let page = self.page(client, &format!("{base}/sign-up")).await?;
+        let resp = self
+            .post(client, base, &page, "/sign-up", &[("email_address", email)])
+            .await?;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        Ok(location(&resp))
+    }
+
+    /// Enters `code` on the code page at `verify`, both on the instance at `base`.
+    async fn enter_code(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        verify: &str,
+        code: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        let page = self.page(client, &format!("{base}{verify}")).await?;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        self.post(client, base, &page, verify, &[("code", code)])
+            .await
+    }
+}
+
+crate::backend_tests! {
+    async fn a_code_requested_on_one_instance_is_verified_on_another() {
+        let cluster = Cluster::new().await;
+        let a = cluster.start("a").await;
+        let b = cluster.start("b").await;
+        let client = browser();
+
+        let verify = cluster.start_sign_up(&client, &a.address, "ab@example.com").await.unwrap();
+        let code = cluster.smtp.wait_for("ab@example.com", 1).await.code();
+        let resp = cluster.enter_code(&client, &b.address, &verify, &code).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+        let profile = cluster.page(&client, &a.url("/user")).await.unwrap();
+        assert_eq!(profile.status, StatusCode::OK, "the session made on B is valid on A");
+        assert!(profile.contains("ab@example.com"));
+    }
+
+    async fn tries_on_a_code_are_counted_across_instances() {
+        let cluster = Cluster::new().await;
+        let a = cluster.start("a").await;
+        let b = cluster.start("b").await;
+        let client = browser();
+        let verify = cluster.start_sign_up(&client, &a.address, "tries@example.com").await.unwrap();
+        let code = cluster.smtp.wait_for("tries@example.com", 1).await.code();
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+
+        for instance in [&a, &b] {
+            let resp = cluster.enter_code(&client, &instance.address, &verify, wrong).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let resp = cluster.enter_code(&client, &a.address, &verify, wrong).await.unwrap();
+        let page = Page { status: resp.status(), html: resp.text().await.unwrap() };
+        assert!(page.contains("Too many incorrect tries"), "third try across A, B, A kills the code: {}", page.html);
+        let dead = cluster.page(&client, &b.url(&verify)).await.unwrap();
+        assert!(dead.contains("Resend code"));
+        assert!(!dead.html.contains(r#"name="code""#), "B shows the code as dead too");
+    }
+
+    async fn the_outbox_sends_each_message_once_while_two_workers_run() {
+        let cluster = Cluster::new().await;
+        let a = cluster.start("a").await;
+        let b = cluster.start("b").await;
+        let n = 24;
+        let starts = (0..n).map(|i| {
+            let cluster = &cluster;
+            let instance = if i % 2 == 0 { &a } else { &b };
+            async move {
+                let client = browser();
+                cluster.start_sign_up(&client, &instance.address, &format!("once{i}@example.com")).await.unwrap();
+            }
+        });
+        futures_util::future::join_all(starts).await;
+        for i in 0..n {
+            cluster.smtp.wait_for(&format!("once{i}@example.com"), 1).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(cluster.smtp.all().len(), n, "every message delivered exactly once");
+    }
+
+    async fn killing_an_instance_mid_load_loses_no_committed_sign_up_or_session() {
+        let cluster = Cluster::new().await;
+        let a = Arc::new(Mutex::new(Some(cluster.start("a").await)));
+        let b = cluster.start("b").await;
+        let a_address = a.lock().unwrap().as_ref().unwrap().address.clone();
+        let completed = AtomicUsize::new(0);
+        let n = 16;
+
+        let runs = (0..n).map(|i| {
+            let (cluster, a, a_address, b, completed) = (&cluster, &a, a_address.as_str(), &b, &completed);
+            async move {
+                let client = browser();
+                let email = format!("load{i}@example.com");
+                // Start on A while it is alive, or on B once it is gone.
+                let verify = match cluster.start_sign_up(&client, a_address, &email).await {
+                    Ok(v) => v,
+                    Err(_) => cluster.start_sign_up(&client, &b.address, &email).await.expect("B serves the sign-up"),
+                };
+                // A message claimed by A when it died is sent by B once A's lease runs out.
+                let code = cluster.smtp.wait_for_within(&email, 1, Duration::from_secs(30)).await.code();
+                let outcome = match cluster.enter_code(&client, a_address, &verify, &code).await {
+                    Ok(resp) if resp.status() == StatusCode::SEE_OTHER => "signed_in_on_a",
+                    _ => {
+                        // A died: the flow, stored in the database, continues on B.
+                        let page = cluster.page(&client, &b.url(&verify)).await.expect("B answers");
+                        if page.status == StatusCode::SEE_OTHER {
+                            return (client, email, "completed_by_a");
+                        }
+                        let resp = cluster.post(&client, &b.address, &page, &verify, &[("code", &code)]).await.expect("B answers");
+                        match resp.status() {
+                            StatusCode::SEE_OTHER => "signed_in_on_b",
+                            // A committed but died before answering: the account exists.
+                            StatusCode::CONFLICT => "completed_by_a",
+                            other => panic!("unexpected {other} on B for {email}"),
+                        }
+                    }
+                };
+                if completed.fetch_add(1, Ordering::SeqCst) == n / 3 {
+                    if let Some(mut dying) = a.lock().unwrap().take() {
+                        dying.kill();
+                    }
+                }
+                (client, email, outcome)
+            }
+        });
+        let results = futures_util::future::join_all(runs).await;
+        assert!(a.lock().unwrap().is_none(), "A was killed during the run");
+
+        for (client, email, outcome) in &results {
+            if *outcome == "completed_by_a" {
+                continue;
+            }
+            let profile = cluster.page(client, &b.url("/user")).await.unwrap();
+            assert_eq!(profile.status, StatusCode::OK, "{email} ({outcome}) lost its session");
+            assert!(profile.contains(email));
+        }
+        sqlx::any::install_default_drivers();
+        let db = sqlx::AnyPool::connect(&cluster.database_url).await.unwrap();
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&db).await.unwrap();
+        assert_eq!(users, n as i64, "every sign-up exists exactly once");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_gets_a_503_page_and_readyz_reports_it() {
+    use sqlx::Executor;
+    if !crate::helpers::postgres_available(
+        "an_unreachable_database_gets_a_503_page_and_readyz_reports_it",
+    ) {
+        return;
+    }
+    crate::helpers::BACKEND
+        .scope(Backend::Postgres, async {
+            let app = crate::helpers::spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
+            app.sign_up("gone@example.com").await;
+            assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+            let name = url::Url::parse(&app.raw.database_url)
+                .unwrap()
+                .path()
+                .trim_start_matches('/')
+                .to_string();
+            let admin = sqlx::AnyPool::connect(&crate::helpers::postgres_url().unwrap())
+                .await
+                .unwrap();
+            admin
+                .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+                .await
+                .unwrap();
+
+            let started = std::time::Instant::now();
+            let resp = app.get("/user").await;
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()["retry-after"], "5");
+            assert!(resp
+                .text()
+                .await
+                .unwrap()
+                .contains("Temporarily unavailable"));
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "answered, not hung: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(
+                app.get("/readyz").await.status(),
+                StatusCode::SERVICE_UNAVAILABLE
+            );
+        })
+        .await;
+}
