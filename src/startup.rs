@@ -171,7 +171,9 @@ fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {
         ),
         ("x-frame-options", "DENY".to_string()),
         ("x-content-type-options", "nosniff".to_string()),
-        ("referrer-policy", "no-referrer".to_string()),
+        // Same-origin requests keep their Origin (checked on every form post); other sites get at
+        // most our origin, never a flow URL.
+        ("referrer-policy", "strict-origin-when-cross-origin".to_string()),
         ("cache-control", "no-store".to_string()),
         ("cross-origin-opener-policy", "same-origin".to_string()),
         ("permissions-policy", "interest-cohort=(), camera=(), microphone=(), geolocation=()".to_string()),

@@ -111,3 +111,22 @@ crate::backend_tests! {
         assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 0);
     }
 }
+
+crate::backend_tests! {
+    async fn an_opaque_null_origin_is_accepted_only_when_the_browser_vouches_same_origin() {
+        let app = spawn_app().await;
+        let form = app.page("/sign-up").await.form("/sign-up").set("email_address", "null@example.com");
+        let post = |headers: &'static [(&'static str, &'static str)]| {
+            let mut req = app.client.post(app.url("/sign-up")).form(&form.fields);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send()
+        };
+        assert_eq!(post(&[("Origin", "null")]).await.unwrap().status(), StatusCode::FORBIDDEN);
+        assert_eq!(post(&[("Origin", "null"), ("Sec-Fetch-Site", "same-site")]).await.unwrap().status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.count("SELECT COUNT(*) FROM flows").await, 0);
+        let ok = post(&[("Origin", "null"), ("Sec-Fetch-Site", "same-origin")]).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    }
+}

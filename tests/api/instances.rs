@@ -55,6 +55,10 @@ struct Cluster {
 
 impl Cluster {
     async fn new() -> Self {
+        Self::with_smtp(TestSmtp::start()).await
+    }
+
+    async fn with_smtp(smtp: TestSmtp) -> Self {
         let log_dir = tempfile::tempdir().unwrap();
         let database_url = match current_backend() {
             Backend::Sqlite => format!("sqlite://{}", log_dir.path().join("shared.db").display()),
@@ -62,7 +66,7 @@ impl Cluster {
         };
         Self {
             database_url,
-            smtp: TestSmtp::start(),
+            smtp,
             public_url: format!("http://127.0.0.1:{}", free_port()),
             log_dir,
         }
@@ -101,6 +105,14 @@ impl Cluster {
         let log = std::fs::read_to_string(self.log_dir.path().join(format!("{name}.log")))
             .unwrap_or_default();
         panic!("instance {name} did not become ready:\n{log}");
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::any::install_default_drivers();
+        let db = sqlx::AnyPool::connect(&self.database_url).await.unwrap();
+        let n = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+        db.close().await;
+        n
     }
 
     async fn page(&self, client: &reqwest::Client, url: &str) -> reqwest::Result<Page> {
@@ -277,10 +289,43 @@ crate::backend_tests! {
             assert_eq!(profile.status, StatusCode::OK, "{email} ({outcome}) lost its session");
             assert!(profile.contains(email));
         }
-        sqlx::any::install_default_drivers();
-        let db = sqlx::AnyPool::connect(&cluster.database_url).await.unwrap();
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&db).await.unwrap();
-        assert_eq!(users, n as i64, "every sign-up exists exactly once");
+        assert_eq!(cluster.count("SELECT COUNT(*) FROM users").await, n as i64, "every sign-up exists exactly once");
+    }
+
+    async fn sigterm_stops_gracefully_and_leaves_unsent_mail_for_the_next_start() {
+        let cluster = Cluster::with_smtp(TestSmtp::reserve()).await;
+        let mut a = cluster.start("a").await;
+        let client = browser();
+        cluster.start_sign_up(&client, &a.address, "later@example.com").await.unwrap();
+        for _ in 0..250 {
+            if cluster.count("SELECT COUNT(*) FROM outbox WHERE attempts >= 1").await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let pid = a.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let mut exit = None;
+        for _ in 0..200 {
+            if let Some(status) = a.child.try_wait().unwrap() {
+                exit = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let exit = exit.expect("latchkey exits within 10 s of SIGTERM");
+        assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+        assert_eq!(
+            cluster.count("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND payload IS NOT NULL").await,
+            1,
+            "the unsent message stays queued"
+        );
+
+        cluster.smtp.listen();
+        let _b = cluster.start("b").await;
+        cluster.smtp.wait_for_within("later@example.com", 1, Duration::from_secs(30)).await;
+        cluster.smtp.assert_count_stays("later@example.com", 1).await;
     }
 }
 

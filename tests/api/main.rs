@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod browser;
 mod codes;
 mod csrf;
 mod delivery;

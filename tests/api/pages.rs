@@ -52,7 +52,7 @@ crate::backend_tests! {
             assert!(!csp.contains("unsafe-inline"));
             assert_eq!(h["x-frame-options"], "DENY", "{path}");
             assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
-            assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+            assert_eq!(h["referrer-policy"], "strict-origin-when-cross-origin", "{path}");
             assert_eq!(h["cache-control"], "no-store", "{path}");
         }
     }

@@ -1,0 +1,419 @@
+//! The hosted pages in a real browser: headless Chromium driven over WebDriver (chromedriver),
+//! with JavaScript disabled, so the flow must work with plain HTML forms and the real headers a
+//! browser sends on a form post (`Origin`, `Sec-Fetch-Site`, cookies).
+//!
+//! Skipped (with a printed line) when Chromium or chromedriver is not installed, unless
+//! `LATCHKEY_TEST_BROWSER=required`, in which case a missing browser is a failure.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The key under which WebDriver returns an element reference.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// A narrow phone.
+const WIDTH: u64 = 360;
+const HEIGHT: u64 = 740;
+
+/// Whether the browser test can run here; panics if it cannot but is required.
+fn browser_available() -> bool {
+    let missing: Vec<&str> = [CHROMEDRIVER, CHROMIUM]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("LATCHKEY_TEST_BROWSER").as_deref() == Ok("required") {
+        panic!(
+            "LATCHKEY_TEST_BROWSER=required but {} not installed (apt-get install chromium chromium-driver)",
+            missing.join(" and ")
+        );
+    }
+    println!(
+        "SKIPPED browser test: {} not installed (set LATCHKEY_TEST_BROWSER=required to fail instead)",
+        missing.join(" and ")
+    );
+    false
+}
+
+/// A minimal W3C WebDriver client: one chromedriver process and one browser session.
+struct Browser {
+    http: reqwest::Client,
+    /// `http://127.0.0.1:PORT/session/ID`
+    session: String,
+    driver_port: u16,
+    session_id: String,
+    driver: Child,
+    quit: bool,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and opens a headless Chromium session with JavaScript
+    /// disabled, a fresh profile and a `WIDTH`×`HEIGHT` window.
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = driver.try_wait().unwrap() {
+                panic!("chromedriver exited at start: {status}");
+            }
+            let ready = match http.get(format!("{base}/status")).send().await {
+                Ok(resp) => resp
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                panic!("chromedriver on port {port} not ready after 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    format!("--window-size={WIDTH},{HEIGHT}"),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+                "prefs": {"profile.managed_default_content_settings.javascript": 2},
+            },
+        }}});
+        let resp = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .expect("POST /session");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("session JSON");
+        let Some(session_id) = body["value"]["sessionId"].as_str().map(str::to_string) else {
+            let _ = driver.kill();
+            let _ = driver.wait();
+            panic!("chromedriver refused the session ({status}): {body}");
+        };
+        Self {
+            http,
+            session: format!("{base}/session/{session_id}"),
+            driver_port: port,
+            session_id,
+            driver,
+            quit: false,
+            _profile: profile,
+        }
+    }
+
+    /// Sends one command; panics with the WebDriver error if it fails.
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.session);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status();
+        let value: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
+        assert!(
+            status.is_success(),
+            "WebDriver {method} {path} failed ({status}): {value}"
+        );
+        value["value"].clone()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.command(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.command(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Resizes the window. Chromium clamps `--window-size` to a minimum width at start-up
+    /// (500 px in headless mode), but a WebDriver resize goes below it.
+    async fn set_window_size(&self, width: u64, height: u64) {
+        let rect = self
+            .post("/window/rect", json!({"width": width, "height": height}))
+            .await;
+        assert_eq!(rect["width"], width, "window rect: {rect}");
+    }
+
+    async fn goto(&self, url: &str) {
+        self.post("/url", json!({ "url": url })).await;
+    }
+
+    async fn url(&self) -> String {
+        self.get("/url").await.as_str().unwrap().to_string()
+    }
+
+    async fn title(&self) -> String {
+        self.get("/title").await.as_str().unwrap().to_string()
+    }
+
+    async fn source(&self) -> String {
+        self.get("/source").await.as_str().unwrap().to_string()
+    }
+
+    /// The id of the first element matching a CSS selector.
+    async fn find(&self, css: &str) -> String {
+        let url = format!("{}/element", self.session);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&json!({"using": "css selector", "value": css}))
+            .send()
+            .await
+            .expect("POST /element");
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap();
+        if !status.is_success() {
+            panic!(
+                "no element {css:?} ({status}: {}) on {} titled {:?}:\n{}",
+                value["value"]["error"],
+                self.url().await,
+                self.title().await,
+                self.source().await
+            );
+        }
+        value["value"][ELEMENT_KEY].as_str().unwrap().to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.post(&format!("/element/{id}/value"), json!({ "text": text }))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.post(&format!("/element/{id}/click"), json!({})).await;
+    }
+
+    async fn attribute(&self, css: &str, name: &str) -> Option<String> {
+        let id = self.find(css).await;
+        self.get(&format!("/element/{id}/attribute/{name}"))
+            .await
+            .as_str()
+            .map(str::to_string)
+    }
+
+    async fn property(&self, css: &str, name: &str) -> Value {
+        let id = self.find(css).await;
+        self.get(&format!("/element/{id}/property/{name}")).await
+    }
+
+    /// The rendered text of the page.
+    async fn text(&self) -> String {
+        let id = self.find("body").await;
+        self.get(&format!("/element/{id}/text"))
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Whether any element matches a CSS selector.
+    async fn exists(&self, css: &str) -> bool {
+        let found = self
+            .post("/elements", json!({"using": "css selector", "value": css}))
+            .await;
+        found.as_array().is_some_and(|a| !a.is_empty())
+    }
+
+    /// Waits (up to 10 s) until the current URL contains `part`; returns it. Fails at once on
+    /// one of the server's error pages (they carry `p.status`, e.g. "Error 403").
+    async fn wait_for_url(&self, part: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return url;
+            }
+            if Instant::now() > deadline || self.exists("main p.status").await {
+                panic!(
+                    "the browser never reached a URL containing {part:?}; it is on {url} titled {:?}:\n{}",
+                    self.title().await,
+                    self.text().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The width and height of a viewport screenshot, read from the PNG header.
+    async fn screenshot_size(&self) -> (u32, u32) {
+        let b64 = self.get("/screenshot").await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .expect("screenshot is base64");
+        assert!(
+            png.len() > 24 && png.starts_with(b"\x89PNG\r\n\x1a\n") && &png[12..16] == b"IHDR",
+            "screenshot is not a PNG"
+        );
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        (width, height)
+    }
+
+    /// Asserts the page fits a `WIDTH`-px viewport: the viewport meta tag is there, the
+    /// viewport really is `WIDTH` px wide, and nothing overflows it horizontally.
+    async fn assert_fits_narrow_screen(&self) {
+        let url = self.url().await;
+        let viewport = self
+            .attribute("meta[name=viewport]", "content")
+            .await
+            .unwrap_or_default();
+        assert!(
+            viewport.contains("width=device-width"),
+            "{url}: viewport meta {viewport:?}"
+        );
+        let (width, _) = self.screenshot_size().await;
+        assert_eq!(u64::from(width), WIDTH, "{url}: screenshot width");
+        let scroll_width = self.property("html", "scrollWidth").await;
+        let client_width = self.property("html", "clientWidth").await;
+        assert!(
+            scroll_width.as_u64().is_some_and(|w| w <= WIDTH)
+                && scroll_width.as_u64() <= client_width.as_u64(),
+            "{url}: horizontal scroll at {WIDTH} px: scrollWidth {scroll_width}, clientWidth {client_width}"
+        );
+    }
+
+    /// Ends the session (closing Chromium) and stops chromedriver.
+    async fn quit(mut self) {
+        self.command(reqwest::Method::DELETE, "", None).await;
+        self.quit = true;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.quit {
+            // After a panic: end the session synchronously so Chromium does not outlive the
+            // test (killing chromedriver alone may leave it running).
+            let _ = delete_session_blocking(self.driver_port, &self.session_id);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// `DELETE /session/{id}` over a plain socket, for use in `Drop`.
+fn delete_session_blocking(port: u16, session_id: &str) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "DELETE /session/{session_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    // chromedriver answers once the browser is closed; the first bytes are enough (it may keep
+    // the connection open, so do not read to the end).
+    let mut response = [0u8; 12];
+    stream.read_exact(&mut response)?; // "HTTP/1.1 200"
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_person_signs_up_in_real_chromium_with_javascript_disabled() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app().await;
+    let browser = Browser::start().await;
+    browser.set_window_size(WIDTH, HEIGHT).await;
+    let email = "chromium.person@example.com";
+
+    // The sign-up page, with JavaScript off.
+    browser.goto(&format!("{}/sign-up", app.address)).await;
+    assert!(
+        browser.title().await.contains("Acme"),
+        "sign-up page title: {:?}",
+        browser.title().await
+    );
+    browser.assert_fits_narrow_screen().await;
+    browser.type_into("#email_address", email).await;
+    browser
+        .click("form[action=\"/sign-up\"] button[type=submit]")
+        .await;
+
+    // The code page.
+    let verify = browser.wait_for_url("/sign-up/verify/").await;
+    assert!(
+        verify.starts_with(&format!("{}/sign-up/verify/flw_", app.address)),
+        "{verify}"
+    );
+    let text = browser.text().await;
+    assert!(
+        text.contains("Check your email") && text.contains(email),
+        "code page: {text}"
+    );
+    browser.assert_fits_narrow_screen().await;
+    let code = app.smtp.wait_for(email, 1).await.code();
+    browser.type_into("#code", &code).await;
+    browser
+        .click(&format!(
+            "form[action=\"{}\"] button[type=submit]",
+            verify.strip_prefix(&app.address).unwrap()
+        ))
+        .await;
+
+    // Signed in, on the profile page.
+    browser.wait_for_url("/user").await;
+    assert_eq!(browser.url().await, format!("{}/user", app.address));
+    let text = browser.text().await;
+    assert!(
+        text.contains("Your account") && text.contains(email),
+        "profile page: {text}"
+    );
+    browser.assert_fits_narrow_screen().await;
+
+    browser.quit().await;
+}
