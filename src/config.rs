@@ -164,8 +164,9 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     })
 }
 
-/// Environment variables with the `LATCHKEY_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "TEST_POSTGRES_URL", "BENCH"];
+/// Environment variables with the `LATCHKEY_` prefix that are not configuration keys
+/// (besides `LATCHKEY_TEST_*`, which belong to the test suite).
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG"];
 
 impl RawConfig {
     /// Loads defaults, then the TOML file (if any), then `LATCHKEY_*` variables.
@@ -181,6 +182,7 @@ impl RawConfig {
         figment = figment.merge(
             Env::prefixed("LATCHKEY_")
                 .ignore(NON_CONFIG_ENV)
+                .filter(|k| !k.as_str().to_ascii_uppercase().starts_with("TEST_"))
                 .split("__")
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         );
