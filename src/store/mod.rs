@@ -188,12 +188,21 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
-        // The migrator takes an advisory lock on PostgreSQL, so instances starting together do not race.
-        migrator
-            .run(&self.writer)
-            .await
-            .context("applying database migrations")?;
-        Ok(())
+        // PostgreSQL: the migrator holds an advisory lock, so instances starting together queue.
+        // SQLite has no such lock; each migration is one transaction, so a process that loses the
+        // race fails cleanly and, on the next pass, finds the migration applied.
+        let mut pass = 1;
+        loop {
+            match migrator.run(&self.writer).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.backend == Backend::Sqlite && pass < 5 => {
+                    tracing::debug!(error = %e, pass, "another process is migrating this SQLite file; trying again");
+                    tokio::time::sleep(Duration::from_millis(100 * pass)).await;
+                    pass += 1;
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("applying database migrations")),
+            }
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -175,6 +175,16 @@ impl Cluster {
 }
 
 crate::backend_tests! {
+    async fn two_instances_starting_together_on_an_empty_database_both_come_up() {
+        let cluster = Cluster::new().await;
+        let (a, b) = tokio::join!(cluster.start("a"), cluster.start("b"));
+        let client = browser();
+        let verify = cluster.start_sign_up(&client, &a.address, "both@example.com").await.unwrap();
+        let code = cluster.smtp.wait_for("both@example.com", 1).await.code();
+        let resp = cluster.enter_code(&client, &b.address, &verify, &code).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    }
+
     async fn a_code_requested_on_one_instance_is_verified_on_another() {
         let cluster = Cluster::new().await;
         let a = cluster.start("a").await;
