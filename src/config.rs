@@ -35,6 +35,9 @@ pub struct RawConfig {
     pub database_max_connections: u32,
     /// Seconds a request waits for a database connection before it is answered with 503.
     pub database_acquire_timeout_secs: u64,
+    /// SQLite `synchronous`: "full" (default; committed data survives power loss) or "normal"
+    /// (survives process crashes; the last transactions may roll back on power loss).
+    pub database_sqlite_synchronous: String,
     pub codes: CodeConfig,
     pub flows: FlowConfig,
     pub sessions: SessionConfig,
@@ -99,6 +102,7 @@ impl Default for RawConfig {
             max_body_bytes: 16 * 1024,
             database_max_connections: 8,
             database_acquire_timeout_secs: 5,
+            database_sqlite_synchronous: "full".into(),
             codes: CodeConfig::default(),
             flows: FlowConfig::default(),
             sessions: SessionConfig::default(),
@@ -203,7 +207,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub public_url: Url,
     pub public_origin: Origin,
-    pub database_url: String,
+    pub database: crate::store::DatabaseOptions,
     pub smtp_url: Option<String>,
     pub mail_from: lettre::message::Mailbox,
     pub product_name: String,
@@ -213,8 +217,6 @@ pub struct Settings {
     pub allowed_redirect_origins: Vec<Origin>,
     pub log_json: bool,
     pub max_body_bytes: usize,
-    pub database_max_connections: u32,
-    pub database_acquire_timeout: Duration,
     pub code_length: usize,
     pub code_ttl: Duration,
     pub code_max_attempts: u32,
@@ -329,6 +331,11 @@ impl Settings {
         if raw.database_max_connections == 0 {
             bail!("`database_max_connections`: must be at least 1");
         }
+        let sqlite_synchronous_full = match raw.database_sqlite_synchronous.as_str() {
+            "full" => true,
+            "normal" => false,
+            other => bail!("`database_sqlite_synchronous`: must be \"full\" or \"normal\", got {other:?}"),
+        };
         if raw.database_acquire_timeout_secs == 0 {
             bail!("`database_acquire_timeout_secs`: must be at least 1");
         }
@@ -345,7 +352,12 @@ impl Settings {
             listen,
             public_url,
             public_origin,
-            database_url: raw.database_url,
+            database: crate::store::DatabaseOptions {
+                url: raw.database_url,
+                max_connections: raw.database_max_connections,
+                acquire_timeout: Duration::from_secs(raw.database_acquire_timeout_secs),
+                sqlite_synchronous_full,
+            },
             smtp_url,
             mail_from,
             product_name: raw.product_name,
@@ -354,8 +366,6 @@ impl Settings {
             allowed_redirect_origins,
             log_json,
             max_body_bytes: raw.max_body_bytes,
-            database_max_connections: raw.database_max_connections,
-            database_acquire_timeout: Duration::from_secs(raw.database_acquire_timeout_secs),
             code_length: c.length,
             code_ttl: Duration::from_secs(c.ttl_secs),
             code_max_attempts: c.max_attempts,

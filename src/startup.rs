@@ -44,12 +44,7 @@ impl Application {
         listener: TcpListener,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect(
-            &settings.database_url,
-            settings.database_max_connections,
-            settings.database_acquire_timeout,
-        )
-        .await?;
+        let store = Store::connect(&settings.database).await?;
         let secret = match &settings.secret {
             Some(s) => s.clone(),
             None => store

@@ -115,26 +115,59 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Per-connection SQLite settings. `synchronous = FULL` keeps every committed transaction
-/// across power loss as well as process crashes (NORMAL would only promise the latter in WAL).
-fn sqlite_pragmas(
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// SQLite only: `FULL` keeps every committed transaction across power loss as well as
+    /// process crashes; `NORMAL` (in WAL mode) keeps them across process crashes only.
+    pub sqlite_synchronous_full: bool,
+}
+
+impl DatabaseOptions {
+    /// Defaults for a SQLite file (used by tools such as the benchmark's seeding).
+    pub fn sqlite_file(path: &std::path::Path) -> Self {
+        Self {
+            url: format!("sqlite://{}", path.display()),
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(10),
+            sqlite_synchronous_full: true,
+        }
+    }
+}
+
+const SQLITE_PRAGMAS_FULL: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+const SQLITE_PRAGMAS_NORMAL: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+
+fn sqlite_pragmas_full(
     conn: &mut sqlx::AnyConnection,
     _meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
-        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-            .await?;
+        conn.execute(SQLITE_PRAGMAS_FULL).await?;
+        Ok(())
+    })
+}
+
+fn sqlite_pragmas_normal(
+    conn: &mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute(SQLITE_PRAGMAS_NORMAL).await?;
         Ok(())
     })
 }
 
 impl Store {
     /// Connects, creating a SQLite file if needed, and applies pending migrations.
-    pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    pub async fn connect(options: &DatabaseOptions) -> anyhow::Result<Self> {
+        let (url, max_connections, acquire_timeout) =
+            (options.url.as_str(), options.max_connections, options.acquire_timeout);
         sqlx::any::install_default_drivers();
         let store = if url.starts_with("sqlite:") {
             let url = if url.contains('?') {
@@ -144,17 +177,22 @@ impl Store {
             };
             let opts: AnyConnectOptions =
                 url.parse().context("`database_url`: not a SQLite URL")?;
+            let pragmas = if options.sqlite_synchronous_full {
+                sqlite_pragmas_full
+            } else {
+                sqlite_pragmas_normal
+            };
             let writer = AnyPoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(acquire_timeout)
-                .after_connect(sqlite_pragmas)
+                .after_connect(pragmas)
                 .connect_with(opts.clone())
                 .await
                 .context("opening the SQLite database")?;
             let reader = AnyPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(acquire_timeout)
-                .after_connect(sqlite_pragmas)
+                .after_connect(pragmas)
                 .connect_lazy_with(opts);
             Store {
                 reader,

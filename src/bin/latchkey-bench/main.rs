@@ -1,0 +1,474 @@
+//! `latchkey-bench`: a bounded, loopback-only load generator for complete sign-in (or sign-up)
+//! flows. It seeds users through Latchkey's own store code, starts the `latchkey` binary with its
+//! SMTP pointed at the benchmark's own SMTP receiver, runs virtual users that each loop over
+//! whole flows (page, identifier, code by real SMTP, code, /user), and prints one JSON line and a
+//! table. See BENCHMARKS.md.
+
+mod smtp;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use latchkey::domain::EmailAddress;
+use latchkey::store::{DatabaseOptions, Store};
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use reqwest::StatusCode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    SignIn,
+    SignUp,
+}
+
+/// Benchmark complete one-time-code flows against a local Latchkey.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Users seeded before the run (sign-in picks among them).
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// Virtual users, each running one flow after another.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    #[arg(long, value_enum, default_value = "sign-in")]
+    mode: Mode,
+    /// SQLite file to use (seeded if it has fewer users). Default: target/bench/users-<N>.db
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// SQLite `synchronous` level for the server: full (survives power loss) or normal.
+    #[arg(long, default_value = "full")]
+    synchronous: String,
+    /// The latchkey binary to start. Default: next to this one.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// Timings of one complete flow, in microseconds.
+#[derive(Default, Clone)]
+struct FlowTimes {
+    page: u64,
+    identifier: u64,
+    delivery: u64,
+    code: u64,
+    user: u64,
+    total: u64,
+}
+
+#[derive(Default)]
+struct Results {
+    flows: Vec<FlowTimes>,
+    errors: BTreeMap<String, u64>,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'; USER_HZ is 100.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn user_email(i: usize) -> String {
+    format!("user{i}@bench.example")
+}
+
+async fn seed(path: &Path, users: usize) -> anyhow::Result<()> {
+    let store = Store::connect(&DatabaseOptions::sqlite_file(path)).await?;
+    let have = store.count_users().await? as usize;
+    if have < users {
+        eprintln!("seeding {} users into {} (have {have})…", users - have, path.display());
+        let started = Instant::now();
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let mut i = have;
+        while i < users {
+            let end = (i + 5_000).min(users);
+            let batch: Vec<EmailAddress> = (i..end)
+                .map(|k| EmailAddress::parse(&user_email(k)).expect("valid"))
+                .collect();
+            store.import_verified_emails(&batch, now).await?;
+            i = end;
+        }
+        eprintln!("seeded in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn start_server(bin: &Path, database: &Path, smtp_port: u16, synchronous: &str) -> anyhow::Result<(Server, Duration)> {
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LATCHKEY_PUBLIC_URL", &base)
+        .env("LATCHKEY_DATABASE_URL", format!("sqlite://{}", database.display()))
+        .env("LATCHKEY_DATABASE_SQLITE_SYNCHRONOUS", synchronous)
+        .env("LATCHKEY_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+        .env("LATCHKEY_DEV_MODE", "false")
+        .env("LATCHKEY_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let server = Server { child, base };
+    let client = reqwest::Client::new();
+    let deadline = started + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{}/sign-in", server.base)).send().await {
+            if r.status() == StatusCode::OK {
+                return Ok((server, started.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    bail!("the server did not answer /sign-in within 20 s")
+}
+
+/// The browser state of one virtual user: its own cookies, kept by hand so each flow starts
+/// signed out while the connection is reused.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    browser_cookie: Option<String>,
+}
+
+fn csrf_token(html: &str) -> Option<String> {
+    let start = html.find("name=\"csrf_token\" value=\"")? + "name=\"csrf_token\" value=\"".len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_string())
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(SET_COOKIE).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let pair = v.split(';').next()?;
+        let (k, val) = pair.split_once('=')?;
+        (k.trim() == name).then(|| val.to_string())
+    })
+}
+
+type Step<T> = Result<T, String>;
+
+fn kind(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect".into()
+    } else {
+        "http_transport".into()
+    }
+}
+
+fn status_error(step: &str, s: StatusCode) -> String {
+    if s.is_server_error() {
+        format!("{step}:http_5xx")
+    } else {
+        format!("{step}:http_{}", s.as_u16())
+    }
+}
+
+impl Browser {
+    async fn get(&mut self, path: &str, session: Option<&str>) -> Step<(StatusCode, HeaderMap, String)> {
+        let mut req = self.client.get(format!("{}{}", self.base, path));
+        let mut cookies = Vec::new();
+        if let Some(b) = &self.browser_cookie {
+            cookies.push(format!("latchkey_browser={b}"));
+        }
+        if let Some(s) = session {
+            cookies.push(format!("latchkey_session={s}"));
+        }
+        if !cookies.is_empty() {
+            req = req.header(COOKIE, cookies.join("; "));
+        }
+        let resp = req.send().await.map_err(kind)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        if let Some(b) = cookie_value(&headers, "latchkey_browser") {
+            self.browser_cookie = Some(b);
+        }
+        let body = resp.text().await.map_err(kind)?;
+        Ok((status, headers, body))
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Step<(StatusCode, HeaderMap)> {
+        let mut req = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .header(ORIGIN, &self.base)
+            .form(form);
+        if let Some(b) = &self.browser_cookie {
+            req = req.header(COOKIE, format!("latchkey_browser={b}"));
+        }
+        let resp = req.send().await.map_err(kind)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let _ = resp.bytes().await;
+        Ok((status, headers))
+    }
+
+    /// One complete flow for `email`.
+    async fn flow(&mut self, mode: Mode, email: &str, smtp: &smtp::Receiver) -> Step<FlowTimes> {
+        let start_path = match mode {
+            Mode::SignIn => "/sign-in",
+            Mode::SignUp => "/sign-up",
+        };
+        let t0 = Instant::now();
+        let (status, _, html) = self.get(start_path, None).await?;
+        if status != StatusCode::OK {
+            return Err(status_error("page", status));
+        }
+        let token = csrf_token(&html).ok_or("page:no_csrf_token")?;
+        let t1 = Instant::now();
+
+        let delivered = smtp.expect(email);
+        let (status, headers) = self
+            .post(start_path, &[("csrf_token", &token), ("email_address", email), ("redirect_url", "")])
+            .await?;
+        if status != StatusCode::SEE_OTHER {
+            smtp.forget(email);
+            return Err(status_error("identifier", status));
+        }
+        let verify = headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("identifier:no_location")?
+            .to_string();
+        let (status, _, html) = self.get(&verify, None).await?;
+        if status != StatusCode::OK {
+            return Err(status_error("code_page", status));
+        }
+        let token = csrf_token(&html).ok_or("code_page:no_csrf_token")?;
+        let t2 = Instant::now();
+
+        let delivery = tokio::time::timeout(Duration::from_secs(10), delivered)
+            .await
+            .map_err(|_| {
+                smtp.forget(email);
+                "delivery:timeout".to_string()
+            })?
+            .map_err(|_| "delivery:dropped".to_string())?;
+        let t3 = Instant::now();
+
+        let (status, headers) = self.post(&verify, &[("csrf_token", &token), ("code", &delivery.code)]).await?;
+        if status != StatusCode::SEE_OTHER {
+            return Err(status_error("code", status));
+        }
+        let session = cookie_value(&headers, "latchkey_session").ok_or("code:no_session_cookie")?;
+        let t4 = Instant::now();
+
+        let (status, _, html) = self.get("/user", Some(&session)).await?;
+        if status != StatusCode::OK {
+            return Err(status_error("user", status));
+        }
+        if !html.contains(email) {
+            return Err("user:wrong_user".into());
+        }
+        let t5 = Instant::now();
+        let us = |d: Duration| d.as_micros() as u64;
+        Ok(FlowTimes {
+            page: us(t1 - t0),
+            identifier: us(t2 - t1),
+            delivery: us(delivery.at.saturating_duration_since(t1)),
+            code: us(t4 - t3),
+            user: us(t5 - t4),
+            total: us(t5 - t0),
+        })
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+fn summary(values: impl Iterator<Item = u64>) -> (f64, f64, f64, f64) {
+    let mut v: Vec<u64> = values.collect();
+    v.sort_unstable();
+    (percentile(&v, 50.0), percentile(&v, 90.0), percentile(&v, 99.0), percentile(&v, 100.0))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !matches!(args.synchronous.as_str(), "full" | "normal") {
+        bail!("--synchronous must be full or normal");
+    }
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("target/bench/users-{}.db", args.users)));
+    if let Some(dir) = database.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    seed(&database, args.users).await?;
+
+    let smtp = smtp::Receiver::default();
+    let smtp_port = smtp.start().await?;
+    let bin = match &args.server_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("latchkey"),
+    };
+    let (server, cold_start) = start_server(&bin, &database, smtp_port, &args.synchronous).await?;
+    let pid = server.child.id();
+
+    let results = Arc::new(Mutex::new(Results::default()));
+    let run_start = Instant::now();
+    let measure_from = run_start + Duration::from_secs(args.warmup);
+    let deadline = measure_from + Duration::from_secs(args.duration);
+    let run_id = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    let cpu_at_start = Arc::new(Mutex::new(None));
+    {
+        let cpu_at_start = cpu_at_start.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            *cpu_at_start.lock().unwrap() = Some(cpu_seconds(pid));
+        });
+    }
+
+    let mut tasks = Vec::new();
+    for vu in 0..args.concurrency {
+        let results = results.clone();
+        let smtp = smtp.clone();
+        let base = server.base.clone();
+        let (mode, users, concurrency) = (args.mode, args.users, args.concurrency);
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(1)
+                .tcp_nodelay(true)
+                .build()
+                .expect("client");
+            let mut browser = Browser {
+                client,
+                base,
+                browser_cookie: None,
+            };
+            // Each virtual user walks its own slice of the users, so no two run one address at once.
+            let mut k = 0usize;
+            while Instant::now() < deadline {
+                let email = match mode {
+                    Mode::SignIn => user_email((vu + k * concurrency) % users.max(1)),
+                    Mode::SignUp => format!("new{run_id}-{vu}-{k}@bench.example"),
+                };
+                k += 1;
+                let started = Instant::now();
+                let outcome = browser.flow(mode, &email, &smtp).await;
+                let finished = Instant::now();
+                if started < measure_from || finished > deadline {
+                    continue;
+                }
+                let mut r = results.lock().unwrap();
+                match outcome {
+                    Ok(t) => r.flows.push(t),
+                    Err(e) => *r.errors.entry(e).or_default() += 1,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let cpu_end = cpu_seconds(pid);
+    let cpu = cpu_end - cpu_at_start.lock().unwrap().unwrap_or(0.0);
+    let rss = peak_rss_mb(pid);
+    drop(server);
+
+    let r = results.lock().unwrap();
+    let secs = args.duration as f64;
+    let flows = r.flows.len();
+    let errors: u64 = r.errors.values().sum();
+    let total = summary(r.flows.iter().map(|f| f.total));
+    let step = |f: fn(&FlowTimes) -> u64| summary(r.flows.iter().map(f));
+    let (page, ident, deliv, code, user) = (
+        step(|f| f.page),
+        step(|f| f.identifier),
+        step(|f| f.delivery),
+        step(|f| f.code),
+        step(|f| f.user),
+    );
+    let cpu_per_flow_ms = if flows > 0 { cpu * 1000.0 / flows as f64 } else { 0.0 };
+    let json = serde_json::json!({
+        "mode": format!("{:?}", args.mode),
+        "users": args.users,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "synchronous": args.synchronous,
+        "flows": flows,
+        "flows_per_s": flows as f64 / secs,
+        "errors": errors,
+        "errors_by_kind": r.errors,
+        "flow_ms": {"p50": total.0, "p90": total.1, "p99": total.2, "max": total.3},
+        "steps_ms": {
+            "page": {"p50": page.0, "p99": page.2},
+            "identifier_submit": {"p50": ident.0, "p99": ident.2},
+            "code_delivery": {"p50": deliv.0, "p99": deliv.2},
+            "code_submit": {"p50": code.0, "p99": code.2},
+            "user": {"p50": user.0, "p99": user.2},
+        },
+        "server_cpu_s": cpu,
+        "server_cpu_ms_per_flow": cpu_per_flow_ms,
+        "server_peak_rss_mb": rss,
+        "cold_start_ms": cold_start.as_secs_f64() * 1000.0,
+    });
+    println!("{json}");
+    eprintln!();
+    eprintln!("{:<28} {}", "mode / users / concurrency", format!("{:?} / {} / {}", args.mode, args.users, args.concurrency));
+    eprintln!("{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors", "throughput", flows as f64 / secs);
+    for (k, v) in r.errors.iter() {
+        eprintln!("{:<28} {v}", format!("  error {k}"));
+    }
+    eprintln!("{:<28} {:>8} {:>8} {:>8} {:>8}", "latency (ms)", "p50", "p90", "p99", "max");
+    for (name, s) in [("flow", total), ("  page", page), ("  identifier submit", ident), ("  code delivery", deliv), ("  code submit", code), ("  /user", user)] {
+        eprintln!("{:<28} {:>8.2} {:>8.2} {:>8.2} {:>8.2}", name, s.0, s.1, s.2, s.3);
+    }
+    eprintln!("{:<28} {:.2} s ({:.3} ms per flow)", "server CPU", cpu, cpu_per_flow_ms);
+    eprintln!("{:<28} {:.1} MB", "server peak RSS", rss);
+    eprintln!("{:<28} {:.0} ms", "cold start", cold_start.as_secs_f64() * 1000.0);
+    Ok(())
+}
