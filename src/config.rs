@@ -15,8 +15,9 @@ use url::Url;
 
 use crate::domain::Origin;
 
-/// The raw, serde-shaped configuration. See [`Settings`] for the validated form.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The raw, serde-shaped configuration. See [`Settings`] for the validated form. No `Debug`:
+/// it holds the secret and credentials.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub listen: String,
@@ -41,6 +42,7 @@ pub struct RawConfig {
     pub codes: CodeConfig,
     pub flows: FlowConfig,
     pub sessions: SessionConfig,
+    pub lockout: LockoutConfig,
     pub outbox: OutboxConfig,
 }
 
@@ -69,6 +71,25 @@ pub struct FlowConfig {
 pub struct SessionConfig {
     /// Absolute lifetime of a session in seconds.
     pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Consecutive wrong codes for one identifier, across codes and flows, before it is locked.
+    /// A new code does not reset the count; a success does (NIST SP 800-63B §3.2.2: ≤ 100).
+    pub max_failures: u32,
+    /// How long the lock lasts; afterwards the person can sign in again without any admin action.
+    pub cooldown_secs: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            cooldown_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +127,7 @@ impl Default for RawConfig {
             codes: CodeConfig::default(),
             flows: FlowConfig::default(),
             sessions: SessionConfig::default(),
+            lockout: LockoutConfig::default(),
             outbox: OutboxConfig::default(),
         }
     }
@@ -201,8 +223,8 @@ impl RawConfig {
     }
 }
 
-/// Validated settings, built once at start.
-#[derive(Debug, Clone)]
+/// Validated settings, built once at start. `Debug` redacts the secret and credentials.
+#[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub public_url: Url,
@@ -223,7 +245,25 @@ pub struct Settings {
     pub resend_cooldown: Duration,
     pub flow_idle_ttl: Duration,
     pub session_ttl: Duration,
+    pub lockout_max_failures: u32,
+    pub lockout_cooldown: Duration,
     pub outbox: OutboxConfig,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("database", &self.database)
+            .field(
+                "smtp_url",
+                &self.smtp_url.as_ref().map(|_| "(set, redacted)"),
+            )
+            .field("dev_mode", &self.dev_mode)
+            .field("secret", &self.secret.as_ref().map(|_| "(set, redacted)"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -267,7 +307,12 @@ impl Settings {
                 );
             }
         }
-        let dev_mode = raw.dev_mode.unwrap_or(!had_file && smtp_url.is_none());
+        // Dev mode (codes logged and listed on /dev/outbox) only switches itself on for a local,
+        // plain-http instance; anywhere else it must be asked for explicitly.
+        let local_only = listen.ip().is_loopback() && public_url.scheme() == "http";
+        let dev_mode = raw
+            .dev_mode
+            .unwrap_or(!had_file && smtp_url.is_none() && local_only);
         if smtp_url.is_none() && !dev_mode {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
         }
@@ -322,6 +367,12 @@ impl Settings {
         if raw.flows.idle_ttl_secs < c.ttl_secs {
             bail!("`flows.idle_ttl_secs`: must be at least `codes.ttl_secs`");
         }
+        if raw.lockout.max_failures == 0 || raw.lockout.max_failures > 100 {
+            bail!("`lockout.max_failures`: must be between 1 and 100 (NIST SP 800-63B §3.2.2)");
+        }
+        if raw.lockout.cooldown_secs == 0 {
+            bail!("`lockout.cooldown_secs`: must be positive");
+        }
         if raw.sessions.ttl_secs < 60 {
             bail!("`sessions.ttl_secs`: must be at least 60");
         }
@@ -334,7 +385,9 @@ impl Settings {
         let sqlite_synchronous_full = match raw.database_sqlite_synchronous.as_str() {
             "full" => true,
             "normal" => false,
-            other => bail!("`database_sqlite_synchronous`: must be \"full\" or \"normal\", got {other:?}"),
+            other => bail!(
+                "`database_sqlite_synchronous`: must be \"full\" or \"normal\", got {other:?}"
+            ),
         };
         if raw.database_acquire_timeout_secs == 0 {
             bail!("`database_acquire_timeout_secs`: must be at least 1");
@@ -372,6 +425,8 @@ impl Settings {
             resend_cooldown: Duration::from_secs(c.resend_cooldown_secs),
             flow_idle_ttl: Duration::from_secs(raw.flows.idle_ttl_secs),
             session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
+            lockout_max_failures: raw.lockout.max_failures,
+            lockout_cooldown: Duration::from_secs(raw.lockout.cooldown_secs),
             outbox: raw.outbox,
         })
     }
@@ -387,6 +442,37 @@ mod tests {
         assert!(s.dev_mode);
         assert!(!s.secure_cookies());
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn dev_mode_never_switches_itself_on_for_a_public_instance() {
+        let raw = RawConfig {
+            listen: "0.0.0.0:8080".into(),
+            ..RawConfig::default()
+        };
+        assert!(Settings::from_raw(raw, false)
+            .unwrap_err()
+            .to_string()
+            .contains("smtp_url"));
+        let raw = RawConfig {
+            public_url: "https://accounts.example.com".into(),
+            ..RawConfig::default()
+        };
+        assert!(Settings::from_raw(raw, false).is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let raw = RawConfig {
+            secret: Some("s".repeat(40)),
+            smtp_url: Some("smtp://user:hunter2@smtp.example.com".into()),
+            database_url: "postgres://app:pgpass@db/latchkey".into(),
+            ..RawConfig::default()
+        };
+        let shown = format!("{:?}", Settings::from_raw(raw, false).unwrap());
+        for secret in ["ssssssss", "hunter2", "pgpass"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 
     #[test]
@@ -423,7 +509,8 @@ mod tests {
         let err = Figment::from(Serialized::defaults(RawConfig::default()))
             .merge(("smpt_url", "smtp://x"))
             .extract::<RawConfig>()
-            .unwrap_err();
+            .err()
+            .expect("an unknown key is refused");
         assert!(err.to_string().contains("smpt_url"), "{err}");
     }
 }

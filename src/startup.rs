@@ -81,6 +81,8 @@ impl Application {
             resend_cooldown: settings.resend_cooldown,
             flow_idle_ttl: settings.flow_idle_ttl,
             session_ttl: settings.session_ttl,
+            lockout_max_failures: settings.lockout_max_failures,
+            lockout_cooldown: settings.lockout_cooldown,
         };
         let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));
         let state = web::Data::new(AppState {
@@ -107,7 +109,7 @@ impl Application {
                 .app_data(web::PayloadConfig::default().limit(max_body))
                 .wrap(default_headers)
                 .wrap(Compress::default())
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })

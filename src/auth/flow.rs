@@ -9,7 +9,8 @@ use crate::domain::{
     VerificationId,
 };
 use crate::store::{
-    from_ms, ms, CompleteOutcome, FlowRecord, NewFlow, NewMessage, NewSession, NewVerification,
+    from_ms, ms, AttemptSlot, CompleteOutcome, FlowRecord, NewFlow, NewMessage, NewSession,
+    NewVerification,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +141,9 @@ pub enum AttemptError {
     AlreadyUsed,
     #[error("identifier registered meanwhile")]
     IdentifierTaken,
+    /// Too many consecutive wrong codes for this identifier, across codes and flows.
+    #[error("identifier locked for {retry_after_secs} s")]
+    Locked { retry_after_secs: u64 },
 }
 
 impl From<anyhow::Error> for AttemptError {
@@ -397,40 +401,70 @@ impl Auth {
         }
         let now = self.now();
         let v = &record.verification;
+        let lock_key = format!("email:{}", record.identifier_canonical);
         let slot = self
             .store
             .take_attempt(
                 &record.id,
                 &v.id,
+                &lock_key,
                 ms(now),
                 ms(now + self.policy.flow_idle_ttl),
             )
             .await?;
-        let Some(slot) = slot else {
-            let current = self
-                .store
-                .load_flow(&record.id)
-                .await?
-                .ok_or(FlowError::NotFound)?;
-            let cv = &current.verification;
-            let err = if cv.status == "verified" || current.status == "complete" {
-                AttemptError::AlreadyUsed
-            } else if cv.status == "pending" && cv.expires_at <= ms(now) {
-                AttemptError::CodeExpired
-            } else {
-                AttemptError::TriesExhausted
-            };
-            tracing::info!(event = "code_rejected", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), reason = %err, ip = client.ip.unwrap_or("-"));
-            return Err(err);
+        let locked = |until: i64| AttemptError::Locked {
+            retry_after_secs: ((until - ms(now)).max(1000) as u64).div_ceil(1000),
+        };
+        let (attempts, max_attempts, code_hash) = match slot {
+            AttemptSlot::Open {
+                attempts,
+                max_attempts,
+                code_hash,
+            } => (attempts, max_attempts, code_hash),
+            AttemptSlot::Locked { until } => {
+                tracing::info!(event = "code_refused_locked", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), ip = client.ip.unwrap_or("-"));
+                return Err(locked(until));
+            }
+            AttemptSlot::Unavailable => {
+                let current = self
+                    .store
+                    .load_flow(&record.id)
+                    .await?
+                    .ok_or(FlowError::NotFound)?;
+                let cv = &current.verification;
+                let err = if cv.status == "verified" || current.status == "complete" {
+                    AttemptError::AlreadyUsed
+                } else if cv.status == "pending" && cv.expires_at <= ms(now) {
+                    AttemptError::CodeExpired
+                } else {
+                    AttemptError::TriesExhausted
+                };
+                tracing::info!(event = "code_rejected", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), reason = %err, ip = client.ip.unwrap_or("-"));
+                return Err(err);
+            }
         };
         if !self
             .keys
-            .code_matches(v.id.as_str(), code.expose(), &slot.code_hash)
+            .code_matches(v.id.as_str(), code.expose(), &code_hash)
         {
-            let remaining = (slot.max_attempts - slot.attempts).max(0) as u32;
-            tracing::info!(event = "code_incorrect", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), remaining, ip = client.ip.unwrap_or("-"));
+            let remaining = (max_attempts - attempts).max(0) as u32;
+            let lock = self
+                .store
+                .record_wrong_code(
+                    &v.id,
+                    remaining == 0,
+                    &lock_key,
+                    ms(now),
+                    self.policy.lockout_max_failures as i64,
+                    self.policy.lockout_cooldown.as_millis() as i64,
+                )
+                .await?;
+            tracing::info!(event = "code_incorrect", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), remaining, locked = lock.is_some(), ip = client.ip.unwrap_or("-"));
+            if let Some(until) = lock {
+                tracing::warn!(event = "identifier_locked", identifier = %masked(&record), "too many consecutive wrong codes; identifier locked");
+                return Err(locked(until));
+            }
             if remaining == 0 {
-                self.store.fail_verification(&v.id).await?;
                 return Err(AttemptError::TriesExhausted);
             }
             return Err(AttemptError::Incorrect { remaining });
@@ -450,10 +484,11 @@ impl Auth {
                     .complete_sign_up(
                         &record.id,
                         &v.id,
-                        &slot.code_hash,
+                        &code_hash,
                         &user_id,
                         &IdentifierId::generate(),
                         &email,
+                        &lock_key,
                         &session,
                     )
                     .await?;
@@ -464,7 +499,7 @@ impl Auth {
                 let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
                 let outcome = self
                     .store
-                    .complete_sign_in(&record.id, &v.id, &slot.code_hash, &user_id, &session)
+                    .complete_sign_in(&record.id, &v.id, &code_hash, &user_id, &lock_key, &session)
                     .await?;
                 (user_id, outcome)
             }

@@ -33,6 +33,9 @@ pub struct Policy {
     pub resend_cooldown: Duration,
     pub flow_idle_ttl: Duration,
     pub session_ttl: Duration,
+    /// Consecutive wrong codes (across codes and flows) that lock an identifier.
+    pub lockout_max_failures: u32,
+    pub lockout_cooldown: Duration,
 }
 
 /// Who is making a request, as far as the state machine cares.

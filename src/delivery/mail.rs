@@ -84,7 +84,11 @@ fn explain_smtp_error(e: lettre::transport::smtp::Error) -> anyhow::Error {
     } else {
         "could not talk to the SMTP server; check smtp_url host, port and that it is running"
     };
-    anyhow::anyhow!("{hint}: {e}")
+    // The server's reply text can quote the recipient, so only its status code is kept.
+    match e.status() {
+        Some(code) => anyhow::anyhow!("{hint} (SMTP {code})"),
+        None => anyhow::anyhow!("{hint}"),
+    }
 }
 
 /// Development transport: nothing leaves the machine. The worker logs the code (dev mode only)

@@ -148,7 +148,7 @@ pub async fn start_page(ctx: Ctx, kind: FlowKind, query: web::Query<StartQuery>)
             redirect = redirect.or(view.redirect);
         }
     }
-    email.truncate(320);
+    let email: String = email.chars().take(320).collect();
     ctx.render(
         StatusCode::OK,
         &identifier_page(&ctx, kind, &email, redirect.as_ref(), None),
@@ -352,7 +352,9 @@ pub async fn attempt(
                 }
             }
             let cookie = ctx.state.cookies.session(&signed_in.token, ctx.state.settings.session_ttl);
-            ctx.redirect(&landing(signed_in.redirect.as_ref()), vec![cookie])
+            // The pre-session cookie is replaced too, so nothing planted before sign-in survives it.
+            let browser = ctx.state.cookies.browser(&crate::crypto::random_token(32));
+            ctx.redirect(&landing(signed_in.redirect.as_ref()), vec![cookie, browser])
         }
         Err(AttemptError::Incorrect { remaining }) => {
             rerender(&ctx, kind, &flow, unprocessable, &form.code, (tries_left(remaining), None)).await
@@ -393,6 +395,28 @@ pub async fn attempt(
                 ),
             )
             .await
+        }
+        Err(AttemptError::Locked { retry_after_secs }) => {
+            let minutes = retry_after_secs.div_ceil(60);
+            let mut resp = rerender(
+                &ctx,
+                kind,
+                &flow,
+                StatusCode::TOO_MANY_REQUESTS,
+                &form.code,
+                (
+                    format!(
+                        "Too many incorrect codes for this email address. For your security, try again in about {minutes} minute{}.",
+                        if minutes == 1 { "" } else { "s" }
+                    ),
+                    None,
+                ),
+            )
+            .await;
+            if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
         }
         Err(AttemptError::Flow(e)) => flow_error(&ctx, kind, e),
     }

@@ -62,16 +62,21 @@ impl Store {
     /// Creates one account per address, each with that address verified and primary, in one
     /// transaction; addresses that already belong to an account are skipped. Returns how many
     /// accounts were created. Used to import existing users (and by the benchmark to seed).
-    pub async fn import_verified_emails(&self, emails: &[EmailAddress], now: i64) -> anyhow::Result<u64> {
+    pub async fn import_verified_emails(
+        &self,
+        emails: &[EmailAddress],
+        now: i64,
+    ) -> anyhow::Result<u64> {
         let mut tx = self.writer.begin().await?;
         let mut created = 0;
         for email in emails {
             let user_id = UserId::generate();
-            let taken: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM identifiers WHERE kind = 'email' AND canonical = $1")
-                    .bind(email.canonical())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let taken: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM identifiers WHERE kind = 'email' AND canonical = $1",
+            )
+            .bind(email.canonical())
+            .fetch_optional(&mut *tx)
+            .await?;
             if taken.is_some() {
                 continue;
             }
@@ -99,6 +104,8 @@ impl Store {
 
     /// Number of accounts.
     pub async fn count_users(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.reader).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.reader)
+            .await?)
     }
 }

@@ -60,12 +60,19 @@ pub struct VerificationRecord {
     pub status: String,
 }
 
-/// A try reserved by [`Store::take_attempt`]: the counter was already incremented.
+/// The outcome of [`Store::take_attempt`].
 #[derive(Debug, Clone)]
-pub struct AttemptSlot {
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub code_hash: String,
+pub enum AttemptSlot {
+    /// A try was reserved (the counter is already incremented); compare against `code_hash`.
+    Open {
+        attempts: i64,
+        max_attempts: i64,
+        code_hash: String,
+    },
+    /// The identifier is locked out until this time (Unix ms); no try was used.
+    Locked { until: i64 },
+    /// The code is expired, used up, verified or replaced.
+    Unavailable,
 }
 
 /// How a completion transaction ended.
@@ -202,7 +209,7 @@ impl Store {
         if updated != 1 {
             return Ok(false);
         }
-        sqlx::query("UPDATE outbox SET status = 'superseded', payload = NULL WHERE verification_id = $1 AND status = 'pending'")
+        sqlx::query("UPDATE outbox SET status = 'superseded', payload = NULL WHERE verification_id = $1 AND status IN ('pending', 'sending')")
             .bind(ver_id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -214,15 +221,28 @@ impl Store {
 
     /// Reserves one try on a live code: increments the counter *before* the code is compared, so
     /// parallel guesses can never evaluate more than `max_attempts`. Also extends the flow.
-    /// Returns `None` if the code is expired, used up, already verified or replaced.
+    /// Refused with [`AttemptSlot::Locked`] while the identifier `lock_key` is locked out, and
+    /// with [`AttemptSlot::Unavailable`] if the code is expired, used up, verified or replaced.
     pub async fn take_attempt(
         &self,
         flow_id: &FlowId,
         ver_id: &VerificationId,
+        lock_key: &str,
         now: i64,
         flow_expires_at: i64,
-    ) -> anyhow::Result<Option<AttemptSlot>> {
+    ) -> anyhow::Result<AttemptSlot> {
         let mut tx = self.writer.begin().await?;
+        let locked_until: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT locked_until FROM identifier_lockouts WHERE identifier = $1",
+        )
+        .bind(lock_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(Some(until)) = locked_until {
+            if until > now {
+                return Ok(AttemptSlot::Locked { until });
+            }
+        }
         let row = sqlx::query(
             "UPDATE verifications SET attempts = attempts + 1 \
              WHERE id = $1 AND flow_id = $2 AND status = 'pending' AND attempts < max_attempts AND expires_at > $3 \
@@ -233,24 +253,67 @@ impl Store {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            return Ok(AttemptSlot::Unavailable);
+        };
         touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
         tx.commit().await?;
-        Ok(row.and_then(|r| {
-            Some(AttemptSlot {
-                attempts: r.get("attempts"),
-                max_attempts: r.get("max_attempts"),
-                code_hash: r.get::<Option<String>, _>("code_hash")?,
-            })
-        }))
+        Ok(match row.get::<Option<String>, _>("code_hash") {
+            Some(code_hash) => AttemptSlot::Open {
+                attempts: row.get("attempts"),
+                max_attempts: row.get("max_attempts"),
+                code_hash,
+            },
+            None => AttemptSlot::Unavailable,
+        })
     }
 
-    /// Marks a verification whose tries are used up; its code can never succeed again.
-    pub async fn fail_verification(&self, ver_id: &VerificationId) -> anyhow::Result<()> {
-        sqlx::query("UPDATE verifications SET status = 'failed', code_hash = NULL WHERE id = $1 AND status = 'pending'")
-            .bind(ver_id.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    /// Records a wrong code: counts a failure for the identifier `lock_key` (locking it for
+    /// `cooldown_ms` once `max_failures` consecutive failures are reached; a lock that has run
+    /// out starts a new count) and, when the code's tries are used up, kills the code.
+    /// Returns the end of the lock if the identifier is now locked.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_wrong_code(
+        &self,
+        ver_id: &VerificationId,
+        code_dead: bool,
+        lock_key: &str,
+        now: i64,
+        max_failures: i64,
+        cooldown_ms: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        let mut tx = self.writer.begin().await?;
+        if code_dead {
+            sqlx::query("UPDATE verifications SET status = 'failed', code_hash = NULL WHERE id = $1 AND status = 'pending'")
+                .bind(ver_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(
+            "INSERT INTO identifier_lockouts (identifier, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2) \
+             ON CONFLICT (identifier) DO UPDATE SET \
+               failures = CASE WHEN identifier_lockouts.locked_until <= $2 THEN 1 ELSE identifier_lockouts.failures + 1 END, \
+               locked_until = CASE WHEN identifier_lockouts.locked_until <= $2 THEN NULL ELSE identifier_lockouts.locked_until END, \
+               updated_at = $2 \
+             RETURNING failures, locked_until",
+        )
+        .bind(lock_key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let failures: i64 = row.get("failures");
+        let mut locked_until: Option<i64> = row.get("locked_until");
+        if locked_until.is_none() && failures >= max_failures {
+            let until = now + cooldown_ms;
+            sqlx::query("UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2")
+                .bind(until)
+                .bind(lock_key)
+                .execute(&mut *tx)
+                .await?;
+            locked_until = Some(until);
+        }
+        tx.commit().await?;
+        Ok(locked_until.filter(|u| *u > now))
     }
 
     /// Consumes the code and completes a sign-up in one transaction: the user, the verified
@@ -264,11 +327,12 @@ impl Store {
         user_id: &UserId,
         identifier_id: &IdentifierId,
         email: &EmailAddress,
+        lock_key: &str,
         session: &NewSession<'_>,
     ) -> anyhow::Result<CompleteOutcome> {
         let now = session.now;
         let mut tx = self.writer.begin().await?;
-        if !consume_code(&mut tx, flow_id, ver_id, code_hash).await? {
+        if !consume_code(&mut tx, flow_id, ver_id, code_hash, lock_key).await? {
             return Ok(CompleteOutcome::LostRace);
         }
         sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2)")
@@ -305,10 +369,11 @@ impl Store {
         ver_id: &VerificationId,
         code_hash: &str,
         user_id: &UserId,
+        lock_key: &str,
         session: &NewSession<'_>,
     ) -> anyhow::Result<CompleteOutcome> {
         let mut tx = self.writer.begin().await?;
-        if !consume_code(&mut tx, flow_id, ver_id, code_hash).await? {
+        if !consume_code(&mut tx, flow_id, ver_id, code_hash, lock_key).await? {
             return Ok(CompleteOutcome::LostRace);
         }
         insert_session(&mut tx, session).await?;
@@ -320,12 +385,14 @@ impl Store {
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-/// Single use: the conditional update succeeds for exactly one request.
+/// Single use: the conditional update succeeds for exactly one request. A success also clears
+/// the identifier's failure count.
 async fn consume_code(
     tx: &mut Tx,
     flow_id: &FlowId,
     ver_id: &VerificationId,
     code_hash: &str,
+    lock_key: &str,
 ) -> anyhow::Result<bool> {
     let n = sqlx::query(
         "UPDATE verifications SET status = 'verified', code_hash = NULL \
@@ -337,6 +404,12 @@ async fn consume_code(
     .execute(&mut **tx)
     .await?
     .rows_affected();
+    if n == 1 {
+        sqlx::query("DELETE FROM identifier_lockouts WHERE identifier = $1")
+            .bind(lock_key)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(n == 1)
 }
 

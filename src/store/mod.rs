@@ -116,7 +116,7 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// How to reach the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseOptions {
     pub url: String,
     pub max_connections: u32,
@@ -135,6 +135,24 @@ impl DatabaseOptions {
             acquire_timeout: Duration::from_secs(10),
             sqlite_synchronous_full: true,
         }
+    }
+}
+
+impl std::fmt::Debug for DatabaseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut url = url::Url::parse(&self.url).map(|mut u| {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+            }
+            u.to_string()
+        });
+        let url = url.as_mut().map(|u| u.as_str()).unwrap_or("(unparsable)");
+        f.debug_struct("DatabaseOptions")
+            .field("url", &url)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("sqlite_synchronous_full", &self.sqlite_synchronous_full)
+            .finish()
     }
 }
 
@@ -166,8 +184,11 @@ fn sqlite_pragmas_normal(
 impl Store {
     /// Connects, creating a SQLite file if needed, and applies pending migrations.
     pub async fn connect(options: &DatabaseOptions) -> anyhow::Result<Self> {
-        let (url, max_connections, acquire_timeout) =
-            (options.url.as_str(), options.max_connections, options.acquire_timeout);
+        let (url, max_connections, acquire_timeout) = (
+            options.url.as_str(),
+            options.max_connections,
+            options.acquire_timeout,
+        );
         sqlx::any::install_default_drivers();
         let store = if url.starts_with("sqlite:") {
             let url = if url.contains('?') {

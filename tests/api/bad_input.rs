@@ -119,4 +119,13 @@ crate::backend_tests! {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
+
+    async fn a_long_multibyte_prefill_is_cut_safely() {
+        let app = spawn_app().await;
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        s.append_pair("email_address", &format!("{}é@example.com", "a".repeat(319)));
+        let page = app.page(&format!("/sign-in?{}", s.finish())).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.input_value("email_address").unwrap().chars().count(), 320);
+    }
 }

@@ -308,4 +308,81 @@ crate::backend_tests! {
         );
         assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 0);
     }
+
+    async fn ten_wrong_codes_across_flows_lock_the_address_for_an_hour() {
+        let app = spawn_app().await;
+        app.create_account("lock@example.com").await;
+        let mut sent = 1;
+        // 3 + 3 + 3 wrong tries on three flows: new codes and new flows do not reset the count.
+        for _ in 0..3 {
+            let verify = app.start_flow("/sign-in", "lock@example.com").await;
+            sent += 1;
+            let code = app.smtp.wait_for("lock@example.com", sent).await.code();
+            for _ in 0..3 {
+                let resp = app.enter_code(&verify, &wrong(&code)).await;
+                assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            }
+        }
+        let verify = app.start_flow("/sign-in", "lock@example.com").await;
+        sent += 1;
+        let code = app.smtp.wait_for("lock@example.com", sent).await.code();
+        let resp = app.enter_code(&verify, &wrong(&code)).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "the tenth failure locks");
+        assert_eq!(resp.headers()["retry-after"], "3600");
+        let page = TestApp::into_page(resp).await;
+        assert!(page.contains("try again in about 60 minutes"), "{}", page.html);
+
+        let resp = app.enter_code(&verify, &code).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "even the right code is refused while locked");
+        assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 1, "only the account's sign-up session");
+
+        app.clock.advance(Duration::from_secs(3600));
+        assert_eq!(app.sign_in("lock@example.com").await.status(), StatusCode::SEE_OTHER, "the lock ends by itself");
+    }
+
+    async fn a_success_clears_the_failure_count() {
+        let app = spawn_app().await;
+        app.create_account("reset@example.com").await;
+        let mut sent = 1;
+        for round in 0..2 {
+            // 9 failures (3 flows × 3), then a success: never locked.
+            for _ in 0..3 {
+                let verify = app.start_flow("/sign-in", "reset@example.com").await;
+                sent += 1;
+                let code = app.smtp.wait_for("reset@example.com", sent).await.code();
+                for _ in 0..3 {
+                    assert_eq!(app.enter_code(&verify, &wrong(&code)).await.status(), StatusCode::UNPROCESSABLE_ENTITY, "round {round}");
+                }
+            }
+            let resp = app.sign_in("reset@example.com").await;
+            sent += 1;
+            assert_eq!(resp.status(), StatusCode::SEE_OTHER, "round {round}");
+            let form = app.page("/user").await.form("/sign-out");
+            app.submit(&form).await;
+        }
+    }
+
+    async fn an_undelivered_message_is_stored_sealed() {
+        let smtp = crate::helpers::TestSmtp::reserve();
+        let app = crate::helpers::spawn_app_on(smtp.clone(), |_| {}).await;
+        let verify = app.start_flow("/sign-up", "sealed@example.com").await;
+        let db = app.db().await;
+        let payload: Vec<u8> = sqlx::query_scalar("SELECT payload FROM outbox").fetch_one(&db).await.unwrap();
+        assert!(payload.len() > 16);
+        let text = String::from_utf8_lossy(&payload);
+        assert!(!text.contains("sealed@example.com") && !text.contains("\"code\""), "payload is readable: {text}");
+
+        smtp.listen();
+        app.clock.advance(Duration::from_secs(5));
+        let code = smtp.wait_for("sealed@example.com", 1).await.code();
+        assert!(!payload.windows(code.len()).any(|w| w == code.as_bytes()), "the code is in the stored payload");
+        assert_eq!(app.enter_code(&verify, &code).await.status(), StatusCode::SEE_OTHER);
+    }
+
+    async fn a_sign_up_flow_cannot_be_finished_on_the_sign_in_pages() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "kind@example.com").await;
+        let as_sign_in = verify.replace("/sign-up/", "/sign-in/");
+        assert_eq!(app.page(&as_sign_in).await.status, StatusCode::NOT_FOUND);
+    }
 }

@@ -84,7 +84,9 @@ impl Drop for Server {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// CPU seconds (user + system) the process has used so far.
@@ -93,7 +95,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'; USER_HZ is 100.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -116,7 +123,11 @@ async fn seed(path: &Path, users: usize) -> anyhow::Result<()> {
     let store = Store::connect(&DatabaseOptions::sqlite_file(path)).await?;
     let have = store.count_users().await? as usize;
     if have < users {
-        eprintln!("seeding {} users into {} (have {have})…", users - have, path.display());
+        eprintln!(
+            "seeding {} users into {} (have {have})…",
+            users - have,
+            path.display()
+        );
         let started = Instant::now();
         let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         let mut i = have;
@@ -134,14 +145,22 @@ async fn seed(path: &Path, users: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_server(bin: &Path, database: &Path, smtp_port: u16, synchronous: &str) -> anyhow::Result<(Server, Duration)> {
+async fn start_server(
+    bin: &Path,
+    database: &Path,
+    smtp_port: u16,
+    synchronous: &str,
+) -> anyhow::Result<(Server, Duration)> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     let child = Command::new(bin)
         .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
         .env("LATCHKEY_PUBLIC_URL", &base)
-        .env("LATCHKEY_DATABASE_URL", format!("sqlite://{}", database.display()))
+        .env(
+            "LATCHKEY_DATABASE_URL",
+            format!("sqlite://{}", database.display()),
+        )
         .env("LATCHKEY_DATABASE_SQLITE_SYNCHRONOUS", synchronous)
         .env("LATCHKEY_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
         .env("LATCHKEY_DEV_MODE", "false")
@@ -209,7 +228,11 @@ fn status_error(step: &str, s: StatusCode) -> String {
 }
 
 impl Browser {
-    async fn get(&mut self, path: &str, session: Option<&str>) -> Step<(StatusCode, HeaderMap, String)> {
+    async fn get(
+        &mut self,
+        path: &str,
+        session: Option<&str>,
+    ) -> Step<(StatusCode, HeaderMap, String)> {
         let mut req = self.client.get(format!("{}{}", self.base, path));
         let mut cookies = Vec::new();
         if let Some(b) = &self.browser_cookie {
@@ -263,7 +286,14 @@ impl Browser {
 
         let delivered = smtp.expect(email);
         let (status, headers) = self
-            .post(start_path, &[("csrf_token", &token), ("email_address", email), ("redirect_url", "")])
+            .post(
+                start_path,
+                &[
+                    ("csrf_token", &token),
+                    ("email_address", email),
+                    ("redirect_url", ""),
+                ],
+            )
             .await?;
         if status != StatusCode::SEE_OTHER {
             smtp.forget(email);
@@ -290,7 +320,9 @@ impl Browser {
             .map_err(|_| "delivery:dropped".to_string())?;
         let t3 = Instant::now();
 
-        let (status, headers) = self.post(&verify, &[("csrf_token", &token), ("code", &delivery.code)]).await?;
+        let (status, headers) = self
+            .post(&verify, &[("csrf_token", &token), ("code", &delivery.code)])
+            .await?;
         if status != StatusCode::SEE_OTHER {
             return Err(status_error("code", status));
         }
@@ -328,7 +360,12 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 fn summary(values: impl Iterator<Item = u64>) -> (f64, f64, f64, f64) {
     let mut v: Vec<u64> = values.collect();
     v.sort_unstable();
-    (percentile(&v, 50.0), percentile(&v, 90.0), percentile(&v, 99.0), percentile(&v, 100.0))
+    (
+        percentile(&v, 50.0),
+        percentile(&v, 90.0),
+        percentile(&v, 99.0),
+        percentile(&v, 100.0),
+    )
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -432,7 +469,11 @@ async fn main() -> anyhow::Result<()> {
         step(|f| f.code),
         step(|f| f.user),
     );
-    let cpu_per_flow_ms = if flows > 0 { cpu * 1000.0 / flows as f64 } else { 0.0 };
+    let cpu_per_flow_ms = if flows > 0 {
+        cpu * 1000.0 / flows as f64
+    } else {
+        0.0
+    };
     let json = serde_json::json!({
         "mode": format!("{:?}", args.mode),
         "users": args.users,
@@ -458,17 +499,45 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("{json}");
     eprintln!();
-    eprintln!("{:<28} {}", "mode / users / concurrency", format!("{:?} / {} / {}", args.mode, args.users, args.concurrency));
-    eprintln!("{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors", "throughput", flows as f64 / secs);
+    eprintln!(
+        "{:<28} {}",
+        "mode / users / concurrency",
+        format!("{:?} / {} / {}", args.mode, args.users, args.concurrency)
+    );
+    eprintln!(
+        "{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors",
+        "throughput",
+        flows as f64 / secs
+    );
     for (k, v) in r.errors.iter() {
         eprintln!("{:<28} {v}", format!("  error {k}"));
     }
-    eprintln!("{:<28} {:>8} {:>8} {:>8} {:>8}", "latency (ms)", "p50", "p90", "p99", "max");
-    for (name, s) in [("flow", total), ("  page", page), ("  identifier submit", ident), ("  code delivery", deliv), ("  code submit", code), ("  /user", user)] {
-        eprintln!("{:<28} {:>8.2} {:>8.2} {:>8.2} {:>8.2}", name, s.0, s.1, s.2, s.3);
+    eprintln!(
+        "{:<28} {:>8} {:>8} {:>8} {:>8}",
+        "latency (ms)", "p50", "p90", "p99", "max"
+    );
+    for (name, s) in [
+        ("flow", total),
+        ("  page", page),
+        ("  identifier submit", ident),
+        ("  code delivery", deliv),
+        ("  code submit", code),
+        ("  /user", user),
+    ] {
+        eprintln!(
+            "{:<28} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            name, s.0, s.1, s.2, s.3
+        );
     }
-    eprintln!("{:<28} {:.2} s ({:.3} ms per flow)", "server CPU", cpu, cpu_per_flow_ms);
+    eprintln!(
+        "{:<28} {:.2} s ({:.3} ms per flow)",
+        "server CPU", cpu, cpu_per_flow_ms
+    );
     eprintln!("{:<28} {:.1} MB", "server peak RSS", rss);
-    eprintln!("{:<28} {:.0} ms", "cold start", cold_start.as_secs_f64() * 1000.0);
+    eprintln!(
+        "{:<28} {:.0} ms",
+        "cold start",
+        cold_start.as_secs_f64() * 1000.0
+    );
     Ok(())
 }

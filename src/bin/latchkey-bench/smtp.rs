@@ -40,7 +40,9 @@ impl Receiver {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let this = this.clone();
                 tokio::spawn(async move {
                     let _ = this.session(stream).await;
@@ -64,7 +66,11 @@ impl Receiver {
             }
             let upper = line.to_ascii_uppercase();
             if upper.starts_with("EHLO") {
-                write.write_all(b"250-bench.smtp\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n").await?;
+                write
+                    .write_all(
+                        b"250-bench.smtp\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n",
+                    )
+                    .await?;
             } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
                 write.write_all(b"250 OK\r\n").await?;
             } else if upper.starts_with("MAIL FROM") || upper.starts_with("RSET") {
@@ -96,10 +102,14 @@ impl Receiver {
                     }
                 }
                 let at = Instant::now();
-                self.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for to in rcpt.drain(..) {
                     if let Some(tx) = self.waiting.lock().unwrap().remove(&to) {
-                        let _ = tx.send(Delivery { code: code.clone(), at });
+                        let _ = tx.send(Delivery {
+                            code: code.clone(),
+                            at,
+                        });
                     }
                 }
                 write.write_all(b"250 OK queued\r\n").await?;
