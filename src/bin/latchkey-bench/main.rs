@@ -500,9 +500,8 @@ async fn main() -> anyhow::Result<()> {
     println!("{json}");
     eprintln!();
     eprintln!(
-        "{:<28} {}",
-        "mode / users / concurrency",
-        format!("{:?} / {} / {}", args.mode, args.users, args.concurrency)
+        "{:<28} {:?} / {} / {}",
+        "mode / users / concurrency", args.mode, args.users, args.concurrency
     );
     eprintln!(
         "{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors",
