@@ -7,6 +7,7 @@ use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::message::RenderedEmail;
+use super::smtp_client::SmtpClient;
 
 /// Where rendered mail goes.
 pub enum Mailer {
@@ -30,16 +31,28 @@ impl Mailer {
 /// SMTP configured by one URL: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
 /// (STARTTLS), `smtps://user:pass@host:465` (implicit TLS).
 pub struct SmtpMailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     from: Mailbox,
+}
+
+enum Transport {
+    /// `smtp://`: our pooled no-delay client (see `smtp_client.rs`).
+    NoDelay(SmtpClient),
+    /// `smtps://`: lettre's pooled transport.
+    Lettre(AsyncSmtpTransport<Tokio1Executor>),
 }
 
 impl SmtpMailer {
     pub fn new(url: &str, from: Mailbox, timeout: Duration) -> anyhow::Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .context("`smtp_url`: lettre could not use it (expected smtp:// or smtps://, optional user:password@, ?tls=required for STARTTLS)")?
-            .timeout(Some(timeout))
-            .build();
+        let transport = match SmtpClient::from_url(url, timeout)? {
+            Some(client) => Transport::NoDelay(client),
+            None => Transport::Lettre(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .context("`smtp_url`: lettre could not use it (expected smtp:// or smtps://, optional user:password@, ?tls=required for STARTTLS)")?
+                    .timeout(Some(timeout))
+                    .build(),
+            ),
+        };
         Ok(Self { transport, from })
     }
 
@@ -63,16 +76,18 @@ impl SmtpMailer {
                     ),
             )
             .context("building the message")?;
-        self.transport
-            .send(message)
-            .await
-            .map_err(explain_smtp_error)?;
-        Ok(())
+        match &self.transport {
+            Transport::NoDelay(client) => client.send(message.envelope(), &message.formatted()).await,
+            Transport::Lettre(transport) => {
+                transport.send(message).await.map_err(explain_smtp_error)?;
+                Ok(())
+            }
+        }
     }
 }
 
 /// Rewrites transport errors into advice an operator can act on (the recipient is never included).
-fn explain_smtp_error(e: lettre::transport::smtp::Error) -> anyhow::Error {
+pub(super) fn explain_smtp_error(e: lettre::transport::smtp::Error) -> anyhow::Error {
     let hint = if e.is_permanent() {
         "the SMTP server refused the message permanently (check mail_from is allowed to send, and credentials)"
     } else if e.is_transient() {

@@ -6,6 +6,7 @@
 
 mod mail;
 mod message;
+mod smtp_client;
 mod worker;
 
 pub use mail::{DevTransport, Mailer, SmtpMailer};
