@@ -9,7 +9,7 @@ use crate::domain::{
     VerificationId,
 };
 use crate::store::{
-    from_ms, ms, AttemptSlot, CompleteOutcome, FlowRecord, NewFlow, NewMessage, NewSession,
+    from_ms, ms, AttemptOutcome, Completion, FlowRecord, NewFlow, NewMessage, NewSession,
     NewVerification,
 };
 
@@ -402,30 +402,80 @@ impl Auth {
         let now = self.now();
         let v = &record.verification;
         let lock_key = format!("email:{}", record.identifier_canonical);
-        let slot = self
+        let (token, token_hash) = self.new_session_token();
+        let session_id = SessionId::generate();
+        let (user_id, identifier_id) = match kind {
+            FlowKind::SignUp => (UserId::generate(), Some(IdentifierId::generate())),
+            FlowKind::SignIn => (record.user_id.clone().ok_or(FlowError::NotFound)?, None),
+        };
+        let email = EmailAddress::from_trusted(
+            record.identifier_value.clone(),
+            record.identifier_canonical.clone(),
+        );
+        let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
+        let completion = match &identifier_id {
+            Some(identifier_id) => Completion::SignUp {
+                user_id: &user_id,
+                identifier_id,
+                email: &email,
+                session: &session,
+            },
+            None => Completion::SignIn {
+                user_id: &user_id,
+                session: &session,
+            },
+        };
+        let outcome = self
             .store
-            .take_attempt(
+            .attempt_code(
                 &record.id,
                 &v.id,
                 &lock_key,
                 ms(now),
                 ms(now + self.policy.flow_idle_ttl),
+                (
+                    self.policy.lockout_max_failures as i64,
+                    self.policy.lockout_cooldown.as_millis() as i64,
+                ),
+                |stored| self.keys.code_matches(v.id.as_str(), code.expose(), stored),
+                completion,
             )
             .await?;
         let locked = |until: i64| AttemptError::Locked {
             retry_after_secs: ((until - ms(now)).max(1000) as u64).div_ceil(1000),
         };
-        let (attempts, max_attempts, code_hash) = match slot {
-            AttemptSlot::Open {
-                attempts,
-                max_attempts,
-                code_hash,
-            } => (attempts, max_attempts, code_hash),
-            AttemptSlot::Locked { until } => {
-                tracing::info!(event = "code_refused_locked", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), ip = client.ip.unwrap_or("-"));
-                return Err(locked(until));
+        let log = |event: &str, reason: &str| {
+            tracing::info!(event, reason, flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), ip = client.ip.unwrap_or("-"));
+        };
+        match outcome {
+            AttemptOutcome::Completed => {
+                tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), user_id = %user_id, session_id = %session_id, ip = client.ip.unwrap_or("-"));
+                Ok(SignedIn {
+                    token,
+                    session_id,
+                    user_id,
+                    redirect: record.redirect_url.map(RedirectTarget::from_trusted),
+                })
             }
-            AttemptSlot::Unavailable => {
+            AttemptOutcome::Locked { until } => {
+                log("code_refused", "identifier_locked");
+                Err(locked(until))
+            }
+            AttemptOutcome::Wrong {
+                remaining,
+                locked_until,
+            } => {
+                log("code_incorrect", &format!("{remaining} tries left"));
+                if let Some(until) = locked_until {
+                    tracing::warn!(event = "identifier_locked", identifier = %masked(&record), "too many consecutive wrong codes; identifier locked");
+                    return Err(locked(until));
+                }
+                Err(match remaining {
+                    0 => AttemptError::TriesExhausted,
+                    remaining => AttemptError::Incorrect { remaining },
+                })
+            }
+            AttemptOutcome::Unavailable => {
                 let current = self
                     .store
                     .load_flow(&record.id)
@@ -439,83 +489,17 @@ impl Auth {
                 } else {
                     AttemptError::TriesExhausted
                 };
-                tracing::info!(event = "code_rejected", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), reason = %err, ip = client.ip.unwrap_or("-"));
-                return Err(err);
+                log("code_refused", &err.to_string());
+                Err(err)
             }
-        };
-        if !self
-            .keys
-            .code_matches(v.id.as_str(), code.expose(), &code_hash)
-        {
-            let remaining = (max_attempts - attempts).max(0) as u32;
-            let lock = self
-                .store
-                .record_wrong_code(
-                    &v.id,
-                    remaining == 0,
-                    &lock_key,
-                    ms(now),
-                    self.policy.lockout_max_failures as i64,
-                    self.policy.lockout_cooldown.as_millis() as i64,
-                )
-                .await?;
-            tracing::info!(event = "code_incorrect", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), remaining, locked = lock.is_some(), ip = client.ip.unwrap_or("-"));
-            if let Some(until) = lock {
-                tracing::warn!(event = "identifier_locked", identifier = %masked(&record), "too many consecutive wrong codes; identifier locked");
-                return Err(locked(until));
+            AttemptOutcome::LostRace => {
+                log("code_refused", "already used");
+                Err(AttemptError::AlreadyUsed)
             }
-            if remaining == 0 {
-                return Err(AttemptError::TriesExhausted);
+            AttemptOutcome::IdentifierTaken => {
+                log("code_refused", "identifier registered meanwhile");
+                Err(AttemptError::IdentifierTaken)
             }
-            return Err(AttemptError::Incorrect { remaining });
-        }
-        let (token, token_hash) = self.new_session_token();
-        let session_id = SessionId::generate();
-        let (user_id, outcome) = match kind {
-            FlowKind::SignUp => {
-                let user_id = UserId::generate();
-                let email = EmailAddress::from_trusted(
-                    record.identifier_value.clone(),
-                    record.identifier_canonical.clone(),
-                );
-                let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
-                let outcome = self
-                    .store
-                    .complete_sign_up(
-                        &record.id,
-                        &v.id,
-                        &code_hash,
-                        &user_id,
-                        &IdentifierId::generate(),
-                        &email,
-                        &lock_key,
-                        &session,
-                    )
-                    .await?;
-                (user_id, outcome)
-            }
-            FlowKind::SignIn => {
-                let user_id = record.user_id.clone().ok_or(FlowError::NotFound)?;
-                let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
-                let outcome = self
-                    .store
-                    .complete_sign_in(&record.id, &v.id, &code_hash, &user_id, &lock_key, &session)
-                    .await?;
-                (user_id, outcome)
-            }
-        };
-        match outcome {
-            CompleteOutcome::Completed => {
-                tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), user_id = %user_id, session_id = %session_id, ip = client.ip.unwrap_or("-"));
-                Ok(SignedIn {
-                    token,
-                    session_id,
-                    user_id,
-                    redirect: record.redirect_url.map(RedirectTarget::from_trusted),
-                })
-            }
-            CompleteOutcome::LostRace => Err(AttemptError::AlreadyUsed),
-            CompleteOutcome::IdentifierTaken => Err(AttemptError::IdentifierTaken),
         }
     }
 

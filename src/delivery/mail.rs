@@ -77,7 +77,9 @@ impl SmtpMailer {
             )
             .context("building the message")?;
         match &self.transport {
-            Transport::NoDelay(client) => client.send(message.envelope(), &message.formatted()).await,
+            Transport::NoDelay(client) => {
+                client.send(message.envelope(), &message.formatted()).await
+            }
             Transport::Lettre(transport) => {
                 transport.send(message).await.map_err(explain_smtp_error)?;
                 Ok(())

@@ -46,16 +46,32 @@ impl SmtpClient {
         if parsed.scheme() != "smtp" {
             return Ok(None);
         }
-        let tls = parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.to_string());
+        let tls = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.to_string());
         let starttls = match tls.as_deref() {
             None => StartTls::Off,
             Some("required") => StartTls::Required,
             Some("opportunistic") => StartTls::Opportunistic,
-            Some(other) => anyhow::bail!("`smtp_url`: tls must be required or opportunistic, got {other:?}"),
+            Some(other) => {
+                anyhow::bail!("`smtp_url`: tls must be required or opportunistic, got {other:?}")
+            }
         };
-        let host = parsed.host_str().context("`smtp_url`: no host")?.to_string();
-        let port = parsed.port().unwrap_or(if starttls == StartTls::Off { SMTP_PORT } else { SUBMISSION_PORT });
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
+        let host = parsed
+            .host_str()
+            .context("`smtp_url`: no host")?
+            .to_string();
+        let port = parsed.port().unwrap_or(if starttls == StartTls::Off {
+            SMTP_PORT
+        } else {
+            SUBMISSION_PORT
+        });
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+        };
         let credentials = match parsed.password() {
             Some(password) => Some(Credentials::new(
                 decode(parsed.username()).context("`smtp_url`: user name is not UTF-8")?,
@@ -88,11 +104,14 @@ impl SmtpClient {
                 e.kind()
             )
         };
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out"))
-            .and_then(|r| r)
-            .map_err(unreachable)?;
+        let stream = tokio::time::timeout(
+            self.timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out"))
+        .and_then(|r| r)
+        .map_err(unreachable)?;
         stream.set_nodelay(true).map_err(unreachable)?;
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
             .await
@@ -104,7 +123,9 @@ impl SmtpClient {
         };
         if wants_tls {
             let params = TlsParameters::new(self.host.clone()).map_err(explain_smtp_error)?;
-            conn.starttls(params, &self.hello).await.map_err(explain_smtp_error)?;
+            conn.starttls(params, &self.hello)
+                .await
+                .map_err(explain_smtp_error)?;
         }
         if let Some(credentials) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)

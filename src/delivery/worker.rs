@@ -11,6 +11,7 @@ use super::message::CodeMessage;
 use crate::clock::SharedClock;
 use crate::config::OutboxConfig;
 use crate::crypto::Keys;
+use crate::domain::MessageId;
 use crate::store::{ms, ClaimedMessage, Store};
 
 /// Wakes the worker at once when a message is queued, so delivery does not wait for a poll.
@@ -86,19 +87,31 @@ impl OutboxWorker {
             .claim_messages(&self.worker_id, ms(now), ms(now) + lease_ms, BATCH)
             .await?;
         let n = claimed.len();
-        futures_util::future::join_all(claimed.into_iter().map(|m| self.deliver(m))).await;
+        let delivered: Vec<MessageId> =
+            futures_util::future::join_all(claimed.into_iter().map(|m| self.deliver(m)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+        if let Err(e) = self
+            .store
+            .mark_messages_sent(&delivered, ms(self.clock.now()), self.mailer.is_dev())
+            .await
+        {
+            tracing::error!(error = %e, "could not record deliveries; their leases will expire and they may be sent again");
+        }
         Ok(n)
     }
 
-    async fn deliver(&self, msg: ClaimedMessage) {
+    /// One delivery try. Returns the id of a delivered message, which the caller records for the
+    /// whole batch at once; failures are recorded here.
+    async fn deliver(&self, msg: ClaimedMessage) -> Option<MessageId> {
         let result = self.try_deliver(&msg).await;
         let now = ms(self.clock.now());
         let outcome = match result {
             Ok(()) => {
                 tracing::info!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, "message delivered");
-                self.store
-                    .mark_message_sent(&msg.id, now, self.mailer.is_dev())
-                    .await
+                return Some(msg.id);
             }
             Err(Failure::Expired) => {
                 tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, "message dropped: its code expired before it could be delivered");
@@ -131,6 +144,7 @@ impl OutboxWorker {
         if let Err(e) = outcome {
             tracing::error!(message_id = %msg.id, error = %e, "could not record the delivery outcome; the lease will expire and it will be retried");
         }
+        None
     }
 
     async fn try_deliver(&self, msg: &ClaimedMessage) -> Result<(), Failure> {

@@ -60,26 +60,35 @@ pub struct VerificationRecord {
     pub status: String,
 }
 
-/// The outcome of [`Store::take_attempt`].
-#[derive(Debug, Clone)]
-pub enum AttemptSlot {
-    /// A try was reserved (the counter is already incremented); compare against `code_hash`.
-    Open {
-        attempts: i64,
-        max_attempts: i64,
-        code_hash: String,
+/// What a completed code check creates.
+pub enum Completion<'a> {
+    SignUp {
+        user_id: &'a UserId,
+        identifier_id: &'a IdentifierId,
+        email: &'a EmailAddress,
+        session: &'a NewSession<'a>,
     },
-    /// The identifier is locked out until this time (Unix ms); no try was used.
-    Locked { until: i64 },
-    /// The code is expired, used up, verified or replaced.
-    Unavailable,
+    SignIn {
+        user_id: &'a UserId,
+        session: &'a NewSession<'a>,
+    },
 }
 
-/// How a completion transaction ended.
+/// The outcome of [`Store::attempt_code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CompleteOutcome {
+pub enum AttemptOutcome {
+    /// The identifier is locked out until this time (Unix ms); no try was used.
+    Locked { until: i64 },
+    /// The code is expired, used up, verified or replaced; no try was used.
+    Unavailable,
+    /// A wrong code; the try was counted. `locked_until` is set when this failure locked the identifier.
+    Wrong {
+        remaining: u32,
+        locked_until: Option<i64>,
+    },
+    /// The code was consumed and the completion applied.
     Completed,
-    /// Another request consumed the code (or a resend replaced it) first; nothing was written.
+    /// Another request consumed the code first; nothing was written.
     LostRace,
     /// Sign-up only: the identifier was registered by someone else meanwhile; nothing was written.
     IdentifierTaken,
@@ -219,18 +228,29 @@ impl Store {
         Ok(true)
     }
 
-    /// Reserves one try on a live code: increments the counter *before* the code is compared, so
-    /// parallel guesses can never evaluate more than `max_attempts`. Also extends the flow.
-    /// Refused with [`AttemptSlot::Locked`] while the identifier `lock_key` is locked out, and
-    /// with [`AttemptSlot::Unavailable`] if the code is expired, used up, verified or replaced.
-    pub async fn take_attempt(
+    /// Checks a code in one transaction, the whole unit of work of a code submission:
+    /// - refuses without using a try while the identifier `lock_key` is locked out;
+    /// - reserves a try by incrementing the counter *before* comparing, so parallel guesses can
+    ///   never evaluate more than `max_attempts` (the row is locked for the comparison);
+    /// - on a wrong code, counts a failure for the identifier (locking it once `max_failures`
+    ///   consecutive failures are reached; a lock that ran out starts a new count) and kills the
+    ///   code when its tries are used up;
+    /// - on the right code, consumes it (exactly one request can), clears the identifier's
+    ///   failures and applies `completion`: the user (sign-up) and the session are created and
+    ///   the flow completed, together or not at all.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn attempt_code(
         &self,
         flow_id: &FlowId,
         ver_id: &VerificationId,
         lock_key: &str,
         now: i64,
         flow_expires_at: i64,
-    ) -> anyhow::Result<AttemptSlot> {
+        lockout: (i64, i64),
+        matches: impl FnOnce(&str) -> bool,
+        completion: Completion<'_>,
+    ) -> anyhow::Result<AttemptOutcome> {
+        let (max_failures, cooldown_ms) = lockout;
         let mut tx = self.writer.begin().await?;
         let locked_until: Option<Option<i64>> = sqlx::query_scalar(
             "SELECT locked_until FROM identifier_lockouts WHERE identifier = $1",
@@ -240,7 +260,7 @@ impl Store {
         .await?;
         if let Some(Some(until)) = locked_until {
             if until > now {
-                return Ok(AttemptSlot::Locked { until });
+                return Ok(AttemptOutcome::Locked { until });
             }
         }
         let row = sqlx::query(
@@ -254,183 +274,125 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Ok(AttemptSlot::Unavailable);
+            return Ok(AttemptOutcome::Unavailable);
+        };
+        let attempts: i64 = row.get("attempts");
+        let max_attempts: i64 = row.get("max_attempts");
+        let Some(code_hash) = row.get::<Option<String>, _>("code_hash") else {
+            return Ok(AttemptOutcome::Unavailable);
         };
         touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
-        tx.commit().await?;
-        Ok(match row.get::<Option<String>, _>("code_hash") {
-            Some(code_hash) => AttemptSlot::Open {
-                attempts: row.get("attempts"),
-                max_attempts: row.get("max_attempts"),
-                code_hash,
-            },
-            None => AttemptSlot::Unavailable,
-        })
-    }
 
-    /// Records a wrong code: counts a failure for the identifier `lock_key` (locking it for
-    /// `cooldown_ms` once `max_failures` consecutive failures are reached; a lock that has run
-    /// out starts a new count) and, when the code's tries are used up, kills the code.
-    /// Returns the end of the lock if the identifier is now locked.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_wrong_code(
-        &self,
-        ver_id: &VerificationId,
-        code_dead: bool,
-        lock_key: &str,
-        now: i64,
-        max_failures: i64,
-        cooldown_ms: i64,
-    ) -> anyhow::Result<Option<i64>> {
-        let mut tx = self.writer.begin().await?;
-        if code_dead {
-            sqlx::query("UPDATE verifications SET status = 'failed', code_hash = NULL WHERE id = $1 AND status = 'pending'")
+        if !matches(&code_hash) {
+            let remaining = (max_attempts - attempts).max(0);
+            if remaining == 0 {
+                sqlx::query(
+                    "UPDATE verifications SET status = 'failed', code_hash = NULL WHERE id = $1",
+                )
                 .bind(ver_id.as_str())
                 .execute(&mut *tx)
                 .await?;
-        }
-        let row = sqlx::query(
-            "INSERT INTO identifier_lockouts (identifier, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2) \
-             ON CONFLICT (identifier) DO UPDATE SET \
-               failures = CASE WHEN identifier_lockouts.locked_until <= $2 THEN 1 ELSE identifier_lockouts.failures + 1 END, \
-               locked_until = CASE WHEN identifier_lockouts.locked_until <= $2 THEN NULL ELSE identifier_lockouts.locked_until END, \
-               updated_at = $2 \
-             RETURNING failures, locked_until",
-        )
-        .bind(lock_key)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let failures: i64 = row.get("failures");
-        let mut locked_until: Option<i64> = row.get("locked_until");
-        if locked_until.is_none() && failures >= max_failures {
-            let until = now + cooldown_ms;
-            sqlx::query("UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2")
+            }
+            let row = sqlx::query(
+                "INSERT INTO identifier_lockouts (identifier, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2) \
+                 ON CONFLICT (identifier) DO UPDATE SET \
+                   failures = CASE WHEN identifier_lockouts.locked_until <= $2 THEN 1 ELSE identifier_lockouts.failures + 1 END, \
+                   locked_until = CASE WHEN identifier_lockouts.locked_until <= $2 THEN NULL ELSE identifier_lockouts.locked_until END, \
+                   updated_at = $2 \
+                 RETURNING failures, locked_until",
+            )
+            .bind(lock_key)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let failures: i64 = row.get("failures");
+            let mut locked_until: Option<i64> = row.get("locked_until");
+            if locked_until.is_none() && failures >= max_failures {
+                let until = now + cooldown_ms;
+                sqlx::query(
+                    "UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2",
+                )
                 .bind(until)
                 .bind(lock_key)
                 .execute(&mut *tx)
                 .await?;
-            locked_until = Some(until);
+                locked_until = Some(until);
+            }
+            tx.commit().await?;
+            return Ok(AttemptOutcome::Wrong {
+                remaining: remaining as u32,
+                locked_until: locked_until.filter(|u| *u > now),
+            });
         }
-        tx.commit().await?;
-        Ok(locked_until.filter(|u| *u > now))
-    }
 
-    /// Consumes the code and completes a sign-up in one transaction: the user, the verified
-    /// email address and the session are created together or not at all.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn complete_sign_up(
-        &self,
-        flow_id: &FlowId,
-        ver_id: &VerificationId,
-        code_hash: &str,
-        user_id: &UserId,
-        identifier_id: &IdentifierId,
-        email: &EmailAddress,
-        lock_key: &str,
-        session: &NewSession<'_>,
-    ) -> anyhow::Result<CompleteOutcome> {
-        let now = session.now;
-        let mut tx = self.writer.begin().await?;
-        if !consume_code(&mut tx, flow_id, ver_id, code_hash, lock_key).await? {
-            return Ok(CompleteOutcome::LostRace);
+        // Single use: this conditional update succeeds for exactly one request.
+        let consumed = sqlx::query(
+            "UPDATE verifications SET status = 'verified', code_hash = NULL \
+             WHERE id = $1 AND status = 'pending' AND code_hash = $2",
+        )
+        .bind(ver_id.as_str())
+        .bind(&code_hash)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if consumed != 1 {
+            return Ok(AttemptOutcome::LostRace);
         }
-        sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2)")
-            .bind(user_id.as_str())
-            .bind(now)
+        sqlx::query("DELETE FROM identifier_lockouts WHERE identifier = $1")
+            .bind(lock_key)
             .execute(&mut *tx)
             .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
-             VALUES ($1, $2, 'email', $3, $4, 1, $5, $5)",
+        let (user_id, session) = match completion {
+            Completion::SignIn { user_id, session } => (user_id, session),
+            Completion::SignUp {
+                user_id,
+                identifier_id,
+                email,
+                session,
+            } => {
+                sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2)")
+                    .bind(user_id.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
+                     VALUES ($1, $2, 'email', $3, $4, 1, $5, $5)",
+                )
+                .bind(identifier_id.as_str())
+                .bind(user_id.as_str())
+                .bind(email.display())
+                .bind(email.canonical())
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => {
+                        return Ok(AttemptOutcome::IdentifierTaken)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                (user_id, session)
+            }
+        };
+        insert_session(&mut tx, session).await?;
+        sqlx::query(
+            "UPDATE flows SET status = 'complete', completed_at = $1, last_active_at = $1, user_id = $2, session_id = $3 \
+             WHERE id = $4",
         )
-        .bind(identifier_id.as_str())
-        .bind(user_id.as_str())
-        .bind(email.display())
-        .bind(email.canonical())
         .bind(now)
+        .bind(user_id.as_str())
+        .bind(session.id.as_str())
+        .bind(flow_id.as_str())
         .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Ok(CompleteOutcome::IdentifierTaken),
-            Err(e) => return Err(e.into()),
-        }
-        insert_session(&mut tx, session).await?;
-        finish_flow(&mut tx, flow_id, user_id, session).await?;
+        .await?;
         tx.commit().await?;
-        Ok(CompleteOutcome::Completed)
-    }
-
-    /// Consumes the code and creates the session of a sign-in in one transaction.
-    pub async fn complete_sign_in(
-        &self,
-        flow_id: &FlowId,
-        ver_id: &VerificationId,
-        code_hash: &str,
-        user_id: &UserId,
-        lock_key: &str,
-        session: &NewSession<'_>,
-    ) -> anyhow::Result<CompleteOutcome> {
-        let mut tx = self.writer.begin().await?;
-        if !consume_code(&mut tx, flow_id, ver_id, code_hash, lock_key).await? {
-            return Ok(CompleteOutcome::LostRace);
-        }
-        insert_session(&mut tx, session).await?;
-        finish_flow(&mut tx, flow_id, user_id, session).await?;
-        tx.commit().await?;
-        Ok(CompleteOutcome::Completed)
+        Ok(AttemptOutcome::Completed)
     }
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
-
-/// Single use: the conditional update succeeds for exactly one request. A success also clears
-/// the identifier's failure count.
-async fn consume_code(
-    tx: &mut Tx,
-    flow_id: &FlowId,
-    ver_id: &VerificationId,
-    code_hash: &str,
-    lock_key: &str,
-) -> anyhow::Result<bool> {
-    let n = sqlx::query(
-        "UPDATE verifications SET status = 'verified', code_hash = NULL \
-         WHERE id = $1 AND flow_id = $2 AND status = 'pending' AND code_hash = $3",
-    )
-    .bind(ver_id.as_str())
-    .bind(flow_id.as_str())
-    .bind(code_hash)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if n == 1 {
-        sqlx::query("DELETE FROM identifier_lockouts WHERE identifier = $1")
-            .bind(lock_key)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(n == 1)
-}
-
-async fn finish_flow(
-    tx: &mut Tx,
-    flow_id: &FlowId,
-    user_id: &UserId,
-    session: &NewSession<'_>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE flows SET status = 'complete', completed_at = $1, last_active_at = $1, user_id = $2, session_id = $3 \
-         WHERE id = $4",
-    )
-    .bind(session.now)
-    .bind(user_id.as_str())
-    .bind(session.id.as_str())
-    .bind(flow_id.as_str())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
 
 async fn touch_flow(
     tx: &mut Tx,

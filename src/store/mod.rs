@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 pub use accounts::UserProfile;
 pub use flows::{
-    AttemptSlot, CompleteOutcome, FlowRecord, NewFlow, NewVerification, VerificationRecord,
+    AttemptOutcome, Completion, FlowRecord, NewFlow, NewVerification, VerificationRecord,
 };
 pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};

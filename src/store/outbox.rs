@@ -106,24 +106,29 @@ impl Store {
             .collect())
     }
 
-    /// Records a delivery. The payload (and with it the code) is erased unless `keep_payload`
-    /// (development mode, for the outbox page).
-    pub async fn mark_message_sent(
+    /// Records deliveries, in one statement. Payloads (and with them the codes) are erased unless
+    /// `keep_payload` (development mode, for the outbox page).
+    pub async fn mark_messages_sent(
         &self,
-        id: &MessageId,
+        ids: &[MessageId],
         now: i64,
         keep_payload: bool,
     ) -> anyhow::Result<()> {
-        let sql = if keep_payload {
-            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = $2"
-        } else {
-            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL, payload = NULL WHERE id = $2"
-        };
-        sqlx::query(sql)
-            .bind(now)
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let erase = if keep_payload { "" } else { ", payload = NULL" };
+        let sql = format!(
+            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL{erase} \
+             WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&self.writer).await?;
         Ok(())
     }
 
