@@ -54,11 +54,11 @@ impl Application {
         };
         let keys = Arc::new(Keys::derive(&secret));
         let mailer = Arc::new(match &settings.smtp_url {
-            Some(url) => Mailer::Smtp(SmtpMailer::new(
+            Some(url) => Mailer::Smtp(Box::new(SmtpMailer::new(
                 url,
                 settings.mail_from.clone(),
                 std::time::Duration::from_secs(settings.outbox.send_timeout_secs),
-            )?),
+            )?)),
             None => Mailer::Dev(DevTransport),
         });
         let signal = OutboxSignal::default();

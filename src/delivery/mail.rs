@@ -11,7 +11,7 @@ use super::smtp_client::SmtpClient;
 
 /// Where rendered mail goes.
 pub enum Mailer {
-    Smtp(SmtpMailer),
+    Smtp(Box<SmtpMailer>),
     Dev(DevTransport),
 }
 
