@@ -100,14 +100,11 @@ impl Auth {
         let Some(session) = self.store.find_session(&hash, ms(self.now())).await? else {
             return Ok(None);
         };
-        let Some(profile) = self.store.user_profile(&session.user_id).await? else {
-            return Ok(None);
-        };
         Ok(Some(CurrentUser {
             session_id: session.session_id,
             user_id: session.user_id,
-            email: profile.email,
-            joined_at: profile.created_at,
+            email: session.email,
+            joined_at: crate::store::from_ms(session.user_created_at),
             session_expires_at: crate::store::from_ms(session.expires_at),
         }))
     }

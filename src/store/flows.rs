@@ -263,6 +263,7 @@ impl Store {
                 return Ok(AttemptOutcome::Locked { until });
             }
         }
+        let has_failures = locked_until.is_some();
         let row = sqlx::query(
             "UPDATE verifications SET attempts = attempts + 1 \
              WHERE id = $1 AND flow_id = $2 AND status = 'pending' AND attempts < max_attempts AND expires_at > $3 \
@@ -281,9 +282,10 @@ impl Store {
         let Some(code_hash) = row.get::<Option<String>, _>("code_hash") else {
             return Ok(AttemptOutcome::Unavailable);
         };
-        touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
 
         if !matches(&code_hash) {
+            // Activity keeps the flow alive (a completed flow needs no extension).
+            touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
             let remaining = (max_attempts - attempts).max(0);
             if remaining == 0 {
                 sqlx::query(
@@ -338,10 +340,12 @@ impl Store {
         if consumed != 1 {
             return Ok(AttemptOutcome::LostRace);
         }
-        sqlx::query("DELETE FROM identifier_lockouts WHERE identifier = $1")
-            .bind(lock_key)
-            .execute(&mut *tx)
-            .await?;
+        if has_failures {
+            sqlx::query("DELETE FROM identifier_lockouts WHERE identifier = $1")
+                .bind(lock_key)
+                .execute(&mut *tx)
+                .await?;
+        }
         let (user_id, session) = match completion {
             Completion::SignIn { user_id, session } => (user_id, session),
             Completion::SignUp {

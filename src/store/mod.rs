@@ -21,7 +21,6 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
-pub use accounts::UserProfile;
 pub use flows::{
     AttemptOutcome, Completion, FlowRecord, NewFlow, NewVerification, VerificationRecord,
 };

@@ -1,7 +1,7 @@
 use sqlx::Row;
 
 use super::{retry_read, Store};
-use crate::domain::{SessionId, UserId};
+use crate::domain::{EmailAddress, SessionId, UserId};
 
 pub struct NewSession<'a> {
     pub id: &'a SessionId,
@@ -13,13 +13,14 @@ pub struct NewSession<'a> {
     pub ip: Option<&'a str>,
 }
 
-/// A live session and its user.
+/// A live session, its user and the user's primary email address.
 #[derive(Debug, Clone)]
 pub struct SessionUser {
     pub session_id: SessionId,
     pub user_id: UserId,
-    pub created_at: i64,
     pub expires_at: i64,
+    pub user_created_at: i64,
+    pub email: Option<EmailAddress>,
 }
 
 pub(super) async fn insert_session(
@@ -43,24 +44,36 @@ pub(super) async fn insert_session(
 }
 
 impl Store {
-    /// The unexpired session whose token hashes to `token_hash`.
+    /// The unexpired session whose token hashes to `token_hash`, with its user (one query).
     pub async fn find_session(
         &self,
         token_hash: &str,
         now: i64,
     ) -> anyhow::Result<Option<SessionUser>> {
         let row = retry_read(|| {
-            sqlx::query("SELECT id, user_id, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+            sqlx::query(
+                "SELECT s.id, s.user_id, s.expires_at, u.created_at AS user_created_at, i.value, i.canonical \
+                 FROM sessions s JOIN users u ON u.id = s.user_id \
+                 LEFT JOIN identifiers i ON i.user_id = u.id AND i.kind = 'email' AND i.is_primary = 1 \
+                 WHERE s.token_hash = $1 AND s.expires_at > $2",
+            )
                 .bind(token_hash)
                 .bind(now)
                 .fetch_optional(&self.reader)
         })
         .await?;
-        Ok(row.map(|r| SessionUser {
-            session_id: SessionId::from_trusted(r.get("id")),
-            user_id: UserId::from_trusted(r.get("user_id")),
-            created_at: r.get("created_at"),
-            expires_at: r.get("expires_at"),
+        Ok(row.map(|r| {
+            let value: Option<String> = r.get("value");
+            let canonical: Option<String> = r.get("canonical");
+            SessionUser {
+                session_id: SessionId::from_trusted(r.get("id")),
+                user_id: UserId::from_trusted(r.get("user_id")),
+                expires_at: r.get("expires_at"),
+                user_created_at: r.get("user_created_at"),
+                email: value
+                    .zip(canonical)
+                    .map(|(v, c)| EmailAddress::from_trusted(v, c)),
+            }
         }))
     }
 
