@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub allowed_redirect_origins: Vec<String>,
     pub log_format: String,
     pub max_body_bytes: usize,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub http_workers: usize,
     pub database_max_connections: u32,
     /// Seconds a request waits for a database connection before it is answered with 503.
     pub database_acquire_timeout_secs: u64,
@@ -121,6 +123,7 @@ impl Default for RawConfig {
             allowed_redirect_origins: Vec::new(),
             log_format: "pretty".into(),
             max_body_bytes: 16 * 1024,
+            http_workers: 0,
             database_max_connections: 8,
             database_acquire_timeout_secs: 5,
             database_sqlite_synchronous: "full".into(),
@@ -239,6 +242,7 @@ pub struct Settings {
     pub allowed_redirect_origins: Vec<Origin>,
     pub log_json: bool,
     pub max_body_bytes: usize,
+    pub http_workers: usize,
     pub code_length: usize,
     pub code_ttl: Duration,
     pub code_max_attempts: u32,
@@ -419,6 +423,7 @@ impl Settings {
             allowed_redirect_origins,
             log_json,
             max_body_bytes: raw.max_body_bytes,
+            http_workers: raw.http_workers,
             code_length: c.length,
             code_ttl: Duration::from_secs(c.ttl_secs),
             code_max_attempts: c.max_attempts,

@@ -113,6 +113,11 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
+        .workers(if settings.http_workers > 0 {
+            settings.http_workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        })
         .listen(listener)?
         .shutdown_timeout(30)
         .run();

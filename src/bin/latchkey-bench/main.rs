@@ -52,6 +52,9 @@ struct Args {
     /// The latchkey binary to start. Default: next to this one.
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Threads of the load generator itself (it shares the machine with the server).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
 }
 
 /// Timings of one complete flow, in microseconds.
@@ -368,9 +371,22 @@ fn summary(values: impl Iterator<Item = u64>) -> (f64, f64, f64, f64) {
     )
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runtime = if args.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.client_threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if !matches!(args.synchronous.as_str(), "full" | "normal") {
         bail!("--synchronous must be full or normal");
     }
