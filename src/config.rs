@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub max_body_bytes: usize,
     /// HTTP worker threads; 0 means one per CPU core.
     pub http_workers: usize,
+    /// How often expired flows, sessions and old outbox rows are deleted, in milliseconds.
+    pub janitor_interval_ms: u64,
     pub database_max_connections: u32,
     /// Seconds a request waits for a database connection before it is answered with 503.
     pub database_acquire_timeout_secs: u64,
@@ -124,6 +126,7 @@ impl Default for RawConfig {
             log_format: "pretty".into(),
             max_body_bytes: 16 * 1024,
             http_workers: 0,
+            janitor_interval_ms: 300_000,
             database_max_connections: 8,
             database_acquire_timeout_secs: 5,
             database_sqlite_synchronous: "full".into(),
@@ -243,6 +246,7 @@ pub struct Settings {
     pub log_json: bool,
     pub max_body_bytes: usize,
     pub http_workers: usize,
+    pub janitor_interval: Duration,
     pub code_length: usize,
     pub code_ttl: Duration,
     pub code_max_attempts: u32,
@@ -424,6 +428,7 @@ impl Settings {
             log_json,
             max_body_bytes: raw.max_body_bytes,
             http_workers: raw.http_workers,
+            janitor_interval: Duration::from_millis(raw.janitor_interval_ms.max(10)),
             code_length: c.length,
             code_ttl: Duration::from_secs(c.ttl_secs),
             code_max_attempts: c.max_attempts,

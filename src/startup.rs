@@ -27,6 +27,7 @@ pub struct Application {
     port: u16,
     server: Server,
     worker: JoinHandle<()>,
+    janitor: JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
     store: Store,
 }
@@ -73,7 +74,13 @@ impl Application {
             signal: signal.clone(),
             worker_id: format!("wrk_{}", random_token(12)),
         }
-        .spawn(stop_rx);
+        .spawn(stop_rx.clone());
+        let janitor = spawn_janitor(
+            store.clone(),
+            clock.clone(),
+            settings.janitor_interval,
+            stop_rx,
+        );
         let policy = Policy {
             code_length: settings.code_length,
             code_ttl: settings.code_ttl,
@@ -132,6 +139,7 @@ impl Application {
             port,
             server,
             worker,
+            janitor,
             stop_worker,
             store,
         })
@@ -152,9 +160,43 @@ impl Application {
         let result = self.server.await;
         let _ = self.stop_worker.send(true);
         let _ = self.worker.await;
+        let _ = self.janitor.await;
         self.store.close().await;
         result
     }
+}
+
+/// Deletes expired and finished rows every `interval` until `stop` turns true.
+fn spawn_janitor(
+    store: Store,
+    clock: SharedClock,
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match store.purge(crate::store::ms(clock.now())).await {
+                Ok(p) if p == crate::store::Purged::default() => {}
+                Ok(p) => tracing::info!(
+                    flows = p.flows,
+                    sessions = p.sessions,
+                    messages = p.messages,
+                    lockouts = p.lockouts,
+                    "janitor deleted expired rows"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "janitor could not delete expired rows; will try again")
+                }
+            }
+        }
+    })
 }
 
 fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod flows;
+mod janitor;
 mod outbox;
 mod secrets;
 mod sessions;
@@ -24,6 +25,7 @@ use time::OffsetDateTime;
 pub use flows::{
     AttemptOutcome, Completion, FlowRecord, NewFlow, NewVerification, VerificationRecord,
 };
+pub use janitor::Purged;
 pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
 
