@@ -256,15 +256,13 @@ impl Ctx {
     pub fn internal(&self, e: anyhow::Error) -> HttpResponse {
         if crate::store::is_unavailable_error(&e) {
             tracing::error!(request_id = %self.request_id, error = format!("{e:#}"), "database unavailable");
-            let mut resp = self.error_page(
+            let resp = self.error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
                 "We cannot reach our database right now. Nothing you entered was lost: try again in a few seconds.",
                 None,
             );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            return resp;
+            return with_retry_after(resp, 5);
         }
         tracing::error!(request_id = %self.request_id, error = format!("{e:#}"), "request failed");
         self.error_page(
@@ -274,4 +272,11 @@ impl Ctx {
             None,
         )
     }
+}
+
+/// Adds `Retry-After: <secs>` (whole seconds, RFC 6585 §4) to a response.
+pub fn with_retry_after(mut resp: HttpResponse, secs: u64) -> HttpResponse {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+    resp
 }

@@ -1,10 +1,11 @@
 //! The two steps shared by `/sign-up` and `/sign-in`: the identifier form and the code form.
 //! `sign_up.rs` and `sign_in.rs` bind these to their URLs with their [`FlowKind`].
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use super::context::with_retry_after;
 use super::pages::{IdentifierPage, Link, VerifyPage};
 use super::{paths, Ctx};
 use crate::auth::{AttemptError, FlowError, FlowKind, FlowView, ResendError, StartError};
@@ -266,6 +267,18 @@ fn parse_flow(ctx: &Ctx, kind: FlowKind, raw: &str) -> Result<FlowId, HttpRespon
     FlowId::parse(raw).ok_or_else(|| flow_error(ctx, kind, FlowError::NotFound))
 }
 
+/// The start of every POST on a flow: a well-formed flow id and a valid CSRF token for it.
+fn checked_flow_post(
+    ctx: &Ctx,
+    kind: FlowKind,
+    raw: &str,
+    csrf_token: &str,
+) -> Result<FlowId, HttpResponse> {
+    let flow = parse_flow(ctx, kind, raw)?;
+    ctx.check_form(flow.as_str(), csrf_token)?;
+    Ok(flow)
+}
+
 /// Re-reads the flow and re-renders its code page with `status` and a message.
 async fn rerender(
     ctx: &Ctx,
@@ -320,13 +333,10 @@ pub async fn attempt(
     flow: web::Path<String>,
     form: web::Form<CodeForm>,
 ) -> HttpResponse {
-    let flow = match parse_flow(&ctx, kind, &flow) {
+    let flow = match checked_flow_post(&ctx, kind, &flow, &form.csrf_token) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = ctx.check_form(flow.as_str(), &form.csrf_token) {
-        return resp;
-    }
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let code = match OtpCode::parse(&form.code, ctx.state.settings.code_length) {
         Ok(c) => c,
@@ -398,7 +408,7 @@ pub async fn attempt(
         }
         Err(AttemptError::Locked { retry_after_secs }) => {
             let minutes = retry_after_secs.div_ceil(60);
-            let mut resp = rerender(
+            let resp = rerender(
                 &ctx,
                 kind,
                 &flow,
@@ -413,10 +423,7 @@ pub async fn attempt(
                 ),
             )
             .await;
-            if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            resp
+            with_retry_after(resp, retry_after_secs)
         }
         Err(AttemptError::Flow(e)) => flow_error(&ctx, kind, e),
     }
@@ -429,13 +436,10 @@ pub async fn resend(
     flow: web::Path<String>,
     form: web::Form<TokenForm>,
 ) -> HttpResponse {
-    let flow = match parse_flow(&ctx, kind, &flow) {
+    let flow = match checked_flow_post(&ctx, kind, &flow, &form.csrf_token) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = ctx.check_form(flow.as_str(), &form.csrf_token) {
-        return resp;
-    }
     match ctx.state.auth.resend(&flow, kind, &ctx.client()).await {
         Ok(view) => ctx.redirect(&format!("{}?sent=1", paths::verify(kind, &view.id)), vec![]),
         Err(ResendError::Cooldown { wait_secs, view }) => {
@@ -449,11 +453,7 @@ pub async fn resend(
                 )),
                 None,
             );
-            let mut resp = ctx.render(StatusCode::TOO_MANY_REQUESTS, &page);
-            if let Ok(v) = header::HeaderValue::from_str(&wait_secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            resp
+            with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
         }
         Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
         Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),

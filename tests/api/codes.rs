@@ -247,7 +247,7 @@ crate::backend_tests! {
         let verify = app.start_flow("/sign-up", "hash@example.com").await;
         let code = app.smtp.wait_for("hash@example.com", 1).await.code();
         let resp = app.enter_code(&verify, &code).await;
-        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        let cookie = crate::helpers::set_cookie(&resp, "latchkey_session");
         let token = cookie
             .split(';')
             .next()

@@ -489,6 +489,25 @@ impl Form {
     }
 }
 
+/// The whole `Set-Cookie` header that sets cookie `name`.
+pub fn set_cookie(resp: &Response, name: &str) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+}
+
+/// `name=value` of cookie `name` as set by `resp`.
+pub fn cookie_pair(resp: &Response, name: &str) -> String {
+    set_cookie(resp, name)
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 pub fn location(resp: &Response) -> String {
     resp.headers()
         .get("location")

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{location, spawn_app};
+use crate::helpers::{cookie_pair, location, set_cookie, spawn_app};
 
 crate::backend_tests! {
     async fn the_profile_page_sends_signed_out_visitors_to_sign_in() {
@@ -16,13 +16,7 @@ crate::backend_tests! {
     async fn the_session_cookie_is_http_only_lax_host_wide_and_opaque() {
         let app = spawn_app().await;
         let resp = app.sign_up("cookie@example.com").await;
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .find(|c| c.starts_with("latchkey_session="))
-            .expect("session cookie set");
+        let cookie = set_cookie(&resp, "latchkey_session");
         for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=604800"] {
             assert!(cookie.contains(attr), "{cookie} lacks {attr}");
         }
@@ -37,19 +31,13 @@ crate::backend_tests! {
     async fn signing_out_deletes_the_session_and_clears_the_cookie() {
         let app = spawn_app().await;
         let resp = app.sign_up("bye@example.com").await;
-        let token_cookie = resp.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let token_cookie = cookie_pair(&resp, "latchkey_session");
 
         let form = app.page("/user").await.form("/sign-out");
         let resp = app.submit(&form).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&resp), "/sign-in");
-        let cleared = resp.headers()["set-cookie"].to_str().unwrap();
+        let cleared = set_cookie(&resp, "latchkey_session");
         assert!(
             cleared.starts_with("latchkey_session=;") && cleared.contains("Max-Age=0"),
             "{cleared}"
@@ -78,24 +66,12 @@ crate::backend_tests! {
     async fn every_sign_in_issues_a_fresh_token() {
         let app = spawn_app().await;
         let first = app.sign_up("fresh@example.com").await;
-        let first_cookie = first.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let first_cookie = cookie_pair(&first, "latchkey_session");
         let form = app.page("/user").await.form("/sign-out");
         app.submit(&form).await;
         let second = app.sign_in("fresh@example.com").await;
         assert_eq!(second.status(), StatusCode::SEE_OTHER);
-        let second_cookie = second.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let second_cookie = cookie_pair(&second, "latchkey_session");
         assert_ne!(first_cookie, second_cookie);
         assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 1);
     }
