@@ -9,8 +9,8 @@ use crate::domain::{
     VerificationId,
 };
 use crate::store::{
-    from_ms, ms, AttemptOutcome, Completion, FlowRecord, NewFlow, NewMessage, NewSession,
-    NewVerification,
+    from_ms, ms, AttemptOutcome, CodeAttempt, Completion, FlowRecord, NewFlow, NewMessage,
+    NewSession, NewVerification,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,21 +425,20 @@ impl Auth {
                 session: &session,
             },
         };
+        let attempt = CodeAttempt {
+            flow_id: record.id.to_string(),
+            ver_id: v.id.to_string(),
+            lock_key,
+            now: ms(now),
+            flow_expires_at: ms(now + self.policy.flow_idle_ttl),
+            max_failures: self.policy.lockout_max_failures as i64,
+            cooldown_ms: self.policy.lockout_cooldown.as_millis() as i64,
+        };
+        let (keys, ver_id, typed) = (self.keys.clone(), v.id.to_string(), code.clone());
+        let matches = move |stored: &str| keys.code_matches(&ver_id, typed.expose(), stored);
         let outcome = self
             .store
-            .attempt_code(
-                &record.id,
-                &v.id,
-                &lock_key,
-                ms(now),
-                ms(now + self.policy.flow_idle_ttl),
-                (
-                    self.policy.lockout_max_failures as i64,
-                    self.policy.lockout_cooldown.as_millis() as i64,
-                ),
-                |stored| self.keys.code_matches(v.id.as_str(), code.expose(), stored),
-                completion,
-            )
+            .attempt_code(attempt, matches, completion)
             .await?;
         let locked = |until: i64| AttemptError::Locked {
             retry_after_secs: ((until - ms(now)).max(1000) as u64).div_ceil(1000),

@@ -5,6 +5,8 @@ use sqlx::Row;
 
 use super::outbox::{insert_message, NewMessage};
 use super::sessions::{insert_session, NewSession};
+use super::sqlite_writer::Unit;
+use super::stmt::{is_unique_violation_sqlite, Stmt};
 use super::{is_unique_violation, retry_read, Store};
 use crate::domain::{EmailAddress, FlowId, IdentifierId, UserId, VerificationId};
 
@@ -137,42 +139,42 @@ impl Store {
         ver: &NewVerification<'_>,
         msg: &NewMessage<'_>,
     ) -> anyhow::Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
-             redirect_url, browser_binding, created_at, last_active_at, expires_at) \
-             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9, $10)",
-        )
-        .bind(flow.id.as_str())
-        .bind(flow.kind)
-        .bind(flow.identifier_kind)
-        .bind(flow.identifier.display())
-        .bind(flow.identifier.canonical())
-        .bind(flow.user_id.map(|u| u.as_str()))
-        .bind(flow.redirect_url)
-        .bind(flow.browser_binding)
-        .bind(flow.now)
-        .bind(flow.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO verifications (id, flow_id, channel, destination, identifier_id, code_hash, attempts, \
-             max_attempts, sent_at, expires_at, status) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, 'pending')",
-        )
-        .bind(ver.id.as_str())
-        .bind(flow.id.as_str())
-        .bind(ver.channel)
-        .bind(ver.destination)
-        .bind(ver.identifier_id.map(|i| i.as_str()))
-        .bind(ver.code_hash)
-        .bind(ver.max_attempts)
-        .bind(ver.sent_at)
-        .bind(ver.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        insert_message(&mut tx, msg).await?;
-        tx.commit().await?;
-        Ok(())
+        let stmts = vec![
+            Stmt::new(
+                "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
+                 redirect_url, browser_binding, created_at, last_active_at, expires_at) \
+                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9, $10)",
+                vec![
+                    flow.id.as_str().into(),
+                    flow.kind.into(),
+                    flow.identifier_kind.into(),
+                    flow.identifier.display().into(),
+                    flow.identifier.canonical().into(),
+                    flow.user_id.map(|u| u.as_str()).into(),
+                    flow.redirect_url.into(),
+                    flow.browser_binding.into(),
+                    flow.now.into(),
+                    flow.expires_at.into(),
+                ],
+            ),
+            Stmt::new(
+                "INSERT INTO verifications (id, flow_id, channel, destination, identifier_id, code_hash, attempts, \
+                 max_attempts, sent_at, expires_at, status) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, 'pending')",
+                vec![
+                    ver.id.as_str().into(),
+                    flow.id.as_str().into(),
+                    ver.channel.into(),
+                    ver.destination.into(),
+                    ver.identifier_id.map(|i| i.as_str()).into(),
+                    ver.code_hash.into(),
+                    ver.max_attempts.into(),
+                    ver.sent_at.into(),
+                    ver.expires_at.into(),
+                ],
+            ),
+            insert_message(msg),
+        ];
+        self.write_all(stmts).await
     }
 
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
@@ -222,14 +224,14 @@ impl Store {
             .bind(ver_id.as_str())
             .execute(&mut *tx)
             .await?;
-        insert_message(&mut tx, msg).await?;
+        insert_message(msg).query().execute(&mut *tx).await?;
         touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Checks a code in one transaction, the whole unit of work of a code submission:
-    /// - refuses without using a try while the identifier `lock_key` is locked out;
+    /// - refuses without using a try while the identifier is locked out;
     /// - reserves a try by incrementing the counter *before* comparing, so parallel guesses can
     ///   never evaluate more than `max_attempts` (the row is locked for the comparison);
     /// - on a wrong code, counts a failure for the identifier (locking it once `max_failures`
@@ -238,162 +240,260 @@ impl Store {
     /// - on the right code, consumes it (exactly one request can), clears the identifier's
     ///   failures and applies `completion`: the user (sign-up) and the session are created and
     ///   the flow completed, together or not at all.
-    #[allow(clippy::too_many_arguments)]
     pub async fn attempt_code(
         &self,
-        flow_id: &FlowId,
-        ver_id: &VerificationId,
-        lock_key: &str,
-        now: i64,
-        flow_expires_at: i64,
-        lockout: (i64, i64),
-        matches: impl FnOnce(&str) -> bool,
+        attempt: CodeAttempt,
+        matches: impl FnOnce(&str) -> bool + Send + 'static,
         completion: Completion<'_>,
     ) -> anyhow::Result<AttemptOutcome> {
-        let (max_failures, cooldown_ms) = lockout;
+        let on_success = completion.statements(&attempt.flow_id, attempt.now);
+        if let Some(writer) = &self.sqlite_writer {
+            return writer
+                .run(move |conn| attempt_code_sqlite(conn, &attempt, matches, &on_success))
+                .await;
+        }
+        let a = &attempt;
         let mut tx = self.writer.begin().await?;
-        let locked_until: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT locked_until FROM identifier_lockouts WHERE identifier = $1",
-        )
-        .bind(lock_key)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let locked_until: Option<Option<i64>> = sqlx::query_scalar(SELECT_LOCK)
+            .bind(&a.lock_key)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(Some(until)) = locked_until {
-            if until > now {
+            if until > a.now {
                 return Ok(AttemptOutcome::Locked { until });
             }
         }
-        let has_failures = locked_until.is_some();
-        let row = sqlx::query(
-            "UPDATE verifications SET attempts = attempts + 1 \
-             WHERE id = $1 AND flow_id = $2 AND status = 'pending' AND attempts < max_attempts AND expires_at > $3 \
-             RETURNING attempts, max_attempts, code_hash",
-        )
-        .bind(ver_id.as_str())
-        .bind(flow_id.as_str())
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = sqlx::query(TAKE_TRY)
+            .bind(&a.ver_id)
+            .bind(&a.flow_id)
+            .bind(a.now)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             return Ok(AttemptOutcome::Unavailable);
         };
-        let attempts: i64 = row.get("attempts");
-        let max_attempts: i64 = row.get("max_attempts");
+        let (attempts, max_attempts): (i64, i64) = (row.get("attempts"), row.get("max_attempts"));
         let Some(code_hash) = row.get::<Option<String>, _>("code_hash") else {
             return Ok(AttemptOutcome::Unavailable);
         };
-
         if !matches(&code_hash) {
-            // Activity keeps the flow alive (a completed flow needs no extension).
-            touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
             let remaining = (max_attempts - attempts).max(0);
-            if remaining == 0 {
-                sqlx::query(
-                    "UPDATE verifications SET status = 'failed', code_hash = NULL WHERE id = $1",
-                )
-                .bind(ver_id.as_str())
-                .execute(&mut *tx)
-                .await?;
+            for stmt in a.wrong_code_statements(remaining == 0) {
+                stmt.query().execute(&mut *tx).await?;
             }
-            let row = sqlx::query(
-                "INSERT INTO identifier_lockouts (identifier, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2) \
-                 ON CONFLICT (identifier) DO UPDATE SET \
-                   failures = CASE WHEN identifier_lockouts.locked_until <= $2 THEN 1 ELSE identifier_lockouts.failures + 1 END, \
-                   locked_until = CASE WHEN identifier_lockouts.locked_until <= $2 THEN NULL ELSE identifier_lockouts.locked_until END, \
-                   updated_at = $2 \
-                 RETURNING failures, locked_until",
+            let row = Stmt::new(
+                RECORD_FAILURE,
+                vec![a.lock_key.clone().into(), a.now.into()],
             )
-            .bind(lock_key)
-            .bind(now)
+            .query()
             .fetch_one(&mut *tx)
             .await?;
             let failures: i64 = row.get("failures");
             let mut locked_until: Option<i64> = row.get("locked_until");
-            if locked_until.is_none() && failures >= max_failures {
-                let until = now + cooldown_ms;
-                sqlx::query(
-                    "UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2",
-                )
-                .bind(until)
-                .bind(lock_key)
-                .execute(&mut *tx)
-                .await?;
+            if locked_until.is_none() && failures >= a.max_failures {
+                let until = a.now + a.cooldown_ms;
+                a.lock_statement(until).query().execute(&mut *tx).await?;
                 locked_until = Some(until);
             }
             tx.commit().await?;
             return Ok(AttemptOutcome::Wrong {
                 remaining: remaining as u32,
-                locked_until: locked_until.filter(|u| *u > now),
+                locked_until: locked_until.filter(|u| *u > a.now),
             });
         }
-
-        // Single use: this conditional update succeeds for exactly one request.
-        let consumed = sqlx::query(
-            "UPDATE verifications SET status = 'verified', code_hash = NULL \
-             WHERE id = $1 AND status = 'pending' AND code_hash = $2",
-        )
-        .bind(ver_id.as_str())
-        .bind(&code_hash)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let consumed = Stmt::new(CONSUME, vec![a.ver_id.clone().into(), code_hash.into()])
+            .query()
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if consumed != 1 {
             return Ok(AttemptOutcome::LostRace);
         }
-        if has_failures {
-            sqlx::query("DELETE FROM identifier_lockouts WHERE identifier = $1")
-                .bind(lock_key)
+        if locked_until.is_some() {
+            Stmt::new(CLEAR_FAILURES, vec![a.lock_key.clone().into()])
+                .query()
                 .execute(&mut *tx)
                 .await?;
         }
-        let (user_id, session) = match completion {
-            Completion::SignIn { user_id, session } => (user_id, session),
+        for (stmt, taken_on_conflict) in &on_success {
+            match stmt.query().execute(&mut *tx).await {
+                Ok(_) => {}
+                Err(e) if *taken_on_conflict && is_unique_violation(&e) => {
+                    return Ok(AttemptOutcome::IdentifierTaken)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.commit().await?;
+        Ok(AttemptOutcome::Completed)
+    }
+}
+
+const SELECT_LOCK: &str = "SELECT locked_until FROM identifier_lockouts WHERE identifier = $1";
+const TAKE_TRY: &str = "UPDATE verifications SET attempts = attempts + 1 \
+     WHERE id = $1 AND flow_id = $2 AND status = 'pending' AND attempts < max_attempts AND expires_at > $3 \
+     RETURNING attempts, max_attempts, code_hash";
+const RECORD_FAILURE: &str = "INSERT INTO identifier_lockouts (identifier, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2) \
+     ON CONFLICT (identifier) DO UPDATE SET \
+       failures = CASE WHEN identifier_lockouts.locked_until <= $2 THEN 1 ELSE identifier_lockouts.failures + 1 END, \
+       locked_until = CASE WHEN identifier_lockouts.locked_until <= $2 THEN NULL ELSE identifier_lockouts.locked_until END, \
+       updated_at = $2 \
+     RETURNING failures, locked_until";
+/// Single use: this conditional update succeeds for exactly one request.
+const CONSUME: &str = "UPDATE verifications SET status = 'verified', code_hash = NULL \
+     WHERE id = $1 AND status = 'pending' AND code_hash = $2";
+const CLEAR_FAILURES: &str = "DELETE FROM identifier_lockouts WHERE identifier = $1";
+
+/// The identifiers and numbers of one code submission.
+#[derive(Debug, Clone)]
+pub struct CodeAttempt {
+    pub flow_id: String,
+    pub ver_id: String,
+    /// The identifier whose consecutive failures are counted (e.g. `email:<canonical>`).
+    pub lock_key: String,
+    pub now: i64,
+    pub flow_expires_at: i64,
+    pub max_failures: i64,
+    pub cooldown_ms: i64,
+}
+
+impl CodeAttempt {
+    /// After a wrong code: kill the code if its tries are used up, and keep the flow alive.
+    fn wrong_code_statements(&self, code_dead: bool) -> Vec<Stmt> {
+        let mut stmts = Vec::new();
+        if code_dead {
+            stmts.push(Stmt::new(
+                "UPDATE verifications SET status = 'failed', code_hash = NULL WHERE id = $1",
+                vec![self.ver_id.clone().into()],
+            ));
+        }
+        stmts.push(Stmt::new(
+            "UPDATE flows SET last_active_at = $1, expires_at = $2 WHERE id = $3 AND status = 'pending'",
+            vec![self.now.into(), self.flow_expires_at.into(), self.flow_id.clone().into()],
+        ));
+        stmts
+    }
+
+    fn lock_statement(&self, until: i64) -> Stmt {
+        Stmt::new(
+            "UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2",
+            vec![until.into(), self.lock_key.clone().into()],
+        )
+    }
+}
+
+impl Completion<'_> {
+    /// The writes of a successful code, in order; `true` marks the one whose unique violation
+    /// means the identifier was registered meanwhile.
+    fn statements(&self, flow_id: &str, now: i64) -> Vec<(Stmt, bool)> {
+        let mut stmts = Vec::new();
+        let (user_id, session) = match self {
+            Completion::SignIn { user_id, session } => (*user_id, *session),
             Completion::SignUp {
                 user_id,
                 identifier_id,
                 email,
                 session,
             } => {
-                sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2)")
-                    .bind(user_id.as_str())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
-                     VALUES ($1, $2, 'email', $3, $4, 1, $5, $5)",
-                )
-                .bind(identifier_id.as_str())
-                .bind(user_id.as_str())
-                .bind(email.display())
-                .bind(email.canonical())
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-                match inserted {
-                    Ok(_) => {}
-                    Err(e) if is_unique_violation(&e) => {
-                        return Ok(AttemptOutcome::IdentifierTaken)
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                (user_id, session)
+                stmts.push((
+                    Stmt::new(
+                        "INSERT INTO users (id, created_at) VALUES ($1, $2)",
+                        vec![user_id.as_str().into(), now.into()],
+                    ),
+                    false,
+                ));
+                stmts.push((
+                    Stmt::new(
+                        "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
+                         VALUES ($1, $2, 'email', $3, $4, 1, $5, $5)",
+                        vec![
+                            identifier_id.as_str().into(),
+                            user_id.as_str().into(),
+                            email.display().into(),
+                            email.canonical().into(),
+                            now.into(),
+                        ],
+                    ),
+                    true,
+                ));
+                (*user_id, *session)
             }
         };
-        insert_session(&mut tx, session).await?;
-        sqlx::query(
-            "UPDATE flows SET status = 'complete', completed_at = $1, last_active_at = $1, user_id = $2, session_id = $3 \
-             WHERE id = $4",
-        )
-        .bind(now)
-        .bind(user_id.as_str())
-        .bind(session.id.as_str())
-        .bind(flow_id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(AttemptOutcome::Completed)
+        stmts.push((insert_session(session), false));
+        stmts.push((
+            Stmt::new(
+                "UPDATE flows SET status = 'complete', completed_at = $1, last_active_at = $1, user_id = $2, session_id = $3 \
+                 WHERE id = $4",
+                vec![now.into(), user_id.as_str().into(), session.id.as_str().into(), flow_id.into()],
+            ),
+            false,
+        ));
+        stmts
     }
+}
+
+/// [`Store::attempt_code`] on the SQLite writer thread: the same statements and decisions.
+fn attempt_code_sqlite(
+    conn: &rusqlite::Connection,
+    a: &CodeAttempt,
+    matches: impl FnOnce(&str) -> bool,
+    on_success: &[(Stmt, bool)],
+) -> anyhow::Result<Unit<AttemptOutcome>> {
+    use rusqlite::OptionalExtension;
+    let locked_until: Option<Option<i64>> = conn
+        .prepare_cached(SELECT_LOCK)?
+        .query_row([&a.lock_key], |r| r.get(0))
+        .optional()?;
+    if let Some(Some(until)) = locked_until {
+        if until > a.now {
+            return Ok(Unit::Discard(AttemptOutcome::Locked { until }));
+        }
+    }
+    let row: Option<(i64, i64, Option<String>)> = conn
+        .prepare_cached(TAKE_TRY)?
+        .query_row(rusqlite::params![a.ver_id, a.flow_id, a.now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((attempts, max_attempts, Some(code_hash))) = row else {
+        return Ok(Unit::Discard(AttemptOutcome::Unavailable));
+    };
+    if !matches(&code_hash) {
+        let remaining = (max_attempts - attempts).max(0);
+        for stmt in a.wrong_code_statements(remaining == 0) {
+            stmt.execute(conn)?;
+        }
+        let (failures, mut locked_until): (i64, Option<i64>) = conn
+            .prepare_cached(RECORD_FAILURE)?
+            .query_row(rusqlite::params![a.lock_key, a.now], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if locked_until.is_none() && failures >= a.max_failures {
+            let until = a.now + a.cooldown_ms;
+            a.lock_statement(until).execute(conn)?;
+            locked_until = Some(until);
+        }
+        return Ok(Unit::Commit(AttemptOutcome::Wrong {
+            remaining: remaining as u32,
+            locked_until: locked_until.filter(|u| *u > a.now),
+        }));
+    }
+    if Stmt::new(CONSUME, vec![a.ver_id.clone().into(), code_hash.into()]).execute(conn)? != 1 {
+        return Ok(Unit::Discard(AttemptOutcome::LostRace));
+    }
+    if locked_until.is_some() {
+        Stmt::new(CLEAR_FAILURES, vec![a.lock_key.clone().into()]).execute(conn)?;
+    }
+    for (stmt, taken_on_conflict) in on_success {
+        match stmt.execute(conn) {
+            Ok(_) => {}
+            Err(e) if *taken_on_conflict && is_unique_violation_sqlite(&e) => {
+                return Ok(Unit::Discard(AttemptOutcome::IdentifierTaken))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Unit::Commit(AttemptOutcome::Completed))
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;

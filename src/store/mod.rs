@@ -14,6 +14,8 @@ mod janitor;
 mod outbox;
 mod secrets;
 mod sessions;
+mod sqlite_writer;
+mod stmt;
 
 use std::time::Duration;
 
@@ -23,7 +25,8 @@ use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
 pub use flows::{
-    AttemptOutcome, Completion, FlowRecord, NewFlow, NewVerification, VerificationRecord,
+    AttemptOutcome, CodeAttempt, Completion, FlowRecord, NewFlow, NewVerification,
+    VerificationRecord,
 };
 pub use janitor::Purged;
 pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
@@ -39,7 +42,10 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     reader: AnyPool,
+    /// sqlx write pool: PostgreSQL's writes, SQLite's migrations and rare writes.
     writer: AnyPool,
+    /// SQLite's hot-path writes run here, as whole units of work with group commit.
+    sqlite_writer: Option<std::sync::Arc<sqlite_writer::SqliteWriter>>,
     backend: Backend,
 }
 
@@ -216,9 +222,20 @@ impl Store {
                 .acquire_timeout(acquire_timeout)
                 .after_connect(pragmas)
                 .connect_lazy_with(opts);
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             Store {
                 reader,
                 writer,
+                sqlite_writer: Some(std::sync::Arc::new(sqlite_writer::SqliteWriter::open(
+                    std::path::Path::new(&path),
+                    options.sqlite_synchronous_full,
+                )?)),
                 backend: Backend::Sqlite,
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -234,6 +251,7 @@ impl Store {
             Store {
                 reader: pool.clone(),
                 writer: pool,
+                sqlite_writer: None,
                 backend: Backend::Postgres,
             }
         } else {
@@ -263,6 +281,26 @@ impl Store {
                 Err(e) => return Err(anyhow::Error::new(e).context("applying database migrations")),
             }
         }
+    }
+
+    /// Runs statements as one transaction (on the SQLite writer thread when there is one).
+    pub(crate) async fn write_all(&self, stmts: Vec<stmt::Stmt>) -> anyhow::Result<()> {
+        if let Some(writer) = &self.sqlite_writer {
+            return writer
+                .run(move |conn| {
+                    for s in &stmts {
+                        s.execute(conn)?;
+                    }
+                    Ok(sqlite_writer::Unit::Commit(()))
+                })
+                .await;
+        }
+        let mut tx = self.writer.begin().await?;
+        for s in &stmts {
+            s.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {

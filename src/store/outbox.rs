@@ -3,6 +3,8 @@
 
 use sqlx::Row;
 
+use super::sqlite_writer::Unit;
+use super::stmt::Stmt;
 use super::{Backend, Store};
 use crate::domain::{MessageId, VerificationId};
 
@@ -42,24 +44,20 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
-pub(super) async fn insert_message(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    m: &NewMessage<'_>,
-) -> anyhow::Result<()> {
-    sqlx::query(
+pub(super) fn insert_message(m: &NewMessage<'_>) -> Stmt {
+    Stmt::new(
         "INSERT INTO outbox (id, channel, recipient_masked, verification_id, payload, status, attempts, created_at, \
          next_attempt_at, not_after) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7)",
+        vec![
+            m.id.as_str().into(),
+            m.channel.into(),
+            m.recipient_masked.into(),
+            m.verification_id.map(|v| v.as_str()).into(),
+            m.payload.into(),
+            m.now.into(),
+            m.not_after.into(),
+        ],
     )
-    .bind(m.id.as_str())
-    .bind(m.channel)
-    .bind(m.recipient_masked)
-    .bind(m.verification_id.map(|v| v.as_str()))
-    .bind(m.payload.to_vec())
-    .bind(m.now)
-    .bind(m.not_after)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 const CLAIM_SQLITE: &str = "UPDATE outbox SET status = 'sending', claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
@@ -82,6 +80,26 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<ClaimedMessage>> {
+        if let Some(writer) = &self.sqlite_writer {
+            let worker = worker.to_string();
+            return writer
+                .run(move |conn| {
+                    let mut stmt = conn.prepare_cached(CLAIM_SQLITE)?;
+                    let rows =
+                        stmt.query_map(rusqlite::params![worker, lease_until, now, limit], |r| {
+                            Ok(ClaimedMessage {
+                                id: MessageId::from_trusted(r.get(0)?),
+                                channel: r.get(1)?,
+                                recipient_masked: r.get(2)?,
+                                payload: r.get(3)?,
+                                attempts: r.get(4)?,
+                                not_after: r.get(5)?,
+                            })
+                        })?;
+                    Ok(Unit::Commit(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+                })
+                .await;
+        }
         let sql = match self.backend {
             Backend::Sqlite => CLAIM_SQLITE,
             Backend::Postgres => CLAIM_POSTGRES,
@@ -117,19 +135,18 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-        let erase = if keep_payload { "" } else { ", payload = NULL" };
-        let sql = format!(
-            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL{erase} \
-             WHERE id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(&sql).bind(now);
-        for id in ids {
-            query = query.bind(id.as_str());
-        }
-        query.execute(&self.writer).await?;
-        Ok(())
+        let sql = if keep_payload {
+            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL \
+             WHERE id = $2"
+        } else {
+            "UPDATE outbox SET status = 'sent', sent_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL, \
+             payload = NULL WHERE id = $2"
+        };
+        let stmts = ids
+            .iter()
+            .map(|id| Stmt::new(sql, vec![now.into(), id.as_str().into()]))
+            .collect();
+        self.write_all(stmts).await
     }
 
     /// Puts a message back in the queue after a failed try.

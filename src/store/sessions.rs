@@ -1,5 +1,6 @@
 use sqlx::Row;
 
+use super::stmt::Stmt;
 use super::{retry_read, Store};
 use crate::domain::{EmailAddress, SessionId, UserId};
 
@@ -23,24 +24,20 @@ pub struct SessionUser {
     pub email: Option<EmailAddress>,
 }
 
-pub(super) async fn insert_session(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    s: &NewSession<'_>,
-) -> anyhow::Result<()> {
-    sqlx::query(
+pub(super) fn insert_session(s: &NewSession<'_>) -> Stmt {
+    Stmt::new(
         "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip) \
          VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+        vec![
+            s.id.as_str().into(),
+            s.user_id.as_str().into(),
+            s.token_hash.into(),
+            s.now.into(),
+            s.expires_at.into(),
+            s.user_agent.into(),
+            s.ip.into(),
+        ],
     )
-    .bind(s.id.as_str())
-    .bind(s.user_id.as_str())
-    .bind(s.token_hash)
-    .bind(s.now)
-    .bind(s.expires_at)
-    .bind(s.user_agent)
-    .bind(s.ip)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 impl Store {
