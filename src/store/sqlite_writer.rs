@@ -22,12 +22,47 @@ pub enum Unit<R> {
     Discard(R),
 }
 
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// Why a group failed as a whole.
+#[derive(Debug, Clone)]
+enum GroupError {
+    /// The file is locked by another process beyond the busy timeout: answered like overload.
+    Busy(String),
+    Other(String),
+}
+
+impl GroupError {
+    fn from_sqlite(e: &rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                GroupError::Busy(e.to_string())
+            }
+            _ => GroupError::Other(e.to_string()),
+        }
+    }
+
+    fn into_error(self, what: &str) -> anyhow::Error {
+        match self {
+            GroupError::Busy(e) => anyhow::Error::new(Overloaded).context(format!("{what}: {e}")),
+            GroupError::Other(e) => anyhow::anyhow!("{what}: {e}"),
+        }
+    }
+}
+
+type Reply = Box<dyn FnOnce(Result<(), GroupError>) + Send>;
 /// Given the connection, runs the unit; given `None` (the group could not start), runs nothing.
 type Job = Box<dyn FnOnce(Option<&rusqlite::Connection>) -> Reply + Send>;
 
+/// The write queue is full: more work is waiting than the writer can take.
+#[derive(Debug, thiserror::Error)]
+#[error("the SQLite writer is overloaded")]
+pub struct Overloaded;
+
 /// Units of work run together in one transaction at the most.
 const GROUP: usize = 64;
+
+/// Units of work that may wait for the writer (about a second of full load); beyond that,
+/// requests are refused at once with 503.
+const QUEUE: usize = 4096;
 
 pub struct SqliteWriter {
     jobs: mpsc::SyncSender<Job>,
@@ -45,7 +80,7 @@ impl SqliteWriter {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
         })?;
         conn.set_prepared_statement_cache_capacity(64);
-        let (jobs, queue) = mpsc::sync_channel::<Job>(4096);
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || run(conn, queue))
@@ -62,15 +97,21 @@ impl SqliteWriter {
         let (reply, answer) = oneshot::channel::<anyhow::Result<R>>();
         let job: Job = Box::new(move |conn| {
             let Some(conn) = conn else {
-                return Box::new(move |committed: Result<(), String>| {
-                    let e = committed.err().unwrap_or_default();
-                    let _ = reply.send(Err(anyhow::anyhow!(
-                        "SQLite could not start a transaction: {e}"
-                    )));
+                return Box::new(move |committed: Result<(), GroupError>| {
+                    let e = committed
+                        .err()
+                        .unwrap_or(GroupError::Other("no transaction".into()));
+                    let _ = reply.send(Err(e.into_error("SQLite could not start a transaction")));
                 });
             };
             let outcome = match conn.execute_batch("SAVEPOINT unit") {
-                Ok(()) => work(conn),
+                // A panicking unit must not take the writer (and every later write) down with it.
+                Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!(
+                            "a unit of work panicked; it was rolled back"
+                        ))
+                    }),
                 Err(e) => Err(e.into()),
             };
             let keep = matches!(outcome, Ok(Unit::Commit(_)));
@@ -84,17 +125,22 @@ impl SqliteWriter {
                 (Err(e), _) => Err(e),
                 (Ok(_), Err(e)) => Err(e.into()),
             };
-            Box::new(move |committed: Result<(), String>| {
+            Box::new(move |committed: Result<(), GroupError>| {
                 let result = match committed {
                     Ok(()) => value,
-                    Err(e) => Err(anyhow::anyhow!("SQLite commit failed: {e}")),
+                    Err(e) => Err(e.into_error("SQLite commit failed")),
                 };
                 let _ = reply.send(result);
             })
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| anyhow::anyhow!("the SQLite writer thread has stopped"))?;
+        // Never block the async caller: a full queue means the server is beyond capacity, and the
+        // request is answered 503 with Retry-After instead of waiting.
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => anyhow::Error::new(Overloaded),
+            mpsc::TrySendError::Disconnected(_) => {
+                anyhow::anyhow!("the SQLite writer thread has stopped")
+            }
+        })?;
         answer
             .await
             .map_err(|_| anyhow::anyhow!("the SQLite writer thread dropped a unit of work"))?
@@ -111,19 +157,107 @@ fn run(conn: rusqlite::Connection, queue: mpsc::Receiver<Job>) {
             }
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let message = e.to_string();
+            let error = GroupError::from_sqlite(&e);
             for job in group {
-                job(None)(Err(message.clone()));
+                job(None)(Err(error.clone()));
             }
             continue;
         }
         let replies: Vec<Reply> = group.into_iter().map(|job| job(Some(&conn))).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let committed = conn
+            .execute_batch("COMMIT")
+            .map_err(|e| GroupError::from_sqlite(&e));
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for reply in replies {
             reply(committed.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, SqliteWriter) {
+        let dir = tempfile::tempdir().unwrap();
+        let w = SqliteWriter::open(&dir.path().join("w.db"), true).unwrap();
+        (dir, w)
+    }
+
+    async fn count(w: &SqliteWriter) -> i64 {
+        w.run(|c| {
+            Ok(Unit::Commit(c.query_row(
+                "SELECT COUNT(*) FROM t",
+                [],
+                |r| r.get(0),
+            )?))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_discarded_or_failed_unit_rolls_back_alone() {
+        let (_dir, w) = writer();
+        w.run(|c| {
+            Ok(Unit::Commit(
+                c.execute_batch("CREATE TABLE t (v INTEGER UNIQUE)")?,
+            ))
+        })
+        .await
+        .unwrap();
+        let keep = w.run(|c| Ok(Unit::Commit(c.execute("INSERT INTO t VALUES (1)", [])?)));
+        let discard = w.run(|c| {
+            c.execute("INSERT INTO t VALUES (2)", [])?;
+            Ok(Unit::Discard("refused"))
+        });
+        let fail = w.run(|c| {
+            c.execute("INSERT INTO t VALUES (3)", [])?;
+            c.execute("INSERT INTO t VALUES (1)", [])?; // unique violation
+            Ok(Unit::Commit(()))
+        });
+        let (keep, discard, fail) = tokio::join!(keep, discard, fail);
+        assert_eq!(keep.unwrap(), 1);
+        assert_eq!(discard.unwrap(), "refused");
+        assert!(fail.is_err());
+        assert_eq!(count(&w).await, 1, "only the kept unit's row remains");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_unit_does_not_stop_the_writer() {
+        let (_dir, w) = writer();
+        w.run(|c| Ok(Unit::Commit(c.execute_batch("CREATE TABLE t (v INTEGER)")?)))
+            .await
+            .unwrap();
+        let panicked = w
+            .run(|c| -> anyhow::Result<Unit<()>> {
+                c.execute("INSERT INTO t VALUES (1)", [])?;
+                panic!("bug in a unit of work")
+            })
+            .await;
+        assert!(panicked.is_err());
+        w.run(|c| Ok(Unit::Commit(c.execute("INSERT INTO t VALUES (2)", [])?)))
+            .await
+            .unwrap();
+        assert_eq!(count(&w).await, 1);
+    }
+
+    #[tokio::test]
+    async fn committed_units_are_on_disk_for_a_new_connection() {
+        let (dir, w) = writer();
+        w.run(|c| {
+            Ok(Unit::Commit(c.execute_batch(
+                "CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (7);",
+            )?))
+        })
+        .await
+        .unwrap();
+        let other = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let v: i64 = other
+            .query_row("SELECT v FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 7);
     }
 }
