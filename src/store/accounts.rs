@@ -1,7 +1,17 @@
-use sqlx::Row;
-
+use super::stmt::Columns;
 use super::{retry_read, Store};
 use crate::domain::{EmailAddress, IdentifierId, UserId};
+
+const FIND_EMAIL_OWNER: &str =
+    "SELECT id, user_id, value, canonical FROM identifiers WHERE kind = 'email' AND canonical = $1";
+
+fn owner_from_row(r: &impl Columns) -> (UserId, IdentifierId, EmailAddress) {
+    (
+        UserId::from_trusted(r.text("user_id")),
+        IdentifierId::from_trusted(r.text("id")),
+        EmailAddress::from_trusted(r.text("value"), r.text("canonical")),
+    )
+}
 
 impl Store {
     /// The account owning an email address, with the address exactly as stored for that account.
@@ -9,19 +19,25 @@ impl Store {
         &self,
         email: &EmailAddress,
     ) -> anyhow::Result<Option<(UserId, IdentifierId, EmailAddress)>> {
+        if let Some(readers) = &self.sqlite_readers {
+            let canonical = email.canonical().to_string();
+            return readers
+                .run(move |conn| {
+                    use rusqlite::OptionalExtension;
+                    Ok(conn
+                        .prepare_cached(FIND_EMAIL_OWNER)?
+                        .query_row([canonical], |r| Ok(owner_from_row(r)))
+                        .optional()?)
+                })
+                .await;
+        }
         let row = retry_read(|| {
-            sqlx::query("SELECT id, user_id, value, canonical FROM identifiers WHERE kind = 'email' AND canonical = $1")
+            sqlx::query(FIND_EMAIL_OWNER)
                 .bind(email.canonical())
                 .fetch_optional(&self.reader)
         })
         .await?;
-        Ok(row.map(|r| {
-            (
-                UserId::from_trusted(r.get("user_id")),
-                IdentifierId::from_trusted(r.get("id")),
-                EmailAddress::from_trusted(r.get("value"), r.get("canonical")),
-            )
-        }))
+        Ok(row.as_ref().map(owner_from_row))
     }
 }
 

@@ -1,12 +1,11 @@
 //! Flows (sign-up and sign-in attempts) and their verifications (the current code per identifier).
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::outbox::{insert_message, NewMessage};
 use super::sessions::{insert_session, NewSession};
 use super::sqlite_writer::Unit;
-use super::stmt::{is_unique_violation_sqlite, Stmt};
+use super::stmt::{is_unique_violation_sqlite, Columns, Stmt};
 use super::{is_unique_violation, retry_read, Store};
 use crate::domain::{EmailAddress, FlowId, IdentifierId, UserId, VerificationId};
 
@@ -101,32 +100,28 @@ const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_value, f.id
      v.identifier_id, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status \
      FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1";
 
-fn flow_from_row(r: &AnyRow) -> FlowRecord {
+fn flow_from_row(r: &impl Columns) -> FlowRecord {
     FlowRecord {
-        id: FlowId::from_trusted(r.get("id")),
-        kind: r.get("kind"),
-        status: r.get("status"),
-        identifier_value: r.get("identifier_value"),
-        identifier_canonical: r.get("identifier_canonical"),
-        user_id: r
-            .get::<Option<String>, _>("user_id")
-            .map(UserId::from_trusted),
-        redirect_url: r.get("redirect_url"),
-        browser_binding: r.get("browser_binding"),
-        created_at: r.get("created_at"),
-        expires_at: r.get("expires_at"),
+        id: FlowId::from_trusted(r.text("id")),
+        kind: r.text("kind"),
+        status: r.text("status"),
+        identifier_value: r.text("identifier_value"),
+        identifier_canonical: r.text("identifier_canonical"),
+        user_id: r.opt_text("user_id").map(UserId::from_trusted),
+        redirect_url: r.opt_text("redirect_url"),
+        browser_binding: r.opt_text("browser_binding"),
+        created_at: r.int("created_at"),
+        expires_at: r.int("expires_at"),
         verification: VerificationRecord {
-            id: VerificationId::from_trusted(r.get("v_id")),
-            channel: r.get("channel"),
-            destination: r.get("destination"),
-            identifier_id: r
-                .get::<Option<String>, _>("identifier_id")
-                .map(IdentifierId::from_trusted),
-            attempts: r.get("attempts"),
-            max_attempts: r.get("max_attempts"),
-            sent_at: r.get("sent_at"),
-            expires_at: r.get("v_expires_at"),
-            status: r.get("v_status"),
+            id: VerificationId::from_trusted(r.text("v_id")),
+            channel: r.text("channel"),
+            destination: r.text("destination"),
+            identifier_id: r.opt_text("identifier_id").map(IdentifierId::from_trusted),
+            attempts: r.int("attempts"),
+            max_attempts: r.int("max_attempts"),
+            sent_at: r.int("sent_at"),
+            expires_at: r.int("v_expires_at"),
+            status: r.text("v_status"),
         },
     }
 }
@@ -178,6 +173,18 @@ impl Store {
     }
 
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
+        if let Some(readers) = &self.sqlite_readers {
+            let id = id.to_string();
+            return readers
+                .run(move |conn| {
+                    use rusqlite::OptionalExtension;
+                    Ok(conn
+                        .prepare_cached(LOAD_FLOW)?
+                        .query_row([id], |r| Ok(flow_from_row(r)))
+                        .optional()?)
+                })
+                .await;
+        }
         let row = retry_read(|| {
             sqlx::query(LOAD_FLOW)
                 .bind(id.as_str())

@@ -14,6 +14,7 @@ mod janitor;
 mod outbox;
 mod secrets;
 mod sessions;
+mod sqlite_readers;
 mod sqlite_writer;
 mod stmt;
 
@@ -46,6 +47,8 @@ pub struct Store {
     writer: AnyPool,
     /// SQLite's hot-path writes run here, as whole units of work with group commit.
     sqlite_writer: Option<std::sync::Arc<sqlite_writer::SqliteWriter>>,
+    /// SQLite's hot-path reads run on these threads.
+    sqlite_readers: Option<std::sync::Arc<sqlite_readers::SqliteReaders>>,
     backend: Backend,
 }
 
@@ -236,6 +239,10 @@ impl Store {
                     std::path::Path::new(&path),
                     options.sqlite_synchronous_full,
                 )?)),
+                sqlite_readers: Some(std::sync::Arc::new(sqlite_readers::SqliteReaders::open(
+                    std::path::Path::new(&path),
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )?)),
                 backend: Backend::Sqlite,
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -252,6 +259,7 @@ impl Store {
                 reader: pool.clone(),
                 writer: pool,
                 sqlite_writer: None,
+                sqlite_readers: None,
                 backend: Backend::Postgres,
             }
         } else {

@@ -1,6 +1,4 @@
-use sqlx::Row;
-
-use super::stmt::Stmt;
+use super::stmt::{Columns, Stmt};
 use super::{retry_read, Store};
 use crate::domain::{EmailAddress, SessionId, UserId};
 
@@ -40,6 +38,25 @@ pub(super) fn insert_session(s: &NewSession<'_>) -> Stmt {
     )
 }
 
+const FIND_SESSION: &str =
+    "SELECT s.id, s.user_id, s.expires_at, u.created_at AS user_created_at, i.value, i.canonical \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     LEFT JOIN identifiers i ON i.user_id = u.id AND i.kind = 'email' AND i.is_primary = 1 \
+     WHERE s.token_hash = $1 AND s.expires_at > $2";
+
+fn session_from_row(r: &impl Columns) -> SessionUser {
+    SessionUser {
+        session_id: SessionId::from_trusted(r.text("id")),
+        user_id: UserId::from_trusted(r.text("user_id")),
+        expires_at: r.int("expires_at"),
+        user_created_at: r.int("user_created_at"),
+        email: r
+            .opt_text("value")
+            .zip(r.opt_text("canonical"))
+            .map(|(v, c)| EmailAddress::from_trusted(v, c)),
+    }
+}
+
 impl Store {
     /// The unexpired session whose token hashes to `token_hash`, with its user (one query).
     pub async fn find_session(
@@ -47,31 +64,28 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> anyhow::Result<Option<SessionUser>> {
+        if let Some(readers) = &self.sqlite_readers {
+            let token_hash = token_hash.to_string();
+            return readers
+                .run(move |conn| {
+                    use rusqlite::OptionalExtension;
+                    Ok(conn
+                        .prepare_cached(FIND_SESSION)?
+                        .query_row(rusqlite::params![token_hash, now], |r| {
+                            Ok(session_from_row(r))
+                        })
+                        .optional()?)
+                })
+                .await;
+        }
         let row = retry_read(|| {
-            sqlx::query(
-                "SELECT s.id, s.user_id, s.expires_at, u.created_at AS user_created_at, i.value, i.canonical \
-                 FROM sessions s JOIN users u ON u.id = s.user_id \
-                 LEFT JOIN identifiers i ON i.user_id = u.id AND i.kind = 'email' AND i.is_primary = 1 \
-                 WHERE s.token_hash = $1 AND s.expires_at > $2",
-            )
+            sqlx::query(FIND_SESSION)
                 .bind(token_hash)
                 .bind(now)
                 .fetch_optional(&self.reader)
         })
         .await?;
-        Ok(row.map(|r| {
-            let value: Option<String> = r.get("value");
-            let canonical: Option<String> = r.get("canonical");
-            SessionUser {
-                session_id: SessionId::from_trusted(r.get("id")),
-                user_id: UserId::from_trusted(r.get("user_id")),
-                expires_at: r.get("expires_at"),
-                user_created_at: r.get("user_created_at"),
-                email: value
-                    .zip(canonical)
-                    .map(|(v, c)| EmailAddress::from_trusted(v, c)),
-            }
-        }))
+        Ok(row.as_ref().map(session_from_row))
     }
 
     pub async fn delete_session(&self, id: &SessionId) -> anyhow::Result<()> {

@@ -95,3 +95,37 @@ pub(crate) fn is_unique_violation_sqlite(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
+
+/// Reading a column by name, from a sqlx row or a rusqlite row, so one mapping serves both.
+pub(crate) trait Columns {
+    fn text(&self, name: &str) -> String;
+    fn opt_text(&self, name: &str) -> Option<String>;
+    fn int(&self, name: &str) -> i64;
+}
+
+impl Columns for sqlx::any::AnyRow {
+    fn text(&self, name: &str) -> String {
+        sqlx::Row::get(self, name)
+    }
+    fn opt_text(&self, name: &str) -> Option<String> {
+        sqlx::Row::get(self, name)
+    }
+    fn int(&self, name: &str) -> i64 {
+        sqlx::Row::get(self, name)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> String {
+        self.get(name)
+            .unwrap_or_else(|e| panic!("column {name}: {e}"))
+    }
+    fn opt_text(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .unwrap_or_else(|e| panic!("column {name}: {e}"))
+    }
+    fn int(&self, name: &str) -> i64 {
+        self.get(name)
+            .unwrap_or_else(|e| panic!("column {name}: {e}"))
+    }
+}

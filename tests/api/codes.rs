@@ -372,6 +372,14 @@ crate::backend_tests! {
         let text = String::from_utf8_lossy(&payload);
         assert!(!text.contains("sealed@example.com") && !text.contains("\"code\""), "payload is readable: {text}");
 
+        // Let the first try fail and be recorded before the server comes up, so the retry is due
+        // once the clock moves on.
+        for _ in 0..250 {
+            if app.count("SELECT COUNT(*) FROM outbox WHERE attempts >= 1 AND status = 'pending'").await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         smtp.listen();
         app.clock.advance(Duration::from_secs(5));
         let code = smtp.wait_for("sealed@example.com", 1).await.code();
