@@ -370,6 +370,15 @@ async fn an_unreachable_database_gets_a_503_page_and_readyz_reports_it() {
             let resp = app.get("/user").await;
             assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(resp.headers()["retry-after"], "5");
+            let csp = resp.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                csp.contains("frame-ancestors 'none'"),
+                "error pages carry the security headers: {csp}"
+            );
+            assert_eq!(resp.headers()["cache-control"], "no-store");
             assert!(resp
                 .text()
                 .await
