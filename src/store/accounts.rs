@@ -1,5 +1,5 @@
-use super::stmt::Columns;
-use super::{retry_read, Store};
+use super::stmt::{Columns, Stmt};
+use super::Store;
 use crate::domain::{EmailAddress, IdentifierId, UserId};
 
 const FIND_EMAIL_OWNER: &str =
@@ -19,25 +19,12 @@ impl Store {
         &self,
         email: &EmailAddress,
     ) -> anyhow::Result<Option<(UserId, IdentifierId, EmailAddress)>> {
-        if let Some(readers) = &self.sqlite_readers {
-            let canonical = email.canonical().to_string();
-            return readers
-                .run(move |conn| {
-                    use rusqlite::OptionalExtension;
-                    Ok(conn
-                        .prepare_cached(FIND_EMAIL_OWNER)?
-                        .query_row([canonical], |r| Ok(owner_from_row(r)))
-                        .optional()?)
-                })
-                .await;
-        }
-        let row = retry_read(|| {
-            sqlx::query(FIND_EMAIL_OWNER)
-                .bind(email.canonical())
-                .fetch_optional(&self.reader)
-        })
-        .await?;
-        Ok(row.as_ref().map(owner_from_row))
+        self.read_optional(
+            Stmt::new(FIND_EMAIL_OWNER, vec![email.canonical().into()]),
+            |r| owner_from_row(r),
+            owner_from_row,
+        )
+        .await
     }
 }
 

@@ -6,7 +6,7 @@ use super::outbox::{insert_message, NewMessage};
 use super::sessions::{insert_session, NewSession};
 use super::sqlite_writer::Unit;
 use super::stmt::{is_unique_violation_sqlite, Columns, Stmt};
-use super::{is_unique_violation, retry_read, Store};
+use super::{is_unique_violation, Store};
 use crate::domain::{EmailAddress, FlowId, IdentifierId, UserId, VerificationId};
 
 pub struct NewFlow<'a> {
@@ -173,25 +173,12 @@ impl Store {
     }
 
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
-        if let Some(readers) = &self.sqlite_readers {
-            let id = id.to_string();
-            return readers
-                .run(move |conn| {
-                    use rusqlite::OptionalExtension;
-                    Ok(conn
-                        .prepare_cached(LOAD_FLOW)?
-                        .query_row([id], |r| Ok(flow_from_row(r)))
-                        .optional()?)
-                })
-                .await;
-        }
-        let row = retry_read(|| {
-            sqlx::query(LOAD_FLOW)
-                .bind(id.as_str())
-                .fetch_optional(&self.reader)
-        })
-        .await?;
-        Ok(row.as_ref().map(flow_from_row))
+        self.read_optional(
+            Stmt::new(LOAD_FLOW, vec![id.as_str().into()]),
+            |r| flow_from_row(r),
+            flow_from_row,
+        )
+        .await
     }
 
     /// Replaces the code of a pending verification (the old code dies, tries reset), cancels any

@@ -291,6 +291,31 @@ impl Store {
         }
     }
 
+    /// Runs a read that returns at most one row: on a SQLite reader thread, or through sqlx
+    /// (retried once on a dropped connection). One mapping function serves both row types.
+    pub(crate) async fn read_optional<T: Send + 'static>(
+        &self,
+        stmt: stmt::Stmt,
+        from_sqlite: fn(&rusqlite::Row<'_>) -> T,
+        from_any: fn(&sqlx::any::AnyRow) -> T,
+    ) -> anyhow::Result<Option<T>> {
+        if let Some(readers) = &self.sqlite_readers {
+            return readers
+                .run(move |conn| {
+                    use rusqlite::OptionalExtension;
+                    Ok(conn
+                        .prepare_cached(stmt.sql)?
+                        .query_row(rusqlite::params_from_iter(stmt.params.iter()), |r| {
+                            Ok(from_sqlite(r))
+                        })
+                        .optional()?)
+                })
+                .await;
+        }
+        let row = retry_read(|| stmt.query().fetch_optional(&self.reader)).await?;
+        Ok(row.as_ref().map(from_any))
+    }
+
     /// Runs statements as one transaction (on the SQLite writer thread when there is one).
     pub(crate) async fn write_all(&self, stmts: Vec<stmt::Stmt>) -> anyhow::Result<()> {
         if let Some(writer) = &self.sqlite_writer {

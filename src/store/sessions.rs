@@ -1,5 +1,5 @@
 use super::stmt::{Columns, Stmt};
-use super::{retry_read, Store};
+use super::Store;
 use crate::domain::{EmailAddress, SessionId, UserId};
 
 pub struct NewSession<'a> {
@@ -64,28 +64,12 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> anyhow::Result<Option<SessionUser>> {
-        if let Some(readers) = &self.sqlite_readers {
-            let token_hash = token_hash.to_string();
-            return readers
-                .run(move |conn| {
-                    use rusqlite::OptionalExtension;
-                    Ok(conn
-                        .prepare_cached(FIND_SESSION)?
-                        .query_row(rusqlite::params![token_hash, now], |r| {
-                            Ok(session_from_row(r))
-                        })
-                        .optional()?)
-                })
-                .await;
-        }
-        let row = retry_read(|| {
-            sqlx::query(FIND_SESSION)
-                .bind(token_hash)
-                .bind(now)
-                .fetch_optional(&self.reader)
-        })
-        .await?;
-        Ok(row.as_ref().map(session_from_row))
+        self.read_optional(
+            Stmt::new(FIND_SESSION, vec![token_hash.into(), now.into()]),
+            |r| session_from_row(r),
+            session_from_row,
+        )
+        .await
     }
 
     pub async fn delete_session(&self, id: &SessionId) -> anyhow::Result<()> {

@@ -157,6 +157,26 @@ impl TestSmtp {
         );
     }
 
+    /// Like [`wait_for`](Self::wait_for), but moves `clock` on by a second every poll: retries
+    /// are scheduled on the injected clock, and a try that fails while the test advances the
+    /// clock must still come due.
+    pub async fn wait_for_advancing(
+        &self,
+        clock: &ManualClock,
+        address: &str,
+        n: usize,
+    ) -> ReceivedMail {
+        for _ in 0..500 {
+            let msgs = self.messages_to(address);
+            if msgs.len() >= n {
+                return msgs[n - 1].clone();
+            }
+            clock.advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("message {n} to {address} never arrived");
+    }
+
     /// Asserts that nothing more than `n` messages reach `address` within a short grace period.
     pub async fn assert_count_stays(&self, address: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(300)).await;
