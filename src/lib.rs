@@ -9,7 +9,6 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod domain;
-pub mod error;
 pub mod routes;
 pub mod session;
 pub mod startup;

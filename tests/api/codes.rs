@@ -246,6 +246,14 @@ crate::backend_tests! {
         let app = spawn_app().await;
         let verify = app.start_flow("/sign-up", "hash@example.com").await;
         let code = app.smtp.wait_for("hash@example.com", 1).await.code();
+        // While the code is live, the database holds only its keyed hash.
+        let live: String = sqlx::query_scalar("SELECT code_hash FROM verifications")
+            .fetch_one(&app.db().await)
+            .await
+            .unwrap();
+        assert_eq!(live.len(), 64, "an HMAC-SHA256 in hex");
+        assert!(!live.contains(&code));
+        assert_eq!(live, live.to_ascii_lowercase());
         let resp = app.enter_code(&verify, &code).await;
         let cookie = crate::helpers::set_cookie(&resp, "latchkey_session");
         let token = cookie
