@@ -13,7 +13,8 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
-use crate::domain::Origin;
+use crate::delivery::{SmsConfig, SmsProvider};
+use crate::domain::{Accepts, Origin, PhonePolicy};
 
 /// The raw, serde-shaped configuration. See [`Settings`] for the validated form. No `Debug`:
 /// it holds the secret and credentials.
@@ -48,6 +49,90 @@ pub struct RawConfig {
     pub sessions: SessionConfig,
     pub lockout: LockoutConfig,
     pub outbox: OutboxConfig,
+    /// Which identifiers accounts have and which are used to sign in (Clerk's "Contact information").
+    pub identifiers: IdentifiersConfig,
+    /// Which one-time-code strategies are on (Clerk's "Authentication factors").
+    pub strategies: StrategiesConfig,
+    pub phone: PhoneConfig,
+    pub sms: SmsConfig,
+    /// Test identifiers (`+latchkey_test` emails, +1 XXX 555-0100…0199) get no message and accept
+    /// the fixed code 424242. Default: on in dev mode only.
+    pub test_mode: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentifiersConfig {
+    pub email: IdentifierConfig,
+    pub phone: IdentifierConfig,
+}
+
+/// One kind of identifier.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentifierConfig {
+    /// Accounts can have identifiers of this kind.
+    pub enabled: bool,
+    /// Sign-up needs one (verified before the account exists).
+    pub required: bool,
+    /// People can sign in with it.
+    pub used_for_sign_in: bool,
+}
+
+impl Default for IdentifiersConfig {
+    fn default() -> Self {
+        Self {
+            email: IdentifierConfig {
+                enabled: true,
+                required: true,
+                used_for_sign_in: true,
+            },
+            phone: IdentifierConfig {
+                enabled: true,
+                required: false,
+                used_for_sign_in: true,
+            },
+        }
+    }
+}
+
+impl Default for IdentifierConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            required: false,
+            used_for_sign_in: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrategiesConfig {
+    /// "Email verification code".
+    pub email_code: bool,
+    /// "SMS verification code".
+    pub phone_code: bool,
+}
+
+impl Default for StrategiesConfig {
+    fn default() -> Self {
+        Self {
+            email_code: true,
+            phone_code: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhoneConfig {
+    /// ISO country (e.g. "US") for numbers typed without a leading "+".
+    pub default_region: Option<String>,
+    /// ISO codes ("US", "CA") or calling codes ("+44"). SMS is only ever sent to these. Unset:
+    /// phone numbers are off (development instances: any country, since nothing is sent).
+    #[serde(deserialize_with = "opt_string_or_list")]
+    pub allowed_countries: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +220,11 @@ impl Default for RawConfig {
             sessions: SessionConfig::default(),
             lockout: LockoutConfig::default(),
             outbox: OutboxConfig::default(),
+            identifiers: IdentifiersConfig::default(),
+            strategies: StrategiesConfig::default(),
+            phone: PhoneConfig::default(),
+            sms: SmsConfig::default(),
+            test_mode: None,
         }
     }
 }
@@ -194,6 +284,10 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
             .collect(),
         Either::Many(v) => v,
     })
+}
+
+fn opt_string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(Some(string_or_list(d)?))
 }
 
 /// Environment variables with the `LATCHKEY_` prefix that are not configuration keys
@@ -256,6 +350,39 @@ pub struct Settings {
     pub lockout_max_failures: u32,
     pub lockout_cooldown: Duration,
     pub outbox: OutboxConfig,
+    /// The identifier rules in force (phone already off if it could not be used).
+    pub identifiers: IdentifierRules,
+    pub strategies: StrategiesConfig,
+    pub phone_policy: PhonePolicy,
+    pub sms: SmsProvider,
+    pub test_mode: bool,
+    /// Things the operator should know, logged as warnings at every start.
+    pub warnings: Vec<String>,
+}
+
+/// The identifier settings as they apply (after validation).
+#[derive(Debug, Clone, Copy)]
+pub struct IdentifierRules {
+    pub email: IdentifierConfig,
+    pub phone: IdentifierConfig,
+}
+
+impl IdentifierRules {
+    /// What the sign-in field accepts.
+    pub fn sign_in(&self) -> Accepts {
+        Accepts {
+            email: self.email.enabled && self.email.used_for_sign_in,
+            phone: self.phone.enabled && self.phone.used_for_sign_in,
+        }
+    }
+
+    /// What the sign-up form collects.
+    pub fn sign_up(&self) -> Accepts {
+        Accepts {
+            email: self.email.enabled,
+            phone: self.phone.enabled,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -305,7 +432,7 @@ impl Settings {
             bail!("`public_url`: must be an origin without a path (Latchkey serves at the root), got {:?}", raw.public_url);
         }
         let public_origin = Origin::from_url(&public_url).context("`public_url`")?;
-        let smtp_url = raw.smtp_url.filter(|s| !s.trim().is_empty());
+        let smtp_url = raw.smtp_url.clone().filter(|s| !s.trim().is_empty());
         if let Some(url) = &smtp_url {
             let parsed = Url::parse(url).with_context(|| "`smtp_url`: not a URL".to_string())?;
             if !matches!(parsed.scheme(), "smtp" | "smtps") {
@@ -321,8 +448,14 @@ impl Settings {
         let dev_mode = raw
             .dev_mode
             .unwrap_or(!had_file && smtp_url.is_none() && local_only);
-        if smtp_url.is_none() && !dev_mode {
+        let mut warnings = Vec::new();
+        let (identifiers, phone_policy, sms) = identifier_rules(&raw, dev_mode, &mut warnings)?;
+        if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
+        }
+        let test_mode = raw.test_mode.unwrap_or(dev_mode);
+        if test_mode && !dev_mode {
+            warnings.push("TEST MODE IS ON: addresses with +latchkey_test and numbers +1 XXX 555-0100…0199 receive no message and accept the code 424242. Turn `test_mode` off before real people use this instance.".into());
         }
         let mail_from: lettre::message::Mailbox = raw.mail_from.parse().with_context(|| {
             format!(
@@ -438,8 +571,77 @@ impl Settings {
             lockout_max_failures: raw.lockout.max_failures,
             lockout_cooldown: Duration::from_secs(raw.lockout.cooldown_secs),
             outbox: raw.outbox,
+            identifiers,
+            strategies: raw.strategies.clone(),
+            phone_policy,
+            sms,
+            test_mode,
+            warnings,
         })
     }
+}
+
+/// Checks the identifier and strategy settings against each other, naming every key involved
+/// in a contradiction, and turns phone numbers off (with a warning) when no country is allowed.
+fn identifier_rules(
+    raw: &RawConfig,
+    dev_mode: bool,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(IdentifierRules, PhonePolicy, SmsProvider)> {
+    let mut email = raw.identifiers.email;
+    let mut phone = raw.identifiers.phone;
+    for (name, rules) in [("email", &email), ("phone", &phone)] {
+        if !rules.enabled && rules.required {
+            bail!("`identifiers.{name}.required` is on but `identifiers.{name}.enabled` is off");
+        }
+    }
+    if email.enabled && !raw.strategies.email_code {
+        bail!("`identifiers.email.enabled` is on but `strategies.email_code` is off: email addresses are verified with email codes, so turn the strategy on or the identifier off");
+    }
+    if phone.enabled && phone.used_for_sign_in && !raw.strategies.phone_code {
+        bail!("`identifiers.phone.used_for_sign_in` is on but `strategies.phone_code` is off: nobody could sign in with a phone number");
+    }
+    if phone.enabled && !raw.strategies.phone_code {
+        bail!("`identifiers.phone.enabled` is on but `strategies.phone_code` is off: phone numbers are verified with SMS codes, so turn the strategy on or the identifier off");
+    }
+    let allowed = raw
+        .phone
+        .allowed_countries
+        .clone()
+        .filter(|l| !l.is_empty());
+    let policy = PhonePolicy::new(raw.phone.default_region.as_deref(), allowed.as_deref())
+        .map_err(|e| anyhow::anyhow!("`phone.allowed_countries` / `phone.default_region`: {e}"))?;
+    if phone.enabled && allowed.is_none() && !dev_mode {
+        if phone.required || (phone.used_for_sign_in && !(email.enabled && email.used_for_sign_in)) {
+            bail!("`phone.allowed_countries`: phone numbers are required or the only way to sign in, but no country is allowed; list the countries SMS may be sent to (e.g. [\"US\", \"CA\"])");
+        }
+        warnings.push("phone numbers are off: set `phone.allowed_countries` (e.g. [\"US\", \"CA\"]) and an SMS provider (`sms.provider`) to turn them on".into());
+        phone.enabled = false;
+        phone.used_for_sign_in = false;
+    }
+    if !phone.enabled {
+        phone.required = false;
+        phone.used_for_sign_in = false;
+    }
+    if !email.enabled {
+        email.required = false;
+        email.used_for_sign_in = false;
+    }
+    if !email.enabled && !phone.enabled {
+        bail!("`identifiers.email.enabled` and `identifiers.phone.enabled` are both off: accounts need at least one identifier");
+    }
+    if !email.used_for_sign_in && !phone.used_for_sign_in {
+        bail!("`identifiers.email.used_for_sign_in` and `identifiers.phone.used_for_sign_in` are both off: nobody could sign in");
+    }
+    let sms = if phone.enabled {
+        raw.sms.validate(dev_mode)?
+    } else {
+        SmsProvider::Log
+    };
+    if phone.enabled && dev_mode && allowed.is_none() {
+        warnings.push("dev mode: phone numbers of any country are accepted (SMS codes are only logged); set `phone.allowed_countries` before sending real SMS".into());
+    }
+    Ok((IdentifierRules { email, phone }, policy, sms))
 }
 
 #[cfg(test)]
@@ -522,5 +724,125 @@ mod tests {
             .err()
             .expect("an unknown key is refused");
         assert!(err.to_string().contains("smpt_url"), "{err}");
+    }
+
+    fn production() -> RawConfig {
+        RawConfig {
+            smtp_url: Some("smtp://127.0.0.1:25".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    fn refusal(raw: RawConfig) -> String {
+        match Settings::from_raw(raw, true) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_default_dev_instance_offers_email_and_phone_with_both_strategies() {
+        let s = Settings::from_raw(RawConfig::default(), false).unwrap();
+        assert!(s.identifiers.email.enabled && s.identifiers.email.used_for_sign_in);
+        assert!(s.identifiers.phone.enabled && s.identifiers.phone.used_for_sign_in);
+        assert!(s.strategies.email_code && s.strategies.phone_code);
+        assert!(s.test_mode, "test mode is on by default in dev mode");
+        assert_eq!(s.sms.name(), "log");
+    }
+
+    #[test]
+    fn without_allowed_countries_phone_numbers_are_off_with_a_warning() {
+        let s = Settings::from_raw(production(), true).unwrap();
+        assert!(!s.identifiers.phone.enabled && !s.identifiers.sign_in().phone);
+        assert!(!s.test_mode, "test mode is off outside dev mode");
+        assert!(
+            s.warnings.iter().any(|w| w.contains("phone.allowed_countries")),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    #[test]
+    fn phone_used_for_sign_in_without_the_phone_code_strategy_is_refused_naming_both() {
+        let mut raw = production();
+        raw.strategies.phone_code = false;
+        let err = refusal(raw);
+        assert!(
+            err.contains("identifiers.phone.used_for_sign_in") && err.contains("strategies.phone_code"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn email_without_the_email_code_strategy_is_refused_naming_both() {
+        let mut raw = production();
+        raw.strategies.email_code = false;
+        let err = refusal(raw);
+        assert!(
+            err.contains("identifiers.email.enabled") && err.contains("strategies.email_code"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_required_identifier_that_is_not_enabled_is_refused() {
+        let mut raw = production();
+        raw.identifiers.email.enabled = false;
+        let err = refusal(raw);
+        assert!(err.contains("identifiers.email.required"), "{err}");
+    }
+
+    #[test]
+    fn required_phone_numbers_need_allowed_countries() {
+        let mut raw = production();
+        raw.identifiers.phone.required = true;
+        let err = refusal(raw);
+        assert!(err.contains("phone.allowed_countries"), "{err}");
+    }
+
+    #[test]
+    fn nobody_able_to_sign_in_is_refused() {
+        let mut raw = production();
+        raw.identifiers.email.used_for_sign_in = false;
+        raw.identifiers.phone.used_for_sign_in = false;
+        let err = refusal(raw);
+        assert!(err.contains("used_for_sign_in"), "{err}");
+    }
+
+    #[test]
+    fn the_log_sms_provider_is_refused_outside_dev_mode() {
+        let mut raw = production();
+        raw.phone.allowed_countries = Some(vec!["US".into()]);
+        let err = refusal(raw);
+        assert!(err.contains("sms.provider"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_allowed_country_is_named() {
+        let mut raw = production();
+        raw.phone.allowed_countries = Some(vec!["US".into(), "XX".into()]);
+        let err = refusal(raw);
+        assert!(err.contains("phone.allowed_countries") && err.contains("XX"), "{err}");
+    }
+
+    #[test]
+    fn test_mode_outside_dev_mode_is_warned_about() {
+        let mut raw = production();
+        raw.test_mode = Some(true);
+        let s = Settings::from_raw(raw, true).unwrap();
+        assert!(s.test_mode);
+        assert!(s.warnings.iter().any(|w| w.contains("TEST MODE")), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn allowed_countries_may_be_a_comma_separated_string() {
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(("phone.allowed_countries", "US, CA, +44"))
+            .extract()
+            .unwrap();
+        assert_eq!(
+            raw.phone.allowed_countries,
+            Some(vec!["US".to_string(), "CA".to_string(), "+44".to_string()])
+        );
     }
 }

@@ -90,6 +90,9 @@ impl Application {
             session_ttl: settings.session_ttl,
             lockout_max_failures: settings.lockout_max_failures,
             lockout_cooldown: settings.lockout_cooldown,
+            test_mode: settings.test_mode,
+            factor_kinds: settings.identifiers.sign_in(),
+            phone_policy: settings.phone_policy.clone(),
         };
         let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));
         let state = web::Data::new(AppState {
@@ -129,6 +132,9 @@ impl Application {
         .shutdown_timeout(30)
         .run();
         tracing::info!(port, public_url = %settings.public_url, dev_mode = settings.dev_mode, backend = ?store.backend(), "Latchkey is listening");
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
         if settings.dev_mode {
             tracing::info!(
                 "dev mode: codes are not mailed; they are logged here and listed at {}/dev/outbox",

@@ -5,13 +5,45 @@ use time::OffsetDateTime;
 use super::{Auth, Client};
 use crate::delivery::{CodeMessage, Purpose};
 use crate::domain::{
-    EmailAddress, FlowId, IdentifierId, MessageId, OtpCode, RedirectTarget, SessionId, UserId,
-    VerificationId,
+    FlowId, Identifier, IdentifierId, IdentifierKind, MessageId, OtpCode, PhoneNumber,
+    RedirectTarget, SessionId, UserId, VerificationId,
 };
 use crate::store::{
-    from_ms, ms, AttemptOutcome, CodeAttempt, Completion, FlowRecord, NewFlow, NewMessage,
-    NewSession, NewVerification,
+    from_ms, ms, AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow,
+    NewIdentifier, NewMessage, NewSession, NewVerification, VerificationRecord,
 };
+
+/// The fixed code test identifiers accept in test mode (Clerk's convention), repeated to the
+/// configured length.
+pub const TEST_CODE: &str = "424242";
+
+/// The delivery channel of an identifier kind (also the verification's `channel`).
+pub fn channel(kind: IdentifierKind) -> &'static str {
+    match kind {
+        IdentifierKind::Email => "email",
+        IdentifierKind::Phone => "sms",
+    }
+}
+
+fn kind_of_channel(channel: &str) -> IdentifierKind {
+    match channel {
+        "sms" => IdentifierKind::Phone,
+        _ => IdentifierKind::Email,
+    }
+}
+
+/// The identifier a verification is for, as stored.
+fn verification_identifier(record: &FlowRecord, v: &VerificationRecord) -> Identifier {
+    let kind = kind_of_channel(&v.channel);
+    let canonical = v.canonical.clone().unwrap_or_else(|| match kind {
+        IdentifierKind::Email => record.identifier_canonical.clone(),
+        IdentifierKind::Phone => v.destination.clone(),
+    });
+    match kind {
+        IdentifierKind::Phone => Identifier::Phone(PhoneNumber::from_trusted(canonical)),
+        IdentifierKind::Email => Identifier::from_trusted(kind, v.destination.clone(), canonical),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowKind {
@@ -38,8 +70,12 @@ impl FlowKind {
 /// The code side of a flow, as the code page shows it.
 #[derive(Debug, Clone)]
 pub struct VerificationState {
-    /// Where the code went (the stored address for sign-in).
+    pub kind: IdentifierKind,
+    /// Where the code went (the stored identifier for sign-in), as shown to people.
     pub destination: String,
+    /// This verification is step `step` of `steps` (a sign-up verifies each identifier in turn).
+    pub step: usize,
+    pub steps: usize,
     pub attempts_used: u32,
     pub max_attempts: u32,
     pub expires_at: OffsetDateTime,
@@ -60,12 +96,31 @@ impl VerificationState {
 pub struct FlowView {
     pub id: FlowId,
     pub kind: FlowKind,
-    /// The identifier as typed (shown with an "Edit" link).
-    pub identifier: String,
+    /// The identifiers of the flow as typed (to prefill the form after "Edit").
+    pub identifiers: Vec<(IdentifierKind, String)>,
     pub redirect: Option<RedirectTarget>,
     pub complete: bool,
     pub verification: VerificationState,
+    /// Sign-in: the account's other identifiers the code can be sent to instead ("Use another
+    /// method"), masked.
+    pub other_factors: Vec<Factor>,
     pub now: OffsetDateTime,
+}
+
+/// Another place a sign-in code can go.
+#[derive(Debug, Clone)]
+pub struct Factor {
+    pub identifier_id: IdentifierId,
+    pub kind: IdentifierKind,
+    pub safe_identifier: String,
+}
+
+/// What a correct code led to.
+#[derive(Debug)]
+pub enum Attempted {
+    SignedIn(SignedIn),
+    /// A sign-up identifier was verified; the next one's code was sent.
+    NextVerification,
 }
 
 impl FlowView {
@@ -101,7 +156,7 @@ pub enum StartError {
     #[error("no account has this identifier")]
     IdentifierNotFound,
     #[error("an account already has this identifier")]
-    IdentifierTaken,
+    IdentifierTaken(IdentifierKind),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -158,106 +213,147 @@ impl From<anyhow::Error> for ResendError {
     }
 }
 
-fn masked(record: &FlowRecord) -> String {
-    EmailAddress::from_trusted(
-        record.identifier_value.clone(),
-        record.identifier_canonical.clone(),
-    )
-    .masked()
+/// A code and its sealed message for one identifier; test identifiers in test mode get the
+/// fixed code and no message.
+struct PreparedCode {
+    code_hash: String,
+    message: Option<(MessageId, Vec<u8>)>,
 }
 
 impl Auth {
-    /// Starts a flow for `email`: checks the account (exists for sign-in, free for sign-up),
-    /// stores the flow with a fresh code and queues the message, in one transaction.
+    /// Starts a flow. Sign-in takes one identifier, which must belong to an account (the code
+    /// goes to the identifier as stored); sign-up takes every identifier the person gave (email
+    /// first), none of which may belong to an account: the first one's code is sent now, the
+    /// others' after it is verified. One transaction stores the flow, its verifications and the
+    /// message.
     pub async fn start(
         &self,
         kind: FlowKind,
-        email: &EmailAddress,
+        identifiers: &[Identifier],
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
     ) -> Result<FlowId, StartError> {
+        let first = identifiers
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("a flow needs an identifier"))?;
         let now = self.now();
-        let owner = self.store.find_email_owner(email).await?;
-        let (user_id, identifier_id, destination) = match (kind, owner) {
-            (FlowKind::SignUp, Some(_)) => {
-                tracing::info!(event = "sign_up_refused", identifier = %email.masked(), reason = "identifier_taken");
-                return Err(StartError::IdentifierTaken);
-            }
-            (FlowKind::SignUp, None) => (None, None, email.clone()),
-            (FlowKind::SignIn, None) => {
-                tracing::info!(event = "sign_in_refused", identifier = %email.masked(), reason = "identifier_not_found");
-                return Err(StartError::IdentifierNotFound);
-            }
-            // The code goes to the address stored for the account, never to the variant typed.
-            (FlowKind::SignIn, Some((user, identifier, stored))) => {
-                (Some(user), Some(identifier), stored)
-            }
-        };
-        let flow_id = FlowId::generate();
-        let ver_id = VerificationId::generate();
-        let code = OtpCode::generate(self.policy.code_length);
-        let code_hash = self.keys.code_hash(ver_id.as_str(), code.expose());
         let code_expires = now + self.policy.code_ttl;
+        let flow_id = FlowId::generate();
+        let mut targets: Vec<(Identifier, Option<IdentifierId>)> = Vec::new();
+        let mut user_id = None;
+        match kind {
+            FlowKind::SignIn => match self.store.find_owner(first).await? {
+                None => {
+                    tracing::info!(event = "sign_in_refused", identifier = %first.masked(), reason = "identifier_not_found");
+                    return Err(StartError::IdentifierNotFound);
+                }
+                // The code goes to the identifier stored for the account, never to the variant typed.
+                Some(stored) => {
+                    user_id = Some(stored.user_id);
+                    targets.push((stored.identifier, Some(stored.id)));
+                }
+            },
+            FlowKind::SignUp => {
+                for identifier in identifiers {
+                    if self.store.find_owner(identifier).await?.is_some() {
+                        tracing::info!(event = "sign_up_refused", identifier = %identifier.masked(), reason = "identifier_taken");
+                        return Err(StartError::IdentifierTaken(identifier.kind()));
+                    }
+                    targets.push((identifier.clone(), None));
+                }
+            }
+        }
+        let ver_ids: Vec<VerificationId> =
+            targets.iter().map(|_| VerificationId::generate()).collect();
+        let (destination, _) = &targets[0];
+        let prepared = self.prepare_code(kind, &ver_ids[0], destination, code_expires);
+        let vers: Vec<NewVerification<'_>> = targets
+            .iter()
+            .zip(&ver_ids)
+            .enumerate()
+            .map(|(i, ((identifier, identifier_id), ver_id))| NewVerification {
+                id: ver_id,
+                channel: channel(identifier.kind()),
+                destination: identifier.display(),
+                canonical: identifier.canonical(),
+                identifier_id: identifier_id.as_ref(),
+                code_hash: (i == 0).then_some(prepared.code_hash.as_str()),
+                position: i as i64,
+                max_attempts: self.policy.max_attempts as i64,
+                sent_at: ms(now),
+                expires_at: ms(code_expires),
+            })
+            .collect();
+        let recipient_masked = destination.masked();
+        let message = prepared.message.as_ref().map(|(id, sealed)| NewMessage {
+            id,
+            channel: channel(destination.kind()),
+            recipient_masked: &recipient_masked,
+            verification_id: Some(&ver_ids[0]),
+            payload: sealed,
+            now: ms(now),
+            not_after: ms(code_expires),
+        });
         let binding = client.browser.map(|b| self.keys.browser_binding(b));
-        let (msg_id, sealed) = self.seal_code(kind, &destination, &code, code_expires);
         self.store
             .create_flow(
                 &NewFlow {
                     id: &flow_id,
                     kind: kind.as_str(),
-                    identifier_kind: "email",
-                    identifier: email,
+                    identifier: first,
                     user_id: user_id.as_ref(),
                     redirect_url: redirect.map(|r| r.as_str()),
                     browser_binding: binding.as_deref(),
                     now: ms(now),
                     expires_at: ms(now + self.policy.flow_idle_ttl),
                 },
-                &NewVerification {
-                    id: &ver_id,
-                    channel: "email",
-                    destination: destination.display(),
-                    identifier_id: identifier_id.as_ref(),
-                    code_hash: &code_hash,
-                    max_attempts: self.policy.max_attempts as i64,
-                    sent_at: ms(now),
-                    expires_at: ms(code_expires),
-                },
-                &NewMessage {
-                    id: &msg_id,
-                    channel: "email",
-                    recipient_masked: &destination.masked(),
-                    verification_id: Some(&ver_id),
-                    payload: &sealed,
-                    now: ms(now),
-                    not_after: ms(code_expires),
-                },
+                &vers,
+                message.as_ref(),
             )
             .await?;
-        self.outbox.wake();
-        tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %email.masked(), ip = client.ip.unwrap_or("-"));
+        if message.is_some() {
+            self.outbox.wake();
+        }
+        tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), channel = channel(destination.kind()), test = message.is_none(), ip = client.ip.unwrap_or("-"));
         Ok(flow_id)
     }
 
-    fn seal_code(
+    /// Draws a code for `to` (bound to verification `ver_id`) and seals its message.
+    fn prepare_code(
         &self,
         kind: FlowKind,
-        to: &EmailAddress,
-        code: &OtpCode,
+        ver_id: &VerificationId,
+        to: &Identifier,
         expires: OffsetDateTime,
-    ) -> (MessageId, Vec<u8>) {
+    ) -> PreparedCode {
+        let len = self.policy.code_length;
+        if self.policy.test_mode && to.is_test() {
+            let fixed: String = TEST_CODE.chars().cycle().take(len).collect();
+            let code = OtpCode::parse(&fixed, len).expect("the test code has the configured length");
+            return PreparedCode {
+                code_hash: self.keys.code_hash(ver_id.as_str(), code.expose()),
+                message: None,
+            };
+        }
+        let code = OtpCode::generate(len);
         let message = CodeMessage {
-            // Mail goes to the ASCII (punycode) form of the domain, which every SMTP server accepts.
-            to: to
-                .mailbox_address()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| to.display().to_string()),
+            to: match to {
+                // Mail goes to the ASCII (punycode) form of the domain, which every SMTP server accepts.
+                Identifier::Email(email) => email
+                    .mailbox_address()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| email.display().to_string()),
+                Identifier::Phone(phone) => phone.e164().to_string(),
+            },
             code: code.expose().to_string(),
             purpose: kind.purpose(),
             expires_at: ms(expires),
             ttl_minutes: self.policy.code_ttl.as_secs().div_ceil(60),
         };
-        (MessageId::generate(), message.seal(&self.keys))
+        PreparedCode {
+            code_hash: self.keys.code_hash(ver_id.as_str(), code.expose()),
+            message: Some((MessageId::generate(), message.seal(&self.keys))),
+        }
     }
 
     async fn load_record(
@@ -284,19 +380,31 @@ impl Auth {
 
     fn view(&self, record: &FlowRecord, kind: FlowKind) -> FlowView {
         let now = self.now();
-        let v = &record.verification;
+        let v = record.current();
         let sent_at = from_ms(v.sent_at);
+        let step = record
+            .verifications
+            .iter()
+            .position(|x| x.id == v.id)
+            .unwrap_or(0);
         FlowView {
             id: record.id.clone(),
             kind,
-            identifier: record.identifier_value.clone(),
+            identifiers: record
+                .verifications
+                .iter()
+                .map(|x| (kind_of_channel(&x.channel), x.destination.clone()))
+                .collect(),
             redirect: record
                 .redirect_url
                 .clone()
                 .map(RedirectTarget::from_trusted),
             complete: record.status == "complete",
             verification: VerificationState {
-                destination: v.destination.clone(),
+                kind: kind_of_channel(&v.channel),
+                destination: verification_identifier(record, v).display().to_string(),
+                step: step + 1,
+                steps: record.verifications.len(),
                 attempts_used: v.attempts.clamp(0, u32::MAX as i64) as u32,
                 max_attempts: v.max_attempts.clamp(0, u32::MAX as i64) as u32,
                 expires_at: from_ms(v.expires_at),
@@ -304,7 +412,44 @@ impl Auth {
                 dead: v.status == "failed" || v.attempts >= v.max_attempts,
                 expired: v.status == "pending" && v.expires_at <= ms(now),
             },
+            other_factors: Vec::new(),
             now,
+        }
+    }
+
+    /// The account's other identifiers a sign-in code may be sent to: verified, of a kind
+    /// used for sign-in, phone numbers only in allowed countries.
+    async fn other_factors(&self, record: &FlowRecord) -> anyhow::Result<Vec<Factor>> {
+        let Some(user) = &record.user_id else {
+            return Ok(Vec::new());
+        };
+        let current = verification_identifier(record, record.current());
+        let factors = self
+            .store
+            .user_identifiers(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.verified && self.factor_allowed(&s.identifier))
+            .filter(|s| {
+                s.identifier.kind() != current.kind()
+                    || s.identifier.canonical() != current.canonical()
+            })
+            .map(|s| Factor {
+                identifier_id: s.id,
+                kind: s.identifier.kind(),
+                safe_identifier: s.identifier.safe_identifier(),
+            })
+            .collect();
+        Ok(factors)
+    }
+
+    fn factor_allowed(&self, identifier: &Identifier) -> bool {
+        match identifier {
+            Identifier::Email(_) => self.policy.factor_kinds.email,
+            Identifier::Phone(phone) => {
+                self.policy.factor_kinds.phone
+                    && PhoneNumber::parse(phone.e164(), &self.policy.phone_policy).is_ok()
+            }
         }
     }
 
@@ -316,7 +461,11 @@ impl Auth {
         client: &Client<'_>,
     ) -> Result<FlowView, FlowError> {
         let record = self.load_record(id, kind, client).await?;
-        Ok(self.view(&record, kind))
+        let mut view = self.view(&record, kind);
+        if kind == FlowKind::SignIn && !view.complete && self.policy.factor_kinds.phone {
+            view.other_factors = self.other_factors(&record).await?;
+        }
+        Ok(view)
     }
 
     /// Sends a new code, which replaces (and so invalidates) the previous one, once the resend
@@ -339,33 +488,96 @@ impl Auth {
                 view: Box::new(view),
             });
         }
+        let destination = verification_identifier(&record, record.current());
+        self.replace_code(id, kind, &record, &destination, None, client, "code_resent")
+            .await
+    }
+
+    /// "Use another method": sends the sign-in code to another identifier of the account
+    /// instead (the previous code dies). Only the account's own verified identifiers qualify.
+    pub async fn switch_factor(
+        &self,
+        id: &FlowId,
+        identifier_id: &IdentifierId,
+        client: &Client<'_>,
+    ) -> Result<FlowView, ResendError> {
+        let kind = FlowKind::SignIn;
+        let record = self.load_record(id, kind, client).await?;
+        if record.status == "complete" {
+            return Err(ResendError::Completed);
+        }
+        let factors = self.other_factors(&record).await?;
+        if !factors.iter().any(|f| &f.identifier_id == identifier_id) {
+            return Err(FlowError::NotFound.into());
+        }
+        let user = record.user_id.clone().ok_or(FlowError::NotFound)?;
+        let chosen = self
+            .store
+            .user_identifiers(&user)
+            .await?
+            .into_iter()
+            .find(|s| &s.id == identifier_id)
+            .ok_or(FlowError::NotFound)?;
+        let switch = FactorSwitch {
+            channel: channel(chosen.identifier.kind()),
+            destination: chosen.identifier.display(),
+            canonical: chosen.identifier.canonical(),
+            identifier_id: &chosen.id,
+        };
+        self.replace_code(
+            id,
+            kind,
+            &record,
+            &chosen.identifier,
+            Some(&switch),
+            client,
+            "code_sent",
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn replace_code(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        record: &FlowRecord,
+        destination: &Identifier,
+        switch: Option<&FactorSwitch<'_>>,
+        client: &Client<'_>,
+        event: &str,
+    ) -> Result<FlowView, ResendError> {
         let now = self.now();
-        let v = &record.verification;
-        let destination =
-            EmailAddress::from_trusted(v.destination.clone(), record.identifier_canonical.clone());
-        let code = OtpCode::generate(self.policy.code_length);
-        let code_hash = self.keys.code_hash(v.id.as_str(), code.expose());
+        let v = record.current();
         let code_expires = now + self.policy.code_ttl;
-        let (msg_id, sealed) = self.seal_code(kind, &destination, &code, code_expires);
+        let prepared = self.prepare_code(kind, &v.id, destination, code_expires);
+        let recipient_masked = destination.masked();
+        let message = prepared.message.as_ref().map(|(msg_id, sealed)| NewMessage {
+            id: msg_id,
+            channel: channel(destination.kind()),
+            recipient_masked: &recipient_masked,
+            verification_id: Some(&v.id),
+            payload: sealed,
+            now: ms(now),
+            not_after: ms(code_expires),
+        });
+        // A switch to another identifier is not a resend to the same one: no cooldown.
+        let cooldown_ms = match switch {
+            Some(_) => 0,
+            None => self.policy.resend_cooldown.as_millis() as i64,
+        };
         let replaced = self
             .store
             .replace_code(
                 &record.id,
                 &v.id,
-                &code_hash,
+                &prepared.code_hash,
                 ms(now),
                 ms(code_expires),
-                self.policy.resend_cooldown.as_millis() as i64,
+                cooldown_ms,
                 ms(now + self.policy.flow_idle_ttl),
-                &NewMessage {
-                    id: &msg_id,
-                    channel: "email",
-                    recipient_masked: &destination.masked(),
-                    verification_id: Some(&v.id),
-                    payload: &sealed,
-                    now: ms(now),
-                    not_after: ms(code_expires),
-                },
+                switch,
+                message.as_ref(),
             )
             .await?;
         if !replaced {
@@ -380,47 +592,99 @@ impl Auth {
                 view: Box::new(view),
             });
         }
-        self.outbox.wake();
-        tracing::info!(event = "code_resent", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), ip = client.ip.unwrap_or("-"));
-        let record = self.load_record(id, kind, client).await?;
-        Ok(self.view(&record, kind))
+        if message.is_some() {
+            self.outbox.wake();
+        }
+        tracing::info!(event, flow = kind.as_str(), flow_id = %record.id, identifier = %recipient_masked, channel = channel(destination.kind()), ip = client.ip.unwrap_or("-"));
+        self.flow(id, kind, client).await.map_err(Into::into)
     }
 
-    /// Checks a code. A try is counted before the comparison; the right code completes the
-    /// flow (creating the user on sign-up) and a new session, all in one transaction.
+    /// Checks a code. A try is counted before the comparison. The right code completes the
+    /// flow (creating the user on sign-up) and a new session, all in one transaction, or, for
+    /// a sign-up with another identifier to verify, sends that identifier's code in the same
+    /// transaction.
     pub async fn attempt(
         &self,
         id: &FlowId,
         kind: FlowKind,
         code: &OtpCode,
         client: &Client<'_>,
-    ) -> Result<SignedIn, AttemptError> {
+    ) -> Result<Attempted, AttemptError> {
         let record = self.load_record(id, kind, client).await?;
         if record.status == "complete" {
             return Err(AttemptError::AlreadyUsed);
         }
         let now = self.now();
-        let v = &record.verification;
-        let lock_key = format!("email:{}", record.identifier_canonical);
+        let v = record.current();
+        let identifier = verification_identifier(&record, v);
         let (token, token_hash) = self.new_session_token();
         let session_id = SessionId::generate();
-        let (user_id, identifier_id) = match kind {
-            FlowKind::SignUp => (UserId::generate(), Some(IdentifierId::generate())),
-            FlowKind::SignIn => (record.user_id.clone().ok_or(FlowError::NotFound)?, None),
+        let (user_id, lock_key) = match kind {
+            FlowKind::SignUp => (
+                UserId::generate(),
+                format!("{}:{}", identifier.kind().as_str(), identifier.canonical()),
+            ),
+            // Sign-in failures count against the account, whichever identifier got the code.
+            FlowKind::SignIn => {
+                let user = record.user_id.clone().ok_or(FlowError::NotFound)?;
+                let key = format!("user:{user}");
+                (user, key)
+            }
         };
-        let email = EmailAddress::from_trusted(
-            record.identifier_value.clone(),
-            record.identifier_canonical.clone(),
-        );
         let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
-        let completion = match &identifier_id {
-            Some(identifier_id) => Completion::SignUp {
+        let next = match kind {
+            FlowKind::SignUp => record.next_waiting().map(|w| {
+                let to = verification_identifier(&record, w);
+                let expires = now + self.policy.code_ttl;
+                (w, to.masked(), to.kind(), self.prepare_code(kind, &w.id, &to, expires), expires)
+            }),
+            FlowKind::SignIn => None,
+        };
+        let next_message = next.as_ref().and_then(|(w, masked, to_kind, prepared, expires)| {
+            prepared.message.as_ref().map(|(msg_id, sealed)| NewMessage {
+                id: msg_id,
+                channel: channel(*to_kind),
+                recipient_masked: masked,
+                verification_id: Some(&w.id),
+                payload: sealed,
+                now: ms(now),
+                not_after: ms(*expires),
+            })
+        });
+        let mut new_identifiers = Vec::new();
+        if kind == FlowKind::SignUp && next.is_none() {
+            let mut primary_seen = Vec::new();
+            for x in &record.verifications {
+                let kind = kind_of_channel(&x.channel);
+                let is_primary = !primary_seen.contains(&kind);
+                primary_seen.push(kind);
+                new_identifiers.push((verification_identifier(&record, x), is_primary));
+            }
+        }
+        let identifier_rows: Vec<NewIdentifier<'_>> = new_identifiers
+            .iter()
+            .map(|(identifier, is_primary)| NewIdentifier {
+                id: IdentifierId::generate(),
+                kind: identifier.kind().as_str(),
+                value: identifier.display(),
+                canonical: identifier.canonical(),
+                is_primary: *is_primary,
+            })
+            .collect();
+        let completion = match (&next, kind) {
+            (Some((w, _, _, prepared, expires)), _) => Completion::Next {
+                ver_id: &w.id,
+                code_hash: &prepared.code_hash,
+                expires_at: ms(*expires),
+                flow_expires_at: ms(now + self.policy.flow_idle_ttl),
+                message: next_message.as_ref(),
+            },
+            (None, FlowKind::SignUp) => Completion::SignUp {
                 user_id: &user_id,
-                identifier_id,
-                email: &email,
+                identifiers: &identifier_rows,
                 session: &session,
             },
-            None => Completion::SignIn {
+            (None, FlowKind::SignIn) => Completion::SignIn {
                 user_id: &user_id,
                 session: &session,
             },
@@ -444,17 +708,24 @@ impl Auth {
             retry_after_secs: ((until - ms(now)).max(1000) as u64).div_ceil(1000),
         };
         let log = |event: &str, reason: &str| {
-            tracing::info!(event, reason, flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), ip = client.ip.unwrap_or("-"));
+            tracing::info!(event, reason, flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), ip = client.ip.unwrap_or("-"));
         };
         match outcome {
+            AttemptOutcome::Completed if next.is_some() => {
+                if next_message.is_some() {
+                    self.outbox.wake();
+                }
+                tracing::info!(event = "identifier_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), next = %next.as_ref().map(|n| n.1.as_str()).unwrap_or("-"), ip = client.ip.unwrap_or("-"));
+                Ok(Attempted::NextVerification)
+            }
             AttemptOutcome::Completed => {
-                tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %masked(&record), user_id = %user_id, session_id = %session_id, ip = client.ip.unwrap_or("-"));
-                Ok(SignedIn {
+                tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), user_id = %user_id, session_id = %session_id, ip = client.ip.unwrap_or("-"));
+                Ok(Attempted::SignedIn(SignedIn {
                     token,
                     session_id,
                     user_id,
-                    redirect: record.redirect_url.map(RedirectTarget::from_trusted),
-                })
+                    redirect: record.redirect_url.clone().map(RedirectTarget::from_trusted),
+                }))
             }
             AttemptOutcome::Locked { until } => {
                 log("code_refused", "identifier_locked");
@@ -466,7 +737,7 @@ impl Auth {
             } => {
                 log("code_incorrect", &format!("{remaining} tries left"));
                 if let Some(until) = locked_until {
-                    tracing::warn!(event = "identifier_locked", identifier = %masked(&record), "too many consecutive wrong codes; identifier locked");
+                    tracing::warn!(event = "identifier_locked", identifier = %identifier.masked(), "too many consecutive wrong codes; locked");
                     return Err(locked(until));
                 }
                 Err(match remaining {
@@ -480,7 +751,11 @@ impl Auth {
                     .load_flow(&record.id)
                     .await?
                     .ok_or(FlowError::NotFound)?;
-                let cv = &current.verification;
+                let cv = current
+                    .verifications
+                    .iter()
+                    .find(|x| x.id == v.id)
+                    .ok_or(FlowError::NotFound)?;
                 let err = if cv.status == "verified" || current.status == "complete" {
                     AttemptError::AlreadyUsed
                 } else if cv.status == "pending" && cv.expires_at <= ms(now) {

@@ -14,15 +14,15 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use flow::{
-    AttemptError, FlowError, FlowKind, FlowView, ResendError, SignedIn, StartError,
-    VerificationState,
+    channel, AttemptError, Attempted, Factor, FlowError, FlowKind, FlowView, ResendError,
+    SignedIn, StartError, VerificationState, TEST_CODE,
 };
 
 use crate::clock::SharedClock;
 use crate::crypto::{random_token, Keys};
 use crate::delivery::OutboxSignal;
-use crate::domain::{EmailAddress, SessionId, UserId};
-use crate::store::{ms, Store};
+use crate::domain::{Accepts, EmailAddress, PhonePolicy, SessionId, UserId};
+use crate::store::{ms, Store, StoredIdentifier};
 
 /// Numbers that govern flows, codes and sessions (all from configuration).
 #[derive(Debug, Clone)]
@@ -36,6 +36,11 @@ pub struct Policy {
     /// Consecutive wrong codes (across codes and flows) that lock an identifier.
     pub lockout_max_failures: u32,
     pub lockout_cooldown: Duration,
+    /// Test identifiers get no message and accept [`TEST_CODE`].
+    pub test_mode: bool,
+    /// Kinds of identifiers a sign-in code may be sent to.
+    pub factor_kinds: Accepts,
+    pub phone_policy: PhonePolicy,
 }
 
 /// Who is making a request, as far as the state machine cares.
@@ -107,6 +112,11 @@ impl Auth {
             joined_at: crate::store::from_ms(session.user_created_at),
             session_expires_at: crate::store::from_ms(session.expires_at),
         }))
+    }
+
+    /// The account's identifiers (emails first, primary first), for the profile page.
+    pub async fn identifiers(&self, user: &UserId) -> anyhow::Result<Vec<StoredIdentifier>> {
+        self.store.user_identifiers(user).await
     }
 
     /// Ends a session: its row is deleted, so the token stops working everywhere at once.

@@ -147,6 +147,22 @@ impl EmailAddress {
         let first: String = local.chars().take(1).collect();
         format!("{first}***@{domain}")
     }
+
+    /// A masked form for pages: first character of the local part, "•••", then the domain as
+    /// shown, e.g. "j•••@example.com". Reveals no more than [`masked`](Self::masked).
+    pub fn safe_identifier(&self) -> String {
+        let (local, domain) = self.display.rsplit_once('@').unwrap_or(("", ""));
+        let first: String = local.chars().take(1).collect();
+        format!("{first}•••@{domain}")
+    }
+
+    /// Whether this is a test address: one of the `+`-separated tags of the local part is
+    /// exactly `latchkey_test`, compared on the canonical (lowercased) form, e.g.
+    /// "jane+latchkey_test@example.com" or "jane+latchkey_test+2@example.com".
+    pub fn is_test_address(&self) -> bool {
+        let (local, _) = self.canonical.rsplit_once('@').unwrap_or(("", ""));
+        local.split('+').skip(1).any(|tag| tag == "latchkey_test")
+    }
 }
 
 impl fmt::Debug for EmailAddress {
@@ -285,6 +301,24 @@ mod tests {
             e.mailbox_address().unwrap().to_string(),
             "anna@xn--bcher-kva.example"
         );
+    }
+
+    #[test]
+    fn the_safe_identifier_shows_the_first_character_and_the_domain() {
+        assert_eq!(
+            ok("Jane.Doe@Example.com").safe_identifier(),
+            "J•••@example.com"
+        );
+    }
+
+    #[test]
+    fn a_latchkey_test_subaddress_marks_a_test_address() {
+        assert!(ok("jane+latchkey_test@example.com").is_test_address());
+        assert!(ok("Jane+LATCHKEY_TEST@example.com").is_test_address());
+        assert!(!ok("jane@example.com").is_test_address());
+        assert!(!ok("latchkey_test@example.com").is_test_address());
+        assert!(ok("jane+latchkey_test+2@example.com").is_test_address());
+        assert!(!ok("jane+latchkey_testing@example.com").is_test_address());
     }
 
     #[test]

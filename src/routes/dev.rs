@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use super::pages::{not_found, DevOutboxPage, OutboxRow};
+use super::pages::{not_found, DevOutboxPage, DevSettingsPage, OutboxRow};
 use super::Ctx;
 use crate::delivery::CodeMessage;
 use crate::store::from_ms;
@@ -53,6 +53,72 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
         StatusCode::OK,
         &DevOutboxPage {
             page: ctx.page_ctx("Development outbox"),
+            rows,
+        },
+    )
+}
+
+/// `/dev/settings`: the identifier, strategy and delivery settings in force, read-only.
+pub async fn settings(ctx: Ctx) -> HttpResponse {
+    if !ctx.state.settings.dev_mode {
+        return not_found(ctx).await;
+    }
+    let s = &ctx.state.settings;
+    let on = |b: bool| if b { "on" } else { "off" }.to_string();
+    let mut rows = Vec::new();
+    for (name, r) in [("email", &s.identifiers.email), ("phone", &s.identifiers.phone)] {
+        rows.push((format!("identifiers.{name}.enabled"), on(r.enabled)));
+        rows.push((format!("identifiers.{name}.required"), on(r.required)));
+        rows.push((
+            format!("identifiers.{name}.used_for_sign_in"),
+            on(r.used_for_sign_in),
+        ));
+    }
+    rows.push(("strategies.email_code".into(), on(s.strategies.email_code)));
+    rows.push(("strategies.phone_code".into(), on(s.strategies.phone_code)));
+    rows.push((
+        "phone.default_region".into(),
+        s.phone_policy
+            .default_region()
+            .unwrap_or("none (numbers need +country code)")
+            .to_string(),
+    ));
+    rows.push((
+        "phone.allowed_countries".into(),
+        s.phone_policy.describe_allowed(),
+    ));
+    rows.push(("sms.provider".into(), s.sms.name().to_string()));
+    rows.push((
+        "smtp_url".into(),
+        if s.smtp_url.is_some() {
+            "set"
+        } else {
+            "unset (codes are logged and listed on /dev/outbox)"
+        }
+        .into(),
+    ));
+    rows.push((
+        "test_mode".into(),
+        if s.test_mode {
+            "on: +latchkey_test addresses and +1 XXX 555-0100…0199 numbers get no message and accept 424242".into()
+        } else {
+            "off".into()
+        },
+    ));
+    rows.push(("codes.length".into(), s.code_length.to_string()));
+    rows.push(("codes.ttl_secs".into(), s.code_ttl.as_secs().to_string()));
+    rows.push(("codes.max_attempts".into(), s.code_max_attempts.to_string()));
+    rows.push((
+        "codes.resend_cooldown_secs".into(),
+        s.resend_cooldown.as_secs().to_string(),
+    ));
+    for w in &s.warnings {
+        rows.push(("warning".into(), w.clone()));
+    }
+    ctx.render(
+        StatusCode::OK,
+        &DevSettingsPage {
+            page: ctx.page_ctx("Instance settings"),
             rows,
         },
     )

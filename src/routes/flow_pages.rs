@@ -6,16 +6,22 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::context::with_retry_after;
-use super::pages::{IdentifierPage, Link, VerifyPage};
+use super::pages::{FactorChoice, Field, IdentifierPage, Link, VerifyPage};
 use super::{paths, Ctx};
-use crate::auth::{AttemptError, FlowError, FlowKind, FlowView, ResendError, StartError};
-use crate::domain::{EmailAddress, FlowId, OtpCode, RedirectTarget};
+use crate::auth::{
+    AttemptError, Attempted, FlowError, FlowKind, FlowView, ResendError, StartError,
+};
+use crate::domain::{
+    Accepts, FlowId, Identifier, IdentifierId, IdentifierKind, OtpCode, RedirectTarget,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct StartQuery {
     redirect_url: Option<String>,
     email_address: Option<String>,
+    phone_number: Option<String>,
+    identifier: Option<String>,
     flow: Option<String>,
 }
 
@@ -23,7 +29,10 @@ pub struct StartQuery {
 #[serde(default)]
 pub struct StartForm {
     pub csrf_token: String,
+    /// The sign-in field when it accepts both kinds.
+    identifier: String,
     email_address: String,
+    phone_number: String,
     redirect_url: String,
 }
 
@@ -40,10 +49,43 @@ pub struct TokenForm {
     pub csrf_token: String,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct FactorForm {
+    pub csrf_token: String,
+    identifier_id: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct CodePageQuery {
     sent: Option<String>,
+    verified: Option<String>,
+}
+
+/// What the person typed into the identifier form (kept on every re-render).
+#[derive(Debug, Default, Clone)]
+struct Typed {
+    identifier: String,
+    email: String,
+    phone: String,
+}
+
+impl Typed {
+    fn clipped(mut self) -> Self {
+        for v in [&mut self.identifier, &mut self.email, &mut self.phone] {
+            *v = v.chars().take(320).collect();
+        }
+        self
+    }
+}
+
+/// Which form field an error belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldName {
+    Identifier,
+    Email,
+    Phone,
 }
 
 /// Validates a `redirect_url`; anything unsafe is dropped (the flow falls back to `/user`) and logged.
@@ -77,21 +119,124 @@ fn other(kind: FlowKind) -> FlowKind {
     }
 }
 
+fn field(name: FieldName, label: String, value: &str, required: bool, invalid: bool) -> Field {
+    let (html_name, input_type, inputmode, autocomplete) = match name {
+        FieldName::Identifier => ("identifier", "text", "email", "username"),
+        FieldName::Email => ("email_address", "email", "email", "email"),
+        FieldName::Phone => ("phone_number", "tel", "tel", "tel"),
+    };
+    Field {
+        name: html_name,
+        label,
+        input_type,
+        inputmode,
+        autocomplete,
+        value: value.to_string(),
+        required,
+        invalid,
+    }
+}
+
+/// The fields of the identifier step, as the instance's settings ask for them.
+fn fields(ctx: &Ctx, kind: FlowKind, typed: &Typed, invalid: Option<FieldName>) -> Vec<Field> {
+    let rules = &ctx.state.settings.identifiers;
+    match kind {
+        FlowKind::SignIn => {
+            let accepts = rules.sign_in();
+            let (name, label, value) = match (accepts.email, accepts.phone) {
+                (true, true) => (
+                    FieldName::Identifier,
+                    "Email address or phone number",
+                    first_non_empty(&[&typed.identifier, &typed.email, &typed.phone]),
+                ),
+                (false, true) => (
+                    FieldName::Phone,
+                    "Phone number",
+                    first_non_empty(&[&typed.phone, &typed.identifier]),
+                ),
+                _ => (
+                    FieldName::Email,
+                    "Email address",
+                    first_non_empty(&[&typed.email, &typed.identifier]),
+                ),
+            };
+            vec![field(name, label.into(), value, true, invalid.is_some())]
+        }
+        FlowKind::SignUp => {
+            let both = rules.email.enabled && rules.phone.enabled;
+            let label = |base: &str, required: bool| {
+                if both && !required {
+                    format!("{base} (optional)")
+                } else {
+                    base.to_string()
+                }
+            };
+            // With no identifier required, either one will do: neither is marked optional.
+            let none_required = !rules.email.required && !rules.phone.required;
+            let mut out = Vec::new();
+            if rules.email.enabled {
+                let required = rules.email.required || !rules.phone.enabled;
+                out.push(field(
+                    FieldName::Email,
+                    label("Email address", required || none_required),
+                    &typed.email,
+                    required,
+                    invalid == Some(FieldName::Email),
+                ));
+            }
+            if rules.phone.enabled {
+                let required = rules.phone.required || !rules.email.enabled;
+                out.push(field(
+                    FieldName::Phone,
+                    label("Phone number", required || none_required),
+                    &typed.phone,
+                    required,
+                    invalid == Some(FieldName::Phone),
+                ));
+            }
+            out
+        }
+    }
+}
+
+fn first_non_empty<'a>(values: &[&'a String]) -> &'a str {
+    values
+        .iter()
+        .find(|v| !v.is_empty())
+        .map(|v| v.as_str())
+        .unwrap_or_default()
+}
+
+/// The most natural name for what the sign-in/sign-up form asks for, in a sentence.
+fn asked_for(ctx: &Ctx, kind: FlowKind) -> &'static str {
+    let rules = &ctx.state.settings.identifiers;
+    let accepts = match kind {
+        FlowKind::SignIn => rules.sign_in(),
+        FlowKind::SignUp => rules.sign_up(),
+    };
+    match (accepts.email, accepts.phone) {
+        (true, true) => "email address or phone number",
+        (false, true) => "phone number",
+        _ => "email address",
+    }
+}
+
 fn identifier_page(
     ctx: &Ctx,
     kind: FlowKind,
-    email: &str,
+    typed: &Typed,
     redirect: Option<&RedirectTarget>,
-    error: Option<(String, Option<Link>)>,
+    error: Option<(String, Option<Link>, Option<FieldName>)>,
 ) -> IdentifierPage {
     let redirect_url = redirect.map(|r| r.as_str()).unwrap_or_default();
+    let product = &ctx.state.settings.product_name;
     let (title, heading, lead, switch_text, switch_label) = match kind {
         FlowKind::SignUp => (
             "Sign up",
             "Create your account".to_string(),
             format!(
-                "to continue to {}. We will email you a code; no password needed.",
-                ctx.state.settings.product_name
+                "to continue to {product}. We will send you a code to verify your {}; no password needed.",
+                asked_for(ctx, kind)
             ),
             "Already have an account?",
             "Sign in",
@@ -99,14 +244,14 @@ fn identifier_page(
         FlowKind::SignIn => (
             "Sign in",
             "Sign in".to_string(),
-            format!("to continue to {}", ctx.state.settings.product_name),
+            format!("to continue to {product}"),
             "No account?",
             "Sign up",
         ),
     };
-    let (error, error_link) = match error {
-        Some((m, l)) => (Some(m), l),
-        None => (None, None),
+    let (error, error_link, invalid) = match error {
+        Some((m, l, f)) => (Some(m), l, f),
+        None => (None, None, None),
     };
     IdentifierPage {
         page: ctx.page_ctx(title),
@@ -114,7 +259,7 @@ fn identifier_page(
         lead,
         action: paths::start(kind).to_string(),
         csrf_token: ctx.csrf_token(kind.as_str()),
-        email: email.to_string(),
+        fields: fields(ctx, kind, typed, invalid),
         redirect_url: redirect_url.to_string(),
         error,
         error_link,
@@ -141,19 +286,111 @@ pub async fn start_page(ctx: Ctx, kind: FlowKind, query: web::Query<StartQuery>)
         Ok(None) => {}
         Err(resp) => return resp,
     }
-    let mut email = query.email_address.clone().unwrap_or_default();
+    let mut typed = Typed {
+        identifier: query.identifier.clone().unwrap_or_default(),
+        email: query.email_address.clone().unwrap_or_default(),
+        phone: query.phone_number.clone().unwrap_or_default(),
+    };
     // "Edit" from the code page: prefill from the flow (only this browser's own flows).
     if let Some(flow) = query.flow.as_deref().and_then(FlowId::parse) {
         if let Ok(view) = ctx.state.auth.flow(&flow, kind, &ctx.client()).await {
-            email = view.identifier;
+            for (k, value) in &view.identifiers {
+                match k {
+                    IdentifierKind::Email => typed.email = value.clone(),
+                    IdentifierKind::Phone => typed.phone = value.clone(),
+                }
+            }
+            if let Some((_, first)) = view.identifiers.first() {
+                typed.identifier = first.clone();
+            }
             redirect = redirect.or(view.redirect);
         }
     }
-    let email: String = email.chars().take(320).collect();
     ctx.render(
         StatusCode::OK,
-        &identifier_page(&ctx, kind, &email, redirect.as_ref(), None),
+        &identifier_page(&ctx, kind, &typed.clipped(), redirect.as_ref(), None),
     )
+}
+
+type FieldError = (String, Option<FieldName>);
+
+/// Parses the identifier step's fields, as the settings ask for them.
+fn parse_identifiers(
+    ctx: &Ctx,
+    kind: FlowKind,
+    typed: &Typed,
+) -> Result<Vec<Identifier>, FieldError> {
+    let settings = &ctx.state.settings;
+    let rules = &settings.identifiers;
+    let policy = &settings.phone_policy;
+    let only = |email: bool| Accepts {
+        email,
+        phone: !email,
+    };
+    match kind {
+        FlowKind::SignIn => {
+            let accepts = rules.sign_in();
+            let (input, name) = match (accepts.email, accepts.phone) {
+                (true, true) => (
+                    first_non_empty(&[&typed.identifier, &typed.email, &typed.phone]),
+                    FieldName::Identifier,
+                ),
+                (false, true) => (
+                    first_non_empty(&[&typed.phone, &typed.identifier]),
+                    FieldName::Phone,
+                ),
+                _ => (
+                    first_non_empty(&[&typed.email, &typed.identifier]),
+                    FieldName::Email,
+                ),
+            };
+            Identifier::parse_field(input, accepts, policy)
+                .map(|i| vec![i])
+                .map_err(|e| (e.to_string(), Some(name)))
+        }
+        FlowKind::SignUp => {
+            let mut out = Vec::new();
+            let none_required = !rules.email.required && !rules.phone.required;
+            for (enabled, required, value, is_email, name) in [
+                (rules.email.enabled, rules.email.required, &typed.email, true, FieldName::Email),
+                (rules.phone.enabled, rules.phone.required, &typed.phone, false, FieldName::Phone),
+            ] {
+                if !enabled {
+                    continue;
+                }
+                let blank = value.trim().is_empty();
+                if blank && !required {
+                    continue;
+                }
+                let identifier = Identifier::parse_field(value, only(is_email), policy)
+                    .map_err(|e| (e.to_string(), Some(name)))?;
+                out.push(identifier);
+            }
+            if out.is_empty() {
+                let message = if none_required && rules.email.enabled && rules.phone.enabled {
+                    "Enter an email address or a phone number."
+                } else if rules.email.enabled {
+                    "Enter your email address."
+                } else {
+                    "Enter your phone number."
+                };
+                let name = if rules.email.enabled {
+                    FieldName::Email
+                } else {
+                    FieldName::Phone
+                };
+                return Err((message.into(), Some(name)));
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn kind_words(kind: IdentifierKind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        IdentifierKind::Email => ("email address", "address", "email_address"),
+        IdentifierKind::Phone => ("phone number", "number", "phone_number"),
+    }
 }
 
 /// POST of the identifier step: start the flow and send the code.
@@ -162,51 +399,68 @@ pub async fn start(ctx: Ctx, kind: FlowKind, form: web::Form<StartForm>) -> Http
         return resp;
     }
     let redirect = redirect_target(&ctx, Some(&form.redirect_url));
-    let typed = &form.email_address;
-    let invalid = |message: String, link: Option<Link>| {
+    let typed = Typed {
+        identifier: form.identifier.clone(),
+        email: form.email_address.clone(),
+        phone: form.phone_number.clone(),
+    }
+    .clipped();
+    let invalid = |message: String, link: Option<Link>, name: Option<FieldName>| {
         ctx.render(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &identifier_page(&ctx, kind, typed, redirect.as_ref(), Some((message, link))),
+            &identifier_page(&ctx, kind, &typed, redirect.as_ref(), Some((message, link, name))),
         )
     };
-    let email = match EmailAddress::parse(typed) {
-        Ok(e) => e,
-        Err(e) => return invalid(e.to_string(), None),
+    let identifiers = match parse_identifiers(&ctx, kind, &typed) {
+        Ok(i) => i,
+        Err((message, name)) => return invalid(message, None, name),
     };
     let redirect_str = redirect.as_ref().map(|r| r.as_str()).unwrap_or_default();
     match ctx
         .state
         .auth
-        .start(kind, &email, redirect.as_ref(), &ctx.client())
+        .start(kind, &identifiers, redirect.as_ref(), &ctx.client())
         .await
     {
         Ok(flow) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
-        Err(StartError::IdentifierNotFound) => invalid(
-            "We couldn't find an account with that email address.".into(),
-            Some(Link::new(
-                "Create an account with this address",
-                with_query(
-                    paths::SIGN_UP,
-                    &[
-                        ("email_address", email.display()),
-                        ("redirect_url", redirect_str),
-                    ],
-                ),
-            )),
-        ),
-        Err(StartError::IdentifierTaken) => invalid(
-            "An account with this email address already exists.".into(),
-            Some(Link::new(
-                "Sign in instead",
-                with_query(
-                    paths::SIGN_IN,
-                    &[
-                        ("email_address", email.display()),
-                        ("redirect_url", redirect_str),
-                    ],
-                ),
-            )),
-        ),
+        Err(StartError::IdentifierNotFound) => {
+            let identifier = &identifiers[0];
+            let (what, short, param) = kind_words(identifier.kind());
+            invalid(
+                format!("We couldn't find an account with that {what}."),
+                Some(Link::new(
+                    &format!("Create an account with this {short}"),
+                    with_query(
+                        paths::SIGN_UP,
+                        &[(param, identifier.display()), ("redirect_url", redirect_str)],
+                    ),
+                )),
+                Some(FieldName::Identifier),
+            )
+        }
+        Err(StartError::IdentifierTaken(taken)) => {
+            let (what, _, param) = kind_words(taken);
+            let value = identifiers
+                .iter()
+                .find(|i| i.kind() == taken)
+                .map(|i| i.display().to_string())
+                .unwrap_or_default();
+            let name = match taken {
+                IdentifierKind::Email => FieldName::Email,
+                IdentifierKind::Phone => FieldName::Phone,
+            };
+            invalid(
+                format!("An account with this {what} already exists."),
+                Some(Link::new(
+                    "Sign in instead",
+                    with_query(
+                        paths::SIGN_IN,
+                        &[(param, &value), ("redirect_url", redirect_str)],
+                    ),
+                )),
+                Some(name),
+            )
+        }
         Err(StartError::Internal(e)) => ctx.internal(e.context("starting a flow")),
     }
 }
@@ -222,16 +476,26 @@ fn verify_page(
         Some((m, l)) => (Some(m), l),
         None => (None, None),
     };
-    let start_over_label = match view.kind {
-        FlowKind::SignUp => "Start over",
-        FlowKind::SignIn => "Use another email address",
+    let v = &view.verification;
+    let (heading, what) = match v.kind {
+        IdentifierKind::Email => ("Check your email", "email address"),
+        IdentifierKind::Phone => ("Check your phone", "phone number"),
     };
+    let start_over_label = match view.kind {
+        FlowKind::SignUp => "Start over".to_string(),
+        FlowKind::SignIn => format!("Use another {what}"),
+    };
+    let step = (v.steps > 1).then(|| format!("Step {} of {}: verify your {what}", v.step, v.steps));
     VerifyPage {
-        page: ctx.page_ctx("Check your email"),
-        destination: view.verification.destination.clone(),
+        page: ctx.page_ctx(heading),
+        heading: heading.to_string(),
+        step,
+        destination: v.destination.clone(),
+        by_sms: v.kind == IdentifierKind::Phone,
         edit_url: paths::edit(view.kind, &view.id),
         action: paths::verify(view.kind, &view.id),
         resend_action: paths::resend(view.kind, &view.id),
+        factor_action: paths::factor(&view.id),
         csrf_token: ctx.csrf_token(view.id.as_str()),
         code: code.chars().take(32).collect(),
         code_length: ctx.state.settings.code_length,
@@ -239,8 +503,16 @@ fn verify_page(
         error_link,
         notice,
         resend_wait_secs: view.resend_wait_secs(),
-        code_dead: view.verification.dead,
-        start_over: Link::new(start_over_label, paths::edit(view.kind, &view.id)),
+        code_dead: v.dead,
+        other_factors: view
+            .other_factors
+            .iter()
+            .map(|f| FactorChoice {
+                identifier_id: f.identifier_id.to_string(),
+                label: format!("Send a code to {}", f.safe_identifier),
+            })
+            .collect(),
+        start_over: Link::new(&start_over_label, paths::edit(view.kind, &view.id)),
     }
 }
 
@@ -308,10 +580,17 @@ pub async fn code_page(
     match ctx.state.auth.flow(&flow, kind, &ctx.client()).await {
         Ok(view) if view.complete => ctx.redirect(&landing(view.redirect.as_ref()), vec![]),
         Ok(view) => {
-            let notice = query
-                .sent
-                .is_some()
-                .then(|| "We sent you a new code. Earlier codes no longer work.".to_string());
+            let notice = if query.verified.is_some() {
+                Some(match view.verification.kind {
+                    IdentifierKind::Email => "Verified. Now enter the code we sent to your email address.".to_string(),
+                    IdentifierKind::Phone => "Verified. Now enter the code we sent to your phone.".to_string(),
+                })
+            } else {
+                query
+                    .sent
+                    .is_some()
+                    .then(|| "We sent you a new code. Earlier codes no longer work.".to_string())
+            };
             ctx.render(StatusCode::OK, &verify_page(&ctx, &view, "", None, notice))
         }
         Err(e) => flow_error(&ctx, kind, e),
@@ -354,7 +633,10 @@ pub async fn attempt(
     };
     let previous_session = ctx.current_user().await.ok().flatten();
     match ctx.state.auth.attempt(&flow, kind, &code, &ctx.client()).await {
-        Ok(signed_in) => {
+        Ok(Attempted::NextVerification) => {
+            ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)), vec![])
+        }
+        Ok(Attempted::SignedIn(signed_in)) => {
             // A browser holds one session: an earlier one is ended, never reused.
             if let Some(prev) = previous_session {
                 if let Err(e) = ctx.state.auth.sign_out(&prev.session_id).await {
@@ -400,7 +682,7 @@ pub async fn attempt(
                 StatusCode::CONFLICT,
                 "",
                 (
-                    "An account with this email address was created meanwhile.".into(),
+                    "An account with this email address or phone number was created meanwhile.".into(),
                     Some(Link::new("Sign in instead", paths::SIGN_IN)),
                 ),
             )
@@ -416,7 +698,7 @@ pub async fn attempt(
                 &form.code,
                 (
                     format!(
-                        "Too many incorrect codes for this email address. For your security, try again in about {minutes} minute{}.",
+                        "Too many incorrect codes. For your security, try again in about {minutes} minute{}.",
                         if minutes == 1 { "" } else { "s" }
                     ),
                     None,
@@ -441,6 +723,45 @@ pub async fn resend(
         Err(resp) => return resp,
     };
     match ctx.state.auth.resend(&flow, kind, &ctx.client()).await {
+        Ok(view) => ctx.redirect(&format!("{}?sent=1", paths::verify(kind, &view.id)), vec![]),
+        Err(ResendError::Cooldown { wait_secs, view }) => {
+            let page = verify_page(
+                &ctx,
+                &view,
+                "",
+                Some((
+                    format!("You can request a new code in {wait_secs} seconds."),
+                    None,
+                )),
+                None,
+            );
+            with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
+        }
+        Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
+        Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),
+    }
+}
+
+/// POST of "Use another method" (sign-in): the code goes to another identifier of the account.
+pub async fn switch_factor(
+    ctx: Ctx,
+    flow: web::Path<String>,
+    form: web::Form<FactorForm>,
+) -> HttpResponse {
+    let kind = FlowKind::SignIn;
+    let flow = match checked_flow_post(&ctx, kind, &flow, &form.csrf_token) {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let Some(identifier) = IdentifierId::parse(&form.identifier_id) else {
+        return flow_error(&ctx, kind, FlowError::NotFound);
+    };
+    match ctx
+        .state
+        .auth
+        .switch_factor(&flow, &identifier, &ctx.client())
+        .await
+    {
         Ok(view) => ctx.redirect(&format!("{}?sent=1", paths::verify(kind, &view.id)), vec![]),
         Err(ResendError::Cooldown { wait_secs, view }) => {
             let page = verify_page(

@@ -5,10 +5,17 @@ use actix_web::{web, HttpResponse};
 
 use super::AppState;
 
-pub async fn healthz() -> HttpResponse {
+/// Says so when test mode is on outside dev mode, so a monitor can catch it.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let s = &state.settings;
+    let body = if s.test_mode && !s.dev_mode {
+        "ok (TEST MODE IS ON: test identifiers accept the code 424242)"
+    } else {
+        "ok"
+    };
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
-        .body("ok")
+        .body(body)
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {

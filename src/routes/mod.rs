@@ -49,6 +49,7 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const DEV_OUTBOX: &str = "/dev/outbox";
+    pub const DEV_SETTINGS: &str = "/dev/settings";
     pub const STATIC: &str = "/static";
 
     pub fn start(kind: FlowKind) -> &'static str {
@@ -64,6 +65,11 @@ pub mod paths {
 
     pub fn resend(kind: FlowKind, id: &FlowId) -> String {
         format!("{}/resend/{}", start(kind), id)
+    }
+
+    /// "Use another method" on a sign-in code page.
+    pub fn factor(id: &FlowId) -> String {
+        format!("{SIGN_IN}/factor/{id}")
     }
 
     /// The identifier step, prefilled from an existing flow ("Edit").
@@ -109,6 +115,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(sign_in::code_page))
                 .route(web::post().to(sign_in::resend)),
         )
+        .service(
+            web::resource("/sign-in/factor/{flow}")
+                .route(web::get().to(sign_in::code_page))
+                .route(web::post().to(sign_in::switch_factor)),
+        )
         .route(paths::USER, web::get().to(user::page))
         .service(
             web::resource(paths::SIGN_OUT)
@@ -118,5 +129,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(paths::HEALTHZ, web::get().to(health::healthz))
         .route(paths::READYZ, web::get().to(health::readyz))
         .route(paths::DEV_OUTBOX, web::get().to(dev::outbox))
+        .route(paths::DEV_SETTINGS, web::get().to(dev::settings))
         .route("/static/{name}", web::get().to(assets::serve));
 }

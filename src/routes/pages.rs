@@ -22,6 +22,10 @@ impl PageCtx {
     pub fn dev_outbox_url(&self) -> &'static str {
         paths::DEV_OUTBOX
     }
+
+    pub fn dev_settings_url(&self) -> &'static str {
+        paths::DEV_SETTINGS
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +43,24 @@ impl Link {
     }
 }
 
+/// One input of the identifier step.
+pub struct Field {
+    pub name: &'static str,
+    pub label: String,
+    pub input_type: &'static str,
+    pub inputmode: &'static str,
+    pub autocomplete: &'static str,
+    pub value: String,
+    pub required: bool,
+    pub invalid: bool,
+}
+
+/// "Send a code to +1 ••• ••• •123" on the sign-in code page.
+pub struct FactorChoice {
+    pub identifier_id: String,
+    pub label: String,
+}
+
 /// Step 1 of sign-up and sign-in: the identifier.
 #[derive(Template)]
 #[template(path = "pages/identifier.html")]
@@ -48,7 +70,7 @@ pub struct IdentifierPage {
     pub lead: String,
     pub action: String,
     pub csrf_token: String,
-    pub email: String,
+    pub fields: Vec<Field>,
     pub redirect_url: String,
     pub error: Option<String>,
     pub error_link: Option<Link>,
@@ -61,10 +83,16 @@ pub struct IdentifierPage {
 #[template(path = "pages/verify.html")]
 pub struct VerifyPage {
     pub page: PageCtx,
+    pub heading: String,
+    /// "Step 1 of 2: verify your email address" when a sign-up verifies several identifiers.
+    pub step: Option<String>,
     pub destination: String,
+    pub by_sms: bool,
     pub edit_url: String,
     pub action: String,
     pub resend_action: String,
+    pub factor_action: String,
+    pub other_factors: Vec<FactorChoice>,
     pub csrf_token: String,
     pub code: String,
     pub code_length: usize,
@@ -80,10 +108,24 @@ pub struct VerifyPage {
 #[template(path = "pages/user.html")]
 pub struct UserPage {
     pub page: PageCtx,
-    pub email: String,
+    pub emails: Vec<ProfileIdentifier>,
+    pub phones: Vec<ProfileIdentifier>,
     pub joined: String,
     pub sign_out_action: &'static str,
     pub csrf_token: String,
+}
+
+pub struct ProfileIdentifier {
+    pub value: String,
+    pub primary: bool,
+    pub verified: bool,
+}
+
+#[derive(Template)]
+#[template(path = "pages/dev_settings.html")]
+pub struct DevSettingsPage {
+    pub page: PageCtx,
+    pub rows: Vec<(String, String)>,
 }
 
 #[derive(Template)]

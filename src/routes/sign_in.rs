@@ -1,8 +1,10 @@
-//! `/sign-in`: the identifier step, the code step and "Resend code".
+//! `/sign-in`: the identifier step, the code step, "Resend code" and "Use another method".
 
 use actix_web::{web, HttpResponse};
 
-use super::flow_pages::{self, CodeForm, CodePageQuery, StartForm, StartQuery, TokenForm};
+use super::flow_pages::{
+    self, CodeForm, CodePageQuery, FactorForm, StartForm, StartQuery, TokenForm,
+};
 use super::Ctx;
 use crate::auth::FlowKind;
 
@@ -30,4 +32,12 @@ pub async fn attempt(ctx: Ctx, flow: web::Path<String>, form: web::Form<CodeForm
 
 pub async fn resend(ctx: Ctx, flow: web::Path<String>, form: web::Form<TokenForm>) -> HttpResponse {
     flow_pages::resend(ctx, KIND, flow, form).await
+}
+
+pub async fn switch_factor(
+    ctx: Ctx,
+    flow: web::Path<String>,
+    form: web::Form<FactorForm>,
+) -> HttpResponse {
+    flow_pages::switch_factor(ctx, flow, form).await
 }

@@ -4,8 +4,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 use super::flow_pages::TokenForm;
-use super::pages::UserPage;
+use super::pages::{ProfileIdentifier, UserPage};
 use super::{paths, Ctx};
+use crate::domain::IdentifierKind;
 
 const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[day padding:none] [month repr:long] [year]");
@@ -18,13 +19,25 @@ pub async fn page(ctx: Ctx) -> HttpResponse {
         }
         Err(resp) => return resp,
     };
+    let identifiers = match ctx.state.auth.identifiers(&user.user_id).await {
+        Ok(i) => i,
+        Err(e) => return ctx.internal(e.context("listing the account's identifiers")),
+    };
+    let of_kind = |kind: IdentifierKind| {
+        identifiers
+            .iter()
+            .filter(|s| s.identifier.kind() == kind)
+            .map(|s| ProfileIdentifier {
+                value: s.identifier.display().to_string(),
+                primary: s.is_primary,
+                verified: s.verified,
+            })
+            .collect::<Vec<_>>()
+    };
     let page = UserPage {
         page: ctx.page_ctx("Your account"),
-        email: user
-            .email
-            .as_ref()
-            .map(|e| e.display().to_string())
-            .unwrap_or_default(),
+        emails: of_kind(IdentifierKind::Email),
+        phones: of_kind(IdentifierKind::Phone),
         joined: user.joined_at.format(JOINED_FORMAT).unwrap_or_default(),
         sign_out_action: paths::SIGN_OUT,
         csrf_token: ctx.session_csrf_token(&user),

@@ -1,28 +1,60 @@
 use super::stmt::{Columns, Stmt};
 use super::Store;
-use crate::domain::{EmailAddress, IdentifierId, UserId};
+use crate::domain::{EmailAddress, Identifier, IdentifierId, IdentifierKind, UserId};
 
-const FIND_EMAIL_OWNER: &str =
-    "SELECT id, user_id, value, canonical FROM identifiers WHERE kind = 'email' AND canonical = $1";
+const FIND_OWNER: &str = "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
+     WHERE kind = $1 AND canonical = $2";
 
-fn owner_from_row(r: &impl Columns) -> (UserId, IdentifierId, EmailAddress) {
-    (
-        UserId::from_trusted(r.text("user_id")),
-        IdentifierId::from_trusted(r.text("id")),
-        EmailAddress::from_trusted(r.text("value"), r.text("canonical")),
-    )
+const USER_IDENTIFIERS: &str = "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
+     WHERE user_id = $1 ORDER BY kind, is_primary DESC, created_at";
+
+/// An identifier of an account, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredIdentifier {
+    pub id: IdentifierId,
+    pub user_id: UserId,
+    pub identifier: Identifier,
+    pub is_primary: bool,
+    pub verified: bool,
+}
+
+fn identifier_from_row(r: &impl Columns) -> StoredIdentifier {
+    let kind = IdentifierKind::parse(&r.text("kind")).unwrap_or(IdentifierKind::Email);
+    StoredIdentifier {
+        id: IdentifierId::from_trusted(r.text("id")),
+        user_id: UserId::from_trusted(r.text("user_id")),
+        identifier: Identifier::from_trusted(kind, r.text("value"), r.text("canonical")),
+        is_primary: r.int("is_primary") != 0,
+        verified: r.opt_int("verified_at").is_some(),
+    }
 }
 
 impl Store {
-    /// The account owning an email address, with the address exactly as stored for that account.
-    pub async fn find_email_owner(
+    /// The account owning an identifier, with the identifier exactly as stored for that account.
+    pub async fn find_owner(
         &self,
-        email: &EmailAddress,
-    ) -> anyhow::Result<Option<(UserId, IdentifierId, EmailAddress)>> {
+        identifier: &Identifier,
+    ) -> anyhow::Result<Option<StoredIdentifier>> {
         self.read_optional(
-            Stmt::new(FIND_EMAIL_OWNER, vec![email.canonical().into()]),
-            |r| owner_from_row(r),
-            owner_from_row,
+            Stmt::new(
+                FIND_OWNER,
+                vec![
+                    identifier.kind().as_str().into(),
+                    identifier.canonical().into(),
+                ],
+            ),
+            |r| identifier_from_row(r),
+            identifier_from_row,
+        )
+        .await
+    }
+
+    /// Every identifier of an account: emails first, primary first.
+    pub async fn user_identifiers(&self, user: &UserId) -> anyhow::Result<Vec<StoredIdentifier>> {
+        self.read_all(
+            Stmt::new(USER_IDENTIFIERS, vec![user.as_str().into()]),
+            |r| identifier_from_row(r),
+            identifier_from_row,
         )
         .await
     }

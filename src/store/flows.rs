@@ -7,13 +7,13 @@ use super::sessions::{insert_session, NewSession};
 use super::sqlite_writer::Unit;
 use super::stmt::{is_unique_violation_sqlite, Columns, Stmt};
 use super::{is_unique_violation, Store};
-use crate::domain::{EmailAddress, FlowId, IdentifierId, UserId, VerificationId};
+use crate::domain::{FlowId, Identifier, IdentifierId, UserId, VerificationId};
 
 pub struct NewFlow<'a> {
     pub id: &'a FlowId,
     pub kind: &'static str,
-    pub identifier_kind: &'static str,
-    pub identifier: &'a EmailAddress,
+    /// The identifier that started the flow (the first one for a sign-up).
+    pub identifier: &'a Identifier,
     pub user_id: Option<&'a UserId>,
     pub redirect_url: Option<&'a str>,
     pub browser_binding: Option<&'a str>,
@@ -23,21 +23,26 @@ pub struct NewFlow<'a> {
 
 pub struct NewVerification<'a> {
     pub id: &'a VerificationId,
+    /// "email" or "sms".
     pub channel: &'static str,
     pub destination: &'a str,
+    pub canonical: &'a str,
     pub identifier_id: Option<&'a IdentifierId>,
-    pub code_hash: &'a str,
+    /// `None` for a verification whose code is sent later (status 'waiting').
+    pub code_hash: Option<&'a str>,
+    pub position: i64,
     pub max_attempts: i64,
     pub sent_at: i64,
     pub expires_at: i64,
 }
 
-/// A flow as stored, with its verification.
+/// A flow as stored, with its verifications in order.
 #[derive(Debug, Clone)]
 pub struct FlowRecord {
     pub id: FlowId,
     pub kind: String,
     pub status: String,
+    pub identifier_kind: String,
     pub identifier_value: String,
     pub identifier_canonical: String,
     pub user_id: Option<UserId>,
@@ -45,15 +50,40 @@ pub struct FlowRecord {
     pub browser_binding: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
-    pub verification: VerificationRecord,
+    /// Never empty; ordered by position.
+    pub verifications: Vec<VerificationRecord>,
+}
+
+impl FlowRecord {
+    /// The verification the person is working on: the first one not verified yet (the last one
+    /// once all are).
+    pub fn current(&self) -> &VerificationRecord {
+        self.verifications
+            .iter()
+            .find(|v| v.status != "verified")
+            .or(self.verifications.last())
+            .expect("a flow has at least one verification")
+    }
+
+    /// The verification whose code is sent once the current one is verified.
+    pub fn next_waiting(&self) -> Option<&VerificationRecord> {
+        let current = self.current();
+        self.verifications
+            .iter()
+            .find(|v| v.status == "waiting" && v.position > current.position)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct VerificationRecord {
     pub id: VerificationId,
+    /// "email" or "sms".
     pub channel: String,
     pub destination: String,
+    /// The comparison key of the identifier (rows from before it was kept: `None`).
+    pub canonical: Option<String>,
     pub identifier_id: Option<IdentifierId>,
+    pub position: i64,
     pub attempts: i64,
     pub max_attempts: i64,
     pub sent_at: i64,
@@ -61,17 +91,42 @@ pub struct VerificationRecord {
     pub status: String,
 }
 
-/// What a completed code check creates.
+/// An identifier a completed sign-up creates.
+pub struct NewIdentifier<'a> {
+    pub id: IdentifierId,
+    pub kind: &'static str,
+    pub value: &'a str,
+    pub canonical: &'a str,
+    pub is_primary: bool,
+}
+
+/// Moves a sign-in flow's code to another of the account's identifiers.
+pub struct FactorSwitch<'a> {
+    pub channel: &'static str,
+    pub destination: &'a str,
+    pub canonical: &'a str,
+    pub identifier_id: &'a IdentifierId,
+}
+
+/// What a correct code leads to.
 pub enum Completion<'a> {
+    /// The last identifier of a sign-up: the user, all identifiers and a session are created.
     SignUp {
         user_id: &'a UserId,
-        identifier_id: &'a IdentifierId,
-        email: &'a EmailAddress,
+        identifiers: &'a [NewIdentifier<'a>],
         session: &'a NewSession<'a>,
     },
     SignIn {
         user_id: &'a UserId,
         session: &'a NewSession<'a>,
+    },
+    /// A sign-up with more identifiers to verify: the next one's code is sent.
+    Next {
+        ver_id: &'a VerificationId,
+        code_hash: &'a str,
+        expires_at: i64,
+        flow_expires_at: i64,
+        message: Option<&'a NewMessage<'a>>,
     },
 }
 
@@ -95,16 +150,18 @@ pub enum AttemptOutcome {
     IdentifierTaken,
 }
 
-const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_value, f.identifier_canonical, f.user_id, \
-     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, v.id AS v_id, v.channel, v.destination, \
-     v.identifier_id, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status \
-     FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1";
+const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_kind, f.identifier_value, f.identifier_canonical, f.user_id, \
+     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
+     v.identifier_id, v.position, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status \
+     FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1 ORDER BY v.position";
 
+/// One row of [`LOAD_FLOW`]: the flow with one of its verifications.
 fn flow_from_row(r: &impl Columns) -> FlowRecord {
     FlowRecord {
         id: FlowId::from_trusted(r.text("id")),
         kind: r.text("kind"),
         status: r.text("status"),
+        identifier_kind: r.text("identifier_kind"),
         identifier_value: r.text("identifier_value"),
         identifier_canonical: r.text("identifier_canonical"),
         user_id: r.opt_text("user_id").map(UserId::from_trusted),
@@ -112,77 +169,97 @@ fn flow_from_row(r: &impl Columns) -> FlowRecord {
         browser_binding: r.opt_text("browser_binding"),
         created_at: r.int("created_at"),
         expires_at: r.int("expires_at"),
-        verification: VerificationRecord {
+        verifications: vec![VerificationRecord {
             id: VerificationId::from_trusted(r.text("v_id")),
             channel: r.text("channel"),
             destination: r.text("destination"),
+            canonical: r.opt_text("v_canonical"),
             identifier_id: r.opt_text("identifier_id").map(IdentifierId::from_trusted),
+            position: r.int("position"),
             attempts: r.int("attempts"),
             max_attempts: r.int("max_attempts"),
             sent_at: r.int("sent_at"),
             expires_at: r.int("v_expires_at"),
             status: r.text("v_status"),
-        },
+        }],
     }
 }
 
+fn merge_rows(rows: Vec<FlowRecord>) -> Option<FlowRecord> {
+    let mut rows = rows.into_iter();
+    let mut record = rows.next()?;
+    for row in rows {
+        record.verifications.extend(row.verifications);
+    }
+    Some(record)
+}
+
+fn insert_verification(flow_id: &FlowId, ver: &NewVerification<'_>) -> Stmt {
+    Stmt::new(
+        "INSERT INTO verifications (id, flow_id, channel, destination, canonical, identifier_id, code_hash, attempts, \
+         max_attempts, sent_at, expires_at, status, position) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)",
+        vec![
+            ver.id.as_str().into(),
+            flow_id.as_str().into(),
+            ver.channel.into(),
+            ver.destination.into(),
+            ver.canonical.into(),
+            ver.identifier_id.map(|i| i.as_str()).into(),
+            ver.code_hash.into(),
+            ver.max_attempts.into(),
+            ver.sent_at.into(),
+            ver.expires_at.into(),
+            if ver.code_hash.is_some() { "pending" } else { "waiting" }.into(),
+            ver.position.into(),
+        ],
+    )
+}
+
 impl Store {
-    /// Creates a flow, its first verification and the message carrying the code, atomically.
+    /// Creates a flow, its verifications (the first with its code, the others waiting) and the
+    /// message carrying the first code (none for a test identifier), atomically.
     pub async fn create_flow(
         &self,
         flow: &NewFlow<'_>,
-        ver: &NewVerification<'_>,
-        msg: &NewMessage<'_>,
+        vers: &[NewVerification<'_>],
+        msg: Option<&NewMessage<'_>>,
     ) -> anyhow::Result<()> {
-        let stmts = vec![
-            Stmt::new(
-                "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
-                 redirect_url, browser_binding, created_at, last_active_at, expires_at) \
-                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9, $10)",
-                vec![
-                    flow.id.as_str().into(),
-                    flow.kind.into(),
-                    flow.identifier_kind.into(),
-                    flow.identifier.display().into(),
-                    flow.identifier.canonical().into(),
-                    flow.user_id.map(|u| u.as_str()).into(),
-                    flow.redirect_url.into(),
-                    flow.browser_binding.into(),
-                    flow.now.into(),
-                    flow.expires_at.into(),
-                ],
-            ),
-            Stmt::new(
-                "INSERT INTO verifications (id, flow_id, channel, destination, identifier_id, code_hash, attempts, \
-                 max_attempts, sent_at, expires_at, status) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, 'pending')",
-                vec![
-                    ver.id.as_str().into(),
-                    flow.id.as_str().into(),
-                    ver.channel.into(),
-                    ver.destination.into(),
-                    ver.identifier_id.map(|i| i.as_str()).into(),
-                    ver.code_hash.into(),
-                    ver.max_attempts.into(),
-                    ver.sent_at.into(),
-                    ver.expires_at.into(),
-                ],
-            ),
-            insert_message(msg),
-        ];
+        let mut stmts = vec![Stmt::new(
+            "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
+             redirect_url, browser_binding, created_at, last_active_at, expires_at) \
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9, $10)",
+            vec![
+                flow.id.as_str().into(),
+                flow.kind.into(),
+                flow.identifier.kind().as_str().into(),
+                flow.identifier.display().into(),
+                flow.identifier.canonical().into(),
+                flow.user_id.map(|u| u.as_str()).into(),
+                flow.redirect_url.into(),
+                flow.browser_binding.into(),
+                flow.now.into(),
+                flow.expires_at.into(),
+            ],
+        )];
+        stmts.extend(vers.iter().map(|v| insert_verification(flow.id, v)));
+        stmts.extend(msg.map(insert_message));
         self.write_all(stmts).await
     }
 
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
-        self.read_optional(
-            Stmt::new(LOAD_FLOW, vec![id.as_str().into()]),
-            |r| flow_from_row(r),
-            flow_from_row,
-        )
-        .await
+        let rows = self
+            .read_all(
+                Stmt::new(LOAD_FLOW, vec![id.as_str().into()]),
+                |r| flow_from_row(r),
+                flow_from_row,
+            )
+            .await?;
+        Ok(merge_rows(rows))
     }
 
     /// Replaces the code of a pending verification (the old code dies, tries reset), cancels any
-    /// undelivered message with the old code, queues the new message and extends the flow.
+    /// undelivered message with the old code, queues the new message (if any) and extends the
+    /// flow; with `switch`, the code goes to another identifier of the account from now on.
     /// Returns false, writing nothing, if the previous send is younger than `cooldown_ms` or the
     /// verification is no longer pending.
     #[allow(clippy::too_many_arguments)]
@@ -195,19 +272,37 @@ impl Store {
         code_expires_at: i64,
         cooldown_ms: i64,
         flow_expires_at: i64,
-        msg: &NewMessage<'_>,
+        switch: Option<&FactorSwitch<'_>>,
+        msg: Option<&NewMessage<'_>>,
     ) -> anyhow::Result<bool> {
         let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3 \
-             WHERE id = $4 AND flow_id = $5 AND status IN ('pending', 'failed') AND sent_at <= $6",
-        )
-        .bind(code_hash)
-        .bind(now)
-        .bind(code_expires_at)
-        .bind(ver_id.as_str())
-        .bind(flow_id.as_str())
-        .bind(now - cooldown_ms)
+        let updated = match switch {
+            None => sqlx::query(
+                "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3 \
+                 WHERE id = $4 AND flow_id = $5 AND status IN ('pending', 'failed') AND sent_at <= $6",
+            )
+            .bind(code_hash)
+            .bind(now)
+            .bind(code_expires_at)
+            .bind(ver_id.as_str())
+            .bind(flow_id.as_str())
+            .bind(now - cooldown_ms),
+            Some(sw) => sqlx::query(
+                "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3, \
+                 channel = $7, destination = $8, canonical = $9, identifier_id = $10 \
+                 WHERE id = $4 AND flow_id = $5 AND status IN ('pending', 'failed') AND sent_at <= $6",
+            )
+            .bind(code_hash)
+            .bind(now)
+            .bind(code_expires_at)
+            .bind(ver_id.as_str())
+            .bind(flow_id.as_str())
+            .bind(now - cooldown_ms)
+            .bind(sw.channel)
+            .bind(sw.destination)
+            .bind(sw.canonical)
+            .bind(sw.identifier_id.as_str()),
+        }
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -218,7 +313,9 @@ impl Store {
             .bind(ver_id.as_str())
             .execute(&mut *tx)
             .await?;
-        insert_message(msg).query().execute(&mut *tx).await?;
+        if let Some(msg) = msg {
+            insert_message(msg).query().execute(&mut *tx).await?;
+        }
         touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
         tx.commit().await?;
         Ok(true)
@@ -377,16 +474,45 @@ impl CodeAttempt {
 }
 
 impl Completion<'_> {
-    /// The writes of a successful code, in order; `true` marks the one whose unique violation
+    /// The writes of a successful code, in order; `true` marks the ones whose unique violation
     /// means the identifier was registered meanwhile.
     fn statements(&self, flow_id: &str, now: i64) -> Vec<(Stmt, bool)> {
         let mut stmts = Vec::new();
         let (user_id, session) = match self {
+            Completion::Next {
+                ver_id,
+                code_hash,
+                expires_at,
+                flow_expires_at,
+                message,
+            } => {
+                stmts.push((
+                    Stmt::new(
+                        "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3 \
+                         WHERE id = $4 AND status = 'waiting'",
+                        vec![
+                            (*code_hash).into(),
+                            now.into(),
+                            (*expires_at).into(),
+                            ver_id.as_str().into(),
+                        ],
+                    ),
+                    false,
+                ));
+                stmts.extend(message.map(|m| (insert_message(m), false)));
+                stmts.push((
+                    Stmt::new(
+                        "UPDATE flows SET last_active_at = $1, expires_at = $2 WHERE id = $3 AND status = 'pending'",
+                        vec![now.into(), (*flow_expires_at).into(), flow_id.into()],
+                    ),
+                    false,
+                ));
+                return stmts;
+            }
             Completion::SignIn { user_id, session } => (*user_id, *session),
             Completion::SignUp {
                 user_id,
-                identifier_id,
-                email,
+                identifiers,
                 session,
             } => {
                 stmts.push((
@@ -396,20 +522,24 @@ impl Completion<'_> {
                     ),
                     false,
                 ));
-                stmts.push((
-                    Stmt::new(
-                        "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
-                         VALUES ($1, $2, 'email', $3, $4, 1, $5, $5)",
-                        vec![
-                            identifier_id.as_str().into(),
-                            user_id.as_str().into(),
-                            email.display().into(),
-                            email.canonical().into(),
-                            now.into(),
-                        ],
-                    ),
-                    true,
-                ));
+                for identifier in identifiers.iter() {
+                    stmts.push((
+                        Stmt::new(
+                            "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                            vec![
+                                identifier.id.as_str().into(),
+                                user_id.as_str().into(),
+                                identifier.kind.into(),
+                                identifier.value.into(),
+                                identifier.canonical.into(),
+                                i64::from(identifier.is_primary).into(),
+                                now.into(),
+                            ],
+                        ),
+                        true,
+                    ));
+                }
                 (*user_id, *session)
             }
         };

@@ -25,9 +25,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
+pub use accounts::StoredIdentifier;
 pub use flows::{
-    AttemptOutcome, CodeAttempt, Completion, FlowRecord, NewFlow, NewVerification,
-    VerificationRecord,
+    AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow, NewIdentifier,
+    NewVerification, VerificationRecord,
 };
 pub use janitor::Purged;
 pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
@@ -314,6 +315,30 @@ impl Store {
         }
         let row = retry_read(|| stmt.query().fetch_optional(&self.reader)).await?;
         Ok(row.as_ref().map(from_any))
+    }
+
+    /// Like [`read_optional`](Self::read_optional), for reads that return any number of rows.
+    pub(crate) async fn read_all<T: Send + 'static>(
+        &self,
+        stmt: stmt::Stmt,
+        from_sqlite: fn(&rusqlite::Row<'_>) -> T,
+        from_any: fn(&sqlx::any::AnyRow) -> T,
+    ) -> anyhow::Result<Vec<T>> {
+        if let Some(readers) = &self.sqlite_readers {
+            return readers
+                .run(move |conn| {
+                    let mut st = conn.prepare_cached(stmt.sql)?;
+                    let rows = st
+                        .query_map(rusqlite::params_from_iter(stmt.params.iter()), |r| {
+                            Ok(from_sqlite(r))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows)
+                })
+                .await;
+        }
+        let rows = retry_read(|| stmt.query().fetch_all(&self.reader)).await?;
+        Ok(rows.iter().map(from_any).collect())
     }
 
     /// Runs statements as one transaction (on the SQLite writer thread when there is one).

@@ -101,6 +101,7 @@ pub(crate) trait Columns {
     fn text(&self, name: &str) -> String;
     fn opt_text(&self, name: &str) -> Option<String>;
     fn int(&self, name: &str) -> i64;
+    fn opt_int(&self, name: &str) -> Option<i64>;
 }
 
 impl Columns for sqlx::any::AnyRow {
@@ -111,6 +112,9 @@ impl Columns for sqlx::any::AnyRow {
         sqlx::Row::get(self, name)
     }
     fn int(&self, name: &str) -> i64 {
+        sqlx::Row::get(self, name)
+    }
+    fn opt_int(&self, name: &str) -> Option<i64> {
         sqlx::Row::get(self, name)
     }
 }
@@ -125,6 +129,10 @@ impl Columns for rusqlite::Row<'_> {
             .unwrap_or_else(|e| panic!("column {name}: {e}"))
     }
     fn int(&self, name: &str) -> i64 {
+        self.get(name)
+            .unwrap_or_else(|e| panic!("column {name}: {e}"))
+    }
+    fn opt_int(&self, name: &str) -> Option<i64> {
         self.get(name)
             .unwrap_or_else(|e| panic!("column {name}: {e}"))
     }

@@ -608,6 +608,39 @@ impl TestApp {
         self.submit_with(client, &form).await
     }
 
+    /// Opens `start` and submits its form with `fields` set (e.g. `phone_number`, `identifier`).
+    pub async fn submit_fields(&self, start: &str, fields: &[(&str, &str)]) -> Response {
+        self.submit_fields_with(&self.client, start, fields).await
+    }
+
+    pub async fn submit_fields_with(
+        &self,
+        client: &reqwest::Client,
+        start: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let page = self.page_with(client, start).await;
+        assert_eq!(page.status, StatusCode::OK, "{start}: {}", page.html);
+        let action = start.split('?').next().unwrap();
+        let mut form = page.form(action);
+        for (name, value) in fields {
+            form = form.set(name, value);
+        }
+        self.submit_with(client, &form).await
+    }
+
+    /// Submits `fields` on `start` and returns the code page's URL.
+    pub async fn start_flow_with_fields(&self, start: &str, fields: &[(&str, &str)]) -> String {
+        let resp = self.submit_fields(start, fields).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        location(&resp)
+    }
+
     /// Submits the identifier and returns the code page's URL.
     pub async fn start_flow(&self, start: &str, email: &str) -> String {
         let resp = self.submit_identifier(start, email).await;

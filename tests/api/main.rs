@@ -9,6 +9,7 @@ mod codes;
 mod csrf;
 mod delivery;
 mod instances;
+mod phone;
 mod janitor;
 mod pages;
 mod redirects;
