@@ -18,7 +18,9 @@ use crate::auth::{Auth, Policy};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::crypto::{random_token, Keys};
-use crate::delivery::{DevTransport, Mailer, OutboxSignal, OutboxWorker, SmtpMailer};
+use crate::delivery::{
+    DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsProvider, SmsSender, SmtpMailer,
+};
 use crate::routes::{self, AppState, Ctx};
 use crate::session::Cookies;
 use crate::store::Store;
@@ -62,6 +64,11 @@ impl Application {
             )?)),
             None => Mailer::Dev(DevTransport),
         });
+        // Until the `sms` table is wired in, SMS messages (none are queued yet) are only logged.
+        let sms = Arc::new(SmsSender::new(
+            SmsProvider::Log,
+            std::time::Duration::from_secs(settings.outbox.send_timeout_secs),
+        )?);
         let signal = OutboxSignal::default();
         let (stop_worker, stop_rx) = watch::channel(false);
         let worker = OutboxWorker {
@@ -69,8 +76,14 @@ impl Application {
             keys: keys.clone(),
             clock: clock.clone(),
             mailer,
+            sms,
             config: settings.outbox.clone(),
             product_name: settings.product_name.clone(),
+            public_host: settings
+                .public_url
+                .host_str()
+                .unwrap_or_default()
+                .to_string(),
             signal: signal.clone(),
             worker_id: format!("wrk_{}", random_token(12)),
         }

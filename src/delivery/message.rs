@@ -40,6 +40,12 @@ impl CodeMessage {
         serde_json::from_slice(&keys.open(sealed)?).ok()
     }
 
+    /// The SMS text (for an SMS message `to` holds the E.164 number); `host` is the public host
+    /// the code is bound to.
+    pub fn render_sms(&self, product_name: &str, host: &str) -> String {
+        super::sms::sms_text(&self.code, product_name, host)
+    }
+
     pub fn render_email(&self, product_name: &str) -> anyhow::Result<RenderedEmail> {
         let action = match self.purpose {
             Purpose::SignUp => "finish signing up",
@@ -84,6 +90,21 @@ struct CodeEmailHtml<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sms_carries_the_code_bound_to_the_host() {
+        let m = CodeMessage {
+            to: "+15005550006".into(),
+            code: "042137".into(),
+            purpose: Purpose::SignUp,
+            expires_at: 0,
+            ttl_minutes: 10,
+        };
+        assert_eq!(
+            m.render_sms("Acme", "accounts.example.com"),
+            "042137 is your Acme verification code.\n\n@accounts.example.com #042137"
+        );
+    }
 
     #[test]
     fn the_code_is_in_the_subject_and_both_bodies() {

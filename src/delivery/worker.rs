@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::mail::Mailer;
 use super::message::CodeMessage;
+use super::sms::{OutgoingSms, SmsError, SmsSender};
 use crate::clock::SharedClock;
 use crate::config::OutboxConfig;
 use crate::crypto::Keys;
@@ -31,8 +32,11 @@ pub struct OutboxWorker {
     pub keys: Arc<Keys>,
     pub clock: SharedClock,
     pub mailer: Arc<Mailer>,
+    pub sms: Arc<SmsSender>,
     pub config: OutboxConfig,
     pub product_name: String,
+    /// The public host SMS codes are bound to (the last line of the text).
+    pub public_host: String,
     pub signal: OutboxSignal,
     /// Identifies this process's claims, so a graceful stop can hand them back.
     pub worker_id: String,
@@ -87,31 +91,32 @@ impl OutboxWorker {
             .claim_messages(&self.worker_id, ms(now), ms(now) + lease_ms, BATCH)
             .await?;
         let n = claimed.len();
-        let delivered: Vec<MessageId> =
+        let (dev, real): (Vec<Delivered>, Vec<Delivered>) =
             futures_util::future::join_all(claimed.into_iter().map(|m| self.deliver(m)))
                 .await
                 .into_iter()
                 .flatten()
-                .collect();
-        if let Err(e) = self
-            .store
-            .mark_messages_sent(&delivered, ms(self.clock.now()), self.mailer.is_dev())
-            .await
-        {
-            tracing::error!(error = %e, "could not record deliveries; their leases will expire and they may be sent again");
+                .partition(|d| d.dev);
+        let now = ms(self.clock.now());
+        // Dev deliveries keep their payload for the /dev/outbox page; real ones are erased.
+        for (delivered, keep_payload) in [(real, false), (dev, true)] {
+            let ids: Vec<MessageId> = delivered.into_iter().map(|d| d.id).collect();
+            if let Err(e) = self.store.mark_messages_sent(&ids, now, keep_payload).await {
+                tracing::error!(error = %e, "could not record deliveries; their leases will expire and they may be sent again");
+            }
         }
         Ok(n)
     }
 
-    /// One delivery try. Returns the id of a delivered message, which the caller records for the
-    /// whole batch at once; failures are recorded here.
-    async fn deliver(&self, msg: ClaimedMessage) -> Option<MessageId> {
+    /// One delivery try. Returns a delivered message, which the caller records for the whole
+    /// batch at once; failures are recorded here.
+    async fn deliver(&self, msg: ClaimedMessage) -> Option<Delivered> {
         let result = self.try_deliver(&msg).await;
         let now = ms(self.clock.now());
         let outcome = match result {
-            Ok(()) => {
-                tracing::info!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, "message delivered");
-                return Some(msg.id);
+            Ok(dev) => {
+                tracing::info!(message_id = %msg.id, channel = %msg.channel, to = %msg.recipient_masked, attempt = msg.attempts, "message delivered");
+                return Some(Delivered { id: msg.id, dev });
             }
             Err(Failure::Expired) => {
                 tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, "message dropped: its code expired before it could be delivered");
@@ -124,6 +129,10 @@ impl OutboxWorker {
                 self.store
                     .abandon_message(&msg.id, "failed", "payload cannot be opened")
                     .await
+            }
+            Err(Failure::Rejected(e)) => {
+                tracing::error!(message_id = %msg.id, channel = %msg.channel, to = %msg.recipient_masked, attempt = msg.attempts, error = %e, "message given up: the provider refused it permanently");
+                self.store.abandon_message(&msg.id, "failed", &e).await
             }
             Err(Failure::Send(e)) if msg.attempts >= self.config.max_attempts as i64 => {
                 tracing::error!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, error = %e, "message given up after the last try");
@@ -147,34 +156,72 @@ impl OutboxWorker {
         None
     }
 
-    async fn try_deliver(&self, msg: &ClaimedMessage) -> Result<(), Failure> {
+    /// One try; `Ok(true)` when it was a development delivery (only logged).
+    async fn try_deliver(&self, msg: &ClaimedMessage) -> Result<bool, Failure> {
         if ms(self.clock.now()) >= msg.not_after {
             return Err(Failure::Expired);
         }
         let sealed = msg.payload.as_deref().ok_or(Failure::Unreadable)?;
         let content = CodeMessage::open(&self.keys, sealed).ok_or(Failure::Unreadable)?;
-        let email = content
-            .render_email(&self.product_name)
-            .map_err(|e| Failure::Send(format!("rendering failed: {e}")))?;
         let timeout = Duration::from_secs(self.config.send_timeout_secs);
-        match tokio::time::timeout(timeout, self.mailer.send(&content.to, &email)).await {
-            Ok(Ok(())) => {
-                if self.mailer.is_dev() {
-                    tracing::info!(target: "latchkey::dev_outbox", to = %msg.recipient_masked, code = %content.code, "dev mode: verification code");
+        let dev = match msg.channel.as_str() {
+            "email" => {
+                let email = content
+                    .render_email(&self.product_name)
+                    .map_err(|e| Failure::Send(format!("rendering failed: {e}")))?;
+                match tokio::time::timeout(timeout, self.mailer.send(&content.to, &email)).await {
+                    Ok(Ok(())) => self.mailer.is_dev(),
+                    Ok(Err(e)) => return Err(Failure::Send(format!("{e:#}"))),
+                    Err(_) => return Err(no_answer(timeout)),
                 }
-                Ok(())
             }
-            Ok(Err(e)) => Err(Failure::Send(format!("{e:#}"))),
-            Err(_) => Err(Failure::Send(format!(
-                "no answer within {} s",
-                timeout.as_secs()
-            ))),
+            "sms" => {
+                let body = content.render_sms(&self.product_name, &self.public_host);
+                let sms = OutgoingSms {
+                    to: &content.to,
+                    body: &body,
+                    code: &content.code,
+                    purpose: content.purpose,
+                    expires_at_ms: content.expires_at,
+                };
+                // The signature is checked by another system against its own wall clock, so it
+                // is dated by the wall clock, not the injected one.
+                let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+                match tokio::time::timeout(timeout, self.sms.send(&sms, now_unix)).await {
+                    Ok(Ok(())) => self.sms.is_log(),
+                    Ok(Err(SmsError::Temporary(e))) => return Err(Failure::Send(e)),
+                    Ok(Err(SmsError::Permanent(e))) => return Err(Failure::Rejected(e)),
+                    Err(_) => return Err(no_answer(timeout)),
+                }
+            }
+            other => {
+                return Err(Failure::Rejected(format!(
+                    "unknown delivery channel {other:?}"
+                )))
+            }
+        };
+        if dev {
+            tracing::info!(target: "latchkey::dev_outbox", channel = %msg.channel, to = %msg.recipient_masked, code = %content.code, "dev mode: verification code");
         }
+        Ok(dev)
     }
+}
+
+fn no_answer(timeout: Duration) -> Failure {
+    Failure::Send(format!("no answer within {} s", timeout.as_secs()))
+}
+
+struct Delivered {
+    id: MessageId,
+    /// Only logged (development): the payload stays for the outbox page.
+    dev: bool,
 }
 
 enum Failure {
     Expired,
     Unreadable,
+    /// Worth another try (with backoff).
     Send(String),
+    /// Refused for good (an invalid number, bad credentials): given up at once.
+    Rejected(String),
 }

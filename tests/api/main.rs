@@ -16,3 +16,5 @@ mod redirects;
 mod sessions;
 mod sign_in;
 mod sign_up;
+mod sms_provider;
+mod sms_server;
