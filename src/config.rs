@@ -131,7 +131,10 @@ pub struct PhoneConfig {
     pub default_region: Option<String>,
     /// ISO codes ("US", "CA") or calling codes ("+44"). SMS is only ever sent to these. Unset:
     /// phone numbers are off (development instances: any country, since nothing is sent).
-    #[serde(deserialize_with = "opt_string_or_list")]
+    #[serde(
+        deserialize_with = "opt_string_or_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub allowed_countries: Option<Vec<String>>,
 }
 

@@ -19,7 +19,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::crypto::{random_token, Keys};
 use crate::delivery::{
-    DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsProvider, SmsSender, SmtpMailer,
+    DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsSender, SmtpMailer,
 };
 use crate::routes::{self, AppState, Ctx};
 use crate::session::Cookies;
@@ -64,10 +64,10 @@ impl Application {
             )?)),
             None => Mailer::Dev(DevTransport),
         });
-        // Until the `sms` table is wired in, SMS messages (none are queued yet) are only logged.
+        // SMS timeouts stay within 10 s whatever the mail timeout is.
         let sms = Arc::new(SmsSender::new(
-            SmsProvider::Log,
-            std::time::Duration::from_secs(settings.outbox.send_timeout_secs),
+            settings.sms.clone(),
+            std::time::Duration::from_secs(settings.outbox.send_timeout_secs.min(10)),
         )?);
         let signal = OutboxSignal::default();
         let (stop_worker, stop_rx) = watch::channel(false);
