@@ -70,6 +70,7 @@ impl FlowKind {
 /// The code side of a flow, as the code page shows it.
 #[derive(Debug, Clone)]
 pub struct VerificationState {
+    pub id: VerificationId,
     pub kind: IdentifierKind,
     /// Where the code went (the stored identifier for sign-in), as shown to people.
     pub destination: String,
@@ -196,6 +197,10 @@ pub enum AttemptError {
     AlreadyUsed,
     #[error("identifier registered meanwhile")]
     IdentifierTaken,
+    /// The code was typed for an earlier step of the flow (a double submit, or the back
+    /// button after that step was verified); no try was used.
+    #[error("that step is already done")]
+    StepDone,
     /// Too many consecutive wrong codes for this identifier, across codes and flows.
     #[error("identifier locked for {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
@@ -401,6 +406,7 @@ impl Auth {
                 .map(RedirectTarget::from_trusted),
             complete: record.status == "complete",
             verification: VerificationState {
+                id: v.id.clone(),
                 kind: kind_of_channel(&v.channel),
                 destination: verification_identifier(record, v).display().to_string(),
                 step: step + 1,
@@ -603,11 +609,15 @@ impl Auth {
     /// flow (creating the user on sign-up) and a new session, all in one transaction, or, for
     /// a sign-up with another identifier to verify, sends that identifier's code in the same
     /// transaction.
+    ///
+    /// `step` is the verification the person saw the code page for: a code typed for a step that
+    /// is already verified is refused without using a try of the current one.
     pub async fn attempt(
         &self,
         id: &FlowId,
         kind: FlowKind,
         code: &OtpCode,
+        step: Option<&VerificationId>,
         client: &Client<'_>,
     ) -> Result<Attempted, AttemptError> {
         let record = self.load_record(id, kind, client).await?;
@@ -616,6 +626,9 @@ impl Auth {
         }
         let now = self.now();
         let v = record.current();
+        if step.is_some_and(|s| s != &v.id) {
+            return Err(AttemptError::StepDone);
+        }
         let identifier = verification_identifier(&record, v);
         let (token, token_hash) = self.new_session_token();
         let session_id = SessionId::generate();

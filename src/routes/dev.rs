@@ -20,6 +20,8 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
         Err(e) => return ctx.internal(e.context("listing the outbox")),
     };
     let keys = ctx.state.auth.keys();
+    let product = &ctx.state.settings.product_name;
+    let host = ctx.state.settings.public_url.host_str().unwrap_or_default();
     let rows = entries
         .into_iter()
         .map(|e| {
@@ -41,7 +43,10 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
                     .unwrap_or_else(|| "(erased)".into()),
                 subject: content
                     .as_ref()
-                    .map(|c| format!("{} is your verification code", c.code))
+                    .map(|c| match e.channel.as_str() {
+                        "sms" => format!("SMS: {}", c.render_sms(product, host)),
+                        _ => format!("{} is your verification code", c.code),
+                    })
                     .unwrap_or_default(),
                 status: e.status,
                 attempts: e.attempts,

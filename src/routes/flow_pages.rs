@@ -13,6 +13,7 @@ use crate::auth::{
 };
 use crate::domain::{
     Accepts, FlowId, Identifier, IdentifierId, IdentifierKind, OtpCode, RedirectTarget,
+    VerificationId,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +42,8 @@ pub struct StartForm {
 pub struct CodeForm {
     pub csrf_token: String,
     code: String,
+    /// The verification the page was shown for (see `AttemptError::StepDone`).
+    verification: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -497,6 +500,7 @@ fn verify_page(
         resend_action: paths::resend(view.kind, &view.id),
         factor_action: paths::factor(&view.id),
         csrf_token: ctx.csrf_token(view.id.as_str()),
+        verification_id: v.id.to_string(),
         code: code.chars().take(32).collect(),
         code_length: ctx.state.settings.code_length,
         error,
@@ -632,7 +636,14 @@ pub async fn attempt(
         }
     };
     let previous_session = ctx.current_user().await.ok().flatten();
-    match ctx.state.auth.attempt(&flow, kind, &code, &ctx.client()).await {
+    let step = VerificationId::parse(&form.verification);
+    match ctx
+        .state
+        .auth
+        .attempt(&flow, kind, &code, step.as_ref(), &ctx.client())
+        .await
+    {
+        Err(AttemptError::StepDone) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
         Ok(Attempted::NextVerification) => {
             ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)), vec![])
         }

@@ -93,6 +93,7 @@ pub struct VerifyPage {
     pub resend_action: String,
     pub factor_action: String,
     pub other_factors: Vec<FactorChoice>,
+    pub verification_id: String,
     pub csrf_token: String,
     pub code: String,
     pub code_length: usize,

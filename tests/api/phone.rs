@@ -125,9 +125,15 @@ crate::backend_tests! {
         assert!(page.contains("Step 1 of 2") && page.contains("Check your email"), "{}", page.html);
         sms.assert_count_stays(NUMBER, 0).await;
         let mail = app.smtp.wait_for("both@example.com", 1).await;
-        let resp = app.enter_code(&verify, &mail.code()).await;
+        let email_form = page.form(&verify).set("code", &mail.code());
+        let resp = app.submit(&email_form).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&resp), format!("{verify}?verified=1"));
+        // A double submit of the email step moves on without using a try of the phone code.
+        let again = app.submit(&email_form).await;
+        assert_eq!(again.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&again), verify);
+        assert_eq!(app.count("SELECT MAX(attempts) FROM verifications WHERE channel = 'sms'").await, 0);
         assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0, "no account before every identifier is verified");
 
         let page = app.page(&location(&resp)).await;
@@ -401,6 +407,30 @@ crate::backend_tests! {
         if mail.code() != "424242" {
             assert_eq!(app.enter_code(&verify, "424242").await.status(), StatusCode::UNPROCESSABLE_ENTITY);
         }
+    }
+
+    async fn a_dev_instance_shows_sms_codes_on_the_outbox_page() {
+        let app = spawn_app_with(|raw| {
+            raw.dev_mode = Some(true);
+            raw.test_mode = Some(false);
+            phone_only(raw);
+        })
+        .await;
+        let verify = app.start_flow_with_fields("/sign-up", &[("phone_number", "+44 7400 123456")]).await;
+        let mut code = None;
+        for _ in 0..100 {
+            let outbox = app.page("/dev/outbox").await;
+            if outbox.html.contains("sent") {
+                let text = outbox.text();
+                assert!(text.contains("+447400123456") && text.contains("is your Acme verification code."), "{text}");
+                let after = text.split("SMS: ").nth(1).expect("the SMS text is listed");
+                code = Some(after.chars().take(6).collect::<String>());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let code = code.expect("the SMS shows on /dev/outbox");
+        assert_eq!(location(&app.enter_code(&verify, &code).await), "/user");
     }
 
     async fn the_settings_page_exists_only_in_dev_mode() {
