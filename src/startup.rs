@@ -105,6 +105,10 @@ impl Application {
             lockout_cooldown: settings.lockout_cooldown,
             test_mode: settings.test_mode,
             factor_kinds: settings.identifiers.sign_in(),
+            required: crate::domain::Accepts {
+                email: settings.identifiers.email.required,
+                phone: settings.identifiers.phone.required,
+            },
             phone_policy: settings.phone_policy.clone(),
         };
         let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));

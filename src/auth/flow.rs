@@ -67,11 +67,27 @@ impl FlowKind {
     }
 }
 
+/// Where a verification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationStatus {
+    /// No code sent yet (a later sign-up step, or a flow created through the API).
+    NotSent,
+    /// A live code is out.
+    Pending,
+    Verified,
+    /// Tries used up: only a new code helps.
+    Failed,
+    Expired,
+}
+
 /// The code side of a flow, as the code page shows it.
 #[derive(Debug, Clone)]
 pub struct VerificationState {
     pub id: VerificationId,
     pub kind: IdentifierKind,
+    pub status: VerificationStatus,
+    /// Sign-in: the account's identifier the code goes to.
+    pub identifier_id: Option<IdentifierId>,
     /// Where the code went (the stored identifier for sign-in), as shown to people.
     pub destination: String,
     /// This verification is step `step` of `steps` (a sign-up verifies each identifier in turn).
@@ -101,11 +117,43 @@ pub struct FlowView {
     pub identifiers: Vec<(IdentifierKind, String)>,
     pub redirect: Option<RedirectTarget>,
     pub complete: bool,
+    /// Unfinished and past its idle expiry (only the API shows such flows, as "abandoned").
+    pub abandoned: bool,
+    /// The verification being worked on (see `FlowRecord::current`).
     pub verification: VerificationState,
+    /// Every verification of the flow, in order.
+    pub verifications: Vec<VerificationState>,
+    /// Sign-up: required identifier kinds the flow has none of.
+    pub missing: Vec<IdentifierKind>,
     /// Sign-in: the account's other identifiers the code can be sent to instead ("Use another
     /// method"), masked.
     pub other_factors: Vec<Factor>,
+    /// Sign-in: every identifier of the account a code can be sent to (the API's
+    /// `supported_first_factors`).
+    pub factors: Vec<Factor>,
+    pub user_id: Option<UserId>,
+    pub session_id: Option<SessionId>,
+    pub created_at: OffsetDateTime,
     pub now: OffsetDateTime,
+}
+
+/// Which verification a code is for.
+#[derive(Debug, Clone)]
+pub enum AttemptTarget {
+    /// The hosted pages: the current step (as the page showed it, if known); a correct code for
+    /// a sign-up step sends the next step's code at once.
+    Page(Option<VerificationId>),
+    /// The API: the verification of this kind; the client prepares every step itself.
+    Kind(IdentifierKind),
+}
+
+/// Where a code should be sent (the API's prepare calls).
+#[derive(Debug, Clone)]
+pub enum PrepareTarget {
+    /// Sign-up: the identifier of this kind.
+    Kind(IdentifierKind),
+    /// Sign-in: this identifier of the account.
+    Identifier(IdentifierId),
 }
 
 /// Another place a sign-in code can go.
@@ -177,6 +225,11 @@ pub enum FlowError {
 pub enum ResendError {
     #[error(transparent)]
     Flow(#[from] FlowError),
+    /// The API asked for a code for something the flow does not have (or may not use).
+    #[error("no such identifier in this flow")]
+    UnknownTarget,
+    #[error("already verified")]
+    AlreadyVerified,
     #[error("resend available in {wait_secs} s")]
     Cooldown { wait_secs: u64, view: Box<FlowView> },
     #[error("flow already complete")]
@@ -201,6 +254,9 @@ pub enum AttemptError {
     /// button after that step was verified); no try was used.
     #[error("that step is already done")]
     StepDone,
+    /// The API named a verification that has no code out (never prepared) or does not exist.
+    #[error("no code was sent for this verification")]
+    NotPrepared,
     /// Too many consecutive wrong codes for this identifier, across codes and flows.
     #[error("identifier locked for {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
@@ -237,6 +293,29 @@ impl Auth {
         identifiers: &[Identifier],
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
+    ) -> Result<FlowId, StartError> {
+        self.open(kind, identifiers, redirect, client, true).await
+    }
+
+    /// Like [`start`](Self::start), but sends nothing: every code waits for
+    /// [`prepare`](Self::prepare) (the API's `create`).
+    pub async fn create(
+        &self,
+        kind: FlowKind,
+        identifiers: &[Identifier],
+        redirect: Option<&RedirectTarget>,
+        client: &Client<'_>,
+    ) -> Result<FlowId, StartError> {
+        self.open(kind, identifiers, redirect, client, false).await
+    }
+
+    async fn open(
+        &self,
+        kind: FlowKind,
+        identifiers: &[Identifier],
+        redirect: Option<&RedirectTarget>,
+        client: &Client<'_>,
+        send_first: bool,
     ) -> Result<FlowId, StartError> {
         let first = identifiers
             .first()
@@ -282,7 +361,7 @@ impl Auth {
                 destination: identifier.display(),
                 canonical: identifier.canonical(),
                 identifier_id: identifier_id.as_ref(),
-                code_hash: (i == 0).then_some(prepared.code_hash.as_str()),
+                code_hash: (i == 0 && send_first).then_some(prepared.code_hash.as_str()),
                 position: i as i64,
                 max_attempts: self.policy.max_attempts as i64,
                 sent_at: ms(now),
@@ -290,15 +369,19 @@ impl Auth {
             })
             .collect();
         let recipient_masked = destination.masked();
-        let message = prepared.message.as_ref().map(|(id, sealed)| NewMessage {
-            id,
-            channel: channel(destination.kind()),
-            recipient_masked: &recipient_masked,
-            verification_id: Some(&ver_ids[0]),
-            payload: sealed,
-            now: ms(now),
-            not_after: ms(code_expires),
-        });
+        let message = prepared
+            .message
+            .as_ref()
+            .filter(|_| send_first)
+            .map(|(id, sealed)| NewMessage {
+                id,
+                channel: channel(destination.kind()),
+                recipient_masked: &recipient_masked,
+                verification_id: Some(&ver_ids[0]),
+                payload: sealed,
+                now: ms(now),
+                not_after: ms(code_expires),
+            });
         let binding = client.browser.map(|b| self.keys.browser_binding(b));
         self.store
             .create_flow(
@@ -319,7 +402,11 @@ impl Auth {
         if message.is_some() {
             self.outbox.wake();
         }
-        tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), channel = channel(destination.kind()), test = message.is_none(), ip = client.ip.unwrap_or("-"));
+        if send_first {
+            tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), channel = channel(destination.kind()), test = message.is_none(), ip = client.ip.unwrap_or("-"));
+        } else {
+            tracing::info!(event = "flow_created", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), ip = client.ip.unwrap_or("-"));
+        }
         Ok(flow_id)
     }
 
@@ -383,15 +470,51 @@ impl Auth {
         Ok(record)
     }
 
+    fn state(&self, record: &FlowRecord, v: &VerificationRecord, index: usize) -> VerificationState {
+        let now = ms(self.now());
+        let status = match v.status.as_str() {
+            "waiting" => VerificationStatus::NotSent,
+            "verified" => VerificationStatus::Verified,
+            "failed" => VerificationStatus::Failed,
+            _ if v.attempts >= v.max_attempts => VerificationStatus::Failed,
+            _ if v.expires_at <= now => VerificationStatus::Expired,
+            _ => VerificationStatus::Pending,
+        };
+        VerificationState {
+            id: v.id.clone(),
+            kind: kind_of_channel(&v.channel),
+            status,
+            identifier_id: v.identifier_id.clone(),
+            destination: verification_identifier(record, v).display().to_string(),
+            step: index + 1,
+            steps: record.verifications.len(),
+            attempts_used: v.attempts.clamp(0, u32::MAX as i64) as u32,
+            max_attempts: v.max_attempts.clamp(0, u32::MAX as i64) as u32,
+            expires_at: from_ms(v.expires_at),
+            resend_available_at: from_ms(v.sent_at) + self.policy.resend_cooldown,
+            dead: status == VerificationStatus::Failed,
+            expired: status == VerificationStatus::Expired,
+        }
+    }
+
     fn view(&self, record: &FlowRecord, kind: FlowKind) -> FlowView {
         let now = self.now();
-        let v = record.current();
-        let sent_at = from_ms(v.sent_at);
-        let step = record
+        let current = record.current();
+        let verifications: Vec<VerificationState> = record
             .verifications
             .iter()
-            .position(|x| x.id == v.id)
-            .unwrap_or(0);
+            .enumerate()
+            .map(|(i, v)| self.state(record, v, i))
+            .collect();
+        let verification = verifications
+            .iter()
+            .find(|x| x.id == current.id)
+            .cloned()
+            .expect("the current verification is one of the flow's");
+        let missing = match kind {
+            FlowKind::SignUp => self.missing(&verifications),
+            FlowKind::SignIn => Vec::new(),
+        };
         FlowView {
             id: record.id.clone(),
             kind,
@@ -405,41 +528,44 @@ impl Auth {
                 .clone()
                 .map(RedirectTarget::from_trusted),
             complete: record.status == "complete",
-            verification: VerificationState {
-                id: v.id.clone(),
-                kind: kind_of_channel(&v.channel),
-                destination: verification_identifier(record, v).display().to_string(),
-                step: step + 1,
-                steps: record.verifications.len(),
-                attempts_used: v.attempts.clamp(0, u32::MAX as i64) as u32,
-                max_attempts: v.max_attempts.clamp(0, u32::MAX as i64) as u32,
-                expires_at: from_ms(v.expires_at),
-                resend_available_at: sent_at + self.policy.resend_cooldown,
-                dead: v.status == "failed" || v.attempts >= v.max_attempts,
-                expired: v.status == "pending" && v.expires_at <= ms(now),
-            },
+            abandoned: record.status == "pending" && record.expires_at <= ms(now),
+            verification,
+            verifications,
+            missing,
             other_factors: Vec::new(),
+            factors: Vec::new(),
+            user_id: record.user_id.clone(),
+            session_id: record.session_id.clone(),
+            created_at: from_ms(record.created_at),
             now,
         }
     }
 
-    /// The account's other identifiers a sign-in code may be sent to: verified, of a kind
-    /// used for sign-in, phone numbers only in allowed countries.
-    async fn other_factors(&self, record: &FlowRecord) -> anyhow::Result<Vec<Factor>> {
+    /// Required identifier kinds a sign-up has none of.
+    fn missing(&self, verifications: &[VerificationState]) -> Vec<IdentifierKind> {
+        let required = self.policy.required;
+        [
+            (required.email, IdentifierKind::Email),
+            (required.phone, IdentifierKind::Phone),
+        ]
+        .into_iter()
+        .filter(|(needed, kind)| *needed && !verifications.iter().any(|v| v.kind == *kind))
+        .map(|(_, kind)| kind)
+        .collect()
+    }
+
+    /// The account's identifiers a sign-in code may be sent to: verified, of a kind used for
+    /// sign-in, phone numbers only in allowed countries.
+    async fn factors(&self, record: &FlowRecord) -> anyhow::Result<Vec<Factor>> {
         let Some(user) = &record.user_id else {
             return Ok(Vec::new());
         };
-        let current = verification_identifier(record, record.current());
         let factors = self
             .store
             .user_identifiers(user)
             .await?
             .into_iter()
             .filter(|s| s.verified && self.factor_allowed(&s.identifier))
-            .filter(|s| {
-                s.identifier.kind() != current.kind()
-                    || s.identifier.canonical() != current.canonical()
-            })
             .map(|s| Factor {
                 identifier_id: s.id,
                 kind: s.identifier.kind(),
@@ -467,9 +593,45 @@ impl Auth {
         client: &Client<'_>,
     ) -> Result<FlowView, FlowError> {
         let record = self.load_record(id, kind, client).await?;
-        let mut view = self.view(&record, kind);
-        if kind == FlowKind::SignIn && !view.complete && self.policy.factor_kinds.phone {
-            view.other_factors = self.other_factors(&record).await?;
+        self.full_view(&record, kind, false).await
+    }
+
+    /// A flow for the API: like [`flow`](Self::flow), but an expired flow is shown (as
+    /// abandoned) rather than refused, and a sign-in always lists the account's factors.
+    pub async fn flow_for_api(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        client: &Client<'_>,
+    ) -> Result<FlowView, FlowError> {
+        let record = match self.load_record(id, kind, client).await {
+            Err(FlowError::Expired) => {
+                let record = self.store.load_flow(id).await?.ok_or(FlowError::NotFound)?;
+                return Ok(self.view(&record, kind));
+            }
+            other => other?,
+        };
+        self.full_view(&record, kind, true).await
+    }
+
+    /// The view with the account's factors (sign-in): one more read, skipped where the
+    /// instance has only one kind of identifier and so nothing to choose from.
+    async fn full_view(
+        &self,
+        record: &FlowRecord,
+        kind: FlowKind,
+        always: bool,
+    ) -> Result<FlowView, FlowError> {
+        let mut view = self.view(record, kind);
+        if kind == FlowKind::SignIn && !view.complete && (always || self.policy.factor_kinds.phone)
+        {
+            view.factors = self.factors(record).await?;
+            view.other_factors = view
+                .factors
+                .iter()
+                .filter(|f| Some(&f.identifier_id) != view.verification.identifier_id.as_ref())
+                .cloned()
+                .collect();
         }
         Ok(view)
     }
@@ -494,8 +656,9 @@ impl Auth {
                 view: Box::new(view),
             });
         }
-        let destination = verification_identifier(&record, record.current());
-        self.replace_code(id, kind, &record, &destination, None, client, "code_resent")
+        let v = record.current();
+        let destination = verification_identifier(&record, v);
+        self.replace_code(id, kind, &record, v, &destination, None, client, "code_resent")
             .await
     }
 
@@ -507,14 +670,62 @@ impl Auth {
         identifier_id: &IdentifierId,
         client: &Client<'_>,
     ) -> Result<FlowView, ResendError> {
-        let kind = FlowKind::SignIn;
+        let record = self.load_record(id, FlowKind::SignIn, client).await?;
+        self.send_to_factor(&record, identifier_id, client).await
+    }
+
+    /// Sends (or resends) a code for one verification: the API's `prepare_verification`
+    /// (sign-up, by kind) and `prepare_first_factor` (sign-in, by identifier). A first send
+    /// goes out at once; a resend of the same code waits for the cooldown; a sign-in switch to
+    /// another identifier of the account goes out at once.
+    pub async fn prepare(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        target: &PrepareTarget,
+        client: &Client<'_>,
+    ) -> Result<FlowView, ResendError> {
         let record = self.load_record(id, kind, client).await?;
         if record.status == "complete" {
             return Err(ResendError::Completed);
         }
-        let factors = self.other_factors(&record).await?;
-        if !factors.iter().any(|f| &f.identifier_id == identifier_id) {
-            return Err(FlowError::NotFound.into());
+        match (kind, target) {
+            (FlowKind::SignUp, PrepareTarget::Kind(wanted)) => {
+                let v = record
+                    .verifications
+                    .iter()
+                    .find(|v| kind_of_channel(&v.channel) == *wanted)
+                    .ok_or(ResendError::UnknownTarget)?;
+                if v.status == "verified" {
+                    return Err(ResendError::AlreadyVerified);
+                }
+                let destination = verification_identifier(&record, v);
+                self.replace_code(id, kind, &record, v, &destination, None, client, "code_sent")
+                    .await
+            }
+            (FlowKind::SignIn, PrepareTarget::Identifier(identifier_id)) => {
+                let v = record.current();
+                if v.identifier_id.as_ref() == Some(identifier_id) {
+                    let destination = verification_identifier(&record, v);
+                    return self
+                        .replace_code(id, kind, &record, v, &destination, None, client, "code_sent")
+                        .await;
+                }
+                self.send_to_factor(&record, identifier_id, client).await
+            }
+            _ => Err(ResendError::UnknownTarget),
+        }
+    }
+
+    async fn send_to_factor(
+        &self,
+        record: &FlowRecord,
+        identifier_id: &IdentifierId,
+        client: &Client<'_>,
+    ) -> Result<FlowView, ResendError> {
+        let kind = FlowKind::SignIn;
+        if record.status == "complete" {
+            return Err(ResendError::Completed);
         }
         let user = record.user_id.clone().ok_or(FlowError::NotFound)?;
         let chosen = self
@@ -522,8 +733,8 @@ impl Auth {
             .user_identifiers(&user)
             .await?
             .into_iter()
-            .find(|s| &s.id == identifier_id)
-            .ok_or(FlowError::NotFound)?;
+            .find(|s| &s.id == identifier_id && s.verified && self.factor_allowed(&s.identifier))
+            .ok_or(ResendError::UnknownTarget)?;
         let switch = FactorSwitch {
             channel: channel(chosen.identifier.kind()),
             destination: chosen.identifier.display(),
@@ -531,9 +742,10 @@ impl Auth {
             identifier_id: &chosen.id,
         };
         self.replace_code(
-            id,
+            &record.id,
             kind,
-            &record,
+            record,
+            record.current(),
             &chosen.identifier,
             Some(&switch),
             client,
@@ -548,13 +760,13 @@ impl Auth {
         id: &FlowId,
         kind: FlowKind,
         record: &FlowRecord,
+        v: &VerificationRecord,
         destination: &Identifier,
         switch: Option<&FactorSwitch<'_>>,
         client: &Client<'_>,
         event: &str,
     ) -> Result<FlowView, ResendError> {
         let now = self.now();
-        let v = record.current();
         let code_expires = now + self.policy.code_ttl;
         let prepared = self.prepare_code(kind, &v.id, destination, code_expires);
         let recipient_masked = destination.masked();
@@ -593,8 +805,16 @@ impl Auth {
             if view.complete {
                 return Err(ResendError::Completed);
             }
+            let same = view.verifications.iter().find(|x| x.id == v.id);
+            if same.is_some_and(|x| x.status == VerificationStatus::Verified) {
+                return Err(ResendError::AlreadyVerified);
+            }
+            let wait = same
+                .map(|x| x.resend_available_at - self.now())
+                .filter(|d| d.is_positive())
+                .map_or(1, |d| (d.whole_milliseconds() as u64).div_ceil(1000));
             return Err(ResendError::Cooldown {
-                wait_secs: view.resend_wait_secs().max(1),
+                wait_secs: wait.max(1),
                 view: Box::new(view),
             });
         }
@@ -610,14 +830,14 @@ impl Auth {
     /// a sign-up with another identifier to verify, sends that identifier's code in the same
     /// transaction.
     ///
-    /// `step` is the verification the person saw the code page for: a code typed for a step that
-    /// is already verified is refused without using a try of the current one.
+    /// With [`AttemptTarget::Page`], a code typed for a step that is already verified is
+    /// refused without using a try of the current one.
     pub async fn attempt(
         &self,
         id: &FlowId,
         kind: FlowKind,
         code: &OtpCode,
-        step: Option<&VerificationId>,
+        target: &AttemptTarget,
         client: &Client<'_>,
     ) -> Result<Attempted, AttemptError> {
         let record = self.load_record(id, kind, client).await?;
@@ -625,10 +845,28 @@ impl Auth {
             return Err(AttemptError::AlreadyUsed);
         }
         let now = self.now();
-        let v = record.current();
-        if step.is_some_and(|s| s != &v.id) {
-            return Err(AttemptError::StepDone);
-        }
+        let v = match target {
+            AttemptTarget::Page(step) => {
+                let v = record.current();
+                if step.as_ref().is_some_and(|s| s != &v.id) {
+                    return Err(AttemptError::StepDone);
+                }
+                v
+            }
+            AttemptTarget::Kind(wanted) => {
+                let v = record
+                    .verifications
+                    .iter()
+                    .find(|v| kind_of_channel(&v.channel) == *wanted)
+                    .ok_or(AttemptError::NotPrepared)?;
+                match v.status.as_str() {
+                    "waiting" => return Err(AttemptError::NotPrepared),
+                    "verified" => return Err(AttemptError::AlreadyUsed),
+                    _ => v,
+                }
+            }
+        };
+        let auto_next = matches!(target, AttemptTarget::Page(_));
         let identifier = verification_identifier(&record, v);
         let (token, token_hash) = self.new_session_token();
         let session_id = SessionId::generate();
@@ -645,13 +883,23 @@ impl Auth {
             }
         };
         let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
+        // A sign-up completes with its last unverified identifier, if nothing required is missing.
+        let others_unverified = record
+            .verifications
+            .iter()
+            .any(|x| x.id != v.id && x.status != "verified");
+        let missing = kind == FlowKind::SignUp
+            && !self
+                .missing(&self.view(&record, kind).verifications)
+                .is_empty();
+        let completes = !others_unverified && !missing;
         let next = match kind {
-            FlowKind::SignUp => record.next_waiting().map(|w| {
+            FlowKind::SignUp if auto_next && !completes => record.next_waiting().map(|w| {
                 let to = verification_identifier(&record, w);
                 let expires = now + self.policy.code_ttl;
                 (w, to.masked(), to.kind(), self.prepare_code(kind, &w.id, &to, expires), expires)
             }),
-            FlowKind::SignIn => None,
+            _ => None,
         };
         let next_message = next.as_ref().and_then(|(w, masked, to_kind, prepared, expires)| {
             prepared.message.as_ref().map(|(msg_id, sealed)| NewMessage {
@@ -665,7 +913,7 @@ impl Auth {
             })
         });
         let mut new_identifiers = Vec::new();
-        if kind == FlowKind::SignUp && next.is_none() {
+        if kind == FlowKind::SignUp && completes {
             let mut primary_seen = Vec::new();
             for x in &record.verifications {
                 let kind = kind_of_channel(&x.channel);
@@ -686,11 +934,14 @@ impl Auth {
             .collect();
         let completion = match (&next, kind) {
             (Some((w, _, _, prepared, expires)), _) => Completion::Next {
-                ver_id: &w.id,
-                code_hash: &prepared.code_hash,
-                expires_at: ms(*expires),
+                next: Some((&w.id, &prepared.code_hash, ms(*expires))),
                 flow_expires_at: ms(now + self.policy.flow_idle_ttl),
                 message: next_message.as_ref(),
+            },
+            (None, FlowKind::SignUp) if !completes => Completion::Next {
+                next: None,
+                flow_expires_at: ms(now + self.policy.flow_idle_ttl),
+                message: None,
             },
             (None, FlowKind::SignUp) => Completion::SignUp {
                 user_id: &user_id,
@@ -724,7 +975,7 @@ impl Auth {
             tracing::info!(event, reason, flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), ip = client.ip.unwrap_or("-"));
         };
         match outcome {
-            AttemptOutcome::Completed if next.is_some() => {
+            AttemptOutcome::Completed if !completes => {
                 if next_message.is_some() {
                     self.outbox.wake();
                 }

@@ -14,8 +14,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use flow::{
-    channel, AttemptError, Attempted, Factor, FlowError, FlowKind, FlowView, ResendError,
-    SignedIn, StartError, VerificationState, TEST_CODE,
+    channel, AttemptError, AttemptTarget, Attempted, Factor, FlowError, FlowKind, FlowView,
+    PrepareTarget, ResendError, SignedIn, StartError, VerificationState, VerificationStatus,
+    TEST_CODE,
 };
 
 use crate::clock::SharedClock;
@@ -40,6 +41,8 @@ pub struct Policy {
     pub test_mode: bool,
     /// Kinds of identifiers a sign-in code may be sent to.
     pub factor_kinds: Accepts,
+    /// Kinds of identifiers a sign-up must have.
+    pub required: Accepts,
     pub phone_policy: PhonePolicy,
 }
 

@@ -9,7 +9,8 @@ use super::context::with_retry_after;
 use super::pages::{FactorChoice, Field, IdentifierPage, Link, VerifyPage};
 use super::{paths, Ctx};
 use crate::auth::{
-    AttemptError, Attempted, FlowError, FlowKind, FlowView, ResendError, StartError,
+    AttemptError, AttemptTarget, Attempted, FlowError, FlowKind, FlowView, ResendError,
+    StartError,
 };
 use crate::domain::{
     Accepts, FlowId, Identifier, IdentifierId, IdentifierKind, OtpCode, RedirectTarget,
@@ -640,10 +641,12 @@ pub async fn attempt(
     match ctx
         .state
         .auth
-        .attempt(&flow, kind, &code, step.as_ref(), &ctx.client())
+        .attempt(&flow, kind, &code, &AttemptTarget::Page(step), &ctx.client())
         .await
     {
-        Err(AttemptError::StepDone) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
+        Err(AttemptError::StepDone | AttemptError::NotPrepared) => {
+            ctx.redirect(&paths::verify(kind, &flow), vec![])
+        }
         Ok(Attempted::NextVerification) => {
             ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)), vec![])
         }
@@ -749,6 +752,8 @@ pub async fn resend(
             with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
         }
         Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
+        Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
+        Err(ResendError::UnknownTarget) => flow_error(&ctx, kind, FlowError::NotFound),
         Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),
     }
 }
@@ -788,6 +793,8 @@ pub async fn switch_factor(
             with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
         }
         Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
+        Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
+        Err(ResendError::UnknownTarget) => flow_error(&ctx, kind, FlowError::NotFound),
         Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),
     }
 }

@@ -7,7 +7,7 @@ use super::sessions::{insert_session, NewSession};
 use super::sqlite_writer::Unit;
 use super::stmt::{is_unique_violation_sqlite, Columns, Stmt};
 use super::{is_unique_violation, Store};
-use crate::domain::{FlowId, Identifier, IdentifierId, UserId, VerificationId};
+use crate::domain::{FlowId, Identifier, IdentifierId, SessionId, UserId, VerificationId};
 
 pub struct NewFlow<'a> {
     pub id: &'a FlowId,
@@ -50,6 +50,8 @@ pub struct FlowRecord {
     pub browser_binding: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The session a completed flow created.
+    pub session_id: Option<SessionId>,
     /// Never empty; ordered by position.
     pub verifications: Vec<VerificationRecord>,
 }
@@ -120,11 +122,10 @@ pub enum Completion<'a> {
         user_id: &'a UserId,
         session: &'a NewSession<'a>,
     },
-    /// A sign-up with more identifiers to verify: the next one's code is sent.
+    /// A sign-up with more identifiers to verify: the verification is done, and the next one's
+    /// code (verification id, code hash, expiry) is sent if given.
     Next {
-        ver_id: &'a VerificationId,
-        code_hash: &'a str,
-        expires_at: i64,
+        next: Option<(&'a VerificationId, &'a str, i64)>,
         flow_expires_at: i64,
         message: Option<&'a NewMessage<'a>>,
     },
@@ -151,7 +152,7 @@ pub enum AttemptOutcome {
 }
 
 const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_kind, f.identifier_value, f.identifier_canonical, f.user_id, \
-     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
+     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, f.session_id, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
      v.identifier_id, v.position, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status \
      FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1 ORDER BY v.position";
 
@@ -169,6 +170,7 @@ fn flow_from_row(r: &impl Columns) -> FlowRecord {
         browser_binding: r.opt_text("browser_binding"),
         created_at: r.int("created_at"),
         expires_at: r.int("expires_at"),
+        session_id: r.opt_text("session_id").map(SessionId::from_trusted),
         verifications: vec![VerificationRecord {
             id: VerificationId::from_trusted(r.text("v_id")),
             channel: r.text("channel"),
@@ -257,11 +259,11 @@ impl Store {
         Ok(merge_rows(rows))
     }
 
-    /// Replaces the code of a pending verification (the old code dies, tries reset), cancels any
-    /// undelivered message with the old code, queues the new message (if any) and extends the
-    /// flow; with `switch`, the code goes to another identifier of the account from now on.
-    /// Returns false, writing nothing, if the previous send is younger than `cooldown_ms` or the
-    /// verification is no longer pending.
+    /// Gives a verification a new code (a first code for one still waiting; otherwise the old
+    /// code dies and the tries reset), cancels any undelivered message with the old code, queues
+    /// the new message (if any) and extends the flow; with `switch`, the code goes to another
+    /// identifier of the account from now on. Returns false, writing nothing, if the previous
+    /// send is younger than `cooldown_ms` or the verification is verified.
     #[allow(clippy::too_many_arguments)]
     pub async fn replace_code(
         &self,
@@ -279,7 +281,7 @@ impl Store {
         let updated = match switch {
             None => sqlx::query(
                 "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3 \
-                 WHERE id = $4 AND flow_id = $5 AND status IN ('pending', 'failed') AND sent_at <= $6",
+                 WHERE id = $4 AND flow_id = $5 AND (status = 'waiting' OR (status IN ('pending', 'failed') AND sent_at <= $6))",
             )
             .bind(code_hash)
             .bind(now)
@@ -290,7 +292,7 @@ impl Store {
             Some(sw) => sqlx::query(
                 "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3, \
                  channel = $7, destination = $8, canonical = $9, identifier_id = $10 \
-                 WHERE id = $4 AND flow_id = $5 AND status IN ('pending', 'failed') AND sent_at <= $6",
+                 WHERE id = $4 AND flow_id = $5 AND (status = 'waiting' OR (status IN ('pending', 'failed') AND sent_at <= $6))",
             )
             .bind(code_hash)
             .bind(now)
@@ -480,25 +482,25 @@ impl Completion<'_> {
         let mut stmts = Vec::new();
         let (user_id, session) = match self {
             Completion::Next {
-                ver_id,
-                code_hash,
-                expires_at,
+                next,
                 flow_expires_at,
                 message,
             } => {
-                stmts.push((
-                    Stmt::new(
-                        "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3 \
-                         WHERE id = $4 AND status = 'waiting'",
-                        vec![
-                            (*code_hash).into(),
-                            now.into(),
-                            (*expires_at).into(),
-                            ver_id.as_str().into(),
-                        ],
-                    ),
-                    false,
-                ));
+                if let Some((ver_id, code_hash, expires_at)) = next {
+                    stmts.push((
+                        Stmt::new(
+                            "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3 \
+                             WHERE id = $4 AND status = 'waiting'",
+                            vec![
+                                (*code_hash).into(),
+                                now.into(),
+                                (*expires_at).into(),
+                                ver_id.as_str().into(),
+                            ],
+                        ),
+                        false,
+                    ));
+                }
                 stmts.extend(message.map(|m| (insert_message(m), false)));
                 stmts.push((
                     Stmt::new(
