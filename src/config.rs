@@ -452,11 +452,12 @@ impl Settings {
             .dev_mode
             .unwrap_or(!had_file && smtp_url.is_none() && local_only);
         let mut warnings = Vec::new();
+        let test_mode = raw.test_mode.unwrap_or(dev_mode);
         let (identifiers, phone_policy, sms) = identifier_rules(&raw, dev_mode, &mut warnings)?;
+        let phone_policy = phone_policy.with_test_numbers(test_mode);
         if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
         }
-        let test_mode = raw.test_mode.unwrap_or(dev_mode);
         if test_mode && !dev_mode {
             warnings.push("TEST MODE IS ON: addresses with +latchkey_test and numbers +1 XXX 555-0100…0199 receive no message and accept the code 424242. Turn `test_mode` off before real people use this instance.".into());
         }
@@ -615,7 +616,8 @@ fn identifier_rules(
     let policy = PhonePolicy::new(raw.phone.default_region.as_deref(), allowed.as_deref())
         .map_err(|e| anyhow::anyhow!("`phone.allowed_countries` / `phone.default_region`: {e}"))?;
     if phone.enabled && allowed.is_none() && !dev_mode {
-        if phone.required || (phone.used_for_sign_in && !(email.enabled && email.used_for_sign_in)) {
+        if phone.required || (phone.used_for_sign_in && !(email.enabled && email.used_for_sign_in))
+        {
             bail!("`phone.allowed_countries`: phone numbers are required or the only way to sign in, but no country is allowed; list the countries SMS may be sent to (e.g. [\"US\", \"CA\"])");
         }
         warnings.push("phone numbers are off: set `phone.allowed_countries` (e.g. [\"US\", \"CA\"]) and an SMS provider (`sms.provider`) to turn them on".into());
@@ -641,6 +643,9 @@ fn identifier_rules(
     } else {
         SmsProvider::Log
     };
+    if phone.enabled && allowed.is_none() && !matches!(sms, SmsProvider::Log) {
+        bail!("`phone.allowed_countries`: required with `sms.provider` = \"{}\" (SMS is only ever sent to listed countries), also in dev mode", sms.name());
+    }
     if phone.enabled && dev_mode && allowed.is_none() {
         warnings.push("dev mode: phone numbers of any country are accepted (SMS codes are only logged); set `phone.allowed_countries` before sending real SMS".into());
     }
@@ -759,7 +764,9 @@ mod tests {
         assert!(!s.identifiers.phone.enabled && !s.identifiers.sign_in().phone);
         assert!(!s.test_mode, "test mode is off outside dev mode");
         assert!(
-            s.warnings.iter().any(|w| w.contains("phone.allowed_countries")),
+            s.warnings
+                .iter()
+                .any(|w| w.contains("phone.allowed_countries")),
             "{:?}",
             s.warnings
         );
@@ -771,7 +778,8 @@ mod tests {
         raw.strategies.phone_code = false;
         let err = refusal(raw);
         assert!(
-            err.contains("identifiers.phone.used_for_sign_in") && err.contains("strategies.phone_code"),
+            err.contains("identifiers.phone.used_for_sign_in")
+                && err.contains("strategies.phone_code"),
             "{err}"
         );
     }
@@ -825,7 +833,10 @@ mod tests {
         let mut raw = production();
         raw.phone.allowed_countries = Some(vec!["US".into(), "XX".into()]);
         let err = refusal(raw);
-        assert!(err.contains("phone.allowed_countries") && err.contains("XX"), "{err}");
+        assert!(
+            err.contains("phone.allowed_countries") && err.contains("XX"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -834,7 +845,11 @@ mod tests {
         raw.test_mode = Some(true);
         let s = Settings::from_raw(raw, true).unwrap();
         assert!(s.test_mode);
-        assert!(s.warnings.iter().any(|w| w.contains("TEST MODE")), "{:?}", s.warnings);
+        assert!(
+            s.warnings.iter().any(|w| w.contains("TEST MODE")),
+            "{:?}",
+            s.warnings
+        );
     }
 
     #[test]

@@ -18,9 +18,7 @@ use crate::auth::{Auth, Policy};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::crypto::{random_token, Keys};
-use crate::delivery::{
-    DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsSender, SmtpMailer,
-};
+use crate::delivery::{DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsSender, SmtpMailer};
 use crate::routes::{self, AppState, Ctx};
 use crate::session::Cookies;
 use crate::store::Store;
@@ -84,6 +82,7 @@ impl Application {
                 .host_str()
                 .unwrap_or_default()
                 .to_string(),
+            phone_policy: settings.phone_policy.clone(),
             signal: signal.clone(),
             worker_id: format!("wrk_{}", random_token(12)),
         }

@@ -32,6 +32,27 @@ fn kind_of_channel(channel: &str) -> IdentifierKind {
     }
 }
 
+/// Where a code went, as the page may show it: in full if the person typed it (sign-up, or the
+/// identifier that started a sign-in), masked if it is another identifier of the account that
+/// "Use another method" chose (a stranger who knows one identifier must not learn the others).
+fn shown_destination(record: &FlowRecord, v: &VerificationRecord) -> String {
+    let identifier = verification_identifier(record, v);
+    let typed = record.kind == "sign_up"
+        || (identifier.kind().as_str() == record.identifier_kind
+            && identifier.canonical() == record.identifier_canonical);
+    if typed {
+        identifier.display().to_string()
+    } else {
+        identifier.safe_identifier()
+    }
+}
+
+/// What a code's HMAC is bound to: its verification and the identifier it was sent to, so a
+/// code is only ever valid for the identifier that received it.
+fn code_binding(ver_id: &VerificationId, to: &Identifier) -> String {
+    format!("{ver_id}|{}:{}", to.kind().as_str(), to.canonical())
+}
+
 /// The identifier a verification is for, as stored.
 fn verification_identifier(record: &FlowRecord, v: &VerificationRecord) -> Identifier {
     let kind = kind_of_channel(&v.channel);
@@ -331,6 +352,10 @@ impl Auth {
                     tracing::info!(event = "sign_in_refused", identifier = %first.masked(), reason = "identifier_not_found");
                     return Err(StartError::IdentifierNotFound);
                 }
+                Some(stored) if !stored.verified => {
+                    tracing::info!(event = "sign_in_refused", identifier = %first.masked(), reason = "identifier_unverified");
+                    return Err(StartError::IdentifierNotFound);
+                }
                 // The code goes to the identifier stored for the account, never to the variant typed.
                 Some(stored) => {
                     user_id = Some(stored.user_id);
@@ -355,18 +380,20 @@ impl Auth {
             .iter()
             .zip(&ver_ids)
             .enumerate()
-            .map(|(i, ((identifier, identifier_id), ver_id))| NewVerification {
-                id: ver_id,
-                channel: channel(identifier.kind()),
-                destination: identifier.display(),
-                canonical: identifier.canonical(),
-                identifier_id: identifier_id.as_ref(),
-                code_hash: (i == 0 && send_first).then_some(prepared.code_hash.as_str()),
-                position: i as i64,
-                max_attempts: self.policy.max_attempts as i64,
-                sent_at: ms(now),
-                expires_at: ms(code_expires),
-            })
+            .map(
+                |(i, ((identifier, identifier_id), ver_id))| NewVerification {
+                    id: ver_id,
+                    channel: channel(identifier.kind()),
+                    destination: identifier.display(),
+                    canonical: identifier.canonical(),
+                    identifier_id: identifier_id.as_ref(),
+                    code_hash: (i == 0 && send_first).then_some(prepared.code_hash.as_str()),
+                    position: i as i64,
+                    max_attempts: self.policy.max_attempts as i64,
+                    sent_at: ms(now),
+                    expires_at: ms(code_expires),
+                },
+            )
             .collect();
         let recipient_masked = destination.masked();
         let message = prepared
@@ -421,9 +448,12 @@ impl Auth {
         let len = self.policy.code_length;
         if self.policy.test_mode && to.is_test() {
             let fixed: String = TEST_CODE.chars().cycle().take(len).collect();
-            let code = OtpCode::parse(&fixed, len).expect("the test code has the configured length");
+            let code =
+                OtpCode::parse(&fixed, len).expect("the test code has the configured length");
             return PreparedCode {
-                code_hash: self.keys.code_hash(ver_id.as_str(), code.expose()),
+                code_hash: self
+                    .keys
+                    .code_hash(&code_binding(ver_id, to), code.expose()),
                 message: None,
             };
         }
@@ -443,7 +473,9 @@ impl Auth {
             ttl_minutes: self.policy.code_ttl.as_secs().div_ceil(60),
         };
         PreparedCode {
-            code_hash: self.keys.code_hash(ver_id.as_str(), code.expose()),
+            code_hash: self
+                .keys
+                .code_hash(&code_binding(ver_id, to), code.expose()),
             message: Some((MessageId::generate(), message.seal(&self.keys))),
         }
     }
@@ -470,7 +502,12 @@ impl Auth {
         Ok(record)
     }
 
-    fn state(&self, record: &FlowRecord, v: &VerificationRecord, index: usize) -> VerificationState {
+    fn state(
+        &self,
+        record: &FlowRecord,
+        v: &VerificationRecord,
+        index: usize,
+    ) -> VerificationState {
         let now = ms(self.now());
         let status = match v.status.as_str() {
             "waiting" => VerificationStatus::NotSent,
@@ -485,7 +522,7 @@ impl Auth {
             kind: kind_of_channel(&v.channel),
             status,
             identifier_id: v.identifier_id.clone(),
-            destination: verification_identifier(record, v).display().to_string(),
+            destination: shown_destination(record, v),
             step: index + 1,
             steps: record.verifications.len(),
             attempts_used: v.attempts.clamp(0, u32::MAX as i64) as u32,
@@ -515,14 +552,22 @@ impl Auth {
             FlowKind::SignUp => self.missing(&verifications),
             FlowKind::SignIn => Vec::new(),
         };
-        FlowView {
-            id: record.id.clone(),
-            kind,
-            identifiers: record
+        let identifiers = match kind {
+            FlowKind::SignUp => record
                 .verifications
                 .iter()
                 .map(|x| (kind_of_channel(&x.channel), x.destination.clone()))
                 .collect(),
+            // Only what the person typed: never an identifier a switch revealed.
+            FlowKind::SignIn => vec![(
+                IdentifierKind::parse(&record.identifier_kind).unwrap_or(IdentifierKind::Email),
+                record.identifier_value.clone(),
+            )],
+        };
+        FlowView {
+            id: record.id.clone(),
+            kind,
+            identifiers,
             redirect: record
                 .redirect_url
                 .clone()
@@ -658,8 +703,17 @@ impl Auth {
         }
         let v = record.current();
         let destination = verification_identifier(&record, v);
-        self.replace_code(id, kind, &record, v, &destination, None, client, "code_resent")
-            .await
+        self.replace_code(
+            id,
+            kind,
+            &record,
+            v,
+            &destination,
+            None,
+            client,
+            "code_resent",
+        )
+        .await
     }
 
     /// "Use another method": sends the sign-in code to another identifier of the account
@@ -700,15 +754,33 @@ impl Auth {
                     return Err(ResendError::AlreadyVerified);
                 }
                 let destination = verification_identifier(&record, v);
-                self.replace_code(id, kind, &record, v, &destination, None, client, "code_sent")
-                    .await
+                self.replace_code(
+                    id,
+                    kind,
+                    &record,
+                    v,
+                    &destination,
+                    None,
+                    client,
+                    "code_sent",
+                )
+                .await
             }
             (FlowKind::SignIn, PrepareTarget::Identifier(identifier_id)) => {
                 let v = record.current();
                 if v.identifier_id.as_ref() == Some(identifier_id) {
                     let destination = verification_identifier(&record, v);
                     return self
-                        .replace_code(id, kind, &record, v, &destination, None, client, "code_sent")
+                        .replace_code(
+                            id,
+                            kind,
+                            &record,
+                            v,
+                            &destination,
+                            None,
+                            client,
+                            "code_sent",
+                        )
                         .await;
                 }
                 self.send_to_factor(&record, identifier_id, client).await
@@ -770,20 +842,21 @@ impl Auth {
         let code_expires = now + self.policy.code_ttl;
         let prepared = self.prepare_code(kind, &v.id, destination, code_expires);
         let recipient_masked = destination.masked();
-        let message = prepared.message.as_ref().map(|(msg_id, sealed)| NewMessage {
-            id: msg_id,
-            channel: channel(destination.kind()),
-            recipient_masked: &recipient_masked,
-            verification_id: Some(&v.id),
-            payload: sealed,
-            now: ms(now),
-            not_after: ms(code_expires),
-        });
-        // A switch to another identifier is not a resend to the same one: no cooldown.
-        let cooldown_ms = match switch {
-            Some(_) => 0,
-            None => self.policy.resend_cooldown.as_millis() as i64,
-        };
+        let message = prepared
+            .message
+            .as_ref()
+            .map(|(msg_id, sealed)| NewMessage {
+                id: msg_id,
+                channel: channel(destination.kind()),
+                recipient_masked: &recipient_masked,
+                verification_id: Some(&v.id),
+                payload: sealed,
+                now: ms(now),
+                not_after: ms(code_expires),
+            });
+        // A switch to another identifier waits for the cooldown too: otherwise alternating
+        // between two identifiers would send a message per request.
+        let cooldown_ms = self.policy.resend_cooldown.as_millis() as i64;
         let replaced = self
             .store
             .replace_code(
@@ -897,21 +970,32 @@ impl Auth {
             FlowKind::SignUp if auto_next && !completes => record.next_waiting().map(|w| {
                 let to = verification_identifier(&record, w);
                 let expires = now + self.policy.code_ttl;
-                (w, to.masked(), to.kind(), self.prepare_code(kind, &w.id, &to, expires), expires)
+                (
+                    w,
+                    to.masked(),
+                    to.kind(),
+                    self.prepare_code(kind, &w.id, &to, expires),
+                    expires,
+                )
             }),
             _ => None,
         };
-        let next_message = next.as_ref().and_then(|(w, masked, to_kind, prepared, expires)| {
-            prepared.message.as_ref().map(|(msg_id, sealed)| NewMessage {
-                id: msg_id,
-                channel: channel(*to_kind),
-                recipient_masked: masked,
-                verification_id: Some(&w.id),
-                payload: sealed,
-                now: ms(now),
-                not_after: ms(*expires),
-            })
-        });
+        let next_message = next
+            .as_ref()
+            .and_then(|(w, masked, to_kind, prepared, expires)| {
+                prepared
+                    .message
+                    .as_ref()
+                    .map(|(msg_id, sealed)| NewMessage {
+                        id: msg_id,
+                        channel: channel(*to_kind),
+                        recipient_masked: masked,
+                        verification_id: Some(&w.id),
+                        payload: sealed,
+                        now: ms(now),
+                        not_after: ms(*expires),
+                    })
+            });
         let mut new_identifiers = Vec::new();
         if kind == FlowKind::SignUp && completes {
             let mut primary_seen = Vec::new();
@@ -962,8 +1046,12 @@ impl Auth {
             max_failures: self.policy.lockout_max_failures as i64,
             cooldown_ms: self.policy.lockout_cooldown.as_millis() as i64,
         };
-        let (keys, ver_id, typed) = (self.keys.clone(), v.id.to_string(), code.clone());
-        let matches = move |stored: &str| keys.code_matches(&ver_id, typed.expose(), stored);
+        let (keys, binding, typed) = (
+            self.keys.clone(),
+            code_binding(&v.id, &identifier),
+            code.clone(),
+        );
+        let matches = move |stored: &str| keys.code_matches(&binding, typed.expose(), stored);
         let outcome = self
             .store
             .attempt_code(attempt, matches, completion)
@@ -988,7 +1076,10 @@ impl Auth {
                     token,
                     session_id,
                     user_id,
-                    redirect: record.redirect_url.clone().map(RedirectTarget::from_trusted),
+                    redirect: record
+                        .redirect_url
+                        .clone()
+                        .map(RedirectTarget::from_trusted),
                 }))
             }
             AttemptOutcome::Locked { until } => {
@@ -1020,7 +1111,11 @@ impl Auth {
                     .iter()
                     .find(|x| x.id == v.id)
                     .ok_or(FlowError::NotFound)?;
-                let err = if cv.status == "verified" || current.status == "complete" {
+                let moved_on = current.status == "pending" && current.current().id != v.id;
+                let err = if moved_on && auto_next {
+                    // A parallel submit of the same step won: the flow is at the next step.
+                    AttemptError::StepDone
+                } else if cv.status == "verified" || current.status == "complete" {
                     AttemptError::AlreadyUsed
                 } else if cv.status == "pending" && cv.expires_at <= ms(now) {
                     AttemptError::CodeExpired
@@ -1029,6 +1124,10 @@ impl Auth {
                 };
                 log("code_refused", &err.to_string());
                 Err(err)
+            }
+            AttemptOutcome::LostRace if auto_next && kind == FlowKind::SignUp && !completes => {
+                log("code_refused", "step already verified");
+                Err(AttemptError::StepDone)
             }
             AttemptOutcome::LostRace => {
                 log("code_refused", "already used");

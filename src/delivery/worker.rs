@@ -12,7 +12,7 @@ use super::sms::{OutgoingSms, SmsError, SmsSender};
 use crate::clock::SharedClock;
 use crate::config::OutboxConfig;
 use crate::crypto::Keys;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, PhoneNumber};
 use crate::store::{ms, ClaimedMessage, Store};
 
 /// Wakes the worker at once when a message is queued, so delivery does not wait for a poll.
@@ -37,6 +37,8 @@ pub struct OutboxWorker {
     pub product_name: String,
     /// The public host SMS codes are bound to (the last line of the text).
     pub public_host: String,
+    /// The countries SMS may go to, checked again before every send.
+    pub phone_policy: crate::domain::PhonePolicy,
     pub signal: OutboxSignal,
     /// Identifies this process's claims, so a graceful stop can hand them back.
     pub worker_id: String,
@@ -176,8 +178,17 @@ impl OutboxWorker {
                 }
             }
             "sms" => {
+                // The last line of defence: whatever queued it, SMS only goes to allowed countries.
+                let allowed = PhoneNumber::parse(&content.to, &self.phone_policy)
+                    .is_ok_and(|n| n.e164() == content.to);
+                if !allowed {
+                    return Err(Failure::Rejected(
+                        "the number's country is not in `phone.allowed_countries`".into(),
+                    ));
+                }
                 let body = content.render_sms(&self.product_name, &self.public_host);
                 let sms = OutgoingSms {
+                    id: msg.id.as_str(),
                     to: &content.to,
                     body: &body,
                     code: &content.code,

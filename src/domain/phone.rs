@@ -36,6 +36,8 @@ pub enum AllowedCountries {
 pub struct PhonePolicy {
     default_region: Option<(country::Id, String)>,
     allowed: AllowedCountries,
+    /// Test mode: the test range (+1 XXX 555-0100…0199) skips the validity and type checks.
+    test_numbers: bool,
 }
 
 impl Default for PhonePolicy {
@@ -44,6 +46,7 @@ impl Default for PhonePolicy {
         Self {
             default_region: None,
             allowed: AllowedCountries::Any,
+            test_numbers: false,
         }
     }
 }
@@ -112,7 +115,20 @@ impl PhonePolicy {
         Ok(Self {
             default_region,
             allowed,
+            test_numbers: false,
         })
+    }
+
+    /// Test mode: numbers of the test range are accepted without the metadata's validity and
+    /// type checks (they need not exist). Off, they are ordinary numbers.
+    pub fn with_test_numbers(mut self, on: bool) -> Self {
+        self.test_numbers = on;
+        self
+    }
+
+    /// Whether SMS may go to `number` (its country is allowed).
+    pub fn allows_number(&self, number: &PhoneNumber) -> bool {
+        PhoneNumber::parse(number.e164(), self).is_ok()
     }
 
     /// Whether numbers from every country are accepted.
@@ -165,7 +181,8 @@ impl PhonePolicy {
 /// Guarantees, once built by [`parse`](Self::parse):
 /// - valid for its country per libphonenumber's metadata (or a test number, see
 ///   [`is_test_number`](Self::is_test_number)), with no extension;
-/// - of a type that can receive text messages (mobile, fixed-line-or-mobile, personal, VoIP);
+/// - of a type that can receive text messages (mobile, fixed-line-or-mobile, personal; VoIP
+///   numbers are refused: they are the usual tool of SMS pumping and throw-away accounts);
 /// - from a country the [`PhonePolicy`] allows.
 ///
 /// [`e164`](Self::e164) is the comparison key: one per account. [`display`](Self::display) is
@@ -224,7 +241,7 @@ pub(crate) fn looks_like_phone(input: &str) -> bool {
 fn receives_sms(kind: Type) -> bool {
     matches!(
         kind,
-        Type::Mobile | Type::FixedLineOrMobile | Type::PersonalNumber | Type::Voip
+        Type::Mobile | Type::FixedLineOrMobile | Type::PersonalNumber
     )
 }
 
@@ -277,7 +294,7 @@ impl PhoneNumber {
             (false, None, None) => return Err(PhoneError::NeedsCountryCode),
         };
 
-        let test = is_test_e164(&number.e164);
+        let test = policy.test_numbers && is_test_e164(&number.e164);
         if !test && !number.valid {
             return Err(PhoneError::Invalid);
         }
@@ -612,10 +629,19 @@ mod tests {
     }
 
     #[test]
-    fn test_numbers_parse_even_in_unassigned_area_codes() {
-        assert!(ok("+1 555 555 0100", &any()).is_test_number());
+    fn test_numbers_parse_even_in_unassigned_area_codes_in_test_mode_only() {
+        let test_mode = any().with_test_numbers(true);
+        assert!(ok("+1 555 555 0100", &test_mode).is_test_number());
         assert_eq!(
-            PhoneNumber::parse("+1 555 555 0100", &policy(None, Some(&["GB"]))),
+            PhoneNumber::parse("+1 555 555 0100", &any()),
+            Err(PhoneError::Invalid),
+            "outside test mode the test range is checked like any number"
+        );
+        assert_eq!(
+            PhoneNumber::parse(
+                "+1 555 555 0100",
+                &policy(None, Some(&["GB"])).with_test_numbers(true)
+            ),
             Err(PhoneError::CountryNotAllowed)
         );
     }

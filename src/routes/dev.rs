@@ -71,7 +71,10 @@ pub async fn settings(ctx: Ctx) -> HttpResponse {
     let s = &ctx.state.settings;
     let on = |b: bool| if b { "on" } else { "off" }.to_string();
     let mut rows = Vec::new();
-    for (name, r) in [("email", &s.identifiers.email), ("phone", &s.identifiers.phone)] {
+    for (name, r) in [
+        ("email", &s.identifiers.email),
+        ("phone", &s.identifiers.phone),
+    ] {
         rows.push((format!("identifiers.{name}.enabled"), on(r.enabled)));
         rows.push((format!("identifiers.{name}.required"), on(r.required)));
         rows.push((

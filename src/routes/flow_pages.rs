@@ -9,8 +9,7 @@ use super::context::with_retry_after;
 use super::pages::{FactorChoice, Field, IdentifierPage, Link, VerifyPage};
 use super::{paths, Ctx};
 use crate::auth::{
-    AttemptError, AttemptTarget, Attempted, FlowError, FlowKind, FlowView, ResendError,
-    StartError,
+    AttemptError, AttemptTarget, Attempted, FlowError, FlowKind, FlowView, ResendError, StartError,
 };
 use crate::domain::{
     Accepts, FlowId, Identifier, IdentifierId, IdentifierKind, OtpCode, RedirectTarget,
@@ -125,7 +124,7 @@ fn other(kind: FlowKind) -> FlowKind {
 
 fn field(name: FieldName, label: String, value: &str, required: bool, invalid: bool) -> Field {
     let (html_name, input_type, inputmode, autocomplete) = match name {
-        FieldName::Identifier => ("identifier", "text", "email", "username"),
+        FieldName::Identifier => ("identifier", "text", "text", "username"),
         FieldName::Email => ("email_address", "email", "email", "email"),
         FieldName::Phone => ("phone_number", "tel", "tel", "tel"),
     };
@@ -356,8 +355,20 @@ fn parse_identifiers(
             let mut out = Vec::new();
             let none_required = !rules.email.required && !rules.phone.required;
             for (enabled, required, value, is_email, name) in [
-                (rules.email.enabled, rules.email.required, &typed.email, true, FieldName::Email),
-                (rules.phone.enabled, rules.phone.required, &typed.phone, false, FieldName::Phone),
+                (
+                    rules.email.enabled,
+                    rules.email.required,
+                    &typed.email,
+                    true,
+                    FieldName::Email,
+                ),
+                (
+                    rules.phone.enabled,
+                    rules.phone.required,
+                    &typed.phone,
+                    false,
+                    FieldName::Phone,
+                ),
             ] {
                 if !enabled {
                     continue;
@@ -412,7 +423,13 @@ pub async fn start(ctx: Ctx, kind: FlowKind, form: web::Form<StartForm>) -> Http
     let invalid = |message: String, link: Option<Link>, name: Option<FieldName>| {
         ctx.render(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &identifier_page(&ctx, kind, &typed, redirect.as_ref(), Some((message, link, name))),
+            &identifier_page(
+                &ctx,
+                kind,
+                &typed,
+                redirect.as_ref(),
+                Some((message, link, name)),
+            ),
         )
     };
     let identifiers = match parse_identifiers(&ctx, kind, &typed) {
@@ -436,7 +453,10 @@ pub async fn start(ctx: Ctx, kind: FlowKind, form: web::Form<StartForm>) -> Http
                     &format!("Create an account with this {short}"),
                     with_query(
                         paths::SIGN_UP,
-                        &[(param, identifier.display()), ("redirect_url", redirect_str)],
+                        &[
+                            (param, identifier.display()),
+                            ("redirect_url", redirect_str),
+                        ],
                     ),
                 )),
                 Some(FieldName::Identifier),
@@ -587,8 +607,12 @@ pub async fn code_page(
         Ok(view) => {
             let notice = if query.verified.is_some() {
                 Some(match view.verification.kind {
-                    IdentifierKind::Email => "Verified. Now enter the code we sent to your email address.".to_string(),
-                    IdentifierKind::Phone => "Verified. Now enter the code we sent to your phone.".to_string(),
+                    IdentifierKind::Email => {
+                        "Verified. Now enter the code we sent to your email address.".to_string()
+                    }
+                    IdentifierKind::Phone => {
+                        "Verified. Now enter the code we sent to your phone.".to_string()
+                    }
                 })
             } else {
                 query

@@ -2,10 +2,12 @@ use super::stmt::{Columns, Stmt};
 use super::Store;
 use crate::domain::{EmailAddress, Identifier, IdentifierId, IdentifierKind, UserId};
 
-const FIND_OWNER: &str = "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
+const FIND_OWNER: &str =
+    "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
      WHERE kind = $1 AND canonical = $2";
 
-const USER_IDENTIFIERS: &str = "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
+const USER_IDENTIFIERS: &str =
+    "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
      WHERE user_id = $1 ORDER BY kind, is_primary DESC, created_at";
 
 /// An identifier of an account, as stored.

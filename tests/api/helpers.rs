@@ -739,7 +739,13 @@ impl TestApp {
     /// Stops the server and starts a new process-equivalent on the same database, SMTP server,
     /// clock and browser.
     pub async fn restart(self) -> TestApp {
-        let (raw, smtp, clock, dir, client) = self.stop().await;
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like [`restart`](Self::restart), with the configuration changed by `customise`.
+    pub async fn restart_with(self, customise: impl FnOnce(&mut RawConfig)) -> TestApp {
+        let (mut raw, smtp, clock, dir, client) = self.stop().await;
+        customise(&mut raw);
         launch(raw, smtp, clock, dir, client).await
     }
 }

@@ -220,19 +220,55 @@ crate::backend_tests! {
         let page = app.page(&verify).await;
         assert!(page.contains("Use another method"), "{}", page.html);
         assert!(page.contains("Send a code to +1 ••• ••• •123"), "{}", page.html);
-        assert!(!page.html.contains("555-0123") && !page.html.contains("5550123"), "only the masked number is shown");
+        let hidden = |html: &str| !html.contains("555-0123") && !html.contains("5550123");
+        assert!(hidden(&page.html), "only the masked number is shown");
         let action = page.form_action("/factor/");
+        // Switching waits for the resend cooldown too (no message per request).
+        let resp = app.submit(&page.form(&action)).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(resp.headers().contains_key("retry-after"));
+        app.clock.advance(Duration::from_secs(30));
         let resp = app.submit(&page.form(&action)).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         let page = app.page(&location(&resp)).await;
-        assert!(page.contains("Check your phone") && page.contains("+1 201-555-0123"), "{}", page.html);
+        assert!(page.contains("Check your phone") && page.contains("+1 ••• ••• •123"), "{}", page.html);
+        assert!(hidden(&page.html), "the number stays masked after the switch: {}", page.html);
         assert!(page.contains("Send a code to j•••@example.com"), "{}", page.html);
+        let edit = app.page(&page.link("Use another phone number")).await;
+        assert!(hidden(&edit.html), "Edit keeps what was typed, not the switched-to number");
+        assert_eq!(edit.input_value("identifier").as_deref(), Some("jo@example.com"));
         let text_code = sms.wait_for(NUMBER, 2).await.code();
         if text_code != email_code {
             let resp = app.enter_code(&verify, &email_code).await;
             assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "the emailed code died with the switch");
         }
         assert_eq!(location(&app.enter_code(&verify, &text_code).await), "/user");
+    }
+
+    async fn a_country_taken_off_the_list_gets_no_more_codes() {
+        let sms = TestSms::start();
+        let app = phone_app(&sms, |raw| raw.identifiers.phone.required = true).await;
+        let other = browser();
+        let resp = app
+            .submit_fields_with(&other, "/sign-up", &[("email_address", "uk@example.com"), ("phone_number", "+44 7400 123456")])
+            .await;
+        let verify = location(&resp);
+        let code = app.smtp.wait_for("uk@example.com", 1).await.code();
+        app.enter_code_with(&other, &verify, &code).await;
+        let code = sms.wait_for("+447400123456", 1).await.code();
+        assert_eq!(location(&app.enter_code_with(&other, &verify, &code).await), "/user");
+
+        let app = app
+            .restart_with(|raw| raw.phone.allowed_countries = Some(vec!["US".into()]))
+            .await;
+        let resp = app.submit_fields("/sign-in", &[("identifier", "+44 7400 123456")]).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(TestApp::into_page(resp).await.contains("Phone numbers from this country can't be used here."));
+        let verify = app.start_flow_with_fields("/sign-in", &[("identifier", "uk@example.com")]).await;
+        let page = app.page(&verify).await;
+        assert!(!page.contains("Use another method"), "the UK number is not offered: {}", page.html);
+        app.clock.advance(Duration::from_secs(30));
+        assert_eq!(sms.request_count(), 1);
     }
 
     async fn a_number_of_a_country_not_allowed_gets_a_message_and_no_sms() {
@@ -396,6 +432,15 @@ crate::backend_tests! {
         }
         assert_eq!(app.smtp.all().len(), 1, "no mail to test addresses");
         assert_eq!(sms.request_count(), 0, "no SMS to test numbers");
+        // +1 201 555 0123 is in the test range (0100…0199); 0234 is an ordinary number.
+        let verify = app.start_flow_with_fields("/sign-up", &[("email_address", "x+latchkey_test@example.com"), ("phone_number", "+1 201 555 0234")]).await;
+        let resp = app.enter_code(&verify, "424242").await;
+        let status = resp.status();
+        assert_eq!(status, StatusCode::SEE_OTHER, "{}", resp.text().await.unwrap());
+        let text = sms.wait_for("+12015550234", 1).await;
+        if text.code() != "424242" {
+            assert_eq!(app.enter_code(&verify, "424242").await.status(), StatusCode::UNPROCESSABLE_ENTITY, "a real number needs its real code");
+        }
     }
 
     async fn without_test_mode_the_fixed_code_opens_nothing() {

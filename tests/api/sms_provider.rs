@@ -27,6 +27,7 @@ fn sender(provider: SmsProvider) -> SmsSender {
 async fn send_to(sender: &SmsSender, to: &str) -> Result<(), SmsError> {
     let body = sms_text(CODE, "Acme", "accounts.example.com");
     let sms = OutgoingSms {
+        id: "msg_test",
         to,
         body: &body,
         code: CODE,

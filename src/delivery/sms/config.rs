@@ -143,8 +143,8 @@ impl SmsConfig {
         match self.provider.as_str() {
             "log" if dev_mode => Ok(SmsProvider::Log),
             "log" => bail!(LOG_IN_PRODUCTION),
-            "twilio" => self.twilio.validate(),
-            "webhook" => self.webhook.validate(),
+            "twilio" => self.twilio.validate(dev_mode),
+            "webhook" => self.webhook.validate(dev_mode),
             other => bail!(
                 "`sms.provider`: must be \"twilio\", \"webhook\" or \"log\" (development), got {other:?}"
             ),
@@ -153,8 +153,8 @@ impl SmsConfig {
 }
 
 impl TwilioConfig {
-    fn validate(&self) -> anyhow::Result<SmsProvider> {
-        let base_url = http_url("sms.twilio.base_url", &self.base_url)?;
+    fn validate(&self, dev_mode: bool) -> anyhow::Result<SmsProvider> {
+        let base_url = http_url("sms.twilio.base_url", &self.base_url, dev_mode)?;
         let account_sid = required(&self.account_sid, "sms.twilio.account_sid", "twilio")?;
         // It becomes a path segment of every request.
         if !account_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -193,9 +193,9 @@ impl TwilioConfig {
 }
 
 impl WebhookConfig {
-    fn validate(&self) -> anyhow::Result<SmsProvider> {
+    fn validate(&self, dev_mode: bool) -> anyhow::Result<SmsProvider> {
         let url = required(&self.url, "sms.webhook.url", "webhook")?;
-        let url = http_url("sms.webhook.url", url)?;
+        let url = http_url("sms.webhook.url", url, dev_mode)?;
         let secret = secret_value(
             "sms.webhook.secret",
             self.secret.as_deref(),
@@ -217,10 +217,21 @@ fn required<'a>(v: &'a Option<String>, key: &str, provider: &str) -> anyhow::Res
     non_empty(v).with_context(|| format!("`{key}`: required when `sms.provider` is \"{provider}\""))
 }
 
-fn http_url(key: &str, raw: &str) -> anyhow::Result<Url> {
+/// An http(s) URL; plain http only to a loopback host or in dev mode (credentials and codes
+/// never cross a network in clear).
+fn http_url(key: &str, raw: &str, dev_mode: bool) -> anyhow::Result<Url> {
     let url = Url::parse(raw.trim()).with_context(|| format!("`{key}`: {raw:?} is not a URL"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         bail!("`{key}`: must be an http or https URL with a host, got {raw:?}");
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback && !dev_mode {
+        bail!("`{key}`: must be https (plain http only to a loopback address), got {raw:?}");
     }
     Ok(url)
 }

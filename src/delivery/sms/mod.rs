@@ -16,6 +16,8 @@ pub use webhook::{verify_webhook_signature, webhook_signature, SIGNATURE_HEADER}
 
 /// One SMS to send.
 pub struct OutgoingSms<'a> {
+    /// The outbox message id: the same on every retry, so a receiver can drop duplicates.
+    pub id: &'a str,
     /// E.164.
     pub to: &'a str,
     /// The full text (see [`sms_text`]).
@@ -127,6 +129,7 @@ impl SmsSender {
             }
             SmsProvider::Webhook { url, secret } => {
                 let body = serde_json::to_vec(&WebhookBody {
+                    id: sms.id,
                     to: sms.to,
                     body: sms.body,
                     code: sms.code,
@@ -199,6 +202,7 @@ struct TwilioError {
 
 #[derive(Serialize)]
 struct WebhookBody<'a> {
+    id: &'a str,
     to: &'a str,
     body: &'a str,
     code: &'a str,
