@@ -22,7 +22,7 @@ pub use flow::{
 use crate::clock::SharedClock;
 use crate::crypto::{random_token, Keys};
 use crate::delivery::OutboxSignal;
-use crate::domain::{Accepts, EmailAddress, PhonePolicy, SessionId, UserId};
+use crate::domain::{Accepts, EmailAddress, Identifier, PhonePolicy, SessionId, UserId};
 use crate::store::{ms, Store, StoredIdentifier};
 
 /// Numbers that govern flows, codes and sessions (all from configuration).
@@ -60,7 +60,10 @@ pub struct Client<'a> {
 pub struct CurrentUser {
     pub session_id: SessionId,
     pub user_id: UserId,
+    /// The primary email address, if the account has one.
     pub email: Option<EmailAddress>,
+    /// Every identifier of the account: emails first, primary first.
+    pub identifiers: Vec<StoredIdentifier>,
     pub joined_at: OffsetDateTime,
     pub session_expires_at: OffsetDateTime,
 }
@@ -108,18 +111,21 @@ impl Auth {
         let Some(session) = self.store.find_session(&hash, ms(self.now())).await? else {
             return Ok(None);
         };
+        let email = session
+            .identifiers
+            .iter()
+            .find_map(|s| match &s.identifier {
+                Identifier::Email(e) if s.is_primary => Some(e.clone()),
+                _ => None,
+            });
         Ok(Some(CurrentUser {
             session_id: session.session_id,
             user_id: session.user_id,
-            email: session.email,
+            email,
+            identifiers: session.identifiers,
             joined_at: crate::store::from_ms(session.user_created_at),
             session_expires_at: crate::store::from_ms(session.expires_at),
         }))
-    }
-
-    /// The account's identifiers (emails first, primary first), for the profile page.
-    pub async fn identifiers(&self, user: &UserId) -> anyhow::Result<Vec<StoredIdentifier>> {
-        self.store.user_identifiers(user).await
     }
 
     /// Ends a session: its row is deleted, so the token stops working everywhere at once.

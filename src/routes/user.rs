@@ -19,12 +19,8 @@ pub async fn page(ctx: Ctx) -> HttpResponse {
         }
         Err(resp) => return resp,
     };
-    let identifiers = match ctx.state.auth.identifiers(&user.user_id).await {
-        Ok(i) => i,
-        Err(e) => return ctx.internal(e.context("listing the account's identifiers")),
-    };
     let of_kind = |kind: IdentifierKind| {
-        identifiers
+        user.identifiers
             .iter()
             .filter(|s| s.identifier.kind() == kind)
             .map(|s| ProfileIdentifier {

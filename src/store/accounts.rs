@@ -20,7 +20,7 @@ pub struct StoredIdentifier {
     pub verified: bool,
 }
 
-fn identifier_from_row(r: &impl Columns) -> StoredIdentifier {
+pub(super) fn identifier_from_row(r: &impl Columns) -> StoredIdentifier {
     let kind = IdentifierKind::parse(&r.text("kind")).unwrap_or(IdentifierKind::Email);
     StoredIdentifier {
         id: IdentifierId::from_trusted(r.text("id")),

@@ -1,6 +1,7 @@
+use super::accounts::{identifier_from_row, StoredIdentifier};
 use super::stmt::{Columns, Stmt};
 use super::Store;
-use crate::domain::{EmailAddress, SessionId, UserId};
+use crate::domain::{SessionId, UserId};
 
 pub struct NewSession<'a> {
     pub id: &'a SessionId,
@@ -12,14 +13,15 @@ pub struct NewSession<'a> {
     pub ip: Option<&'a str>,
 }
 
-/// A live session, its user and the user's primary email address.
+/// A live session, its user and the user's identifiers.
 #[derive(Debug, Clone)]
 pub struct SessionUser {
     pub session_id: SessionId,
     pub user_id: UserId,
     pub expires_at: i64,
     pub user_created_at: i64,
-    pub email: Option<EmailAddress>,
+    /// Emails first, primary first (as [`Store::user_identifiers`]).
+    pub identifiers: Vec<StoredIdentifier>,
 }
 
 pub(super) fn insert_session(s: &NewSession<'_>) -> Stmt {
@@ -38,22 +40,26 @@ pub(super) fn insert_session(s: &NewSession<'_>) -> Stmt {
     )
 }
 
+/// One row per identifier of the user (at least one row: the join is a LEFT JOIN).
 const FIND_SESSION: &str =
-    "SELECT s.id, s.user_id, s.expires_at, u.created_at AS user_created_at, i.value, i.canonical \
+    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, u.created_at AS user_created_at, \
+     i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
      FROM sessions s JOIN users u ON u.id = s.user_id \
-     LEFT JOIN identifiers i ON i.user_id = u.id AND i.kind = 'email' AND i.is_primary = 1 \
-     WHERE s.token_hash = $1 AND s.expires_at > $2";
+     LEFT JOIN identifiers i ON i.user_id = u.id \
+     WHERE s.token_hash = $1 AND s.expires_at > $2 \
+     ORDER BY i.kind, i.is_primary DESC, i.created_at";
 
 fn session_from_row(r: &impl Columns) -> SessionUser {
     SessionUser {
-        session_id: SessionId::from_trusted(r.text("id")),
-        user_id: UserId::from_trusted(r.text("user_id")),
+        session_id: SessionId::from_trusted(r.text("s_id")),
+        user_id: UserId::from_trusted(r.text("s_user_id")),
         expires_at: r.int("expires_at"),
         user_created_at: r.int("user_created_at"),
-        email: r
-            .opt_text("value")
-            .zip(r.opt_text("canonical"))
-            .map(|(v, c)| EmailAddress::from_trusted(v, c)),
+        identifiers: r
+            .opt_text("id")
+            .map(|_| identifier_from_row(r))
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -64,12 +70,21 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> anyhow::Result<Option<SessionUser>> {
-        self.read_optional(
-            Stmt::new(FIND_SESSION, vec![token_hash.into(), now.into()]),
-            |r| session_from_row(r),
-            session_from_row,
-        )
-        .await
+        let rows = self
+            .read_all(
+                Stmt::new(FIND_SESSION, vec![token_hash.into(), now.into()]),
+                |r| session_from_row(r),
+                session_from_row,
+            )
+            .await?;
+        let mut rows = rows.into_iter();
+        let Some(mut session) = rows.next() else {
+            return Ok(None);
+        };
+        for row in rows {
+            session.identifiers.extend(row.identifiers);
+        }
+        Ok(Some(session))
     }
 
     pub async fn delete_session(&self, id: &SessionId) -> anyhow::Result<()> {
