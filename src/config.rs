@@ -32,6 +32,13 @@ pub struct RawConfig {
     pub secret_file: Option<PathBuf>,
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_redirect_origins: Vec<String>,
+    /// Origins (besides Latchkey's own) whose pages may call the JSON API with credentials
+    /// (exact-origin CORS). Unset: `allowed_redirect_origins`.
+    #[serde(
+        deserialize_with = "opt_string_or_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cors_allowed_origins: Option<Vec<String>>,
     pub log_format: String,
     pub max_body_bytes: usize,
     /// HTTP worker threads; 0 means one per CPU core.
@@ -211,6 +218,7 @@ impl Default for RawConfig {
             secret: None,
             secret_file: None,
             allowed_redirect_origins: Vec::new(),
+            cors_allowed_origins: None,
             log_format: "pretty".into(),
             max_body_bytes: 16 * 1024,
             http_workers: 0,
@@ -340,6 +348,7 @@ pub struct Settings {
     /// The server secret if the operator gave one; otherwise one is generated and kept in the database.
     pub secret: Option<String>,
     pub allowed_redirect_origins: Vec<Origin>,
+    pub cors_allowed_origins: Vec<Origin>,
     pub log_json: bool,
     pub max_body_bytes: usize,
     pub http_workers: usize,
@@ -488,6 +497,13 @@ impl Settings {
             .iter()
             .map(|o| Origin::parse(o).with_context(|| format!("`allowed_redirect_origins`: {o:?}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let cors_allowed_origins = match &raw.cors_allowed_origins {
+            None => allowed_redirect_origins.clone(),
+            Some(list) => list
+                .iter()
+                .map(|o| Origin::parse(o).with_context(|| format!("`cors_allowed_origins`: {o:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        };
         let log_json = match raw.log_format.as_str() {
             "pretty" => false,
             "json" => true,
@@ -562,6 +578,7 @@ impl Settings {
             dev_mode,
             secret,
             allowed_redirect_origins,
+            cors_allowed_origins,
             log_json,
             max_body_bytes: raw.max_body_bytes,
             http_workers: raw.http_workers,

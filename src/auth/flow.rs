@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 
 use super::{Auth, Client};
+use crate::crypto::random_token;
 use crate::delivery::{CodeMessage, Purpose};
 use crate::domain::{
     FlowId, Identifier, IdentifierId, IdentifierKind, MessageId, OtpCode, PhoneNumber,
@@ -51,6 +52,18 @@ fn shown_destination(record: &FlowRecord, v: &VerificationRecord) -> String {
 /// code is only ever valid for the identifier that received it.
 fn code_binding(ver_id: &VerificationId, to: &Identifier) -> String {
     format!("{ver_id}|{}:{}", to.kind().as_str(), to.canonical())
+}
+
+fn shown_value(record: &FlowRecord, v: &VerificationRecord) -> String {
+    let identifier = verification_identifier(record, v);
+    match (
+        &identifier,
+        shown_destination(record, v) == identifier.display(),
+    ) {
+        (Identifier::Phone(p), true) => p.e164().to_string(),
+        (Identifier::Email(e), true) => e.display().to_string(),
+        (_, false) => identifier.safe_identifier(),
+    }
 }
 
 /// The identifier a verification is for, as stored.
@@ -111,6 +124,9 @@ pub struct VerificationState {
     pub identifier_id: Option<IdentifierId>,
     /// Where the code went (the stored identifier for sign-in), as shown to people.
     pub destination: String,
+    /// The identifier's comparison key (E.164 for a phone number), for the API; like
+    /// `destination`, masked if the person did not type it.
+    pub value: String,
     /// This verification is step `step` of `steps` (a sign-up verifies each identifier in turn).
     pub step: usize,
     pub steps: usize,
@@ -208,6 +224,8 @@ impl FlowView {
 /// A completed flow: the new session's token goes into the cookie.
 pub struct SignedIn {
     pub token: String,
+    /// Native clients: their new client token, which holds the session (the old one is dead).
+    pub client_token: Option<String>,
     pub session_id: SessionId,
     pub user_id: UserId,
     pub redirect: Option<RedirectTarget>,
@@ -523,6 +541,7 @@ impl Auth {
             status,
             identifier_id: v.identifier_id.clone(),
             destination: shown_destination(record, v),
+            value: shown_value(record, v),
             step: index + 1,
             steps: record.verifications.len(),
             attempts_used: v.attempts.clamp(0, u32::MAX as i64) as u32,
@@ -955,7 +974,13 @@ impl Auth {
                 (user, key)
             }
         };
-        let session = self.new_session(&session_id, &user_id, &token_hash, now, client);
+        // A native client gets a new token at sign-in, so a planted one never holds a session.
+        let client_token = client.native.then(|| random_token(32));
+        let client_binding = client_token
+            .as_deref()
+            .map(|t| self.keys.browser_binding(t));
+        let mut session = self.new_session(&session_id, &user_id, &token_hash, now, client);
+        session.client_binding = client_binding.as_deref();
         // A sign-up completes with its last unverified identifier, if nothing required is missing.
         let others_unverified = record
             .verifications
@@ -1074,6 +1099,7 @@ impl Auth {
                 tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), user_id = %user_id, session_id = %session_id, ip = client.ip.unwrap_or("-"));
                 Ok(Attempted::SignedIn(SignedIn {
                     token,
+                    client_token,
                     session_id,
                     user_id,
                     redirect: record
@@ -1156,6 +1182,7 @@ impl Auth {
             expires_at: ms(now + self.policy.session_ttl),
             user_agent: client.user_agent,
             ip: client.ip,
+            client_binding: None,
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct Client<'a> {
     pub browser: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub ip: Option<&'a str>,
+    /// A native app (the API with a bearer client token instead of cookies): `browser` is its
+    /// client token, which also holds the session; a completed flow issues a new one.
+    pub native: bool,
 }
 
 /// The signed-in person behind a session cookie.
@@ -66,6 +69,7 @@ pub struct CurrentUser {
     pub identifiers: Vec<StoredIdentifier>,
     pub joined_at: OffsetDateTime,
     pub session_expires_at: OffsetDateTime,
+    pub session_created_at: OffsetDateTime,
 }
 
 /// The state machine and everything it needs. Cheap to share behind an `Arc`.
@@ -108,9 +112,24 @@ impl Auth {
             return Ok(None);
         }
         let hash = self.keys.token_hash(token);
-        let Some(session) = self.store.find_session(&hash, ms(self.now())).await? else {
+        let session = self.store.find_session(&hash, ms(self.now())).await?;
+        Ok(session.map(Self::signed_in_user))
+    }
+
+    /// The session a native client's token holds, if it is live, with its user.
+    pub async fn current_client_user(&self, token: &str) -> anyhow::Result<Option<CurrentUser>> {
+        if token.len() != 43 {
             return Ok(None);
-        };
+        }
+        let binding = self.keys.browser_binding(token);
+        let session = self
+            .store
+            .find_client_session(&binding, ms(self.now()))
+            .await?;
+        Ok(session.map(Self::signed_in_user))
+    }
+
+    fn signed_in_user(session: crate::store::SessionUser) -> CurrentUser {
         let email = session
             .identifiers
             .iter()
@@ -118,14 +137,15 @@ impl Auth {
                 Identifier::Email(e) if s.is_primary => Some(e.clone()),
                 _ => None,
             });
-        Ok(Some(CurrentUser {
+        CurrentUser {
             session_id: session.session_id,
             user_id: session.user_id,
             email,
             identifiers: session.identifiers,
             joined_at: crate::store::from_ms(session.user_created_at),
             session_expires_at: crate::store::from_ms(session.expires_at),
-        }))
+            session_created_at: crate::store::from_ms(session.created_at),
+        }
     }
 
     /// Ends a session: its row is deleted, so the token stops working everywhere at once.

@@ -83,6 +83,7 @@ impl Ctx {
             browser: self.browser.as_deref(),
             user_agent: self.user_agent.as_deref(),
             ip: self.ip.as_deref(),
+            native: false,
         }
     }
 
@@ -115,7 +116,7 @@ impl Ctx {
     /// before any token is looked at. `Origin: null` (sent by browsers whose referrer policy hides
     /// the origin) is accepted only when the browser also vouches `Sec-Fetch-Site: same-origin`,
     /// a header no page can forge.
-    fn same_origin_request(&self) -> bool {
+    pub(super) fn same_origin_request(&self) -> bool {
         let headers = self.req.headers();
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         if let Some(site) = site {
@@ -208,7 +209,7 @@ impl Ctx {
         }
     }
 
-    fn attach_cookies(&self, resp: &mut actix_web::HttpResponseBuilder) {
+    pub(super) fn attach_cookies(&self, resp: &mut actix_web::HttpResponseBuilder) {
         if let Some(b) = self.minted_browser.borrow().as_deref() {
             resp.cookie(self.state.cookies.browser(b));
         }

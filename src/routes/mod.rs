@@ -5,6 +5,7 @@
 // Early exits carry the finished response (`Result<_, HttpResponse>`); boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
 
+mod api;
 mod assets;
 mod context;
 mod dev;
@@ -130,5 +131,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(paths::READYZ, web::get().to(health::readyz))
         .route(paths::DEV_OUTBOX, web::get().to(dev::outbox))
         .route(paths::DEV_SETTINGS, web::get().to(dev::settings))
-        .route("/static/{name}", web::get().to(assets::serve));
+        .route("/static/{name}", web::get().to(assets::serve))
+        .configure(api::configure);
 }

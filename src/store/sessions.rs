@@ -11,6 +11,8 @@ pub struct NewSession<'a> {
     pub expires_at: i64,
     pub user_agent: Option<&'a str>,
     pub ip: Option<&'a str>,
+    /// Native clients: the binding of the client token that holds the session.
+    pub client_binding: Option<&'a str>,
 }
 
 /// A live session, its user and the user's identifiers.
@@ -19,6 +21,7 @@ pub struct SessionUser {
     pub session_id: SessionId,
     pub user_id: UserId,
     pub expires_at: i64,
+    pub created_at: i64,
     pub user_created_at: i64,
     /// Emails first, primary first (as [`Store::user_identifiers`]).
     pub identifiers: Vec<StoredIdentifier>,
@@ -26,8 +29,8 @@ pub struct SessionUser {
 
 pub(super) fn insert_session(s: &NewSession<'_>) -> Stmt {
     Stmt::new(
-        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip, client_binding) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8)",
         vec![
             s.id.as_str().into(),
             s.user_id.as_str().into(),
@@ -36,24 +39,35 @@ pub(super) fn insert_session(s: &NewSession<'_>) -> Stmt {
             s.expires_at.into(),
             s.user_agent.into(),
             s.ip.into(),
+            s.client_binding.into(),
         ],
     )
 }
 
 /// One row per identifier of the user (at least one row: the join is a LEFT JOIN).
 const FIND_SESSION: &str =
-    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, u.created_at AS user_created_at, \
-     i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
+    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, \
+     u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
      FROM sessions s JOIN users u ON u.id = s.user_id \
      LEFT JOIN identifiers i ON i.user_id = u.id \
      WHERE s.token_hash = $1 AND s.expires_at > $2 \
      ORDER BY i.kind, i.is_primary DESC, i.created_at";
+
+/// The same, for a native client's session.
+const FIND_CLIENT_SESSION: &str =
+    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, \
+     u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     LEFT JOIN identifiers i ON i.user_id = u.id \
+     WHERE s.client_binding = $1 AND s.expires_at > $2 \
+     ORDER BY s.created_at DESC, i.kind, i.is_primary DESC, i.created_at";
 
 fn session_from_row(r: &impl Columns) -> SessionUser {
     SessionUser {
         session_id: SessionId::from_trusted(r.text("s_id")),
         user_id: UserId::from_trusted(r.text("s_user_id")),
         expires_at: r.int("expires_at"),
+        created_at: r.int("s_created_at"),
         user_created_at: r.int("user_created_at"),
         identifiers: r
             .opt_text("id")
@@ -70,9 +84,28 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> anyhow::Result<Option<SessionUser>> {
+        self.session_by(FIND_SESSION, token_hash, now).await
+    }
+
+    /// The newest unexpired session a native client's token (by its binding) holds.
+    pub async fn find_client_session(
+        &self,
+        client_binding: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<SessionUser>> {
+        self.session_by(FIND_CLIENT_SESSION, client_binding, now)
+            .await
+    }
+
+    async fn session_by(
+        &self,
+        sql: &'static str,
+        key: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<SessionUser>> {
         let rows = self
             .read_all(
-                Stmt::new(FIND_SESSION, vec![token_hash.into(), now.into()]),
+                Stmt::new(sql, vec![key.into(), now.into()]),
                 |r| session_from_row(r),
                 session_from_row,
             )
@@ -81,7 +114,7 @@ impl Store {
         let Some(mut session) = rows.next() else {
             return Ok(None);
         };
-        for row in rows {
+        for row in rows.filter(|r| r.session_id == session.session_id) {
             session.identifiers.extend(row.identifiers);
         }
         Ok(Some(session))

@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod browser;
+mod client_api;
 mod codes;
 mod csrf;
 mod delivery;

@@ -1,0 +1,155 @@
+//! `/v1/client/sign_ins`: create, prepare_first_factor, attempt_first_factor, read.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+
+use super::errors::{attempt_error, resend_error, start_error, ApiError, ErrorsBody};
+use super::objects::{AttemptCode, CreateSignIn, PrepareFirstFactor, SignIn, Strategy};
+use super::sign_ups::{answer, flow_id, settle};
+use super::ApiCtx;
+use crate::auth::{AttemptTarget, Attempted, FlowKind, PrepareTarget};
+use crate::domain::{FlowId, Identifier, IdentifierId, OtpCode};
+
+const KIND: FlowKind = FlowKind::SignIn;
+
+async fn current(api: &ApiCtx, id: &FlowId) -> Result<SignIn, ApiError> {
+    let view = api
+        .ctx
+        .state
+        .auth
+        .flow_for_api(id, KIND, &api.client())
+        .await
+        .map_err(|e| settle(api, e.into()))?;
+    Ok(SignIn::from_view(&view))
+}
+
+#[utoipa::path(post, path = "/v1/client/sign_ins", tag = "sign_in",
+    request_body = CreateSignIn,
+    responses((status = 200, body = SignIn), (status = 422, body = ErrorsBody), (status = 400, body = ErrorsBody)))]
+pub async fn create(api: ApiCtx, payload: web::Payload) -> HttpResponse {
+    answer!(
+        api,
+        async {
+            api.check(true)?;
+            let body: CreateSignIn = api.body(payload).await?;
+            let settings = &api.ctx.state.settings;
+            let identifier = Identifier::parse_field(
+                &body.identifier,
+                settings.identifiers.sign_in(),
+                &settings.phone_policy,
+            )
+            .map_err(|e| ApiError::format_invalid("identifier", &e.to_string()))?;
+            let id = api
+                .ctx
+                .state
+                .auth
+                .create(KIND, std::slice::from_ref(&identifier), None, &api.client())
+                .await
+                .map_err(|e| settle(&api, start_error(e, "identifier")))?;
+            Ok(api.respond(StatusCode::OK, &current(&api, &id).await?))
+        }
+        .await
+    )
+}
+
+#[utoipa::path(get, path = "/v1/client/sign_ins/{id}", tag = "sign_in",
+    params(("id" = String, Path, description = "The sign-in's id")),
+    responses((status = 200, body = SignIn), (status = 404, body = ErrorsBody)))]
+pub async fn show(api: ApiCtx, id: web::Path<String>) -> HttpResponse {
+    answer!(
+        api,
+        async {
+            api.check(false)?;
+            let id = flow_id(&id)?;
+            Ok(api.respond(StatusCode::OK, &current(&api, &id).await?))
+        }
+        .await
+    )
+}
+
+#[utoipa::path(post, path = "/v1/client/sign_ins/{id}/prepare_first_factor", tag = "sign_in",
+    params(("id" = String, Path, description = "The sign-in's id")),
+    request_body = PrepareFirstFactor,
+    responses((status = 200, body = SignIn), (status = 404, body = ErrorsBody), (status = 409, body = ErrorsBody),
+        (status = 422, body = ErrorsBody), (status = 429, body = ErrorsBody, description = "Within the resend cooldown; see Retry-After")))]
+pub async fn prepare(api: ApiCtx, id: web::Path<String>, payload: web::Payload) -> HttpResponse {
+    answer!(
+        api,
+        async {
+            api.check(true)?;
+            let id = flow_id(&id)?;
+            let body: PrepareFirstFactor = api.body(payload).await?;
+            let (param, raw) = match body.strategy {
+                Strategy::EmailCode => ("email_address_id", body.email_address_id.as_deref()),
+                Strategy::PhoneCode => ("phone_number_id", body.phone_number_id.as_deref()),
+            };
+            let raw = raw.ok_or_else(|| ApiError::missing(param))?;
+            let identifier = IdentifierId::parse(raw)
+                .ok_or_else(|| ApiError::format_invalid(param, "This is not an identifier id."))?;
+            // The id must be one of the sign-in's factors, of the strategy's kind.
+            let offered = api
+                .ctx
+                .state
+                .auth
+                .flow_for_api(&id, KIND, &api.client())
+                .await
+                .map_err(|e| settle(&api, e.into()))?
+                .factors
+                .iter()
+                .any(|f| f.identifier_id == identifier && f.kind == body.strategy.kind());
+            if !offered {
+                return Err(ApiError::value_invalid(
+                    param,
+                    "Use an id from `supported_first_factors` with its strategy.",
+                ));
+            }
+            api.ctx
+                .state
+                .auth
+                .prepare(
+                    &id,
+                    KIND,
+                    &PrepareTarget::Identifier(identifier),
+                    &api.client(),
+                )
+                .await
+                .map_err(|e| settle(&api, resend_error(e)))?;
+            Ok(api.respond(StatusCode::OK, &current(&api, &id).await?))
+        }
+        .await
+    )
+}
+
+#[utoipa::path(post, path = "/v1/client/sign_ins/{id}/attempt_first_factor", tag = "sign_in",
+    params(("id" = String, Path, description = "The sign-in's id")),
+    request_body = AttemptCode,
+    responses((status = 200, body = SignIn), (status = 404, body = ErrorsBody), (status = 409, body = ErrorsBody),
+        (status = 422, body = ErrorsBody), (status = 429, body = ErrorsBody)))]
+pub async fn attempt(api: ApiCtx, id: web::Path<String>, payload: web::Payload) -> HttpResponse {
+    answer!(
+        api,
+        async {
+            api.check(true)?;
+            let id = flow_id(&id)?;
+            let body: AttemptCode = api.body(payload).await?;
+            let code = OtpCode::parse(&body.code, api.ctx.state.settings.code_length)
+                .map_err(|e| ApiError::format_invalid("code", &e.to_string()))?;
+            let target = AttemptTarget::Kind(body.strategy.kind());
+            let outcome = api
+                .ctx
+                .state
+                .auth
+                .attempt(&id, KIND, &code, &target, &api.client())
+                .await
+                .map_err(|e| settle(&api, attempt_error(e)))?;
+            let object = current(&api, &id).await?;
+            Ok(match outcome {
+                Attempted::SignedIn(signed_in) => {
+                    api.respond_signed_in(StatusCode::OK, &object, &signed_in)
+                }
+                Attempted::NextVerification => api.respond(StatusCode::OK, &object),
+            })
+        }
+        .await
+    )
+}
