@@ -104,6 +104,16 @@ impl Application {
             lockout_cooldown: settings.lockout_cooldown,
             test_mode: settings.test_mode,
             factor_kinds: settings.identifiers.sign_in(),
+            limits: crate::auth::Limits {
+                send_interval: std::time::Duration::from_secs(settings.limits.send_interval_secs),
+                sends_per_10_minutes: settings.limits.sends_per_10_minutes,
+                sends_per_day: settings.limits.sends_per_day,
+                ip_flows_per_10_seconds: settings.limits.ip_flows_per_10_seconds,
+                ip_attempts_per_10_seconds: settings.limits.ip_attempts_per_10_seconds,
+                ip_sends_per_hour: settings.limits.ip_sends_per_hour,
+                sms_per_hour: settings.limits.sms_per_hour,
+                sms_prefix_alarm_per_hour: settings.limits.sms_prefix_alarm_per_hour,
+            },
             required: crate::domain::Accepts {
                 email: settings.identifiers.email.required,
                 phone: settings.identifiers.phone.required,
@@ -211,6 +221,7 @@ fn spawn_janitor(
                     sessions = p.sessions,
                     messages = p.messages,
                     lockouts = p.lockouts,
+                    rate_events = p.rate_events,
                     "janitor deleted expired rows"
                 ),
                 Err(e) => {

@@ -245,6 +245,9 @@ pub enum StartError {
     IdentifierNotFound,
     #[error("an account already has this identifier")]
     IdentifierTaken(IdentifierKind),
+    /// A rate limit refused the request; nothing was stored or sent.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    Limited { retry_after_secs: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -269,6 +272,9 @@ pub enum ResendError {
     UnknownTarget,
     #[error("already verified")]
     AlreadyVerified,
+    /// A rate limit refused the send; nothing was sent.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    Limited { retry_after_secs: u64 },
     #[error("resend available in {wait_secs} s")]
     Cooldown { wait_secs: u64, view: Box<FlowView> },
     #[error("flow already complete")]
@@ -296,6 +302,9 @@ pub enum AttemptError {
     /// The API named a verification that has no code out (never prepared) or does not exist.
     #[error("no code was sent for this verification")]
     NotPrepared,
+    /// A rate limit refused the try before it was counted.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    Limited { retry_after_secs: u64 },
     /// Too many consecutive wrong codes for this identifier, across codes and flows.
     #[error("identifier locked for {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
@@ -428,7 +437,12 @@ impl Auth {
                 not_after: ms(code_expires),
             });
         let binding = client.browser.map(|b| self.keys.browser_binding(b));
-        self.store
+        let mut guards = self.creation_guards(client);
+        if send_first {
+            guards.extend(self.send_guards(destination, client));
+        }
+        let refused = self
+            .store
             .create_flow(
                 &NewFlow {
                     id: &flow_id,
@@ -442,10 +456,16 @@ impl Auth {
                 },
                 &vers,
                 message.as_ref(),
+                guards,
             )
             .await?;
+        if let Some(limited) = refused {
+            let retry_after_secs = self.retry_after(&limited).await;
+            return Err(StartError::Limited { retry_after_secs });
+        }
         if message.is_some() {
             self.outbox.wake();
+            self.watch_sms(destination).await;
         }
         if send_first {
             tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), channel = channel(destination.kind()), test = message.is_none(), ip = client.ip.unwrap_or("-"));
@@ -888,8 +908,16 @@ impl Auth {
                 ms(now + self.policy.flow_idle_ttl),
                 switch,
                 message.as_ref(),
+                &self.send_guards(destination, client),
             )
             .await?;
+        let replaced = match replaced {
+            Ok(replaced) => replaced,
+            Err(limited) => {
+                let retry_after_secs = self.retry_after(&limited).await;
+                return Err(ResendError::Limited { retry_after_secs });
+            }
+        };
         if !replaced {
             // Another tab resent (or completed the flow) in the meantime: show the current state.
             let record = self.load_record(id, kind, client).await?;
@@ -912,6 +940,7 @@ impl Auth {
         }
         if message.is_some() {
             self.outbox.wake();
+            self.watch_sms(destination).await;
         }
         tracing::info!(event, flow = kind.as_str(), flow_id = %record.id, identifier = %recipient_masked, channel = channel(destination.kind()), ip = client.ip.unwrap_or("-"));
         self.flow(id, kind, client).await.map_err(Into::into)
@@ -1070,6 +1099,14 @@ impl Auth {
             flow_expires_at: ms(now + self.policy.flow_idle_ttl),
             max_failures: self.policy.lockout_max_failures as i64,
             cooldown_ms: self.policy.lockout_cooldown.as_millis() as i64,
+            guards: {
+                let mut guards = self.attempt_guards(client);
+                if let Some((w, ..)) = &next {
+                    // The next step's code is a send like any other.
+                    guards.extend(self.send_guards(&verification_identifier(&record, w), client));
+                }
+                guards
+            },
         };
         let (keys, binding, typed) = (
             self.keys.clone(),
@@ -1107,6 +1144,11 @@ impl Auth {
                         .clone()
                         .map(RedirectTarget::from_trusted),
                 }))
+            }
+            AttemptOutcome::Limited(limited) => {
+                log("code_refused", "rate_limited");
+                let retry_after_secs = self.retry_after(&limited).await;
+                Err(AttemptError::Limited { retry_after_secs })
             }
             AttemptOutcome::Locked { until } => {
                 log("code_refused", "identifier_locked");

@@ -7,6 +7,7 @@
 //! flow id, so refresh, back, a second tab or a restart never corrupt it.
 
 mod flow;
+mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use flow::{
     PrepareTarget, ResendError, SignedIn, StartError, VerificationState, VerificationStatus,
     TEST_CODE,
 };
+pub use limits::{ip_key, Limits};
 
 use crate::clock::SharedClock;
 use crate::crypto::{random_token, Keys};
@@ -43,6 +45,7 @@ pub struct Policy {
     pub factor_kinds: Accepts,
     /// Kinds of identifiers a sign-up must have.
     pub required: Accepts,
+    pub limits: Limits,
     pub phone_policy: PhonePolicy,
 }
 

@@ -485,6 +485,19 @@ pub async fn start(ctx: Ctx, kind: FlowKind, form: web::Form<StartForm>) -> Http
                 Some(name),
             )
         }
+        Err(StartError::Limited { retry_after_secs }) => with_retry_after(
+            ctx.render(
+                StatusCode::TOO_MANY_REQUESTS,
+                &identifier_page(
+                    &ctx,
+                    kind,
+                    &typed,
+                    redirect.as_ref(),
+                    Some((wait_message(retry_after_secs), None, None)),
+                ),
+            ),
+            retry_after_secs,
+        ),
         Err(StartError::Internal(e)) => ctx.internal(e.context("starting a flow")),
     }
 }
@@ -626,6 +639,21 @@ pub async fn code_page(
     }
 }
 
+/// What a rate-limited person reads: when to try again, in words, never which limit it was.
+fn wait_message(secs: u64) -> String {
+    let when = if secs < 60 {
+        format!("{secs} seconds")
+    } else {
+        let minutes = secs.div_ceil(60);
+        if minutes == 1 {
+            "a minute".to_string()
+        } else {
+            format!("{minutes} minutes")
+        }
+    };
+    format!("Too many requests. For your security, please wait {when} and try again.")
+}
+
 fn tries_left(n: u32) -> String {
     if n == 1 {
         "Incorrect code. You have 1 try left.".into()
@@ -668,6 +696,18 @@ pub async fn attempt(
         .attempt(&flow, kind, &code, &AttemptTarget::Page(step), &ctx.client())
         .await
     {
+        Err(AttemptError::Limited { retry_after_secs }) => {
+            let resp = rerender(
+                &ctx,
+                kind,
+                &flow,
+                StatusCode::TOO_MANY_REQUESTS,
+                &form.code,
+                (wait_message(retry_after_secs), None),
+            )
+            .await;
+            with_retry_after(resp, retry_after_secs)
+        }
         Err(AttemptError::StepDone | AttemptError::NotPrepared) => {
             ctx.redirect(&paths::verify(kind, &flow), vec![])
         }
@@ -776,6 +816,18 @@ pub async fn resend(
             with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
         }
         Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
+        Err(ResendError::Limited { retry_after_secs }) => {
+            let resp = rerender(
+                &ctx,
+                kind,
+                &flow,
+                StatusCode::TOO_MANY_REQUESTS,
+                "",
+                (wait_message(retry_after_secs), None),
+            )
+            .await;
+            with_retry_after(resp, retry_after_secs)
+        }
         Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
         Err(ResendError::UnknownTarget) => flow_error(&ctx, kind, FlowError::NotFound),
         Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),
@@ -817,6 +869,18 @@ pub async fn switch_factor(
             with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
         }
         Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
+        Err(ResendError::Limited { retry_after_secs }) => {
+            let resp = rerender(
+                &ctx,
+                kind,
+                &flow,
+                StatusCode::TOO_MANY_REQUESTS,
+                "",
+                (wait_message(retry_after_secs), None),
+            )
+            .await;
+            with_retry_after(resp, retry_after_secs)
+        }
         Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
         Err(ResendError::UnknownTarget) => flow_error(&ctx, kind, FlowError::NotFound),
         Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),

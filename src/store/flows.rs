@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::limits::{check_sqlite, check_sqlx, Guard, Limited};
 use super::outbox::{insert_message, NewMessage};
 use super::sessions::{insert_session, NewSession};
 use super::sqlite_writer::Unit;
@@ -149,6 +150,8 @@ pub enum AttemptOutcome {
     LostRace,
     /// Sign-up only: the identifier was registered by someone else meanwhile; nothing was written.
     IdentifierTaken,
+    /// A rate limit refused the try before it was counted; nothing was written.
+    Limited(Limited),
 }
 
 const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_kind, f.identifier_value, f.identifier_canonical, f.user_id, \
@@ -220,12 +223,14 @@ fn insert_verification(flow_id: &FlowId, ver: &NewVerification<'_>) -> Stmt {
 impl Store {
     /// Creates a flow, its verifications (the first with its code, the others waiting) and the
     /// message carrying the first code (none for a test identifier), atomically.
+    /// `guards` are checked first: a full bucket writes nothing and is returned.
     pub async fn create_flow(
         &self,
         flow: &NewFlow<'_>,
         vers: &[NewVerification<'_>],
         msg: Option<&NewMessage<'_>>,
-    ) -> anyhow::Result<()> {
+        guards: Vec<Guard>,
+    ) -> anyhow::Result<Option<Limited>> {
         let mut stmts = vec![Stmt::new(
             "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
              redirect_url, browser_binding, created_at, last_active_at, expires_at) \
@@ -245,7 +250,7 @@ impl Store {
         )];
         stmts.extend(vers.iter().map(|v| insert_verification(flow.id, v)));
         stmts.extend(msg.map(insert_message));
-        self.write_all(stmts).await
+        self.write_guarded(guards, flow.now, stmts).await
     }
 
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
@@ -276,7 +281,8 @@ impl Store {
         flow_expires_at: i64,
         switch: Option<&FactorSwitch<'_>>,
         msg: Option<&NewMessage<'_>>,
-    ) -> anyhow::Result<bool> {
+        guards: &[Guard],
+    ) -> anyhow::Result<Result<bool, Limited>> {
         let mut tx = self.writer.begin().await?;
         let updated = match switch {
             None => sqlx::query(
@@ -309,7 +315,13 @@ impl Store {
         .await?
         .rows_affected();
         if updated != 1 {
-            return Ok(false);
+            return Ok(Ok(false));
+        }
+        // Limits are checked after the cooldown, so a resend refused by the cooldown uses no
+        // budget; a full bucket rolls the new code back.
+        if let Some(limited) = super::limits::check_sqlx(&mut tx, self.backend, guards, now).await?
+        {
+            return Ok(Err(limited));
         }
         sqlx::query("UPDATE outbox SET status = 'superseded', payload = NULL WHERE verification_id = $1 AND status IN ('pending', 'sending')")
             .bind(ver_id.as_str())
@@ -320,7 +332,7 @@ impl Store {
         }
         touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Ok(true))
     }
 
     /// Checks a code in one transaction, the whole unit of work of a code submission:
@@ -342,11 +354,19 @@ impl Store {
         let on_success = completion.statements(&attempt.flow_id, attempt.now);
         if let Some(writer) = &self.sqlite_writer {
             return writer
-                .run(move |conn| attempt_code_sqlite(conn, &attempt, matches, &on_success))
+                .run(move |conn| {
+                    if let Some(limited) = check_sqlite(conn, &attempt.guards, attempt.now)? {
+                        return Ok(Unit::Discard(AttemptOutcome::Limited(limited)));
+                    }
+                    attempt_code_sqlite(conn, &attempt, matches, &on_success)
+                })
                 .await;
         }
         let a = &attempt;
         let mut tx = self.writer.begin().await?;
+        if let Some(limited) = check_sqlx(&mut tx, self.backend, &a.guards, a.now).await? {
+            return Ok(AttemptOutcome::Limited(limited));
+        }
         let locked_until: Option<Option<i64>> = sqlx::query_scalar(SELECT_LOCK)
             .bind(&a.lock_key)
             .fetch_optional(&mut *tx)
@@ -448,6 +468,8 @@ pub struct CodeAttempt {
     pub flow_expires_at: i64,
     pub max_failures: i64,
     pub cooldown_ms: i64,
+    /// Rate limits on code submissions (per client IP), checked before anything else.
+    pub guards: Vec<Guard>,
 }
 
 impl CodeAttempt {

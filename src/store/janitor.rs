@@ -10,6 +10,7 @@ pub struct Purged {
     pub sessions: u64,
     pub messages: u64,
     pub lockouts: u64,
+    pub rate_events: u64,
 }
 
 const BATCH: i64 = 1000;
@@ -66,11 +67,20 @@ impl Store {
                 day_ago,
             )
             .await?;
+        // Rate-limit events outlive no window (the longest is a day). Refused requests write
+        // none, so this is at most a day of allowed events; the janitor's interval keeps each
+        // pass small.
+        let rate_events = sqlx::query("DELETE FROM rate_events WHERE at < $1")
+            .bind(day_ago)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
         Ok(Purged {
             flows,
             sessions,
             messages,
             lockouts,
+            rate_events,
         })
     }
 }

@@ -11,6 +11,7 @@
 mod accounts;
 mod flows;
 mod janitor;
+mod limits;
 mod outbox;
 mod secrets;
 mod sessions;
@@ -31,6 +32,7 @@ pub use flows::{
     NewVerification, VerificationRecord,
 };
 pub use janitor::Purged;
+pub use limits::{Guard, Limited};
 pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
 
@@ -339,6 +341,38 @@ impl Store {
         }
         let rows = retry_read(|| stmt.query().fetch_all(&self.reader)).await?;
         Ok(rows.iter().map(from_any).collect())
+    }
+
+    /// Like [`write_all`](Self::write_all), behind rate-limit guards: a full bucket writes
+    /// nothing and is returned.
+    pub(crate) async fn write_guarded(
+        &self,
+        guards: Vec<limits::Guard>,
+        now: i64,
+        stmts: Vec<stmt::Stmt>,
+    ) -> anyhow::Result<Option<limits::Limited>> {
+        if let Some(writer) = &self.sqlite_writer {
+            return writer
+                .run(move |conn| {
+                    if let Some(limited) = limits::check_sqlite(conn, &guards, now)? {
+                        return Ok(sqlite_writer::Unit::Discard(Some(limited)));
+                    }
+                    for s in &stmts {
+                        s.execute(conn)?;
+                    }
+                    Ok(sqlite_writer::Unit::Commit(None))
+                })
+                .await;
+        }
+        let mut tx = self.writer.begin().await?;
+        if let Some(limited) = limits::check_sqlx(&mut tx, self.backend, &guards, now).await? {
+            return Ok(Some(limited));
+        }
+        for s in &stmts {
+            s.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(None)
     }
 
     /// Runs statements as one transaction (on the SQLite writer thread when there is one).

@@ -346,6 +346,9 @@ pub async fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig 
         allowed_redirect_origins: vec!["https://app.example.com".into()],
         ..RawConfig::default()
     };
+    // Most tests start many flows from 127.0.0.1 at one instant of the manual clock; the rate
+    // limits have their own tests (tests/api/limits.rs), which turn them on.
+    raw.limits = latchkey::config::LimitsConfig::off();
     raw.outbox.poll_interval_ms = 50;
     raw.outbox.retry_base_ms = 100;
     raw.outbox.retry_max_ms = 1000;

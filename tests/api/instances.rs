@@ -82,6 +82,13 @@ impl Cluster {
             .env("LATCHKEY_SMTP_URL", self.smtp.url())
             .env("LATCHKEY_DEV_MODE", "false")
             .env("LATCHKEY_OUTBOX__POLL_INTERVAL_MS", "50")
+            // Many flows from 127.0.0.1 at once: the rate limits have their own tests.
+            .env("LATCHKEY_LIMITS__SEND_INTERVAL_SECS", "0")
+            .env("LATCHKEY_LIMITS__SENDS_PER_10_MINUTES", "0")
+            .env("LATCHKEY_LIMITS__SENDS_PER_DAY", "0")
+            .env("LATCHKEY_LIMITS__IP_FLOWS_PER_10_SECONDS", "0")
+            .env("LATCHKEY_LIMITS__IP_ATTEMPTS_PER_10_SECONDS", "0")
+            .env("LATCHKEY_LIMITS__IP_SENDS_PER_HOUR", "0")
             .env("LATCHKEY_OUTBOX__SEND_TIMEOUT_SECS", "3")
             .env("LATCHKEY_LOG", "warn")
             .stdin(Stdio::null())

@@ -233,8 +233,14 @@ pub fn start_error(e: StartError, param: &str) -> Result<ApiError, anyhow::Error
             )
             .param(param))
         }
+        StartError::Limited { retry_after_secs } => Ok(limited(retry_after_secs)),
         StartError::Internal(e) => Err(e),
     }
+}
+
+/// Every rate-limit refusal looks the same: which bucket fired is not said.
+fn limited(secs: u64) -> ApiError {
+    ApiError::too_many(secs, "Too many requests. Try again later.")
 }
 
 pub fn resend_error(e: ResendError) -> Result<ApiError, anyhow::Error> {
@@ -242,7 +248,7 @@ pub fn resend_error(e: ResendError) -> Result<ApiError, anyhow::Error> {
         ResendError::Flow(e) => e.into(),
         ResendError::Cooldown { wait_secs, .. } => Ok(ApiError::too_many(
             wait_secs,
-            "A code was sent moments ago.",
+            "A code was sent moments ago. Try again later.",
         )),
         ResendError::Completed | ResendError::AlreadyVerified => Ok(ApiError::new(
             StatusCode::CONFLICT,
@@ -250,6 +256,7 @@ pub fn resend_error(e: ResendError) -> Result<ApiError, anyhow::Error> {
             "This is already verified.",
             "Nothing to send: this verification (or the whole flow) is complete.",
         )),
+        ResendError::Limited { retry_after_secs } => Ok(limited(retry_after_secs)),
         ResendError::UnknownTarget => Ok(ApiError::value_invalid(
             "strategy",
             "This flow has nothing to verify with that strategy and identifier.",
@@ -299,6 +306,7 @@ pub fn attempt_error(e: AttemptError) -> Result<ApiError, anyhow::Error> {
             "An account with this identifier was created meanwhile.",
             "Sign in instead.",
         ),
+        AttemptError::Limited { retry_after_secs } => limited(retry_after_secs),
         AttemptError::Locked { retry_after_secs } => ApiError::too_many(
             retry_after_secs,
             "Too many incorrect codes. Try again later.",

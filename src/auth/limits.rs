@@ -1,0 +1,190 @@
+//! Which rate limits apply to what (the buckets), and turning a refusal into a coarse wait.
+//! The counting itself is in the database (`store::limits`), inside the unit of work it guards.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{Auth, Client};
+use crate::domain::Identifier;
+use crate::store::{ms, Guard, Limited};
+
+/// Limits on sends, flows and tries (all from configuration; 0 turns one off).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Per identifier, across flows: sends at least this far apart.
+    pub send_interval: Duration,
+    pub sends_per_10_minutes: u32,
+    pub sends_per_day: u32,
+    /// Per client IP (IPv6: per /64).
+    pub ip_flows_per_10_seconds: u32,
+    pub ip_attempts_per_10_seconds: u32,
+    pub ip_sends_per_hour: u32,
+    /// All SMS of the instance (test numbers excluded); beyond it SMS fails closed.
+    pub sms_per_hour: u32,
+    /// SMS to one number prefix (country code and first digits) per hour before an alarm is
+    /// logged (SMS pumping shows as many numbers in one prefix).
+    pub sms_prefix_alarm_per_hour: u32,
+}
+
+const SECOND: i64 = 1000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+
+fn guard(out: &mut Vec<Guard>, bucket: String, limit: u32, window_ms: i64) {
+    if limit > 0 && window_ms > 0 {
+        out.push(Guard {
+            bucket,
+            limit: limit as i64,
+            window_ms,
+        });
+    }
+}
+
+/// The rate-limit key of a client address: IPv6 addresses count per /64 (one subscriber).
+pub fn ip_key(ip: Option<&str>) -> Option<String> {
+    match ip?.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => Some(v4.to_string()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(v4.to_string()),
+            None => {
+                let s = v6.segments();
+                Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+            }
+        },
+    }
+}
+
+/// The prefix an SMS pumping alarm watches: "+" and the first five digits.
+fn sms_prefix(e164: &str) -> String {
+    e164.chars().take(6).collect()
+}
+
+impl Auth {
+    /// Starting a flow: per client IP.
+    pub(super) fn creation_guards(&self, client: &Client<'_>) -> Vec<Guard> {
+        let l = &self.policy.limits;
+        let mut out = Vec::new();
+        if let Some(ip) = ip_key(client.ip) {
+            guard(
+                &mut out,
+                format!("ipflow:{ip}"),
+                l.ip_flows_per_10_seconds,
+                10 * SECOND,
+            );
+        }
+        out
+    }
+
+    /// Submitting a code: per client IP.
+    pub(super) fn attempt_guards(&self, client: &Client<'_>) -> Vec<Guard> {
+        let l = &self.policy.limits;
+        let mut out = Vec::new();
+        if let Some(ip) = ip_key(client.ip) {
+            guard(
+                &mut out,
+                format!("ipcode:{ip}"),
+                l.ip_attempts_per_10_seconds,
+                10 * SECOND,
+            );
+        }
+        out
+    }
+
+    /// Sending a message to `to`: per identifier (canonical form), per client IP, and the
+    /// instance's SMS budget (test numbers in test mode excluded).
+    pub(super) fn send_guards(&self, to: &Identifier, client: &Client<'_>) -> Vec<Guard> {
+        let l = &self.policy.limits;
+        let mut out = Vec::new();
+        let key = format!("{}:{}", to.kind().as_str(), to.canonical());
+        let gap = l.send_interval.as_millis() as i64;
+        guard(&mut out, format!("sendgap:{key}"), 1, gap);
+        guard(
+            &mut out,
+            format!("send10m:{key}"),
+            l.sends_per_10_minutes,
+            10 * MINUTE,
+        );
+        guard(&mut out, format!("sendday:{key}"), l.sends_per_day, DAY);
+        if let Some(ip) = ip_key(client.ip) {
+            guard(&mut out, format!("ipsend:{ip}"), l.ip_sends_per_hour, HOUR);
+        }
+        let test = self.policy.test_mode && to.is_test();
+        if matches!(to, Identifier::Phone(_)) && !test {
+            guard(&mut out, "sms:all".into(), l.sms_per_hour, HOUR);
+        }
+        out
+    }
+
+    /// A refusal as a coarse wait in seconds (10 s steps under a minute, whole minutes above),
+    /// so the answer hints at no bucket. Logs the SMS budget running out.
+    pub(super) async fn retry_after(&self, limited: &Limited) -> u64 {
+        let now = ms(self.now());
+        if limited.bucket == "sms:all" {
+            tracing::error!(event = "sms_budget_exhausted", "the hourly SMS budget (`limits.sms_per_hour`) is used up: SMS codes fail closed until it refills; email keeps working");
+        }
+        let bucket = limited.bucket.split(':').next().unwrap_or_default();
+        tracing::warn!(
+            event = "rate_limited",
+            bucket,
+            "request refused by a rate limit"
+        );
+        let reopens = self
+            .store
+            .limit_reopens_at(limited, now)
+            .await
+            .unwrap_or(now + limited.window_ms);
+        let secs = ((reopens - now).max(1000) as u64).div_ceil(1000);
+        if secs <= 60 {
+            secs.div_ceil(10) * 10
+        } else {
+            secs.div_ceil(60) * 60
+        }
+    }
+
+    /// After an SMS was queued: counts it for the prefix alarm.
+    pub(super) async fn watch_sms(&self, to: &Identifier) {
+        let Identifier::Phone(phone) = to else {
+            return;
+        };
+        let threshold = self.policy.limits.sms_prefix_alarm_per_hour;
+        if threshold == 0 || (self.policy.test_mode && to.is_test()) {
+            return;
+        }
+        let prefix = sms_prefix(phone.e164());
+        match self
+            .store
+            .count_event(&format!("smsprefix:{prefix}"), ms(self.now()), HOUR)
+            .await
+        {
+            Ok(n) if n > threshold as i64 => {
+                tracing::warn!(event = "sms_prefix_alarm", prefix = %prefix, sent_last_hour = n, "many SMS to one number prefix: possible SMS pumping (see `limits.sms_prefix_alarm_per_hour`, `phone.allowed_countries`)");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not count an SMS for the prefix alarm"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_share_their_64_bit_prefix() {
+        assert_eq!(
+            ip_key(Some("2001:db8:1:2:aaaa::1")),
+            ip_key(Some("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            ip_key(Some("2001:db8:1:2::1")),
+            ip_key(Some("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            ip_key(Some("::ffff:203.0.113.7")).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(ip_key(Some("203.0.113.7")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(ip_key(Some("not an ip")), None);
+    }
+}
