@@ -16,6 +16,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../static/flow.js"),
     ),
+    (
+        "latchkey.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/latchkey.js"),
+    ),
+    (
+        "custom-flow.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/custom-flow.js"),
+    ),
 ];
 
 pub async fn serve(ctx: Ctx, name: web::Path<String>) -> HttpResponse {

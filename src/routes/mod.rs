@@ -9,6 +9,7 @@ mod api;
 mod assets;
 mod context;
 mod dev;
+mod examples;
 mod flow_pages;
 mod health;
 mod home;
@@ -51,6 +52,7 @@ pub mod paths {
     pub const READYZ: &str = "/readyz";
     pub const DEV_OUTBOX: &str = "/dev/outbox";
     pub const DEV_SETTINGS: &str = "/dev/settings";
+    pub const EXAMPLES_CUSTOM_FLOW: &str = "/examples/custom-flow";
     pub const STATIC: &str = "/static";
 
     pub fn start(kind: FlowKind) -> &'static str {
@@ -131,6 +133,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(paths::READYZ, web::get().to(health::readyz))
         .route(paths::DEV_OUTBOX, web::get().to(dev::outbox))
         .route(paths::DEV_SETTINGS, web::get().to(dev::settings))
+        .route(
+            paths::EXAMPLES_CUSTOM_FLOW,
+            web::get().to(examples::custom_flow),
+        )
         .route("/static/{name}", web::get().to(assets::serve))
         .configure(api::configure);
 }

@@ -129,6 +129,15 @@ pub struct DevSettingsPage {
     pub rows: Vec<(String, String)>,
 }
 
+/// `/examples/custom-flow`: static markup driven by `static/custom-flow.js`.
+#[derive(Template)]
+#[template(path = "pages/custom_flow.html")]
+pub struct CustomFlowPage {
+    pub page: PageCtx,
+    pub sdk_url: String,
+    pub sign_in_url: &'static str,
+}
+
 #[derive(Template)]
 #[template(path = "pages/error.html")]
 pub struct ErrorPage {

@@ -1,6 +1,7 @@
-//! The hosted pages in a real browser: headless Chromium driven over WebDriver (chromedriver),
-//! with JavaScript disabled, so the flow must work with plain HTML forms and the real headers a
-//! browser sends on a form post (`Origin`, `Sec-Fetch-Site`, cookies).
+//! Latchkey in a real browser: headless Chromium driven over WebDriver (chromedriver). The hosted
+//! pages run with JavaScript disabled, so the flow must work with plain HTML forms and the real
+//! headers a browser sends on a form post (`Origin`, `Sec-Fetch-Site`, cookies); the custom-flow
+//! example runs with JavaScript enabled, through the SDK (`static/latchkey.js`) and the JSON API.
 //!
 //! Skipped (with a printed line) when Chromium or chromedriver is not installed, unless
 //! `LATCHKEY_TEST_BROWSER=required`, in which case a missing browser is a failure.
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::phone::{phone_only, with_twilio};
+use crate::sms_server::TestSms;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -58,10 +61,35 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// How to start the browser: JavaScript is off unless asked for.
+#[derive(Default)]
+struct BrowserBuilder {
+    javascript: bool,
+}
+
+impl BrowserBuilder {
+    fn javascript(mut self, enabled: bool) -> Self {
+        self.javascript = enabled;
+        self
+    }
+
+    async fn start(self) -> Browser {
+        Browser::launch(self).await
+    }
+}
+
 impl Browser {
+    fn builder() -> BrowserBuilder {
+        BrowserBuilder::default()
+    }
+
     /// Starts chromedriver on a free port and opens a headless Chromium session with JavaScript
     /// disabled, a fresh profile and a `WIDTH`×`HEIGHT` window.
     async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    async fn launch(options: BrowserBuilder) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -104,8 +132,11 @@ impl Browser {
         }
 
         let profile = tempfile::tempdir().unwrap();
+        // 1 allows, 2 blocks.
+        let javascript = if options.javascript { 1 } else { 2 };
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
@@ -120,7 +151,7 @@ impl Browser {
                     format!("--window-size={WIDTH},{HEIGHT}"),
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
-                "prefs": {"profile.managed_default_content_settings.javascript": 2},
+                "prefs": {"profile.managed_default_content_settings.javascript": javascript},
             },
         }}});
         let resp = http
@@ -259,6 +290,86 @@ impl Browser {
             .as_str()
             .unwrap()
             .to_string()
+    }
+
+    async fn clear(&self, css: &str) {
+        let id = self.find(css).await;
+        self.post(&format!("/element/{id}/clear"), json!({})).await;
+    }
+
+    /// The rendered text of one element ("" when it is hidden).
+    async fn element_text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        self.get(&format!("/element/{id}/text"))
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The console messages logged since the last call (Chromium's `goog:loggingPrefs`), for
+    /// failure reports: a CSP violation or a module that failed to load shows up here.
+    async fn console(&self) -> String {
+        let url = format!("{}/se/log", self.session);
+        let Ok(resp) = self
+            .http
+            .post(&url)
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+        else {
+            return String::new();
+        };
+        let Ok(logs) = resp.json::<Value>().await else {
+            return String::new();
+        };
+        logs["value"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| format!("{} {}", e["level"], e["message"]))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (up to 10 s) until the text of `css` satisfies `done`; returns it. On timeout, fails
+    /// with the page's text and the browser console.
+    async fn wait_for_text(&self, css: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.element_text(css).await;
+            if done(&text) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{css} never showed {what}; it shows {text:?}. Page on {}:\n{}\nConsole:\n{}",
+                    self.url().await,
+                    self.text().await,
+                    self.console().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (up to 10 s) until an element matches `css`.
+    async fn wait_for(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.exists(css).await {
+            if Instant::now() > deadline {
+                panic!(
+                    "no element {css:?} appeared on {}:\n{}\nConsole:\n{}",
+                    self.url().await,
+                    self.text().await,
+                    self.console().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether any element matches a CSS selector.
@@ -414,6 +525,174 @@ async fn a_person_signs_up_in_real_chromium_with_javascript_disabled() {
         "profile page: {text}"
     );
     browser.assert_fits_narrow_screen().await;
+
+    browser.quit().await;
+}
+
+/// `code` with its first digit changed: certainly wrong.
+fn wrong_code(code: &str) -> String {
+    let mut chars: Vec<char> = code.chars().collect();
+    let first = chars[0].to_digit(10).expect("codes are digits");
+    chars[0] = char::from_digit((first + 1) % 10, 10).unwrap();
+    chars.into_iter().collect()
+}
+
+/// What the JSON API itself answers to a first wrong sign-up code (a separate client and
+/// address), to compare with what the page shows.
+async fn api_message_for_a_wrong_code(app: &TestApp) -> String {
+    let email = "api.reference@example.com";
+    let client = crate::helpers::browser();
+    let post = |path: String, body: Value| {
+        let client = client.clone();
+        let url = format!("{}{path}", app.address);
+        async move {
+            let resp = client.post(url).json(&body).send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, sign_up) = post(
+        "/v1/client/sign_ups".into(),
+        json!({"email_address": email}),
+    )
+    .await;
+    assert!(status.is_success(), "create: {status} {sign_up}");
+    let id = sign_up["id"].as_str().unwrap().to_string();
+    let (status, body) = post(
+        format!("/v1/client/sign_ups/{id}/prepare_verification"),
+        json!({"strategy": "email_code"}),
+    )
+    .await;
+    assert!(status.is_success(), "prepare: {status} {body}");
+    let code = app.smtp.wait_for(email, 1).await.code();
+    let (status, body) = post(
+        format!("/v1/client/sign_ups/{id}/attempt_verification"),
+        json!({"strategy": "email_code", "code": wrong_code(&code)}),
+    )
+    .await;
+    assert_eq!(status, 422, "attempt with a wrong code: {body}");
+    assert_eq!(body["errors"][0]["code"], "form_code_incorrect", "{body}");
+    body["errors"][0]["message"].as_str().unwrap().to_string()
+}
+
+impl Browser {
+    /// Types `identifier` into the example page, sends the code and waits for the code step.
+    async fn custom_flow_send(&self, identifier: &str) {
+        self.clear("#identifier").await;
+        self.type_into("#identifier", identifier).await;
+        self.click("#send").await;
+        self.wait_for("#code-form:not([hidden])").await;
+    }
+
+    /// Types `code` into the example page and submits it.
+    async fn custom_flow_verify(&self, code: &str) {
+        self.clear("#code").await;
+        self.type_into("#code", code).await;
+        self.click("#verify").await;
+    }
+}
+
+#[tokio::test]
+async fn a_person_signs_up_signs_out_and_signs_in_through_the_sdk_in_real_chromium() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app().await;
+    let browser = Browser::builder().javascript(true).start().await;
+    browser.set_window_size(WIDTH, HEIGHT).await;
+    let email = "sdk.person@example.com";
+    let page = format!("{}/examples/custom-flow", app.address);
+
+    browser.goto(&page).await;
+    browser.wait_for("body[data-ready=true]").await;
+    browser.assert_fits_narrow_screen().await;
+
+    // Sign up. A wrong code first: the API's message shows inline.
+    browser.click("#mode-sign-up").await;
+    browser.custom_flow_send(email).await;
+    let code = app.smtp.wait_for(email, 1).await.code();
+    browser.custom_flow_verify(&wrong_code(&code)).await;
+    let shown = browser
+        .wait_for_text("#error", "an error", |t| !t.is_empty())
+        .await;
+    assert_eq!(
+        browser.attribute("#error", "data-code").await.as_deref(),
+        Some("form_code_incorrect")
+    );
+    assert_eq!(shown, api_message_for_a_wrong_code(&app).await);
+
+    browser.custom_flow_verify(&code).await;
+    browser
+        .wait_for_text("#user", "the new account's address", |t| t.contains(email))
+        .await;
+    assert_eq!(browser.element_text("#error").await, "", "error cleared");
+    browser.assert_fits_narrow_screen().await;
+
+    // Sign out.
+    browser.click("#sign-out").await;
+    browser
+        .wait_for_text("#status", "the signed-out status", |t| t == "Signed out.")
+        .await;
+    assert_eq!(browser.element_text("#user").await, "");
+
+    // Sign in with the same address.
+    browser.click("#mode-sign-in").await;
+    browser.custom_flow_send(email).await;
+    let code = app.smtp.wait_for(email, 2).await.code();
+    browser.custom_flow_verify(&code).await;
+    browser
+        .wait_for_text("#user", "the signed-in address", |t| t.contains(email))
+        .await;
+
+    // The session is a real one: a fresh load of the page finds it.
+    browser.goto(&page).await;
+    browser.wait_for("body[data-ready=true]").await;
+    browser
+        .wait_for_text("#user", "the address after a reload", |t| t.contains(email))
+        .await;
+
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn a_person_signs_up_and_in_with_a_phone_number_through_the_sdk_in_real_chromium() {
+    if !browser_available() {
+        return;
+    }
+    let sms = TestSms::start();
+    let app = {
+        let sms = sms.clone();
+        spawn_app_with(move |raw| {
+            with_twilio(&sms, raw);
+            phone_only(raw);
+        })
+        .await
+    };
+    let browser = Browser::builder().javascript(true).start().await;
+    let number = "+12015550123";
+
+    browser
+        .goto(&format!("{}/examples/custom-flow", app.address))
+        .await;
+    browser.wait_for("body[data-ready=true]").await;
+
+    browser.custom_flow_send("+1 (201) 555-0123").await;
+    let code = sms.wait_for(number, 1).await.code();
+    browser.custom_flow_verify(&code).await;
+    browser
+        .wait_for_text("#user", "the new account's number", |t| t.contains(number))
+        .await;
+
+    browser.click("#sign-out").await;
+    browser
+        .wait_for_text("#status", "the signed-out status", |t| t == "Signed out.")
+        .await;
+    browser.custom_flow_send(number).await;
+    let code = sms.wait_for(number, 2).await.code();
+    browser.custom_flow_verify(&code).await;
+    browser
+        .wait_for_text("#user", "the signed-in number", |t| t.contains(number))
+        .await;
 
     browser.quit().await;
 }

@@ -12,7 +12,7 @@ use crate::sms_server::TestSms;
 const NUMBER: &str = "+12015550123";
 
 /// SMS through the Twilio-speaking receiver; US, Canada and UK numbers allowed.
-fn with_twilio(sms: &TestSms, raw: &mut RawConfig) {
+pub(crate) fn with_twilio(sms: &TestSms, raw: &mut RawConfig) {
     raw.phone.allowed_countries = Some(vec!["US".into(), "CA".into(), "+44".into()]);
     raw.phone.default_region = Some("US".into());
     raw.sms.provider = "twilio".into();
@@ -22,7 +22,7 @@ fn with_twilio(sms: &TestSms, raw: &mut RawConfig) {
     raw.sms.twilio.from = Some("+15005550006".into());
 }
 
-fn phone_only(raw: &mut RawConfig) {
+pub(crate) fn phone_only(raw: &mut RawConfig) {
     raw.identifiers.email.enabled = false;
     raw.identifiers.email.required = false;
     raw.identifiers.email.used_for_sign_in = false;
