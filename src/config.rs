@@ -39,6 +39,10 @@ pub struct RawConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub cors_allowed_origins: Option<Vec<String>>,
+    /// Reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` / `Forwarded` headers name the
+    /// client. From any other peer those headers are ignored.
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
     pub log_format: String,
     pub max_body_bytes: usize,
     /// HTTP worker threads; 0 means one per CPU core.
@@ -270,6 +274,7 @@ impl Default for RawConfig {
             secret_file: None,
             allowed_redirect_origins: Vec::new(),
             cors_allowed_origins: None,
+            trusted_proxies: Vec::new(),
             log_format: "pretty".into(),
             max_body_bytes: 16 * 1024,
             http_workers: 0,
@@ -401,6 +406,7 @@ pub struct Settings {
     pub secret: Option<String>,
     pub allowed_redirect_origins: Vec<Origin>,
     pub cors_allowed_origins: Vec<Origin>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub log_json: bool,
     pub max_body_bytes: usize,
     pub http_workers: usize,
@@ -557,6 +563,19 @@ impl Settings {
                 .map(|o| Origin::parse(o).with_context(|| format!("`cors_allowed_origins`: {o:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "`trusted_proxies`: {p:?} is not an IP address or CIDR range"
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let log_json = match raw.log_format.as_str() {
             "pretty" => false,
             "json" => true,
@@ -632,6 +651,7 @@ impl Settings {
             secret,
             allowed_redirect_origins,
             cors_allowed_origins,
+            trusted_proxies,
             log_json,
             max_body_bytes: raw.max_body_bytes,
             http_workers: raw.http_workers,

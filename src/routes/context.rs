@@ -24,6 +24,64 @@ pub struct Ctx {
     ip: Option<String>,
 }
 
+/// The client's address: the socket peer, or, when the peer is one of `trusted` (a reverse
+/// proxy of the operator's), the nearest address in `X-Forwarded-For` (or `Forwarded: for=`)
+/// that is not a trusted proxy. Walking from the right means a client can prepend what it
+/// likes but never choose the address the rate limits see. An unreadable hop falls back to the
+/// peer.
+pub fn client_ip(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let headers = req.headers();
+    let xff: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let hops: Vec<String> = if !xff.is_empty() {
+        xff
+    } else {
+        headers
+            .get_all("forwarded")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| v.trim().trim_matches('"').to_string())
+                })
+            })
+            .collect()
+    };
+    for hop in hops.iter().rev() {
+        let Some(addr) = parse_hop(hop) else {
+            return Some(peer);
+        };
+        if !is_trusted(&addr) {
+            return Some(addr);
+        }
+    }
+    Some(peer)
+}
+
+/// `203.0.113.7`, `203.0.113.7:4711`, `2001:db8::1`, `[2001:db8::1]:4711`.
+fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(sock) = hop.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip());
+    }
+    hop.strip_prefix('[')?.split(']').next()?.parse().ok()
+}
+
 fn plausible_token(v: &str) -> bool {
     v.len() == 43
         && v.bytes()
@@ -53,7 +111,7 @@ impl FromRequest for Ctx {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect());
-        let ip = req.peer_addr().map(|a| a.ip().to_string());
+        let ip = client_ip(req, &state.settings.trusted_proxies).map(|a| a.to_string());
         ready(Ok(Ctx {
             req: req.clone(),
             state,

@@ -191,7 +191,7 @@ crate::backend_tests! {
         let page = app.page(&verify).await;
         let form = page.form(&verify).set("code", &code);
 
-        let submits = (0..10).map(|_| app.submit(&form));
+        let submits = (0..50).map(|_| app.submit(&form));
         let statuses: Vec<StatusCode> = futures_util::future::join_all(submits)
             .await
             .into_iter()
@@ -300,7 +300,7 @@ crate::backend_tests! {
         let code = app.smtp.wait_for("guess@example.com", 1).await.code();
         let page = app.page(&verify).await;
         let form = page.form(&verify).set("code", &wrong(&code));
-        let guesses = (0..20).map(|_| app.submit(&form));
+        let guesses = (0..100).map(|_| app.submit(&form));
         let statuses = futures_util::future::join_all(guesses).await;
         assert!(statuses
             .iter()

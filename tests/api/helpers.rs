@@ -584,6 +584,23 @@ impl TestApp {
             .expect("POST")
     }
 
+    /// Posts a form with extra request headers (e.g. `X-Forwarded-For` from a proxy).
+    pub async fn submit_with_headers(
+        &self,
+        client: &reqwest::Client,
+        form: &Form,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = client
+            .post(self.url(&form.action))
+            .header("Origin", &self.address)
+            .form(&form.fields);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("POST")
+    }
+
     pub async fn into_page(resp: Response) -> Page {
         Page {
             status: resp.status(),

@@ -11,6 +11,7 @@ mod csrf;
 mod delivery;
 mod instances;
 mod janitor;
+mod limits;
 mod pages;
 mod phone;
 mod redirects;
