@@ -67,6 +67,10 @@ pub struct RawConfig {
     pub strategies: StrategiesConfig,
     pub phone: PhoneConfig,
     pub sms: SmsConfig,
+    /// "strict" (default): whether an identifier has an account never shows (sign-in with an
+    /// unknown one and sign-up with a taken one get the ordinary code page; the owner is
+    /// notified by email). "off": friendlier messages that say so.
+    pub enumeration_protection: String,
     /// Test identifiers (`+latchkey_test` emails, +1 XXX 555-0100…0199) get no message and accept
     /// the fixed code 424242. Default: on in dev mode only.
     pub test_mode: Option<bool>,
@@ -293,6 +297,7 @@ impl Default for RawConfig {
             phone: PhoneConfig::default(),
             sms: SmsConfig::default(),
             test_mode: None,
+            enumeration_protection: "strict".into(),
         }
     }
 }
@@ -427,6 +432,7 @@ pub struct Settings {
     pub phone_policy: PhonePolicy,
     pub sms: SmsProvider,
     pub test_mode: bool,
+    pub enumeration_strict: bool,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
 }
@@ -521,6 +527,13 @@ impl Settings {
             .unwrap_or(!had_file && smtp_url.is_none() && local_only);
         let mut warnings = Vec::new();
         let test_mode = raw.test_mode.unwrap_or(dev_mode);
+        let enumeration_strict = match raw.enumeration_protection.as_str() {
+            "strict" => true,
+            "off" => false,
+            other => {
+                bail!("`enumeration_protection`: must be \"strict\" or \"off\", got {other:?}")
+            }
+        };
         let (identifiers, phone_policy, sms) = identifier_rules(&raw, dev_mode, &mut warnings)?;
         let phone_policy = phone_policy.with_test_numbers(test_mode);
         if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
@@ -671,6 +684,7 @@ impl Settings {
             phone_policy,
             sms,
             test_mode,
+            enumeration_strict,
             warnings,
         })
     }

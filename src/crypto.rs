@@ -89,6 +89,18 @@ impl Keys {
         hex::encode(mac(&self.binding, &[browser_cookie.as_bytes()]))
     }
 
+    /// 128 bits that look random but are fixed for `parts` under this secret (ids of decoys,
+    /// which must be stable across requests yet indistinguishable from real ones).
+    pub fn derived_bytes(&self, parts: &[&str]) -> [u8; 16] {
+        let bytes: Vec<&[u8]> = std::iter::once(b"derived-id".as_slice())
+            .chain(parts.iter().map(|p| p.as_bytes()))
+            .collect();
+        let full = mac(&self.binding, &bytes);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
     /// Seals a payload: 12-byte random nonce followed by the ciphertext.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         let cipher = ChaCha20Poly1305::new((&self.outbox).into());

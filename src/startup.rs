@@ -104,6 +104,8 @@ impl Application {
             lockout_cooldown: settings.lockout_cooldown,
             test_mode: settings.test_mode,
             factor_kinds: settings.identifiers.sign_in(),
+            enumeration_strict: settings.enumeration_strict,
+            public_url: settings.public_url.to_string(),
             limits: crate::auth::Limits {
                 send_interval: std::time::Duration::from_secs(settings.limits.send_interval_secs),
                 sends_per_10_minutes: settings.limits.sends_per_10_minutes,

@@ -18,6 +18,9 @@ use crate::store::{
 /// configured length.
 pub const TEST_CODE: &str = "424242";
 
+/// The stored "hash" of a decoy's code: not hex, so no HMAC ever equals it.
+const DECOY_HASH: &str = "decoy";
+
 /// The delivery channel of an identifier kind (also the verification's `channel`).
 pub fn channel(kind: IdentifierKind) -> &'static str {
     match kind {
@@ -38,14 +41,28 @@ fn kind_of_channel(channel: &str) -> IdentifierKind {
 /// "Use another method" chose (a stranger who knows one identifier must not learn the others).
 fn shown_destination(record: &FlowRecord, v: &VerificationRecord) -> String {
     let identifier = verification_identifier(record, v);
-    let typed = record.kind == "sign_up"
-        || (identifier.kind().as_str() == record.identifier_kind
-            && identifier.canonical() == record.identifier_canonical);
+    if record.kind == "sign_up" {
+        return identifier.display().to_string();
+    }
+    let typed = identifier.kind().as_str() == record.identifier_kind
+        && identifier.canonical() == record.identifier_canonical;
     if typed {
-        identifier.display().to_string()
+        // As typed (normalised), not as stored: the two may differ in case, and showing the
+        // stored spelling would tell an unknown identifier from a known one.
+        typed_identifier(record).display().to_string()
     } else {
         identifier.safe_identifier()
     }
+}
+
+/// The identifier that started the flow, as typed.
+fn typed_identifier(record: &FlowRecord) -> Identifier {
+    let kind = IdentifierKind::parse(&record.identifier_kind).unwrap_or(IdentifierKind::Email);
+    Identifier::from_trusted(
+        kind,
+        record.identifier_value.clone(),
+        record.identifier_canonical.clone(),
+    )
 }
 
 /// What a code's HMAC is bound to: its verification and the identifier it was sent to, so a
@@ -371,44 +388,54 @@ impl Auth {
         let now = self.now();
         let code_expires = now + self.policy.code_ttl;
         let flow_id = FlowId::generate();
-        let mut targets: Vec<(Identifier, Option<IdentifierId>)> = Vec::new();
+        // (where the code goes, the account's identifier, decoy)
+        let mut targets: Vec<(Identifier, Option<IdentifierId>, bool)> = Vec::new();
         let mut user_id = None;
+        let strict = self.policy.enumeration_strict;
         match kind {
             FlowKind::SignIn => match self.store.find_owner(first).await? {
-                None => {
+                Some(stored) if stored.verified => {
+                    // The code goes to the identifier stored for the account, never to the
+                    // variant typed.
+                    user_id = Some(stored.user_id);
+                    targets.push((stored.identifier, Some(stored.id), false));
+                }
+                _ if strict => {
+                    tracing::info!(event = "sign_in_decoy", identifier = %first.masked(), reason = "identifier_not_found");
+                    targets.push((first.clone(), None, true));
+                }
+                _ => {
                     tracing::info!(event = "sign_in_refused", identifier = %first.masked(), reason = "identifier_not_found");
                     return Err(StartError::IdentifierNotFound);
-                }
-                Some(stored) if !stored.verified => {
-                    tracing::info!(event = "sign_in_refused", identifier = %first.masked(), reason = "identifier_unverified");
-                    return Err(StartError::IdentifierNotFound);
-                }
-                // The code goes to the identifier stored for the account, never to the variant typed.
-                Some(stored) => {
-                    user_id = Some(stored.user_id);
-                    targets.push((stored.identifier, Some(stored.id)));
                 }
             },
             FlowKind::SignUp => {
                 for identifier in identifiers {
-                    if self.store.find_owner(identifier).await?.is_some() {
+                    let taken = self.store.find_owner(identifier).await?.is_some();
+                    if taken && !strict {
                         tracing::info!(event = "sign_up_refused", identifier = %identifier.masked(), reason = "identifier_taken");
                         return Err(StartError::IdentifierTaken(identifier.kind()));
                     }
-                    targets.push((identifier.clone(), None));
+                    if taken {
+                        tracing::info!(event = "sign_up_decoy", identifier = %identifier.masked(), reason = "identifier_taken");
+                    }
+                    targets.push((identifier.clone(), None, taken));
                 }
             }
         }
         let ver_ids: Vec<VerificationId> =
             targets.iter().map(|_| VerificationId::generate()).collect();
-        let (destination, _) = &targets[0];
-        let prepared = self.prepare_code(kind, &ver_ids[0], destination, code_expires);
+        let (destination, _, first_decoy) = &targets[0];
+        let prepared = self
+            .prepare_send(kind, &ver_ids[0], destination, *first_decoy, code_expires)
+            .await?;
         let vers: Vec<NewVerification<'_>> = targets
             .iter()
             .zip(&ver_ids)
             .enumerate()
             .map(
-                |(i, ((identifier, identifier_id), ver_id))| NewVerification {
+                |(i, ((identifier, identifier_id, decoy), ver_id))| NewVerification {
+                    decoy: *decoy,
                     id: ver_id,
                     channel: channel(identifier.kind()),
                     destination: identifier.display(),
@@ -475,6 +502,61 @@ impl Auth {
         Ok(flow_id)
     }
 
+    /// Like [`prepare_code`](Self::prepare_code), and for a decoy: a hash no code matches and,
+    /// for an email address, a notice instead of a code (to the owner's stored address for a
+    /// sign-up; phone numbers get nothing, SMS costs money).
+    async fn prepare_send(
+        &self,
+        kind: FlowKind,
+        ver_id: &VerificationId,
+        to: &Identifier,
+        decoy: bool,
+        expires: OffsetDateTime,
+    ) -> anyhow::Result<PreparedCode> {
+        if !decoy {
+            return Ok(self.prepare_code(kind, ver_id, to, expires));
+        }
+        let mut prepared = PreparedCode {
+            code_hash: DECOY_HASH.to_string(),
+            message: None,
+        };
+        let Identifier::Email(typed) = to else {
+            return Ok(prepared);
+        };
+        if self.policy.test_mode && to.is_test() {
+            return Ok(prepared);
+        }
+        let (recipient, purpose, link) = match kind {
+            FlowKind::SignIn => (typed.clone(), Purpose::UnknownAccount, "/sign-up"),
+            FlowKind::SignUp => {
+                let stored = match self.store.find_owner(to).await? {
+                    Some(s) => match s.identifier {
+                        Identifier::Email(e) => e,
+                        Identifier::Phone(_) => typed.clone(),
+                    },
+                    None => typed.clone(),
+                };
+                (stored, Purpose::AccountExists, "/sign-in")
+            }
+        };
+        let message = CodeMessage {
+            to: recipient
+                .mailbox_address()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| recipient.display().to_string()),
+            code: String::new(),
+            purpose,
+            expires_at: ms(expires),
+            ttl_minutes: self.policy.code_ttl.as_secs().div_ceil(60),
+            link: Some(format!(
+                "{}{link}",
+                self.policy.public_url.trim_end_matches('/')
+            )),
+        };
+        prepared.message = Some((MessageId::generate(), message.seal(&self.keys)));
+        Ok(prepared)
+    }
+
     /// Draws a code for `to` (bound to verification `ver_id`) and seals its message.
     fn prepare_code(
         &self,
@@ -509,6 +591,7 @@ impl Auth {
             purpose: kind.purpose(),
             expires_at: ms(expires),
             ttl_minutes: self.policy.code_ttl.as_secs().div_ceil(60),
+            link: None,
         };
         PreparedCode {
             code_hash: self
@@ -559,7 +642,7 @@ impl Auth {
             id: v.id.clone(),
             kind: kind_of_channel(&v.channel),
             status,
-            identifier_id: v.identifier_id.clone(),
+            identifier_id: self.factor_id(record, v),
             destination: shown_destination(record, v),
             value: shown_value(record, v),
             step: index + 1,
@@ -623,6 +706,19 @@ impl Auth {
             created_at: from_ms(record.created_at),
             now,
         }
+    }
+
+    /// The id a sign-in verification's identifier goes by: the account's, or for a decoy a
+    /// stable id of the same shape derived from the flow.
+    fn factor_id(&self, record: &FlowRecord, v: &VerificationRecord) -> Option<IdentifierId> {
+        v.identifier_id.clone().or_else(|| {
+            (v.decoy && record.kind == "sign_in").then(|| {
+                IdentifierId::from_bytes(
+                    self.keys
+                        .derived_bytes(&["decoy-factor", record.id.as_str()]),
+                )
+            })
+        })
     }
 
     /// Required identifier kinds a sign-up has none of.
@@ -707,6 +803,24 @@ impl Auth {
         always: bool,
     ) -> Result<FlowView, FlowError> {
         let mut view = self.view(record, kind);
+        if kind == FlowKind::SignIn && !view.complete && self.policy.enumeration_strict {
+            // Only the identifier typed: listing the account's others would tell a known
+            // identifier from an unknown one.
+            let typed = typed_identifier(record);
+            view.factors = view
+                .verification
+                .identifier_id
+                .clone()
+                .filter(|_| view.verification.destination == typed.display())
+                .map(|identifier_id| Factor {
+                    identifier_id,
+                    kind: typed.kind(),
+                    safe_identifier: typed.safe_identifier(),
+                })
+                .into_iter()
+                .collect();
+            return Ok(view);
+        }
         if kind == FlowKind::SignIn && !view.complete && (always || self.policy.factor_kinds.phone)
         {
             view.factors = self.factors(record).await?;
@@ -807,7 +921,7 @@ impl Auth {
             }
             (FlowKind::SignIn, PrepareTarget::Identifier(identifier_id)) => {
                 let v = record.current();
-                if v.identifier_id.as_ref() == Some(identifier_id) {
+                if self.factor_id(&record, v).as_ref() == Some(identifier_id) {
                     let destination = verification_identifier(&record, v);
                     return self
                         .replace_code(
@@ -879,7 +993,9 @@ impl Auth {
     ) -> Result<FlowView, ResendError> {
         let now = self.now();
         let code_expires = now + self.policy.code_ttl;
-        let prepared = self.prepare_code(kind, &v.id, destination, code_expires);
+        let prepared = self
+            .prepare_send(kind, &v.id, destination, v.decoy, code_expires)
+            .await?;
         let recipient_masked = destination.masked();
         let message = prepared
             .message
@@ -996,12 +1112,19 @@ impl Auth {
                 UserId::generate(),
                 format!("{}:{}", identifier.kind().as_str(), identifier.canonical()),
             ),
-            // Sign-in failures count against the account, whichever identifier got the code.
-            FlowKind::SignIn => {
-                let user = record.user_id.clone().ok_or(FlowError::NotFound)?;
-                let key = format!("user:{user}");
-                (user, key)
-            }
+            // Sign-in failures count against the account, whichever identifier got the code
+            // (a decoy, which has none, against the identifier).
+            FlowKind::SignIn => match record.user_id.clone() {
+                Some(user) => {
+                    let key = format!("user:{user}");
+                    (user, key)
+                }
+                None if v.decoy => (
+                    UserId::generate(),
+                    format!("{}:{}", identifier.kind().as_str(), identifier.canonical()),
+                ),
+                None => return Err(FlowError::NotFound.into()),
+            },
         };
         // A native client gets a new token at sign-in, so a planted one never holds a session.
         let client_token = client.native.then(|| random_token(32));
@@ -1020,18 +1143,15 @@ impl Auth {
                 .missing(&self.view(&record, kind).verifications)
                 .is_empty();
         let completes = !others_unverified && !missing;
-        let next = match kind {
-            FlowKind::SignUp if auto_next && !completes => record.next_waiting().map(|w| {
+        let next = match (kind, record.next_waiting()) {
+            (FlowKind::SignUp, Some(w)) if auto_next && !completes => {
                 let to = verification_identifier(&record, w);
                 let expires = now + self.policy.code_ttl;
-                (
-                    w,
-                    to.masked(),
-                    to.kind(),
-                    self.prepare_code(kind, &w.id, &to, expires),
-                    expires,
-                )
-            }),
+                let prepared = self
+                    .prepare_send(kind, &w.id, &to, w.decoy, expires)
+                    .await?;
+                Some((w, to.masked(), to.kind(), prepared, expires))
+            }
             _ => None,
         };
         let next_message = next

@@ -46,6 +46,11 @@ pub struct Policy {
     /// Kinds of identifiers a sign-up must have.
     pub required: Accepts,
     pub limits: Limits,
+    /// Enumeration protection "strict": sign-in with an unknown identifier and sign-up with a
+    /// taken one look exactly like the real thing (decoy verifications).
+    pub enumeration_strict: bool,
+    /// For links in notices (the instance's public origin).
+    pub public_url: String,
     pub phone_policy: PhonePolicy,
 }
 

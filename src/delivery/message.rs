@@ -9,6 +9,17 @@ use crate::crypto::Keys;
 pub enum Purpose {
     SignUp,
     SignIn,
+    /// Enumeration protection: someone tried to sign in with an address no account has.
+    UnknownAccount,
+    /// Enumeration protection: someone tried to sign up with an address an account has.
+    AccountExists,
+}
+
+impl Purpose {
+    /// A notice carries no code.
+    pub fn is_notice(self) -> bool {
+        matches!(self, Purpose::UnknownAccount | Purpose::AccountExists)
+    }
 }
 
 /// The content of a code message, sealed into the outbox row.
@@ -21,6 +32,9 @@ pub struct CodeMessage {
     /// Unix milliseconds.
     pub expires_at: i64,
     pub ttl_minutes: u64,
+    /// Notices: where the person should go instead (sign-up or sign-in page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 impl std::fmt::Debug for CodeMessage {
@@ -47,9 +61,37 @@ impl CodeMessage {
     }
 
     pub fn render_email(&self, product_name: &str) -> anyhow::Result<RenderedEmail> {
+        let link = self.link.as_deref().unwrap_or_default();
+        let notice = match self.purpose {
+            Purpose::UnknownAccount => Some((
+                format!("Sign-in attempt on {product_name}"),
+                format!("Someone, hopefully you, tried to sign in to {product_name} with this email address, but there is no {product_name} account for it."),
+                "If it was you, create an account instead:",
+            )),
+            Purpose::AccountExists => Some((
+                format!("Sign-up attempt on {product_name}"),
+                format!("Someone, hopefully you, tried to create a {product_name} account with this email address, but it already has an account."),
+                "If it was you, sign in instead:",
+            )),
+            Purpose::SignUp | Purpose::SignIn => None,
+        };
+        if let Some((subject, lead, advice)) = notice {
+            let ctx = NoticeEmailText {
+                product_name,
+                subject: &subject,
+                lead: &lead,
+                advice,
+                link,
+            };
+            return Ok(RenderedEmail {
+                text: ctx.render()?,
+                html: NoticeEmailHtml { inner: &ctx }.render()?,
+                subject,
+            });
+        }
         let action = match self.purpose {
             Purpose::SignUp => "finish signing up",
-            Purpose::SignIn => "sign in",
+            _ => "sign in",
         };
         let ctx = CodeEmailText {
             product_name,
@@ -82,6 +124,22 @@ struct CodeEmailText<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "email/notice.txt")]
+struct NoticeEmailText<'a> {
+    product_name: &'a str,
+    subject: &'a str,
+    lead: &'a str,
+    advice: &'a str,
+    link: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/notice.html")]
+struct NoticeEmailHtml<'a> {
+    inner: &'a NoticeEmailText<'a>,
+}
+
+#[derive(Template)]
 #[template(path = "email/code.html")]
 struct CodeEmailHtml<'a> {
     inner: &'a CodeEmailText<'a>,
@@ -99,6 +157,7 @@ mod tests {
             purpose: Purpose::SignUp,
             expires_at: 0,
             ttl_minutes: 10,
+            link: None,
         };
         assert_eq!(
             m.render_sms("Acme", "accounts.example.com"),
@@ -114,6 +173,7 @@ mod tests {
             purpose: Purpose::SignIn,
             expires_at: 0,
             ttl_minutes: 10,
+            link: None,
         };
         let r = m.render_email("Acme <Accounts>").unwrap();
         assert_eq!(r.subject, "042137 is your verification code");

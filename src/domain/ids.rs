@@ -8,6 +8,10 @@ const BODY_LEN: usize = 26; // ceil(128 / 5)
 fn random_body() -> String {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
+    body_of(bytes)
+}
+
+fn body_of(bytes: [u8; 16]) -> String {
     let mut n = u128::from_be_bytes(bytes);
     let mut out = [0u8; BODY_LEN];
     for slot in out.iter_mut().rev() {
@@ -28,6 +32,11 @@ macro_rules! opaque_id {
 
             pub fn generate() -> Self {
                 Self(format!("{}_{}", $prefix, random_body()))
+            }
+
+            /// An id of the same shape from given bits (a keyed hash, for decoys).
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                Self(format!("{}_{}", $prefix, body_of(bytes)))
             }
 
             /// Accepts only ids of this type's exact shape, so untrusted input can be used as a key.

@@ -39,7 +39,13 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
                     .unwrap_or(e.recipient_masked),
                 code: content
                     .as_ref()
-                    .map(|c| c.code.clone())
+                    .map(|c| {
+                        if c.purpose.is_notice() {
+                            "(notice, no code)".to_string()
+                        } else {
+                            c.code.clone()
+                        }
+                    })
                     .unwrap_or_else(|| "(erased)".into()),
                 subject: content
                     .as_ref()

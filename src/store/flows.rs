@@ -35,6 +35,8 @@ pub struct NewVerification<'a> {
     pub max_attempts: i64,
     pub sent_at: i64,
     pub expires_at: i64,
+    /// Enumeration protection: a code that can never match.
+    pub decoy: bool,
 }
 
 /// A flow as stored, with its verifications in order.
@@ -92,6 +94,7 @@ pub struct VerificationRecord {
     pub sent_at: i64,
     pub expires_at: i64,
     pub status: String,
+    pub decoy: bool,
 }
 
 /// An identifier a completed sign-up creates.
@@ -156,7 +159,7 @@ pub enum AttemptOutcome {
 
 const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_kind, f.identifier_value, f.identifier_canonical, f.user_id, \
      f.redirect_url, f.browser_binding, f.created_at, f.expires_at, f.session_id, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
-     v.identifier_id, v.position, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status \
+     v.identifier_id, v.position, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status, v.decoy \
      FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1 ORDER BY v.position";
 
 /// One row of [`LOAD_FLOW`]: the flow with one of its verifications.
@@ -186,6 +189,7 @@ fn flow_from_row(r: &impl Columns) -> FlowRecord {
             sent_at: r.int("sent_at"),
             expires_at: r.int("v_expires_at"),
             status: r.text("v_status"),
+            decoy: r.int("decoy") != 0,
         }],
     }
 }
@@ -202,7 +206,7 @@ fn merge_rows(rows: Vec<FlowRecord>) -> Option<FlowRecord> {
 fn insert_verification(flow_id: &FlowId, ver: &NewVerification<'_>) -> Stmt {
     Stmt::new(
         "INSERT INTO verifications (id, flow_id, channel, destination, canonical, identifier_id, code_hash, attempts, \
-         max_attempts, sent_at, expires_at, status, position) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)",
+         max_attempts, sent_at, expires_at, status, position, decoy) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13)",
         vec![
             ver.id.as_str().into(),
             flow_id.as_str().into(),
@@ -216,6 +220,7 @@ fn insert_verification(flow_id: &FlowId, ver: &NewVerification<'_>) -> Stmt {
             ver.expires_at.into(),
             if ver.code_hash.is_some() { "pending" } else { "waiting" }.into(),
             ver.position.into(),
+            i64::from(ver.decoy).into(),
         ],
     )
 }

@@ -349,6 +349,9 @@ pub async fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig 
     // Most tests start many flows from 127.0.0.1 at one instant of the manual clock; the rate
     // limits have their own tests (tests/api/limits.rs), which turn them on.
     raw.limits = latchkey::config::LimitsConfig::off();
+    // The friendly "no account" / "already registered" answers are what most tests check;
+    // strict enumeration protection (the default) has its own tests (tests/api/enumeration.rs).
+    raw.enumeration_protection = "off".into();
     raw.outbox.poll_interval_ms = 50;
     raw.outbox.retry_base_ms = 100;
     raw.outbox.retry_max_ms = 1000;

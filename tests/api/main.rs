@@ -9,6 +9,7 @@ mod client_api;
 mod codes;
 mod csrf;
 mod delivery;
+mod enumeration;
 mod instances;
 mod janitor;
 mod limits;

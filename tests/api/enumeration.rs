@@ -1,0 +1,230 @@
+//! Enumeration protection (`enumeration_protection = "strict"`, the default): whether an email
+//! address or phone number has an account never shows in an answer. Known and unknown
+//! identifiers get byte-identical pages and JSON apart from ids; the owner hears by email.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{browser, location, spawn_app_with, TestApp};
+use crate::sms_server::TestSms;
+
+async fn strict_app() -> TestApp {
+    spawn_app_with(|raw| raw.enumeration_protection = "strict".into()).await
+}
+
+/// Replaces what legitimately differs (ids, tokens, the identifier typed) with placeholders.
+fn normalise(text: &str, typed: &str) -> String {
+    let mut out = text.replace(typed, "IDENTIFIER");
+    for prefix in ["flw_", "ver_", "idn_", "msg_", "ses_", "usr_"] {
+        let mut result = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(prefix) {
+            result.push_str(&rest[..i]);
+            result.push_str(prefix);
+            result.push_str("ID");
+            rest = &rest[i + prefix.len()..];
+            let skip = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .count();
+            rest = &rest[skip..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    // CSRF tokens: the value of every csrf_token input.
+    let mut result = String::new();
+    let mut rest = out.as_str();
+    let marker = r#"name="csrf_token" value=""#;
+    while let Some(i) = rest.find(marker) {
+        result.push_str(&rest[..i + marker.len()]);
+        rest = &rest[i + marker.len()..];
+        let end = rest.find('"').unwrap_or(0);
+        result.push_str("TOKEN");
+        rest = &rest[end..];
+    }
+    result.push_str(rest);
+    result
+}
+
+/// Starts a sign-in for `typed` in a fresh browser; returns (status, Location, code page, browser).
+async fn sign_in_trace(
+    app: &TestApp,
+    typed: &str,
+) -> (StatusCode, String, String, reqwest::Client) {
+    let client = browser();
+    let resp = app
+        .submit_fields_with(&client, "/sign-in", &[("email_address", typed)])
+        .await;
+    let status = resp.status();
+    let verify = location(&resp);
+    let page = app.page_with(&client, &verify).await;
+    assert_eq!(page.status, StatusCode::OK);
+    (
+        status,
+        normalise(&verify, typed),
+        normalise(&page.html, typed),
+        client,
+    )
+}
+
+crate::backend_tests! {
+    async fn sign_in_answers_for_known_and_unknown_addresses_are_identical_apart_from_ids() {
+        let app = strict_app().await;
+        app.create_account("known@example.com").await;
+        let (s1, loc1, page1, c1) = sign_in_trace(&app, "known@example.com").await;
+        let (s2, loc2, page2, c2) = sign_in_trace(&app, "nobody@example.com").await;
+        assert_eq!(s1, StatusCode::SEE_OTHER);
+        assert_eq!((s1, &loc1), (s2, &loc2));
+        assert_eq!(page1, page2, "the code pages differ");
+
+        // A wrong code: the same answer.
+        let wrong = |client: &reqwest::Client, typed: &'static str| {
+            let client = client.clone();
+            let app = &app;
+            async move {
+                let resp = app.submit_fields_with(&client, "/sign-in", &[("email_address", typed)]).await;
+                let verify = location(&resp);
+                let resp = app.enter_code_with(&client, &verify, "000000").await;
+                (resp.status(), normalise(&resp.text().await.unwrap(), typed))
+            }
+        };
+        let (w1, w2) = (wrong(&c1, "known@example.com").await, wrong(&c2, "nobody@example.com").await);
+        assert_eq!(w1.0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(w1, w2, "wrong-code pages differ");
+
+        // The known address got codes; the unknown one a notice pointing to sign-up.
+        let mail = app.smtp.wait_for("known@example.com", 2).await;
+        mail.code();
+        let notice = app.smtp.wait_for("nobody@example.com", 1).await;
+        assert!(notice.subject().starts_with("Sign-in attempt on Acme"), "{}", notice.subject());
+        assert!(notice.data.contains("/sign-up") && notice.data.contains("no Acme account"), "{}", notice.data);
+        assert!(!notice.subject().chars().next().unwrap().is_ascii_digit(), "a notice carries no code");
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+    }
+
+    async fn an_unknown_phone_number_gets_the_same_code_page_and_no_sms() {
+        let sms = TestSms::start();
+        let app = spawn_app_with({
+            let sms = sms.clone();
+            move |raw| {
+                crate::phone::with_twilio(&sms, raw);
+                raw.enumeration_protection = "strict".into();
+            }
+        })
+        .await;
+        let resp = app.submit_fields("/sign-in", &[("identifier", "+1 201 555 0234")]).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let page = app.page(&location(&resp)).await;
+        assert!(page.contains("Check your phone") && page.contains("+1 201-555-0234"), "{}", page.html);
+        sms.assert_count_stays("+12015550234", 0).await;
+        assert_eq!(sms.request_count(), 0, "SMS costs money: nothing is sent to an unknown number");
+        let verify = location(&resp);
+        let wrong = app.enter_code(&verify, "123456").await;
+        assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    async fn sign_up_with_a_taken_address_notifies_the_owner_instead_of_sending_a_code() {
+        let app = strict_app().await;
+        app.create_account("owner@example.com").await;
+        let new = |typed: &'static str| {
+            let app = &app;
+            async move {
+                let client = browser();
+                let resp = app.submit_fields_with(&client, "/sign-up", &[("email_address", typed)]).await;
+                let status = resp.status();
+                let verify = location(&resp);
+                let page = app.page_with(&client, &verify).await;
+                (status, normalise(&verify, typed), normalise(&page.html, typed), verify, client)
+            }
+        };
+        let (s1, l1, p1, ..) = new("fresh@example.com").await;
+        // Shown as typed with the domain lowercased (for a free address as for a taken one).
+        let (s2, l2, p2, verify, client) = new("Owner@example.com").await;
+        assert_eq!((s1, l1, p1), (s2, l2, p2.clone()), "a taken address looks like a free one");
+        let notice = app.smtp.wait_for("owner@example.com", 2).await;
+        assert_eq!(notice.to, vec!["owner@example.com".to_string()], "to the stored address, never the typed variant");
+        assert!(notice.subject().starts_with("Sign-up attempt on Acme") && notice.data.contains("/sign-in"), "{}", notice.data);
+        for code in ["000000", "123456", "424242"] {
+            let resp = app.enter_code_with(&client, &verify, code).await;
+            assert_ne!(resp.status(), StatusCode::SEE_OTHER, "no code opens a decoy");
+        }
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1, "no second account");
+    }
+
+    async fn strict_mode_lists_only_the_identifier_typed_as_a_sign_in_factor() {
+        let sms = TestSms::start();
+        let app = spawn_app_with({
+            let sms = sms.clone();
+            move |raw| {
+                crate::phone::with_twilio(&sms, raw);
+                raw.identifiers.phone.required = true;
+                raw.enumeration_protection = "strict".into();
+            }
+        })
+        .await;
+        let other = browser();
+        let resp = app.submit_fields_with(&other, "/sign-up", &[("email_address", "both@example.com"), ("phone_number", "+12015550234")]).await;
+        let verify = location(&resp);
+        let code = app.smtp.wait_for("both@example.com", 1).await.code();
+        app.enter_code_with(&other, &verify, &code).await;
+        let code = sms.wait_for("+12015550234", 1).await.code();
+        assert_eq!(location(&app.enter_code_with(&other, &verify, &code).await), "/user");
+        let resp = app.submit_fields("/sign-in", &[("identifier", "both@example.com")]).await;
+        let page = app.page(&location(&resp)).await;
+        assert!(!page.contains("Use another method"), "an account with a phone must look like one without");
+    }
+
+    async fn the_json_api_answers_known_and_unknown_identifiers_identically() {
+        let app = strict_app().await;
+        app.create_account("known@example.com").await;
+        let flow = |typed: &'static str| {
+            let app = &app;
+            async move {
+                let client = browser();
+                let post = |path: String, body: Value| {
+                    let client = client.clone();
+                    async move {
+                        let resp = client.post(app.url(&path)).header("Origin", &app.address).json(&body).send().await.unwrap();
+                        (resp.status(), resp.text().await.unwrap())
+                    }
+                };
+                let (s1, created) = post("/v1/client/sign_ins".into(), json!({"identifier": typed})).await;
+                let v: Value = serde_json::from_str(&created).unwrap();
+                let id = v["id"].as_str().unwrap().to_string();
+                let factor = v["supported_first_factors"][0]["email_address_id"].clone();
+                let (s2, prepared) = post(format!("/v1/client/sign_ins/{id}/prepare_first_factor"), json!({"strategy": "email_code", "email_address_id": factor})).await;
+                let (s3, attempted) = post(format!("/v1/client/sign_ins/{id}/attempt_first_factor"), json!({"strategy": "email_code", "code": "000000"})).await;
+                // Timestamps are the same instant of the manual clock for both.
+                vec![
+                    (s1, normalise(&created, typed)),
+                    (s2, normalise(&prepared, typed)),
+                    (s3, normalise(&attempted, typed)),
+                ]
+            }
+        };
+        // Same first letter: the masked form shows it.
+        let known = flow("known@example.com").await;
+        let unknown = flow("kobody@example.com").await;
+        assert_eq!(known[0].0, StatusCode::OK);
+        assert_eq!(known[1].0, StatusCode::OK, "{}", known[1].1);
+        assert_eq!(known[2].0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(known, unknown);
+        let sign_up = |typed: &'static str| {
+            let app = &app;
+            async move {
+                let resp = browser().post(app.url("/v1/client/sign_ups")).header("Origin", &app.address).json(&json!({"email_address": typed})).send().await.unwrap();
+                (resp.status(), normalise(&resp.text().await.unwrap(), typed))
+            }
+        };
+        assert_eq!(sign_up("known@example.com").await, sign_up("fresh1@example.com").await);
+    }
+
+    async fn with_protection_off_the_friendly_answers_come_back() {
+        let app = spawn_app_with(|raw| raw.enumeration_protection = "off".into()).await;
+        let resp = app.submit_fields("/sign-in", &[("email_address", "nobody@example.com")]).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(TestApp::into_page(resp).await.contains("couldn't find an account"));
+        app.smtp.assert_count_stays("nobody@example.com", 0).await;
+    }
+}
