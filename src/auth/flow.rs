@@ -10,7 +10,7 @@ use crate::domain::{
     RedirectTarget, SessionId, UserId, VerificationId,
 };
 use crate::store::{
-    from_ms, ms, AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow,
+    from_ms, ms, AuditEvent, AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow,
     NewIdentifier, NewMessage, NewSession, NewVerification, VerificationRecord,
 };
 
@@ -339,6 +339,12 @@ impl From<anyhow::Error> for ResendError {
     }
 }
 
+/// Whether a correct code finishes the flow or one of its steps.
+enum CompletionKind {
+    Done,
+    Next,
+}
+
 /// A code and its sealed message for one identifier; test identifiers in test mode get the
 /// fixed code and no message.
 struct PreparedCode {
@@ -391,6 +397,8 @@ impl Auth {
         // (where the code goes, the account's identifier, decoy)
         let mut targets: Vec<(Identifier, Option<IdentifierId>, bool)> = Vec::new();
         let mut user_id = None;
+        // Sign-up: accounts that already own an identifier given (they see the attempt on /user).
+        let mut owners: Vec<(UserId, Identifier)> = Vec::new();
         let strict = self.policy.enumeration_strict;
         match kind {
             FlowKind::SignIn => match self.store.find_owner(first).await? {
@@ -411,7 +419,11 @@ impl Auth {
             },
             FlowKind::SignUp => {
                 for identifier in identifiers {
-                    let taken = self.store.find_owner(identifier).await?.is_some();
+                    let owner = self.store.find_owner(identifier).await?;
+                    let taken = owner.is_some();
+                    if let Some(owner) = owner {
+                        owners.push((owner.user_id, identifier.clone()));
+                    }
                     if taken && !strict {
                         tracing::info!(event = "sign_up_refused", identifier = %identifier.masked(), reason = "identifier_taken");
                         return Err(StartError::IdentifierTaken(identifier.kind()));
@@ -468,6 +480,24 @@ impl Auth {
         if send_first {
             guards.extend(self.send_guards(destination, client));
         }
+        let mut audit = vec![self.audit_event(
+            if send_first { "code_sent" } else { "flow_created" },
+            "success",
+            user_id.as_ref(),
+            Some(destination),
+            Some(&flow_id),
+            client,
+        )];
+        for (owner, identifier) in &owners {
+            audit.push(self.audit_event(
+                "sign_up_with_taken_identifier",
+                "refused",
+                Some(owner),
+                Some(identifier),
+                Some(&flow_id),
+                client,
+            ));
+        }
         let refused = self
             .store
             .create_flow(
@@ -484,9 +514,12 @@ impl Auth {
                 &vers,
                 message.as_ref(),
                 guards,
+                &audit,
             )
             .await?;
         if let Some(limited) = refused {
+            let refusal = self.audit_event("rate_limited", "refused", user_id.as_ref(), Some(destination), None, client);
+            self.record_refusal(&refusal).await;
             let retry_after_secs = self.retry_after(&limited).await;
             return Err(StartError::Limited { retry_after_secs });
         }
@@ -989,7 +1022,7 @@ impl Auth {
         destination: &Identifier,
         switch: Option<&FactorSwitch<'_>>,
         client: &Client<'_>,
-        event: &str,
+        event: &'static str,
     ) -> Result<FlowView, ResendError> {
         let now = self.now();
         let code_expires = now + self.policy.code_ttl;
@@ -1025,11 +1058,21 @@ impl Auth {
                 switch,
                 message.as_ref(),
                 &self.send_guards(destination, client),
+                &self.audit_event(
+                    event,
+                    "success",
+                    record.user_id.as_ref(),
+                    Some(destination),
+                    Some(&record.id),
+                    client,
+                ),
             )
             .await?;
         let replaced = match replaced {
             Ok(replaced) => replaced,
             Err(limited) => {
+                let refusal = self.audit_event("rate_limited", "refused", record.user_id.as_ref(), Some(destination), Some(&record.id), client);
+                self.record_refusal(&refusal).await;
                 let retry_after_secs = self.retry_after(&limited).await;
                 return Err(ResendError::Limited { retry_after_secs });
             }
@@ -1190,6 +1233,11 @@ impl Auth {
                 is_primary: *is_primary,
             })
             .collect();
+        let completion_kind = if completes {
+            CompletionKind::Done
+        } else {
+            CompletionKind::Next
+        };
         let completion = match (&next, kind) {
             (Some((w, _, _, prepared, expires)), _) => Completion::Next {
                 next: Some((&w.id, &prepared.code_hash, ms(*expires))),
@@ -1219,6 +1267,59 @@ impl Auth {
             flow_expires_at: ms(now + self.policy.flow_idle_ttl),
             max_failures: self.policy.lockout_max_failures as i64,
             cooldown_ms: self.policy.lockout_cooldown.as_millis() as i64,
+            audit_wrong: self.audit_event(
+                "code_incorrect",
+                "failure",
+                record.user_id.as_ref(),
+                Some(&identifier),
+                Some(&record.id),
+                client,
+            ),
+            audit_locked: self.audit_event(
+                "identifier_locked",
+                "refused",
+                record.user_id.as_ref(),
+                Some(&identifier),
+                Some(&record.id),
+                client,
+            ),
+            audit_success: match (&completion_kind, kind) {
+                (CompletionKind::Next, _) => vec![self.audit_event(
+                    "identifier_verified",
+                    "success",
+                    None,
+                    Some(&identifier),
+                    Some(&record.id),
+                    client,
+                )],
+                (CompletionKind::Done, FlowKind::SignIn) => vec![self.audit_event(
+                    "sign_in",
+                    "success",
+                    Some(&user_id),
+                    Some(&identifier),
+                    Some(&record.id),
+                    client,
+                )],
+                (CompletionKind::Done, FlowKind::SignUp) => std::iter::once(self.audit_event(
+                    "sign_up",
+                    "success",
+                    Some(&user_id),
+                    Some(&identifier),
+                    Some(&record.id),
+                    client,
+                ))
+                .chain(new_identifiers.iter().map(|(i, _)| {
+                    self.audit_event(
+                        "identifier_added",
+                        "success",
+                        Some(&user_id),
+                        Some(i),
+                        Some(&record.id),
+                        client,
+                    )
+                }))
+                .collect(),
+            },
             guards: {
                 let mut guards = self.attempt_guards(client);
                 if let Some((w, ..)) = &next {
@@ -1267,11 +1368,15 @@ impl Auth {
             }
             AttemptOutcome::Limited(limited) => {
                 log("code_refused", "rate_limited");
+                let refusal = self.audit_event("rate_limited", "refused", record.user_id.as_ref(), Some(&identifier), Some(&record.id), client);
+                self.record_refusal(&refusal).await;
                 let retry_after_secs = self.retry_after(&limited).await;
                 Err(AttemptError::Limited { retry_after_secs })
             }
             AttemptOutcome::Locked { until } => {
                 log("code_refused", "identifier_locked");
+                let refusal = self.audit_event("code_refused_locked", "refused", record.user_id.as_ref(), Some(&identifier), Some(&record.id), client);
+                self.record_refusal(&refusal).await;
                 Err(locked(until))
             }
             AttemptOutcome::Wrong {
@@ -1325,6 +1430,27 @@ impl Auth {
                 log("code_refused", "identifier registered meanwhile");
                 Err(AttemptError::IdentifierTaken)
             }
+        }
+    }
+
+    /// A security event of this client.
+    pub(super) fn audit_event(
+        &self,
+        event: &'static str,
+        outcome: &'static str,
+        user: Option<&UserId>,
+        identifier: Option<&Identifier>,
+        flow: Option<&FlowId>,
+        client: &Client<'_>,
+    ) -> AuditEvent {
+        AuditEvent {
+            event,
+            outcome,
+            user_id: user.map(|u| u.to_string()),
+            identifier: identifier.map(|i| i.masked()),
+            flow_id: flow.map(|f| f.to_string()),
+            ip: client.ip.map(str::to_string),
+            user_agent: client.user_agent.map(str::to_string),
         }
     }
 

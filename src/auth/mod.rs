@@ -157,10 +157,25 @@ impl Auth {
     }
 
     /// Ends a session: its row is deleted, so the token stops working everywhere at once.
-    pub async fn sign_out(&self, session: &SessionId) -> anyhow::Result<()> {
-        self.store.delete_session(session).await?;
-        tracing::info!(event = "sign_out", session_id = %session, "signed out");
+    pub async fn sign_out(&self, user: &CurrentUser, client: &Client<'_>) -> anyhow::Result<()> {
+        self.store.delete_session(&user.session_id).await?;
+        tracing::info!(event = "sign_out", session_id = %user.session_id, "signed out");
+        let event = self.audit_event("sign_out", "success", Some(&user.user_id), None, None, client);
+        self.record_refusal(&event).await;
         Ok(())
+    }
+
+    /// Writes an event that has no unit of work of its own (refusals, sign-out); a failure to
+    /// write it is logged, never the request's failure.
+    pub(crate) async fn record_refusal(&self, event: &crate::store::AuditEvent) {
+        if let Err(e) = self.store.record_audit(event, ms(self.now())).await {
+            tracing::warn!(error = %e, event = event.event, "could not write an audit event");
+        }
+    }
+
+    /// The person's newest security events, for the profile page.
+    pub async fn audit_for(&self, user: &UserId) -> anyhow::Result<Vec<crate::store::AuditEntry>> {
+        self.store.audit_for_user(user, 20).await
     }
 
     /// A fresh session token (256 bits from the OS CSPRNG) and the hash that is stored.

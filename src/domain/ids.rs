@@ -87,6 +87,10 @@ opaque_id!(
     /// A message waiting in the outbox.
     MessageId, "msg"
 );
+opaque_id!(
+    /// A security event in the audit log.
+    AuditId, "aud"
+);
 
 #[cfg(test)]
 mod tests {

@@ -717,7 +717,7 @@ pub async fn attempt(
         Ok(Attempted::SignedIn(signed_in)) => {
             // A browser holds one session: an earlier one is ended, never reused.
             if let Some(prev) = previous_session {
-                if let Err(e) = ctx.state.auth.sign_out(&prev.session_id).await {
+                if let Err(e) = ctx.state.auth.sign_out(&prev, &ctx.client()).await {
                     tracing::warn!(error = %e, "could not end the previous session");
                 }
             }

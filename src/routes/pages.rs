@@ -111,9 +111,17 @@ pub struct UserPage {
     pub page: PageCtx,
     pub emails: Vec<ProfileIdentifier>,
     pub phones: Vec<ProfileIdentifier>,
+    pub activity: Vec<ActivityRow>,
     pub joined: String,
     pub sign_out_action: &'static str,
     pub csrf_token: String,
+}
+
+/// One line of "Recent security activity".
+pub struct ActivityRow {
+    pub when: String,
+    pub what: String,
+    pub detail: String,
 }
 
 pub struct ProfileIdentifier {

@@ -4,12 +4,35 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 use super::flow_pages::TokenForm;
-use super::pages::{ProfileIdentifier, UserPage};
+use super::pages::{ActivityRow, ProfileIdentifier, UserPage};
 use super::{paths, Ctx};
 use crate::domain::IdentifierKind;
 
 const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[day padding:none] [month repr:long] [year]");
+
+const ACTIVITY_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day] [hour]:[minute] UTC"
+);
+
+/// What an audit event means, for the person it is about.
+fn describe(event: &str) -> &'static str {
+    match event {
+        "code_sent" => "Code sent",
+        "code_resent" => "New code sent",
+        "code_incorrect" => "Incorrect code entered",
+        "identifier_locked" => "Sign-in locked after too many incorrect codes",
+        "code_refused_locked" => "Code refused while sign-in was locked",
+        "rate_limited" => "Request refused: too many requests",
+        "sign_in" => "Signed in",
+        "sign_up" => "Account created",
+        "identifier_added" => "Email address or phone number added",
+        "sign_out" => "Signed out",
+        "sign_up_with_taken_identifier" => "Someone tried to create an account with your email address or phone number",
+        "flow_created" => "Sign-in started",
+        _ => "Security event",
+    }
+}
 
 pub async fn page(ctx: Ctx) -> HttpResponse {
     let user = match ctx.current_user().await {
@@ -30,8 +53,26 @@ pub async fn page(ctx: Ctx) -> HttpResponse {
             })
             .collect::<Vec<_>>()
     };
+    let activity = match ctx.state.auth.audit_for(&user.user_id).await {
+        Ok(events) => events
+            .into_iter()
+            .map(|e| ActivityRow {
+                when: crate::store::from_ms(e.at)
+                    .format(ACTIVITY_FORMAT)
+                    .unwrap_or_default(),
+                what: describe(&e.event).to_string(),
+                detail: [e.identifier, e.ip]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" · "),
+            })
+            .collect(),
+        Err(e) => return ctx.internal(e.context("reading the account's security events")),
+    };
     let page = UserPage {
         page: ctx.page_ctx("Your account"),
+        activity,
         emails: of_kind(IdentifierKind::Email),
         phones: of_kind(IdentifierKind::Phone),
         joined: user.joined_at.format(JOINED_FORMAT).unwrap_or_default(),
@@ -55,7 +96,7 @@ pub async fn sign_out(ctx: Ctx, form: web::Form<TokenForm>) -> HttpResponse {
     if let Err(resp) = ctx.check_session_form(&user, &form.csrf_token) {
         return resp;
     }
-    if let Err(e) = ctx.state.auth.sign_out(&user.session_id).await {
+    if let Err(e) = ctx.state.auth.sign_out(&user, &ctx.client()).await {
         return ctx.internal(e.context("signing out"));
     }
     ctx.redirect(paths::SIGN_IN, vec![ctx.state.cookies.session_removal()])

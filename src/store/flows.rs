@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::audit::AuditEvent;
 use super::limits::{check_sqlite, check_sqlx, Guard, Limited};
 use super::outbox::{insert_message, NewMessage};
 use super::sessions::{insert_session, NewSession};
@@ -235,6 +236,7 @@ impl Store {
         vers: &[NewVerification<'_>],
         msg: Option<&NewMessage<'_>>,
         guards: Vec<Guard>,
+        audit: &[AuditEvent],
     ) -> anyhow::Result<Option<Limited>> {
         let mut stmts = vec![Stmt::new(
             "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
@@ -255,6 +257,7 @@ impl Store {
         )];
         stmts.extend(vers.iter().map(|v| insert_verification(flow.id, v)));
         stmts.extend(msg.map(insert_message));
+        stmts.extend(audit.iter().map(|a| a.statement(flow.now)));
         self.write_guarded(guards, flow.now, stmts).await
     }
 
@@ -287,6 +290,7 @@ impl Store {
         switch: Option<&FactorSwitch<'_>>,
         msg: Option<&NewMessage<'_>>,
         guards: &[Guard],
+        audit: &AuditEvent,
     ) -> anyhow::Result<Result<bool, Limited>> {
         let mut tx = self.writer.begin().await?;
         let updated = match switch {
@@ -336,6 +340,7 @@ impl Store {
             insert_message(msg).query().execute(&mut *tx).await?;
         }
         touch_flow(&mut tx, flow_id, now, flow_expires_at).await?;
+        audit.statement(now).query().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Ok(true))
     }
@@ -356,7 +361,13 @@ impl Store {
         matches: impl FnOnce(&str) -> bool + Send + 'static,
         completion: Completion<'_>,
     ) -> anyhow::Result<AttemptOutcome> {
-        let on_success = completion.statements(&attempt.flow_id, attempt.now);
+        let mut on_success = completion.statements(&attempt.flow_id, attempt.now);
+        on_success.extend(
+            attempt
+                .audit_success
+                .iter()
+                .map(|a| (a.statement(attempt.now), false)),
+        );
         if let Some(writer) = &self.sqlite_writer {
             return writer
                 .run(move |conn| {
@@ -410,7 +421,9 @@ impl Store {
             let mut locked_until: Option<i64> = row.get("locked_until");
             if locked_until.is_none() && failures >= a.max_failures {
                 let until = a.now + a.cooldown_ms;
-                a.lock_statement(until).query().execute(&mut *tx).await?;
+                for stmt in a.lock_statements(until) {
+                    stmt.query().execute(&mut *tx).await?;
+                }
                 locked_until = Some(until);
             }
             tx.commit().await?;
@@ -475,6 +488,11 @@ pub struct CodeAttempt {
     pub cooldown_ms: i64,
     /// Rate limits on code submissions (per client IP), checked before anything else.
     pub guards: Vec<Guard>,
+    /// Written with a wrong code; `audit_locked` too when that failure locks the identifier.
+    pub audit_wrong: AuditEvent,
+    pub audit_locked: AuditEvent,
+    /// Written with the completion.
+    pub audit_success: Vec<AuditEvent>,
 }
 
 impl CodeAttempt {
@@ -491,14 +509,19 @@ impl CodeAttempt {
             "UPDATE flows SET last_active_at = $1, expires_at = $2 WHERE id = $3 AND status = 'pending'",
             vec![self.now.into(), self.flow_expires_at.into(), self.flow_id.clone().into()],
         ));
+        stmts.push(self.audit_wrong.statement(self.now));
         stmts
     }
 
-    fn lock_statement(&self, until: i64) -> Stmt {
-        Stmt::new(
-            "UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2",
-            vec![until.into(), self.lock_key.clone().into()],
-        )
+    /// Locks the identifier (and records the lockout).
+    fn lock_statements(&self, until: i64) -> Vec<Stmt> {
+        vec![
+            Stmt::new(
+                "UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2",
+                vec![until.into(), self.lock_key.clone().into()],
+            ),
+            self.audit_locked.statement(self.now),
+        ]
     }
 }
 
@@ -623,7 +646,9 @@ fn attempt_code_sqlite(
             })?;
         if locked_until.is_none() && failures >= a.max_failures {
             let until = a.now + a.cooldown_ms;
-            a.lock_statement(until).execute(conn)?;
+            for stmt in a.lock_statements(until) {
+                stmt.execute(conn)?;
+            }
             locked_until = Some(until);
         }
         return Ok(Unit::Commit(AttemptOutcome::Wrong {

@@ -9,6 +9,7 @@
 //! instead of failing with SQLITE_BUSY) and a pool of readers.
 
 mod accounts;
+mod audit;
 mod flows;
 mod janitor;
 mod limits;
@@ -27,6 +28,7 @@ use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
 pub use accounts::StoredIdentifier;
+pub use audit::{AuditEntry, AuditEvent};
 pub use flows::{
     AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow, NewIdentifier,
     NewVerification, VerificationRecord,
@@ -95,6 +97,8 @@ pub fn is_unavailable_error(e: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<sqlx::Error>()
             .is_some_and(is_unavailable)
+            // A full SQLite queue, or a file locked by another process beyond the busy timeout.
+            || cause.is::<sqlite_writer::Overloaded>()
     })
 }
 

@@ -37,7 +37,7 @@ pub async fn end_session(api: ApiCtx, id: web::Path<String>) -> HttpResponse {
             api.ctx
                 .state
                 .auth
-                .sign_out(&user.session_id)
+                .sign_out(&user, &api.client())
                 .await
                 .map_err(|e| api.internal(e))?;
             let mut resp = api.respond(StatusCode::OK, &ClientObject::new(None));
