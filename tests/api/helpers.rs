@@ -386,7 +386,11 @@ async fn launch(
     let port = listener.local_addr().unwrap().port();
     let address = format!("http://127.0.0.1:{port}");
     raw.listen = format!("127.0.0.1:{port}");
-    raw.public_url = address.clone();
+    // The app answers at its own address, unless a test set an https public URL: that one is kept
+    // (the listener stays plain http, as behind a TLS-terminating proxy).
+    if !raw.public_url.starts_with("https://") {
+        raw.public_url = address.clone();
+    }
     let settings = Settings::from_raw(raw.clone(), true).expect("valid test settings");
     let app = Application::build_with_listener(settings, listener, Arc::new(clock.clone()))
         .await

@@ -11,6 +11,7 @@ mod codes;
 mod csrf;
 mod delivery;
 mod enumeration;
+mod hardening;
 mod instances;
 mod janitor;
 mod limits;
