@@ -10,8 +10,8 @@ use crate::domain::{
     RedirectTarget, SessionId, UserId, VerificationId,
 };
 use crate::store::{
-    from_ms, ms, AuditEvent, AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow,
-    NewIdentifier, NewMessage, NewSession, NewVerification, VerificationRecord,
+    from_ms, ms, AttemptOutcome, AuditEvent, CodeAttempt, Completion, FactorSwitch, FlowRecord,
+    NewFlow, NewIdentifier, NewMessage, NewSession, NewVerification, VerificationRecord,
 };
 
 /// The fixed code test identifiers accept in test mode (Clerk's convention), repeated to the
@@ -481,7 +481,11 @@ impl Auth {
             guards.extend(self.send_guards(destination, client));
         }
         let mut audit = vec![self.audit_event(
-            if send_first { "code_sent" } else { "flow_created" },
+            if send_first {
+                "code_sent"
+            } else {
+                "flow_created"
+            },
             "success",
             user_id.as_ref(),
             Some(destination),
@@ -518,7 +522,14 @@ impl Auth {
             )
             .await?;
         if let Some(limited) = refused {
-            let refusal = self.audit_event("rate_limited", "refused", user_id.as_ref(), Some(destination), None, client);
+            let refusal = self.audit_event(
+                "rate_limited",
+                "refused",
+                user_id.as_ref(),
+                Some(destination),
+                None,
+                client,
+            );
             self.record_refusal(&refusal).await;
             let retry_after_secs = self.retry_after(&limited).await;
             return Err(StartError::Limited { retry_after_secs });
@@ -1071,7 +1082,14 @@ impl Auth {
         let replaced = match replaced {
             Ok(replaced) => replaced,
             Err(limited) => {
-                let refusal = self.audit_event("rate_limited", "refused", record.user_id.as_ref(), Some(destination), Some(&record.id), client);
+                let refusal = self.audit_event(
+                    "rate_limited",
+                    "refused",
+                    record.user_id.as_ref(),
+                    Some(destination),
+                    Some(&record.id),
+                    client,
+                );
                 self.record_refusal(&refusal).await;
                 let retry_after_secs = self.retry_after(&limited).await;
                 return Err(ResendError::Limited { retry_after_secs });
@@ -1368,14 +1386,28 @@ impl Auth {
             }
             AttemptOutcome::Limited(limited) => {
                 log("code_refused", "rate_limited");
-                let refusal = self.audit_event("rate_limited", "refused", record.user_id.as_ref(), Some(&identifier), Some(&record.id), client);
+                let refusal = self.audit_event(
+                    "rate_limited",
+                    "refused",
+                    record.user_id.as_ref(),
+                    Some(&identifier),
+                    Some(&record.id),
+                    client,
+                );
                 self.record_refusal(&refusal).await;
                 let retry_after_secs = self.retry_after(&limited).await;
                 Err(AttemptError::Limited { retry_after_secs })
             }
             AttemptOutcome::Locked { until } => {
                 log("code_refused", "identifier_locked");
-                let refusal = self.audit_event("code_refused_locked", "refused", record.user_id.as_ref(), Some(&identifier), Some(&record.id), client);
+                let refusal = self.audit_event(
+                    "code_refused_locked",
+                    "refused",
+                    record.user_id.as_ref(),
+                    Some(&identifier),
+                    Some(&record.id),
+                    client,
+                );
                 self.record_refusal(&refusal).await;
                 Err(locked(until))
             }

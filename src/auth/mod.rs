@@ -160,7 +160,14 @@ impl Auth {
     pub async fn sign_out(&self, user: &CurrentUser, client: &Client<'_>) -> anyhow::Result<()> {
         self.store.delete_session(&user.session_id).await?;
         tracing::info!(event = "sign_out", session_id = %user.session_id, "signed out");
-        let event = self.audit_event("sign_out", "success", Some(&user.user_id), None, None, client);
+        let event = self.audit_event(
+            "sign_out",
+            "success",
+            Some(&user.user_id),
+            None,
+            None,
+            client,
+        );
         self.record_refusal(&event).await;
         Ok(())
     }

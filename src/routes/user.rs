@@ -11,9 +11,8 @@ use crate::domain::IdentifierKind;
 const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[day padding:none] [month repr:long] [year]");
 
-const ACTIVITY_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
-    "[year]-[month]-[day] [hour]:[minute] UTC"
-);
+const ACTIVITY_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
 
 /// What an audit event means, for the person it is about.
 fn describe(event: &str) -> &'static str {
@@ -28,7 +27,9 @@ fn describe(event: &str) -> &'static str {
         "sign_up" => "Account created",
         "identifier_added" => "Email address or phone number added",
         "sign_out" => "Signed out",
-        "sign_up_with_taken_identifier" => "Someone tried to create an account with your email address or phone number",
+        "sign_up_with_taken_identifier" => {
+            "Someone tried to create an account with your email address or phone number"
+        }
         "flow_created" => "Sign-in started",
         _ => "Security event",
     }

@@ -68,7 +68,11 @@ impl Store {
     }
 
     /// A person's newest events.
-    pub async fn audit_for_user(&self, user: &UserId, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
+    pub async fn audit_for_user(
+        &self,
+        user: &UserId,
+        limit: i64,
+    ) -> anyhow::Result<Vec<AuditEntry>> {
         self.read_all(
             Stmt::new(
                 "SELECT at, event, outcome, identifier, ip, user_agent FROM audit_events \

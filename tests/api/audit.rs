@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 
 use crate::helpers::{browser, spawn_app, spawn_app_with};
 
-async fn events(app: &crate::helpers::TestApp) -> Vec<(String, String, Option<String>, Option<String>)> {
+async fn events(
+    app: &crate::helpers::TestApp,
+) -> Vec<(String, String, Option<String>, Option<String>)> {
     let db = app.db().await;
     let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT event, outcome, identifier, user_id FROM audit_events ORDER BY at, event",

@@ -114,7 +114,9 @@ impl TestSmtp {
         });
         server
             .with_name("smtp.test")
-            .with_num_threads(64)
+            // Enough for the outbox worker's parallel sends (it pools its connections); each
+            // test's server keeps its threads until the test binary exits, so not more.
+            .with_num_threads(40)
             .with_tcp_listener(listener);
         std::thread::spawn(move || {
             let _ = server.serve();
@@ -319,7 +321,18 @@ pub struct TestApp {
     pub raw: RawConfig,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
+    /// Stops the server when the test drops its app, so finished tests release their threads.
+    _stop: StopOnDrop,
     _dir: Arc<tempfile::TempDir>,
+}
+
+struct StopOnDrop(ServerHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        // The command is sent at once; waiting for the stop is not needed.
+        drop(self.0.stop(false));
+    }
 }
 
 pub fn browser() -> reqwest::Client {
@@ -405,6 +418,7 @@ async fn launch(
         db_path: dir.path().join("latchkey.db"),
         backend: current_backend(),
         raw,
+        _stop: StopOnDrop(handle.clone()),
         handle,
         task,
         _dir: dir,
