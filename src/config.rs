@@ -619,6 +619,15 @@ impl Settings {
         if raw.lockout.cooldown_secs == 0 {
             bail!("`lockout.cooldown_secs`: must be positive");
         }
+        // Hard cap (NIST SP 800-63B §3.2.2): never more than 100 failed tries per hour for one
+        // account, however the two settings combine.
+        let per_hour =
+            raw.lockout.max_failures as u64 * 3600u64.div_ceil(raw.lockout.cooldown_secs);
+        if per_hour > 100 {
+            bail!(
+                "`lockout.max_failures` and `lockout.cooldown_secs`: together they allow {per_hour} failed codes per hour for one account; at most 100 are allowed (raise the cooldown or lower the failures)"
+            );
+        }
         if raw.sessions.ttl_secs < 60 {
             bail!("`sessions.ttl_secs`: must be at least 60");
         }
@@ -967,5 +976,21 @@ mod tests {
             raw.phone.allowed_countries,
             Some(vec!["US".to_string(), "CA".to_string(), "+44".to_string()])
         );
+    }
+
+    #[test]
+    fn lockout_settings_allowing_more_than_100_failures_an_hour_are_refused() {
+        let mut raw = production();
+        raw.lockout.max_failures = 10;
+        raw.lockout.cooldown_secs = 60;
+        let err = refusal(raw);
+        assert!(
+            err.contains("lockout.max_failures") && err.contains("600"),
+            "{err}"
+        );
+        let mut raw = production();
+        raw.lockout.max_failures = 100;
+        raw.lockout.cooldown_secs = 3600;
+        assert!(Settings::from_raw(raw, true).is_ok());
     }
 }

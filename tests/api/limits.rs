@@ -282,4 +282,49 @@ crate::backend_tests! {
         }
         panic!("old rate events were not deleted");
     }
+
+    async fn distributed_guessing_across_resends_and_ips_stops_at_the_account_cap() {
+        let app = spawn_app_with(|raw| {
+            raw.trusted_proxies = vec!["127.0.0.1".into()];
+            only(raw, |l| l.ip_attempts_per_10_seconds = 3);
+        })
+        .await;
+        app.create_account("victim@example.com").await;
+        let mut guesses = 0;
+        let mut flows = 0;
+        // Every guess from another IP, a new flow (and code) every three guesses.
+        'outer: while flows < 10 {
+            let client = browser();
+            let page = app.page_with(&client, "/sign-in").await;
+            let ip = format!("198.51.100.{flows}");
+            let form = page.form("/sign-in").set("email_address", "victim@example.com");
+            let resp = app.submit_with_headers(&client, &form, &[("X-Forwarded-For", &ip)]).await;
+            let verify = crate::helpers::location(&resp);
+            flows += 1;
+            for n in 0..3 {
+                let page = app.page_with(&client, &verify).await;
+                let form = page.form(&verify).set("code", "000000");
+                let ip = format!("203.0.113.{}", guesses);
+                let resp = app.submit_with_headers(&client, &form, &[("X-Forwarded-For", &ip)]).await;
+                guesses += 1;
+                if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                    assert_eq!(guesses, 10, "locked on the tenth failure (try {n} of flow {flows})");
+                    break 'outer;
+                }
+            }
+        }
+        assert_eq!(guesses, 10, "ten consecutive failures lock the account, whatever the IPs");
+        // Even the right code is refused now, from yet another IP.
+        let client = browser();
+        let page = app.page_with(&client, "/sign-in").await;
+        let form = page.form("/sign-in").set("email_address", "victim@example.com");
+        let resp = app.submit_with_headers(&client, &form, &[("X-Forwarded-For", "192.0.2.1")]).await;
+        let verify = crate::helpers::location(&resp);
+        let code = app.smtp.wait_for("victim@example.com", flows + 2).await.code();
+        let page = app.page_with(&client, &verify).await;
+        let resp = app
+            .submit_with_headers(&client, &page.form(&verify).set("code", &code), &[("X-Forwarded-For", "192.0.2.2")])
+            .await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
 }
