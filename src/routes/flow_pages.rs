@@ -551,7 +551,35 @@ fn verify_page(
             })
             .collect(),
         start_over: Link::new(&start_over_label, paths::edit(view.kind, &view.id)),
+        other_method: other_method(ctx, view),
     }
+}
+
+/// Strict enumeration protection lists no factors (that would tell an account with a phone
+/// from one without), so "Use another method" is a way back to sign in with the other kind
+/// of identifier instead; the same link for every sign-in, known or not.
+fn other_method(ctx: &Ctx, view: &FlowView) -> Option<Link> {
+    let settings = &ctx.state.settings;
+    if view.kind != FlowKind::SignIn || !settings.enumeration_strict {
+        return None;
+    }
+    let accepts = settings.identifiers.sign_in();
+    if !(accepts.email && accepts.phone) {
+        return None;
+    }
+    let redirect = view
+        .redirect
+        .as_ref()
+        .map(|r| r.as_str())
+        .unwrap_or_default();
+    let label = match view.verification.kind {
+        IdentifierKind::Email => "Sign in with your phone number instead",
+        IdentifierKind::Phone => "Sign in with your email address instead",
+    };
+    Some(Link::new(
+        label,
+        with_query(paths::SIGN_IN, &[("redirect_url", redirect)]),
+    ))
 }
 
 fn flow_error(ctx: &Ctx, kind: FlowKind, e: FlowError) -> HttpResponse {

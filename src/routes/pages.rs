@@ -93,6 +93,8 @@ pub struct VerifyPage {
     pub resend_action: String,
     pub factor_action: String,
     pub other_factors: Vec<FactorChoice>,
+    /// Strict enumeration protection: a link to sign in with the other kind of identifier.
+    pub other_method: Option<Link>,
     pub verification_id: String,
     pub csrf_token: String,
     pub code: String,

@@ -172,7 +172,16 @@ crate::backend_tests! {
         assert_eq!(location(&app.enter_code_with(&other, &verify, &code).await), "/user");
         let resp = app.submit_fields("/sign-in", &[("identifier", "both@example.com")]).await;
         let page = app.page(&location(&resp)).await;
-        assert!(!page.contains("Use another method"), "an account with a phone must look like one without");
+        assert!(!page.contains("Send a code to"), "an account with a phone must look like one without");
+        // The same way out for everyone: sign in with the other kind of identifier.
+        let other_way = page.link("Sign in with your phone number instead");
+        let stranger = browser();
+        let unknown = app.submit_fields_with(&stranger, "/sign-in", &[("identifier", "nobody@example.com")]).await;
+        let unknown_page = app.page_with(&stranger, &location(&unknown)).await;
+        assert_eq!(unknown_page.link("Sign in with your phone number instead"), other_way);
+        let verify = app.start_flow_with_fields(&other_way, &[("identifier", "+1 201 555 0234")]).await;
+        let code = sms.wait_for("+12015550234", 2).await.code();
+        assert_eq!(location(&app.enter_code(&verify, &code).await), "/user");
     }
 
     async fn the_json_api_answers_known_and_unknown_identifiers_identically() {
