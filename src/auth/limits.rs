@@ -31,14 +31,8 @@ const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 
-fn guard(out: &mut Vec<Guard>, bucket: String, limit: u32, window_ms: i64) {
-    if limit > 0 && window_ms > 0 {
-        out.push(Guard {
-            bucket,
-            limit: limit as i64,
-            window_ms,
-        });
-    }
+fn guard(out: &mut Vec<Guard>, bucket: String, windows: &[(i64, u32)]) {
+    out.extend(Guard::new(bucket, windows));
 }
 
 /// The rate-limit key of a client address: IPv6 addresses count per /64 (one subscriber).
@@ -66,12 +60,8 @@ impl Auth {
         let l = &self.policy.limits;
         let mut out = Vec::new();
         if let Some(ip) = ip_key(client.ip) {
-            guard(
-                &mut out,
-                format!("ipflow:{ip}"),
-                l.ip_flows_per_10_seconds,
-                10 * SECOND,
-            );
+            let windows = [(10 * SECOND, l.ip_flows_per_10_seconds)];
+            guard(&mut out, format!("ipflow:{ip}"), &windows);
         }
         out
     }
@@ -81,37 +71,34 @@ impl Auth {
         let l = &self.policy.limits;
         let mut out = Vec::new();
         if let Some(ip) = ip_key(client.ip) {
-            guard(
-                &mut out,
-                format!("ipcode:{ip}"),
-                l.ip_attempts_per_10_seconds,
-                10 * SECOND,
-            );
+            let windows = [(10 * SECOND, l.ip_attempts_per_10_seconds)];
+            guard(&mut out, format!("ipcode:{ip}"), &windows);
         }
         out
     }
 
-    /// Sending a message to `to`: per identifier (canonical form), per client IP, and the
-    /// instance's SMS budget (test numbers in test mode excluded).
+    /// Sending a message to `to`: per identifier (canonical form; one bucket, three windows),
+    /// per client IP, and the instance's SMS budget (test numbers in test mode excluded).
     pub(super) fn send_guards(&self, to: &Identifier, client: &Client<'_>) -> Vec<Guard> {
         let l = &self.policy.limits;
         let mut out = Vec::new();
-        let key = format!("{}:{}", to.kind().as_str(), to.canonical());
-        let gap = l.send_interval.as_millis() as i64;
-        guard(&mut out, format!("sendgap:{key}"), 1, gap);
-        guard(
-            &mut out,
-            format!("send10m:{key}"),
-            l.sends_per_10_minutes,
-            10 * MINUTE,
-        );
-        guard(&mut out, format!("sendday:{key}"), l.sends_per_day, DAY);
+        let windows = [
+            (l.send_interval.as_millis() as i64, 1),
+            (10 * MINUTE, l.sends_per_10_minutes),
+            (DAY, l.sends_per_day),
+        ];
+        let key = format!("send:{}:{}", to.kind().as_str(), to.canonical());
+        guard(&mut out, key, &windows);
         if let Some(ip) = ip_key(client.ip) {
-            guard(&mut out, format!("ipsend:{ip}"), l.ip_sends_per_hour, HOUR);
+            guard(
+                &mut out,
+                format!("ipsend:{ip}"),
+                &[(HOUR, l.ip_sends_per_hour)],
+            );
         }
         let test = self.policy.test_mode && to.is_test();
         if matches!(to, Identifier::Phone(_)) && !test {
-            guard(&mut out, "sms:all".into(), l.sms_per_hour, HOUR);
+            guard(&mut out, "sms:all".into(), &[(HOUR, l.sms_per_hour)]);
         }
         out
     }
@@ -133,7 +120,7 @@ impl Auth {
             .store
             .limit_reopens_at(limited, now)
             .await
-            .unwrap_or(now + limited.window_ms);
+            .unwrap_or(now + limited.windows.iter().map(|(w, _)| *w).max().unwrap_or(0));
         let secs = ((reopens - now).max(1000) as u64).div_ceil(1000);
         if secs <= 60 {
             secs.div_ceil(10) * 10

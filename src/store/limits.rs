@@ -1,45 +1,91 @@
 //! Sliding-window rate limits in the database (table `rate_events`), so they hold across
 //! restarts and across instances. A [`Guard`] runs inside the unit of work it protects: it
-//! records the event only if the bucket has room, and a full bucket aborts the whole unit.
+//! records the event only if every window of the bucket has room, and a full bucket aborts the
+//! whole unit. Refused requests write nothing, so a bucket never holds more events per window
+//! than its limit, and each check reads at most `limit` index entries per window.
 
-use super::stmt::Stmt;
+use super::stmt::{Stmt, P};
 use super::Store;
 
-/// "At most `limit` events of `bucket` within `window_ms`", checked and recorded at once.
+/// "At most `limit` events of `bucket` within `window_ms`", for each of up to three windows
+/// (e.g. one send per 30 s, 5 per 10 minutes and 20 per day), checked and recorded at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
     pub bucket: String,
-    pub limit: i64,
-    pub window_ms: i64,
+    /// (window in ms, limit); one to three of them.
+    pub windows: Vec<(i64, i64)>,
 }
 
 /// A unit of work refused by a full bucket: nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
     pub bucket: String,
-    pub window_ms: i64,
+    pub windows: Vec<(i64, i64)>,
 }
 
-const GUARD: &str = "INSERT INTO rate_events (bucket, at) SELECT $1, $2 \
-     WHERE (SELECT COUNT(*) FROM rate_events WHERE bucket = $1 AND at > $3) < $4";
+/// The count of one window, reading at most `limit` rows.
+macro_rules! room {
+    ($since:literal, $limit:literal) => {
+        concat!(
+            "(SELECT COUNT(*) FROM (SELECT 1 FROM rate_events WHERE bucket = $1 AND at > ",
+            $since,
+            " LIMIT ",
+            $limit,
+            ") AS w) < ",
+            $limit
+        )
+    };
+}
+
+const GUARD_1: &str = concat!(
+    "INSERT INTO rate_events (bucket, at) SELECT $1, $2 WHERE ",
+    room!("$3", "$4")
+);
+const GUARD_2: &str = concat!(
+    "INSERT INTO rate_events (bucket, at) SELECT $1, $2 WHERE ",
+    room!("$3", "$4"),
+    " AND ",
+    room!("$5", "$6")
+);
+const GUARD_3: &str = concat!(
+    "INSERT INTO rate_events (bucket, at) SELECT $1, $2 WHERE ",
+    room!("$3", "$4"),
+    " AND ",
+    room!("$5", "$6"),
+    " AND ",
+    room!("$7", "$8")
+);
 
 impl Guard {
+    /// A guard of the windows that are on (limit and window positive); `None` if none is.
+    pub fn new(bucket: String, windows: &[(i64, u32)]) -> Option<Self> {
+        let windows: Vec<(i64, i64)> = windows
+            .iter()
+            .filter(|(w, l)| *w > 0 && *l > 0)
+            .map(|(w, l)| (*w, *l as i64))
+            .take(3)
+            .collect();
+        (!windows.is_empty()).then_some(Self { bucket, windows })
+    }
+
     pub(super) fn statement(&self, now: i64) -> Stmt {
-        Stmt::new(
-            GUARD,
-            vec![
-                self.bucket.clone().into(),
-                now.into(),
-                (now - self.window_ms).into(),
-                self.limit.into(),
-            ],
-        )
+        let sql = match self.windows.len() {
+            1 => GUARD_1,
+            2 => GUARD_2,
+            _ => GUARD_3,
+        };
+        let mut params: Vec<P> = vec![self.bucket.clone().into(), now.into()];
+        for (window, limit) in &self.windows {
+            params.push((now - window).into());
+            params.push((*limit).into());
+        }
+        Stmt::new(sql, params)
     }
 
     pub fn refusal(&self) -> Limited {
         Limited {
             bucket: self.bucket.clone(),
-            window_ms: self.window_ms,
+            windows: self.windows.clone(),
         }
     }
 
@@ -93,16 +139,25 @@ pub(super) fn check_sqlite(
 }
 
 impl Store {
-    /// When the refused bucket has room again (Unix ms): when its oldest event in the window
-    /// leaves it.
+    /// When the refused bucket has room again (Unix ms): for every full window, when its oldest
+    /// event leaves it; the latest of those.
     pub async fn limit_reopens_at(&self, limited: &Limited, now: i64) -> anyhow::Result<i64> {
-        let oldest: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(at) FROM rate_events WHERE bucket = $1 AND at > $2")
-                .bind(&limited.bucket)
-                .bind(now - limited.window_ms)
-                .fetch_one(&self.reader)
-                .await?;
-        Ok(oldest.map_or(now, |at| at + limited.window_ms))
+        let mut reopens = now;
+        for (window, limit) in &limited.windows {
+            let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(at) FROM rate_events WHERE bucket = $1 AND at > $2",
+            )
+            .bind(&limited.bucket)
+            .bind(now - window)
+            .fetch_one(&self.reader)
+            .await?;
+            if count >= *limit {
+                if let Some(oldest) = oldest {
+                    reopens = reopens.max(oldest + window);
+                }
+            }
+        }
+        Ok(reopens)
     }
 
     /// Records an event that is only watched, never refused (the SMS velocity alarm), and

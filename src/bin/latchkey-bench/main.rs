@@ -167,14 +167,15 @@ async fn start_server(
         .env("LATCHKEY_DATABASE_SQLITE_SYNCHRONOUS", synchronous)
         .env("LATCHKEY_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
         .env("LATCHKEY_DEV_MODE", "false")
-        // One loopback client runs every flow: the per-IP and per-address limits stay on (their
-        // statements are part of the measured cost) but are set beyond what the run can reach.
+        // One loopback client runs every flow, so the per-IP limits are off (they would refuse
+        // it by design); the per-address limits stay on (their statements are part of the
+        // measured cost) with ceilings no run reaches.
         .env("LATCHKEY_LIMITS__SEND_INTERVAL_SECS", "1")
-        .env("LATCHKEY_LIMITS__SENDS_PER_10_MINUTES", "1000000")
-        .env("LATCHKEY_LIMITS__SENDS_PER_DAY", "1000000")
-        .env("LATCHKEY_LIMITS__IP_FLOWS_PER_10_SECONDS", "1000000000")
-        .env("LATCHKEY_LIMITS__IP_ATTEMPTS_PER_10_SECONDS", "1000000000")
-        .env("LATCHKEY_LIMITS__IP_SENDS_PER_HOUR", "1000000000")
+        .env("LATCHKEY_LIMITS__SENDS_PER_10_MINUTES", "1000")
+        .env("LATCHKEY_LIMITS__SENDS_PER_DAY", "10000")
+        .env("LATCHKEY_LIMITS__IP_FLOWS_PER_10_SECONDS", "0")
+        .env("LATCHKEY_LIMITS__IP_ATTEMPTS_PER_10_SECONDS", "0")
+        .env("LATCHKEY_LIMITS__IP_SENDS_PER_HOUR", "0")
         .env("LATCHKEY_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
