@@ -33,7 +33,8 @@ pub struct RawConfig {
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_redirect_origins: Vec<String>,
     /// Origins (besides Latchkey's own) whose pages may call the JSON API with credentials
-    /// (exact-origin CORS). Unset: `allowed_redirect_origins`.
+    /// (exact-origin CORS). Unset: none (an explicit opt-in; a redirect target is not trusted
+    /// to read people's accounts).
     #[serde(
         deserialize_with = "opt_string_or_list",
         skip_serializing_if = "Option::is_none"
@@ -49,6 +50,10 @@ pub struct RawConfig {
     pub http_workers: usize,
     /// How often expired flows, sessions and old outbox rows are deleted, in milliseconds.
     pub janitor_interval_ms: u64,
+    /// Days the audit log keeps security events.
+    pub audit_retention_days: u64,
+    /// Which header a trusted proxy names the client in: "x-forwarded-for" or "forwarded".
+    pub trusted_proxy_header: String,
     pub database_max_connections: u32,
     /// Seconds a request waits for a database connection before it is answered with 503.
     pub database_acquire_timeout_secs: u64,
@@ -283,6 +288,8 @@ impl Default for RawConfig {
             max_body_bytes: 16 * 1024,
             http_workers: 0,
             janitor_interval_ms: 300_000,
+            audit_retention_days: 90,
+            trusted_proxy_header: "x-forwarded-for".into(),
             database_max_connections: 8,
             database_acquire_timeout_secs: 5,
             database_sqlite_synchronous: "full".into(),
@@ -416,6 +423,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub http_workers: usize,
     pub janitor_interval: Duration,
+    pub audit_retention: Duration,
+    /// Read only this header from trusted proxies (`true`: `Forwarded`, else `X-Forwarded-For`).
+    pub trusted_proxy_forwarded: bool,
     pub code_length: usize,
     pub code_ttl: Duration,
     pub code_max_attempts: u32,
@@ -570,12 +580,20 @@ impl Settings {
             .map(|o| Origin::parse(o).with_context(|| format!("`allowed_redirect_origins`: {o:?}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let cors_allowed_origins = match &raw.cors_allowed_origins {
-            None => allowed_redirect_origins.clone(),
+            None => Vec::new(),
             Some(list) => list
                 .iter()
                 .map(|o| Origin::parse(o).with_context(|| format!("`cors_allowed_origins`: {o:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
+        for origin in &cors_allowed_origins {
+            let shown = origin.to_string();
+            let local =
+                shown.starts_with("http://localhost") || shown.starts_with("http://127.0.0.1");
+            if shown.starts_with("http://") && !local && !dev_mode {
+                bail!("`cors_allowed_origins`: {shown} is plain http; only https origins may read accounts outside dev mode");
+            }
+        }
         let trusted_proxies = raw
             .trusted_proxies
             .iter()
@@ -589,6 +607,11 @@ impl Settings {
                     })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let trusted_proxy_forwarded = match raw.trusted_proxy_header.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => false,
+            "forwarded" => true,
+            other => bail!("`trusted_proxy_header`: must be \"x-forwarded-for\" or \"forwarded\", got {other:?}"),
+        };
         let log_json = match raw.log_format.as_str() {
             "pretty" => false,
             "json" => true,
@@ -678,6 +701,8 @@ impl Settings {
             max_body_bytes: raw.max_body_bytes,
             http_workers: raw.http_workers,
             janitor_interval: Duration::from_millis(raw.janitor_interval_ms.max(10)),
+            audit_retention: Duration::from_secs(raw.audit_retention_days.max(1) * 24 * 3600),
+            trusted_proxy_forwarded,
             code_length: c.length,
             code_ttl: Duration::from_secs(c.ttl_secs),
             code_max_attempts: c.max_attempts,

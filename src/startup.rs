@@ -91,6 +91,7 @@ impl Application {
             store.clone(),
             clock.clone(),
             settings.janitor_interval,
+            settings.audit_retention,
             stop_rx,
         );
         let policy = Policy {
@@ -205,6 +206,7 @@ fn spawn_janitor(
     store: Store,
     clock: SharedClock,
     interval: std::time::Duration,
+    audit_retention: std::time::Duration,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -216,7 +218,13 @@ fn spawn_janitor(
             if *stop.borrow() {
                 return;
             }
-            match store.purge(crate::store::ms(clock.now())).await {
+            match store
+                .purge(
+                    crate::store::ms(clock.now()),
+                    audit_retention.as_millis() as i64,
+                )
+                .await
+            {
                 Ok(p) if p == crate::store::Purged::default() => {}
                 Ok(p) => tracing::info!(
                     flows = p.flows,
@@ -224,6 +232,7 @@ fn spawn_janitor(
                     messages = p.messages,
                     lockouts = p.lockouts,
                     rate_events = p.rate_events,
+                    audit_events = p.audit_events,
                     "janitor deleted expired rows"
                 ),
                 Err(e) => {

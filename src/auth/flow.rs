@@ -227,8 +227,11 @@ pub enum Attempted {
 }
 
 impl FlowView {
-    /// Whole seconds until "Resend code" opens (0 when open).
+    /// Whole seconds until "Resend code" opens (0 when open, and when no code was sent yet).
     pub fn resend_wait_secs(&self) -> u64 {
+        if self.verification.status == VerificationStatus::NotSent {
+            return 0;
+        }
         let d = self.verification.resend_available_at - self.now;
         if d.is_positive() {
             (d.whole_milliseconds() as u64).div_ceil(1000)
@@ -522,21 +525,12 @@ impl Auth {
             )
             .await?;
         if let Some(limited) = refused {
-            let refusal = self.audit_event(
-                "rate_limited",
-                "refused",
-                user_id.as_ref(),
-                Some(destination),
-                None,
-                client,
-            );
-            self.record_refusal(&refusal).await;
             let retry_after_secs = self.retry_after(&limited).await;
             return Err(StartError::Limited { retry_after_secs });
         }
         if message.is_some() {
             self.outbox.wake();
-            self.watch_sms(destination).await;
+            self.watch_sms(destination);
         }
         if send_first {
             tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), channel = channel(destination.kind()), test = message.is_none(), ip = client.ip.unwrap_or("-"));
@@ -557,6 +551,12 @@ impl Auth {
         decoy: bool,
         expires: OffsetDateTime,
     ) -> anyhow::Result<PreparedCode> {
+        // A sign-up looks the identifier's owner up whether or not it is a decoy, so the two
+        // do the same work.
+        let owner = match kind {
+            FlowKind::SignUp => self.store.find_owner(to).await?,
+            FlowKind::SignIn => None,
+        };
         if !decoy {
             return Ok(self.prepare_code(kind, ver_id, to, expires));
         }
@@ -573,7 +573,7 @@ impl Auth {
         let (recipient, purpose, link) = match kind {
             FlowKind::SignIn => (typed.clone(), Purpose::UnknownAccount, "/sign-up"),
             FlowKind::SignUp => {
-                let stored = match self.store.find_owner(to).await? {
+                let stored = match owner {
                     Some(s) => match s.identifier {
                         Identifier::Email(e) => e,
                         Identifier::Phone(_) => typed.clone(),
@@ -755,14 +755,20 @@ impl Auth {
     /// The id a sign-in verification's identifier goes by: the account's, or for a decoy a
     /// stable id of the same shape derived from the flow.
     fn factor_id(&self, record: &FlowRecord, v: &VerificationRecord) -> Option<IdentifierId> {
-        v.identifier_id.clone().or_else(|| {
-            (v.decoy && record.kind == "sign_in").then(|| {
-                IdentifierId::from_bytes(
-                    self.keys
-                        .derived_bytes(&["decoy-factor", record.id.as_str()]),
-                )
-            })
-        })
+        if record.kind == "sign_in" && self.policy.enumeration_strict {
+            // Strict: an id scoped to the flow and the identifier, for known and unknown
+            // identifiers alike (an account's real id, the same in every flow, would show that
+            // the account exists).
+            let to = verification_identifier(record, v);
+            let bytes = self.keys.derived_bytes(&[
+                "factor",
+                record.id.as_str(),
+                to.kind().as_str(),
+                to.canonical(),
+            ]);
+            return Some(IdentifierId::from_bytes(bytes));
+        }
+        v.identifier_id.clone()
     }
 
     /// Required identifier kinds a sign-up has none of.
@@ -1082,15 +1088,6 @@ impl Auth {
         let replaced = match replaced {
             Ok(replaced) => replaced,
             Err(limited) => {
-                let refusal = self.audit_event(
-                    "rate_limited",
-                    "refused",
-                    record.user_id.as_ref(),
-                    Some(destination),
-                    Some(&record.id),
-                    client,
-                );
-                self.record_refusal(&refusal).await;
                 let retry_after_secs = self.retry_after(&limited).await;
                 return Err(ResendError::Limited { retry_after_secs });
             }
@@ -1117,7 +1114,7 @@ impl Auth {
         }
         if message.is_some() {
             self.outbox.wake();
-            self.watch_sms(destination).await;
+            self.watch_sms(destination);
         }
         tracing::info!(event, flow = kind.as_str(), flow_id = %record.id, identifier = %recipient_masked, channel = channel(destination.kind()), ip = client.ip.unwrap_or("-"));
         self.flow(id, kind, client).await.map_err(Into::into)
@@ -1173,19 +1170,27 @@ impl Auth {
                 UserId::generate(),
                 format!("{}:{}", identifier.kind().as_str(), identifier.canonical()),
             ),
-            // Sign-in failures count against the account, whichever identifier got the code
-            // (a decoy, which has none, against the identifier).
-            FlowKind::SignIn => match record.user_id.clone() {
-                Some(user) => {
-                    let key = format!("user:{user}");
-                    (user, key)
-                }
-                None if v.decoy => (
-                    UserId::generate(),
-                    format!("{}:{}", identifier.kind().as_str(), identifier.canonical()),
-                ),
-                None => return Err(FlowError::NotFound.into()),
-            },
+            // Sign-in failures count against the account, whichever identifier got the code.
+            // Strict enumeration protection counts them per identifier instead, in a namespace of
+            // their own: a decoy (no account) then locks exactly like a real sign-in, and locking
+            // one identifier says nothing about which others share its account.
+            FlowKind::SignIn => {
+                let user = match (record.user_id.clone(), v.decoy) {
+                    (Some(user), _) => user,
+                    (None, true) => UserId::generate(),
+                    (None, false) => return Err(FlowError::NotFound.into()),
+                };
+                let key = if self.policy.enumeration_strict {
+                    format!(
+                        "signin:{}:{}",
+                        identifier.kind().as_str(),
+                        identifier.canonical()
+                    )
+                } else {
+                    format!("user:{user}")
+                };
+                (user, key)
+            }
         };
         // A native client gets a new token at sign-in, so a planted one never holds a session.
         let client_token = client.native.then(|| random_token(32));
@@ -1338,13 +1343,11 @@ impl Auth {
                 }))
                 .collect(),
             },
-            guards: {
-                let mut guards = self.attempt_guards(client);
-                if let Some((w, ..)) = &next {
-                    // The next step's code is a send like any other.
-                    guards.extend(self.send_guards(&verification_identifier(&record, w), client));
-                }
-                guards
+            guards: self.attempt_guards(client),
+            // The next step's code is a send like any other, counted only if this code is right.
+            success_guards: match &next {
+                Some((w, ..)) => self.send_guards(&verification_identifier(&record, w), client),
+                None => Vec::new(),
             },
         };
         let (keys, binding, typed) = (
@@ -1367,6 +1370,9 @@ impl Auth {
             AttemptOutcome::Completed if !completes => {
                 if next_message.is_some() {
                     self.outbox.wake();
+                    if let Some((w, ..)) = &next {
+                        self.watch_sms(&verification_identifier(&record, w));
+                    }
                 }
                 tracing::info!(event = "identifier_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), next = %next.as_ref().map(|n| n.1.as_str()).unwrap_or("-"), ip = client.ip.unwrap_or("-"));
                 Ok(Attempted::NextVerification)
@@ -1386,29 +1392,11 @@ impl Auth {
             }
             AttemptOutcome::Limited(limited) => {
                 log("code_refused", "rate_limited");
-                let refusal = self.audit_event(
-                    "rate_limited",
-                    "refused",
-                    record.user_id.as_ref(),
-                    Some(&identifier),
-                    Some(&record.id),
-                    client,
-                );
-                self.record_refusal(&refusal).await;
                 let retry_after_secs = self.retry_after(&limited).await;
                 Err(AttemptError::Limited { retry_after_secs })
             }
             AttemptOutcome::Locked { until } => {
                 log("code_refused", "identifier_locked");
-                let refusal = self.audit_event(
-                    "code_refused_locked",
-                    "refused",
-                    record.user_id.as_ref(),
-                    Some(&identifier),
-                    Some(&record.id),
-                    client,
-                );
-                self.record_refusal(&refusal).await;
                 Err(locked(until))
             }
             AttemptOutcome::Wrong {

@@ -37,7 +37,11 @@ fn guard(out: &mut Vec<Guard>, bucket: String, windows: &[(i64, u32)]) {
 
 /// The rate-limit key of a client address: IPv6 addresses count per /64 (one subscriber).
 pub fn ip_key(ip: Option<&str>) -> Option<String> {
-    match ip?.parse::<IpAddr>().ok()? {
+    // No address (never on TCP): one shared bucket, so the limits fail closed, not open.
+    let Some(ip) = ip else {
+        return Some("unknown".into());
+    };
+    match ip.parse::<IpAddr>().ok()? {
         IpAddr::V4(v4) => Some(v4.to_string()),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => Some(v4.to_string()),
@@ -129,8 +133,9 @@ impl Auth {
         }
     }
 
-    /// After an SMS was queued: counts it for the prefix alarm.
-    pub(super) async fn watch_sms(&self, to: &Identifier) {
+    /// After an SMS was queued: counts it for the prefix alarm, off the request's path (so a
+    /// real SMS and a decoy's answer take the same time).
+    pub(super) fn watch_sms(&self, to: &Identifier) {
         let Identifier::Phone(phone) = to else {
             return;
         };
@@ -139,17 +144,24 @@ impl Auth {
             return;
         }
         let prefix = sms_prefix(phone.e164());
-        match self
-            .store
-            .count_event(&format!("smsprefix:{prefix}"), ms(self.now()), HOUR)
-            .await
-        {
-            Ok(n) if n > threshold as i64 => {
-                tracing::warn!(event = "sms_prefix_alarm", prefix = %prefix, sent_last_hour = n, "many SMS to one number prefix: possible SMS pumping (see `limits.sms_prefix_alarm_per_hour`, `phone.allowed_countries`)");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not count an SMS for the prefix alarm"),
+        let store = self.store.clone();
+        let now = ms(self.now());
+        tokio::spawn(async move {
+            watch_prefix(store, prefix, now, threshold).await;
+        });
+    }
+}
+
+async fn watch_prefix(store: crate::store::Store, prefix: String, now: i64, threshold: u32) {
+    match store
+        .count_event(&format!("smsprefix:{prefix}"), now, HOUR)
+        .await
+    {
+        Ok(n) if n > threshold as i64 => {
+            tracing::warn!(event = "sms_prefix_alarm", prefix = %prefix, sent_last_hour = n, "many SMS to one number prefix: possible SMS pumping (see `limits.sms_prefix_alarm_per_hour`, `phone.allowed_countries`)");
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not count an SMS for the prefix alarm"),
     }
 }
 
@@ -173,5 +185,10 @@ mod tests {
         );
         assert_eq!(ip_key(Some("203.0.113.7")).as_deref(), Some("203.0.113.7"));
         assert_eq!(ip_key(Some("not an ip")), None);
+        assert_eq!(
+            ip_key(None).as_deref(),
+            Some("unknown"),
+            "no address fails closed"
+        );
     }
 }

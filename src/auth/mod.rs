@@ -168,13 +168,15 @@ impl Auth {
             None,
             client,
         );
-        self.record_refusal(&event).await;
+        self.record_event(&event).await;
         Ok(())
     }
 
-    /// Writes an event that has no unit of work of its own (refusals, sign-out); a failure to
-    /// write it is logged, never the request's failure.
-    pub(crate) async fn record_refusal(&self, event: &crate::store::AuditEvent) {
+    /// Writes an event that has no unit of work of its own (sign-out); a failure to write it
+    /// is logged, never the request's failure. Refusals (rate limits, locked identifiers) are
+    /// logged but not written: a flood must not become write load, nor push a person's real
+    /// events off their /user page (the lockout itself is written once, when it happens).
+    pub(crate) async fn record_event(&self, event: &crate::store::AuditEvent) {
         if let Err(e) = self.store.record_audit(event, ms(self.now())).await {
             tracing::warn!(error = %e, event = event.event, "could not write an audit event");
         }

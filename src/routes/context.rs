@@ -29,22 +29,27 @@ pub struct Ctx {
 /// that is not a trusted proxy. Walking from the right means a client can prepend what it
 /// likes but never choose the address the rate limits see. An unreadable hop falls back to the
 /// peer.
-pub fn client_ip(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
-    let peer = req.peer_addr()?.ip();
+pub fn client_ip(
+    req: &HttpRequest,
+    trusted: &[ipnet::IpNet],
+    use_forwarded: bool,
+) -> Option<std::net::IpAddr> {
+    // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    let peer = req.peer_addr()?.ip().to_canonical();
     let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
     let headers = req.headers();
-    let xff: Vec<String> = headers
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let hops: Vec<String> = if !xff.is_empty() {
-        xff
+    // Only the header the operator's proxy sets: a client could send the other one itself.
+    let hops: Vec<String> = if !use_forwarded {
+        headers
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
     } else {
         headers
             .get_all("forwarded")
@@ -61,7 +66,7 @@ pub fn client_ip(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<std::net
             .collect()
     };
     for hop in hops.iter().rev() {
-        let Some(addr) = parse_hop(hop) else {
+        let Some(addr) = parse_hop(hop).map(|a| a.to_canonical()) else {
             return Some(peer);
         };
         if !is_trusted(&addr) {
@@ -111,7 +116,12 @@ impl FromRequest for Ctx {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect());
-        let ip = client_ip(req, &state.settings.trusted_proxies).map(|a| a.to_string());
+        let ip = client_ip(
+            req,
+            &state.settings.trusted_proxies,
+            state.settings.trusted_proxy_forwarded,
+        )
+        .map(|a| a.to_string());
         ready(Ok(Ctx {
             req: req.clone(),
             state,

@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::audit::AuditEvent;
-use super::limits::{check_sqlite, check_sqlx, Guard, Limited};
+use super::limits::{check_sqlite, check_sqlx, lock_all, Guard, Limited};
 use super::outbox::{insert_message, NewMessage};
 use super::sessions::{insert_session, NewSession};
 use super::sqlite_writer::Unit;
@@ -293,6 +293,7 @@ impl Store {
         audit: &AuditEvent,
     ) -> anyhow::Result<Result<bool, Limited>> {
         let mut tx = self.writer.begin().await?;
+        lock_all(&mut tx, self.backend, &[guards]).await?;
         let updated = match switch {
             None => sqlx::query(
                 "UPDATE verifications SET code_hash = $1, attempts = 0, status = 'pending', sent_at = $2, expires_at = $3 \
@@ -328,8 +329,7 @@ impl Store {
         }
         // Limits are checked after the cooldown, so a resend refused by the cooldown uses no
         // budget; a full bucket rolls the new code back.
-        if let Some(limited) = super::limits::check_sqlx(&mut tx, self.backend, guards, now).await?
-        {
+        if let Some(limited) = check_sqlx(&mut tx, guards, now).await? {
             return Ok(Err(limited));
         }
         sqlx::query("UPDATE outbox SET status = 'superseded', payload = NULL WHERE verification_id = $1 AND status IN ('pending', 'sending')")
@@ -380,7 +380,8 @@ impl Store {
         }
         let a = &attempt;
         let mut tx = self.writer.begin().await?;
-        if let Some(limited) = check_sqlx(&mut tx, self.backend, &a.guards, a.now).await? {
+        lock_all(&mut tx, self.backend, &[&a.guards, &a.success_guards]).await?;
+        if let Some(limited) = check_sqlx(&mut tx, &a.guards, a.now).await? {
             return Ok(AttemptOutcome::Limited(limited));
         }
         let locked_until: Option<Option<i64>> = sqlx::query_scalar(SELECT_LOCK)
@@ -440,6 +441,9 @@ impl Store {
         if consumed != 1 {
             return Ok(AttemptOutcome::LostRace);
         }
+        if let Some(limited) = check_sqlx(&mut tx, &a.success_guards, a.now).await? {
+            return Ok(AttemptOutcome::Limited(limited));
+        }
         if locked_until.is_some() {
             Stmt::new(CLEAR_FAILURES, vec![a.lock_key.clone().into()])
                 .query()
@@ -488,6 +492,9 @@ pub struct CodeAttempt {
     pub cooldown_ms: i64,
     /// Rate limits on code submissions (per client IP), checked before anything else.
     pub guards: Vec<Guard>,
+    /// Rate limits of what a correct code sends (the next sign-up step's code), checked only
+    /// once the code is consumed: a full bucket rolls the whole submission back.
+    pub success_guards: Vec<Guard>,
     /// Written with a wrong code; `audit_locked` too when that failure locks the identifier.
     pub audit_wrong: AuditEvent,
     pub audit_locked: AuditEvent,
@@ -658,6 +665,9 @@ fn attempt_code_sqlite(
     }
     if Stmt::new(CONSUME, vec![a.ver_id.clone().into(), code_hash.into()]).execute(conn)? != 1 {
         return Ok(Unit::Discard(AttemptOutcome::LostRace));
+    }
+    if let Some(limited) = check_sqlite(conn, &a.success_guards, a.now)? {
+        return Ok(Unit::Discard(AttemptOutcome::Limited(limited)));
     }
     if locked_until.is_some() {
         Stmt::new(CLEAR_FAILURES, vec![a.lock_key.clone().into()]).execute(conn)?;

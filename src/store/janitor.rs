@@ -11,6 +11,7 @@ pub struct Purged {
     pub messages: u64,
     pub lockouts: u64,
     pub rate_events: u64,
+    pub audit_events: u64,
 }
 
 const BATCH: i64 = 1000;
@@ -38,7 +39,8 @@ impl Store {
     /// Deletes flows (with their verifications) expired or finished more than a day ago (until
     /// then a stale link still gets the "expired" page), expired sessions, outbox messages finished more than a day ago, and failure counts with
     /// no activity for a day whose lock (if any) has ended.
-    pub async fn purge(&self, now: i64) -> anyhow::Result<Purged> {
+    /// Audit events are kept for `audit_retention_ms`.
+    pub async fn purge(&self, now: i64, audit_retention_ms: i64) -> anyhow::Result<Purged> {
         let day_ago = now - KEEP_FINISHED_MS;
         let flows = self
             .delete_in_batches(
@@ -67,20 +69,27 @@ impl Store {
                 day_ago,
             )
             .await?;
-        // Rate-limit events outlive no window (the longest is a day). Refused requests write
-        // none, so this is at most a day of allowed events; the janitor's interval keeps each
-        // pass small.
-        let rate_events = sqlx::query("DELETE FROM rate_events WHERE at < $1")
-            .bind(day_ago)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
+        // Rate-limit events outlive no window (the longest is a day).
+        let rate_events = self
+            .delete_in_batches(
+                "DELETE FROM rate_events WHERE (bucket, at) IN \
+                 (SELECT bucket, at FROM rate_events WHERE at < $1 LIMIT $2)",
+                day_ago,
+            )
+            .await?;
+        let audit_events = self
+            .delete_in_batches(
+                "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
+                now - audit_retention_ms,
+            )
+            .await?;
         Ok(Purged {
             flows,
             sessions,
             messages,
             lockouts,
             rate_events,
+            audit_events,
         })
     }
 }

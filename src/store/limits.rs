@@ -99,18 +99,34 @@ impl Guard {
     }
 }
 
-/// Runs `guards` in a sqlx transaction (PostgreSQL, or SQLite's rare writes); `Some(refusal)`
-/// means a bucket was full and the caller must roll back.
-pub(super) async fn check_sqlx(
+/// PostgreSQL: takes the advisory locks of every bucket a transaction may check, sorted, at its
+/// start (before any row lock), so two transactions can never wait for each other.
+pub(super) async fn lock_all(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     backend: super::Backend,
+    guards: &[&[Guard]],
+) -> anyhow::Result<()> {
+    if backend != super::Backend::Postgres {
+        return Ok(());
+    }
+    let mut buckets: Vec<&Guard> = guards.iter().flat_map(|g| g.iter()).collect();
+    buckets.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+    buckets.dedup_by(|a, b| a.bucket == b.bucket);
+    for guard in buckets {
+        guard.lock_statement().query().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Runs `guards` in a sqlx transaction (PostgreSQL, or SQLite's rare writes) whose advisory
+/// locks [`lock_all`] took; `Some(refusal)` means a bucket was full and the caller must roll
+/// back.
+pub(super) async fn check_sqlx(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     guards: &[Guard],
     now: i64,
 ) -> anyhow::Result<Option<Limited>> {
     for guard in guards {
-        if backend == super::Backend::Postgres {
-            guard.lock_statement().query().execute(&mut **tx).await?;
-        }
         let inserted = guard
             .statement(now)
             .query()

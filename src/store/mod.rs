@@ -83,6 +83,9 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
             c.starts_with("08")
                 || c.starts_with("57P0")
                 || c == "3D000"
+                // A deadlock or serialization failure: the transaction can simply be retried.
+                || c == "40P01"
+                || c == "40001"
                 || c == "5"
                 || c == "6"
                 || c == "14"
@@ -369,7 +372,8 @@ impl Store {
                 .await;
         }
         let mut tx = self.writer.begin().await?;
-        if let Some(limited) = limits::check_sqlx(&mut tx, self.backend, &guards, now).await? {
+        limits::lock_all(&mut tx, self.backend, &[&guards]).await?;
+        if let Some(limited) = limits::check_sqlx(&mut tx, &guards, now).await? {
             return Ok(Some(limited));
         }
         for s in &stmts {

@@ -183,21 +183,16 @@ crate::backend_tests! {
         let only_phone = post(&app, &client, "/v1/client/sign_ups", json!({"phone_number": "(201) 555-0234"})).await;
         assert_eq!(only_phone.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", only_phone.body);
         assert_eq!(only_phone.code(), "form_param_format_invalid", "no default region: needs +1");
-        let su = post(&app, &client, "/v1/client/sign_ups", json!({"phone_number": "+1 (201) 555-0234"})).await;
-        assert_eq!(su.body["phone_number"], phone);
-        assert_eq!(su.body["missing_fields"], json!(["email_address"]));
-        let id = su.body["id"].as_str().unwrap().to_string();
-        post(&app, &client, &format!("/v1/client/sign_ups/{id}/prepare_verification"), json!({"strategy": "phone_code"})).await;
-        let code = sms.wait_for(phone, 1).await.code();
-        let verified = post(&app, &client, &format!("/v1/client/sign_ups/{id}/attempt_verification"), json!({"strategy": "phone_code", "code": code})).await;
-        assert_eq!(verified.body["verifications"]["phone_number"]["status"], "verified");
-        assert_eq!(verified.body["status"], "missing_requirements", "the email address is required too");
+        // Every required identifier up front: there is no call to add one later.
+        let missing = post(&app, &client, "/v1/client/sign_ups", json!({"phone_number": "+1 (201) 555-0234"})).await;
+        assert_eq!((missing.status, missing.code()), (StatusCode::UNPROCESSABLE_ENTITY, "form_param_missing"));
+        assert_eq!(missing.body["errors"][0]["meta"]["param_name"], "email_address");
 
         let su = post(&app, &client, "/v1/client/sign_ups", json!({"email_address": "duo@example.com", "phone_number": phone})).await;
         let id = su.body["id"].as_str().unwrap().to_string();
         assert_eq!(su.body["unverified_fields"], json!(["email_address", "phone_number"]));
         post(&app, &client, &format!("/v1/client/sign_ups/{id}/prepare_verification"), json!({"strategy": "phone_code"})).await;
-        let code = sms.wait_for(phone, 2).await.code();
+        let code = sms.wait_for(phone, 1).await.code();
         let step = post(&app, &client, &format!("/v1/client/sign_ups/{id}/attempt_verification"), json!({"strategy": "phone_code", "code": code})).await;
         assert_eq!(step.body["unverified_fields"], json!(["email_address"]), "any order: the phone first");
         post(&app, &client, &format!("/v1/client/sign_ups/{id}/prepare_verification"), json!({"strategy": "email_code"})).await;
@@ -214,7 +209,7 @@ crate::backend_tests! {
         let id = si.body["id"].as_str().unwrap().to_string();
         let prepared = post(&app, &other, &format!("/v1/client/sign_ins/{id}/prepare_first_factor"), json!({"strategy": "phone_code", "phone_number_id": phone_factor["phone_number_id"]})).await;
         assert_eq!(prepared.body["first_factor_verification"]["strategy"], "phone_code", "{}", prepared.body);
-        let code = sms.wait_for(phone, 3).await.code();
+        let code = sms.wait_for(phone, 2).await.code();
         let done = post(&app, &other, &format!("/v1/client/sign_ins/{id}/attempt_first_factor"), json!({"strategy": "phone_code", "code": code})).await;
         assert_eq!(done.body["status"], "complete", "{}", done.body);
         let me = get(&app, &other, "/v1/client").await;
@@ -395,6 +390,7 @@ crate::backend_tests! {
         let session = me.body["sessions"][0]["id"].as_str().unwrap().to_string();
         let out = read(http.delete(app.url(&format!("/v1/client/sessions/{session}"))).header("Authorization", &renewed).send().await.unwrap()).await;
         assert_eq!(out.status, StatusCode::OK);
+        assert!(out.headers.get("set-cookie").is_none(), "no cookies for native apps, not even a removal");
         let me = read(http.get(app.url("/v1/client")).header("Authorization", &renewed).send().await.unwrap()).await;
         assert_eq!(me.body["user"], Value::Null);
     }
@@ -434,5 +430,40 @@ crate::backend_tests! {
             assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
             assert!(h["content-type"].to_str().unwrap().starts_with("application/json"));
         }
+    }
+
+    async fn unknown_api_paths_get_a_structured_404() {
+        let app = spawn_app().await;
+        let client = browser();
+        for (method, path) in [(reqwest::Method::GET, "/v1/nothing"), (reqwest::Method::DELETE, "/v1/client/sign_ups"), (reqwest::Method::PUT, "/v1/client")] {
+            let a = read(client.request(method.clone(), app.url(path)).header("Origin", &app.address).send().await.unwrap()).await;
+            assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "resource_not_found"), "{method} {path}");
+        }
+    }
+
+    async fn an_api_sign_in_ends_the_session_the_browser_held_before() {
+        let app = spawn_app().await;
+        app.create_account("a@example.com").await;
+        app.create_account("b@example.com").await;
+        let client = browser();
+        let sign_in = |email: &'static str, n: usize| {
+            let client = client.clone();
+            let app = &app;
+            async move {
+                let si = post(app, &client, "/v1/client/sign_ins", json!({"identifier": email})).await;
+                let id = si.body["id"].as_str().unwrap().to_string();
+                let factor = si.body["supported_first_factors"][0]["email_address_id"].clone();
+                post(app, &client, &format!("/v1/client/sign_ins/{id}/prepare_first_factor"), json!({"strategy": "email_code", "email_address_id": factor})).await;
+                let code = app.smtp.wait_for(email, n).await.code();
+                post(app, &client, &format!("/v1/client/sign_ins/{id}/attempt_first_factor"), json!({"strategy": "email_code", "code": code})).await
+            }
+        };
+        let first = sign_in("a@example.com", 2).await;
+        let first_session = first.body["created_session_id"].as_str().unwrap().to_string();
+        sign_in("b@example.com", 2).await;
+        let db = app.db().await;
+        let still: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id = $1").bind(&first_session).fetch_one(&db).await.unwrap();
+        assert_eq!(still, 0, "the earlier session was ended, not left alive");
+        assert_eq!(get(&app, &client, "/v1/client").await.body["user"]["email_addresses"][0]["email_address"], "b@example.com");
     }
 }

@@ -236,4 +236,45 @@ crate::backend_tests! {
         assert!(TestApp::into_page(resp).await.contains("couldn't find an account"));
         app.smtp.assert_count_stays("nobody@example.com", 0).await;
     }
+
+    async fn factor_ids_are_scoped_to_the_flow_for_known_and_unknown_identifiers_alike() {
+        let app = strict_app().await;
+        app.create_account("known@example.com").await;
+        let factor_id = |typed: &'static str| {
+            let app = &app;
+            async move {
+                let resp = browser().post(app.url("/v1/client/sign_ins")).header("Origin", &app.address).json(&json!({"identifier": typed})).send().await.unwrap();
+                let v: Value = resp.json().await.unwrap();
+                v["supported_first_factors"][0]["email_address_id"].as_str().unwrap().to_string()
+            }
+        };
+        for typed in ["known@example.com", "nobody@example.com"] {
+            let (a, b) = (factor_id(typed).await, factor_id(typed).await);
+            assert_ne!(a, b, "{typed}: a stable id across flows would show the account exists");
+        }
+    }
+
+    async fn sign_up_failures_do_not_lock_sign_in_differently_for_known_and_unknown_addresses() {
+        let app = strict_app().await;
+        app.create_account("known@example.com").await;
+        for typed in ["known@example.com", "nobody@example.com"] {
+            // Ten wrong codes on sign-ups with the address.
+            for _ in 0..4 {
+                let client = browser();
+                let resp = app.submit_fields_with(&client, "/sign-up", &[("email_address", typed)]).await;
+                let verify = location(&resp);
+                for _ in 0..3 {
+                    app.enter_code_with(&client, &verify, "000000").await;
+                }
+            }
+        }
+        let mut answers = Vec::new();
+        for typed in ["known@example.com", "nobody@example.com"] {
+            let client = browser();
+            let resp = app.submit_fields_with(&client, "/sign-in", &[("email_address", typed)]).await;
+            let verify = location(&resp);
+            answers.push(app.enter_code_with(&client, &verify, "000000").await.status());
+        }
+        assert_eq!(answers[0], answers[1], "the same answer for both: {answers:?}");
+    }
 }

@@ -357,6 +357,7 @@ pub async fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig 
         product_name: "Acme".into(),
         dev_mode: Some(false),
         allowed_redirect_origins: vec!["https://app.example.com".into()],
+        cors_allowed_origins: Some(vec!["https://app.example.com".into()]),
         ..RawConfig::default()
     };
     // Most tests start many flows from 127.0.0.1 at one instant of the manual clock; the rate

@@ -41,8 +41,10 @@ pub async fn end_session(api: ApiCtx, id: web::Path<String>) -> HttpResponse {
                 .await
                 .map_err(|e| api.internal(e))?;
             let mut resp = api.respond(StatusCode::OK, &ClientObject::new(None));
-            let removal = api.ctx.state.cookies.session_removal();
-            let _ = resp.add_cookie(&removal);
+            if api.is_browser() {
+                let removal = api.ctx.state.cookies.session_removal();
+                let _ = resp.add_cookie(&removal);
+            }
             Ok(resp)
         }
         .await

@@ -53,7 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/client/sign_ins/{id}/attempt_first_factor",
             web::post().to(sign_ins::attempt),
         )
-        .route("/v1/{tail:.*}", web::method(Method::OPTIONS).to(preflight));
+        .route("/v1/{tail:.*}", web::method(Method::OPTIONS).to(preflight))
+        .route("/v1/{tail:.*}", web::route().to(unknown));
 }
 
 /// How the caller is identified.
@@ -225,13 +226,20 @@ impl ApiCtx {
     }
 
     /// Like [`respond`](Self::respond) for a flow that just completed: the session cookie (and a
-    /// fresh browser cookie), or the native client's new token.
-    pub fn respond_signed_in(
+    /// fresh browser cookie), or the native client's new token. A session the client held
+    /// before (`previous`) is ended: a client holds one session, never an earlier one reused.
+    pub async fn respond_signed_in(
         &self,
         status: StatusCode,
         body: &impl Serialize,
         signed_in: &SignedIn,
+        previous: Option<CurrentUser>,
     ) -> HttpResponse {
+        if let Some(prev) = previous.filter(|p| p.session_id != signed_in.session_id) {
+            if let Err(e) = self.ctx.state.auth.sign_out(&prev, &self.client()).await {
+                tracing::warn!(error = %e, "could not end the previous session");
+            }
+        }
         let mut resp = HttpResponse::build(status);
         self.decorate(&mut resp);
         match &signed_in.client_token {
@@ -322,6 +330,23 @@ fn cors_headers(resp: &mut actix_web::HttpResponseBuilder, origin: Option<&str>)
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 "Authorization, Retry-After",
             ));
+    }
+}
+
+/// Any other path or method under `/v1`: a structured 404, like every API error.
+async fn unknown(api: ApiCtx) -> HttpResponse {
+    api.error(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "resource_not_found",
+        "Not found.",
+        "There is no such endpoint (see /v1/openapi.json).",
+    ))
+}
+
+/// Whether this client uses cookies (a browser) rather than a bearer token.
+impl ApiCtx {
+    pub fn is_browser(&self) -> bool {
+        matches!(self.identity, Identity::Browser(_))
     }
 }
 

@@ -135,6 +135,7 @@ pub async fn attempt(api: ApiCtx, id: web::Path<String>, payload: web::Payload) 
             let code = OtpCode::parse(&body.code, api.ctx.state.settings.code_length)
                 .map_err(|e| ApiError::format_invalid("code", &e.to_string()))?;
             let target = AttemptTarget::Kind(body.strategy.kind());
+            let previous = api.current_user().await?;
             let outcome = api
                 .ctx
                 .state
@@ -145,7 +146,8 @@ pub async fn attempt(api: ApiCtx, id: web::Path<String>, payload: web::Payload) 
             let object = current(&api, &id).await?;
             Ok(match outcome {
                 Attempted::SignedIn(signed_in) => {
-                    api.respond_signed_in(StatusCode::OK, &object, &signed_in)
+                    api.respond_signed_in(StatusCode::OK, &object, &signed_in, previous)
+                        .await
                 }
                 Attempted::NextVerification => api.respond(StatusCode::OK, &object),
             })

@@ -98,6 +98,23 @@ pub async fn create(api: ApiCtx, payload: web::Payload) -> HttpResponse {
                 };
                 return Err(ApiError::missing(param));
             }
+            // Every required identifier up front: there is no later call to add one.
+            for (required, given, param) in [
+                (
+                    rules.email.required,
+                    body.email_address.is_some(),
+                    "email_address",
+                ),
+                (
+                    rules.phone.required,
+                    body.phone_number.is_some(),
+                    "phone_number",
+                ),
+            ] {
+                if required && !given {
+                    return Err(ApiError::missing(param));
+                }
+            }
             let id = api
                 .ctx
                 .state
@@ -174,6 +191,7 @@ pub async fn attempt(api: ApiCtx, id: web::Path<String>, payload: web::Payload) 
             let code = OtpCode::parse(&body.code, settings.code_length)
                 .map_err(|e| ApiError::format_invalid("code", &e.to_string()))?;
             let target = AttemptTarget::Kind(body.strategy.kind());
+            let previous = api.current_user().await?;
             let outcome = api
                 .ctx
                 .state
@@ -184,7 +202,8 @@ pub async fn attempt(api: ApiCtx, id: web::Path<String>, payload: web::Payload) 
             let object = current(&api, &id).await?;
             Ok(match outcome {
                 Attempted::SignedIn(signed_in) => {
-                    api.respond_signed_in(StatusCode::OK, &object, &signed_in)
+                    api.respond_signed_in(StatusCode::OK, &object, &signed_in, previous)
+                        .await
                 }
                 Attempted::NextVerification => api.respond(StatusCode::OK, &object),
             })
