@@ -1,10 +1,11 @@
 -- Sliding-window rate limits shared by every instance: one row per allowed event of a bucket
--- (e.g. `send10m:email:jane@example.com`, `ipflow:203.0.113.7`, `sms:all`). A request is allowed
+-- (e.g. `send:email:jane@example.com`, `ipflow:203.0.113.7`, `sms:all`). A request is allowed
 -- while fewer than the limit fall inside the window; refused requests write nothing, so a flood
--- cannot grow the table. The janitor deletes rows older than the longest window.
+-- cannot grow the table. `id` follows insertion order, which lets the janitor delete old rows
+-- oldest first without an index on `at`.
 CREATE TABLE rate_events (
+    id BIGSERIAL PRIMARY KEY,
     bucket TEXT NOT NULL,
     at BIGINT NOT NULL
 );
 CREATE INDEX rate_events_bucket_at ON rate_events (bucket, at);
-CREATE INDEX rate_events_at ON rate_events (at);

@@ -1,8 +1,9 @@
--- Security events (codes sent, verifications, sign-ins, lockouts, refusals, sign-outs), with
--- masked identifiers only: never a code or a token. `user_id` is set when the account is known,
--- so a person can see their own events on /user.
+-- Security events (codes sent, verifications, sign-ins, lockouts, sign-outs), with masked
+-- identifiers only: never a code or a token. `user_id` is set when the account is known, so a
+-- person can see their own events on /user. `id` follows insertion order (the janitor deletes
+-- the oldest first, past the retention period).
 CREATE TABLE audit_events (
-    id TEXT PRIMARY KEY NOT NULL,
+    id BIGSERIAL PRIMARY KEY,
     at BIGINT NOT NULL,
     user_id TEXT,
     event TEXT NOT NULL,
@@ -13,4 +14,3 @@ CREATE TABLE audit_events (
     user_agent TEXT
 );
 CREATE INDEX audit_events_user ON audit_events (user_id, at);
-CREATE INDEX audit_events_at ON audit_events (at);

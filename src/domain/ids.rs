@@ -87,10 +87,6 @@ opaque_id!(
     /// A message waiting in the outbox.
     MessageId, "msg"
 );
-opaque_id!(
-    /// A security event in the audit log.
-    AuditId, "aud"
-);
 
 #[cfg(test)]
 mod tests {

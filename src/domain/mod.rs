@@ -10,6 +10,6 @@ mod redirect;
 pub use code::{CodeError, OtpCode};
 pub use email::{EmailAddress, EmailError};
 pub use identifier::{Accepts, Identifier, IdentifierError, IdentifierKind};
-pub use ids::{AuditId, FlowId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
+pub use ids::{FlowId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber, PhonePolicy};
 pub use redirect::{Origin, RedirectTarget};

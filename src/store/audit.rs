@@ -2,7 +2,7 @@
 
 use super::stmt::{Columns, Stmt};
 use super::Store;
-use crate::domain::{AuditId, UserId};
+use crate::domain::UserId;
 
 /// One security event.
 #[derive(Debug, Clone)]
@@ -33,10 +33,9 @@ impl AuditEvent {
     /// The insert, to run inside the unit of work the event belongs to.
     pub(crate) fn statement(&self, now: i64) -> Stmt {
         Stmt::new(
-            "INSERT INTO audit_events (id, at, user_id, event, outcome, identifier, flow_id, ip, user_agent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO audit_events (at, user_id, event, outcome, identifier, flow_id, ip, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             vec![
-                AuditId::generate().as_str().into(),
                 now.into(),
                 self.user_id.as_deref().into(),
                 self.event.into(),
@@ -76,7 +75,7 @@ impl Store {
         self.read_all(
             Stmt::new(
                 "SELECT at, event, outcome, identifier, ip, user_agent FROM audit_events \
-                 WHERE user_id = $1 ORDER BY at DESC, id LIMIT $2",
+                 WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
                 vec![user.as_str().into(), limit.into()],
             ),
             |r| entry_from_row(r),

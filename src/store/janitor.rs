@@ -20,6 +20,28 @@ const BATCH: i64 = 1000;
 pub const KEEP_FINISHED_MS: i64 = 24 * 3600 * 1000;
 
 impl Store {
+    /// Deletes rows older than `cutoff` from a table whose ids follow insertion order, oldest
+    /// first, in batches that each read only `BATCH` rows.
+    async fn delete_oldest(&self, table: &str, cutoff: i64) -> anyhow::Result<u64> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE id IN (SELECT id FROM \
+             (SELECT id, at FROM {table} ORDER BY id LIMIT $2) AS oldest WHERE at < $1)"
+        );
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(&sql)
+                .bind(cutoff)
+                .bind(BATCH)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     async fn delete_in_batches(&self, sql: &str, cutoff: i64) -> anyhow::Result<u64> {
         let mut total = 0;
         loop {
@@ -69,19 +91,13 @@ impl Store {
                 day_ago,
             )
             .await?;
-        // Rate-limit events outlive no window (the longest is a day).
-        let rate_events = self
-            .delete_in_batches(
-                "DELETE FROM rate_events WHERE (bucket, at) IN \
-                 (SELECT bucket, at FROM rate_events WHERE at < $1 LIMIT $2)",
-                day_ago,
-            )
-            .await?;
+        // Rate-limit events outlive no window (the longest is a day); audit events their
+        // retention. Both tables grow in insertion order, so each batch looks at the oldest rows
+        // by id only (no index on `at` to maintain on every insert) and stops at the first
+        // batch with a row still to keep.
+        let rate_events = self.delete_oldest("rate_events", day_ago).await?;
         let audit_events = self
-            .delete_in_batches(
-                "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
-                now - audit_retention_ms,
-            )
+            .delete_oldest("audit_events", now - audit_retention_ms)
             .await?;
         Ok(Purged {
             flows,
