@@ -107,16 +107,7 @@ impl Application {
             factor_kinds: settings.identifiers.sign_in(),
             enumeration_strict: settings.enumeration_strict,
             public_url: settings.public_url.to_string(),
-            limits: crate::auth::Limits {
-                send_interval: std::time::Duration::from_secs(settings.limits.send_interval_secs),
-                sends_per_10_minutes: settings.limits.sends_per_10_minutes,
-                sends_per_day: settings.limits.sends_per_day,
-                ip_flows_per_10_seconds: settings.limits.ip_flows_per_10_seconds,
-                ip_attempts_per_10_seconds: settings.limits.ip_attempts_per_10_seconds,
-                ip_sends_per_hour: settings.limits.ip_sends_per_hour,
-                sms_per_hour: settings.limits.sms_per_hour,
-                sms_prefix_alarm_per_hour: settings.limits.sms_prefix_alarm_per_hour,
-            },
+            limits: settings.limits.clone(),
             required: crate::domain::Accepts {
                 email: settings.identifiers.email.required,
                 phone: settings.identifiers.phone.required,

@@ -2,29 +2,13 @@
 //! The counting itself is in the database (`store::limits`), inside the unit of work it guards.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use super::{Auth, Client};
 use crate::domain::Identifier;
 use crate::store::{ms, Guard, Limited};
 
-/// Limits on sends, flows and tries (all from configuration; 0 turns one off).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Per identifier, across flows: sends at least this far apart.
-    pub send_interval: Duration,
-    pub sends_per_10_minutes: u32,
-    pub sends_per_day: u32,
-    /// Per client IP (IPv6: per /64).
-    pub ip_flows_per_10_seconds: u32,
-    pub ip_attempts_per_10_seconds: u32,
-    pub ip_sends_per_hour: u32,
-    /// All SMS of the instance (test numbers excluded); beyond it SMS fails closed.
-    pub sms_per_hour: u32,
-    /// SMS to one number prefix (country code and first digits) per hour before an alarm is
-    /// logged (SMS pumping shows as many numbers in one prefix).
-    pub sms_prefix_alarm_per_hour: u32,
-}
+/// Limits on sends, flows and tries: the configuration's (0 turns one off).
+pub use crate::config::LimitsConfig as Limits;
 
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
@@ -87,7 +71,7 @@ impl Auth {
         let l = &self.policy.limits;
         let mut out = Vec::new();
         let windows = [
-            (l.send_interval.as_millis() as i64, 1),
+            (l.send_interval_secs as i64 * SECOND, 1),
             (10 * MINUTE, l.sends_per_10_minutes),
             (DAY, l.sends_per_day),
         ];

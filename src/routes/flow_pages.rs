@@ -828,38 +828,8 @@ pub async fn resend(
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    match ctx.state.auth.resend(&flow, kind, &ctx.client()).await {
-        Ok(view) => ctx.redirect(&format!("{}?sent=1", paths::verify(kind, &view.id)), vec![]),
-        Err(ResendError::Cooldown { wait_secs, view }) => {
-            let page = verify_page(
-                &ctx,
-                &view,
-                "",
-                Some((
-                    format!("You can request a new code in {wait_secs} seconds."),
-                    None,
-                )),
-                None,
-            );
-            with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
-        }
-        Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
-        Err(ResendError::Limited { retry_after_secs }) => {
-            let resp = rerender(
-                &ctx,
-                kind,
-                &flow,
-                StatusCode::TOO_MANY_REQUESTS,
-                "",
-                (wait_message(retry_after_secs), None),
-            )
-            .await;
-            with_retry_after(resp, retry_after_secs)
-        }
-        Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
-        Err(ResendError::UnknownTarget) => flow_error(&ctx, kind, FlowError::NotFound),
-        Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),
-    }
+    let sent = ctx.state.auth.resend(&flow, kind, &ctx.client()).await;
+    after_send(&ctx, kind, &flow, sent).await
 }
 
 /// POST of "Use another method" (sign-in): the code goes to another identifier of the account.
@@ -876,16 +846,27 @@ pub async fn switch_factor(
     let Some(identifier) = IdentifierId::parse(&form.identifier_id) else {
         return flow_error(&ctx, kind, FlowError::NotFound);
     };
-    match ctx
+    let sent = ctx
         .state
         .auth
         .switch_factor(&flow, &identifier, &ctx.client())
-        .await
-    {
+        .await;
+    after_send(&ctx, kind, &flow, sent).await
+}
+
+/// The answer to a new code (resend, or "Use another method"): back to the code page, or the
+/// page again with the reason it was refused.
+async fn after_send(
+    ctx: &Ctx,
+    kind: FlowKind,
+    flow: &FlowId,
+    sent: Result<FlowView, ResendError>,
+) -> HttpResponse {
+    match sent {
         Ok(view) => ctx.redirect(&format!("{}?sent=1", paths::verify(kind, &view.id)), vec![]),
         Err(ResendError::Cooldown { wait_secs, view }) => {
             let page = verify_page(
-                &ctx,
+                ctx,
                 &view,
                 "",
                 Some((
@@ -899,9 +880,9 @@ pub async fn switch_factor(
         Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
         Err(ResendError::Limited { retry_after_secs }) => {
             let resp = rerender(
-                &ctx,
+                ctx,
                 kind,
-                &flow,
+                flow,
                 StatusCode::TOO_MANY_REQUESTS,
                 "",
                 (wait_message(retry_after_secs), None),
@@ -909,8 +890,8 @@ pub async fn switch_factor(
             .await;
             with_retry_after(resp, retry_after_secs)
         }
-        Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
-        Err(ResendError::UnknownTarget) => flow_error(&ctx, kind, FlowError::NotFound),
-        Err(ResendError::Flow(e)) => flow_error(&ctx, kind, e),
+        Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, flow), vec![]),
+        Err(ResendError::UnknownTarget) => flow_error(ctx, kind, FlowError::NotFound),
+        Err(ResendError::Flow(e)) => flow_error(ctx, kind, e),
     }
 }

@@ -22,8 +22,9 @@ use serde::Serialize;
 pub use errors::ApiError;
 
 use super::Ctx;
-use crate::auth::{Client, CurrentUser, SignedIn};
+use crate::auth::{AttemptTarget, Attempted, Client, CurrentUser, FlowKind, SignedIn};
 use crate::crypto::random_token;
+use crate::domain::{FlowId, OtpCode};
 
 /// The API's routes (mounted at the root by `routes::configure`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -257,6 +258,43 @@ impl ApiCtx {
             }
         }
         resp.json(body)
+    }
+
+    /// `attempt_verification` / `attempt_first_factor`: the code checked against the
+    /// verification of the strategy; returns the outcome and the session the client held before.
+    pub async fn attempt_code(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        body: &objects::AttemptCode,
+    ) -> Result<(Attempted, Option<CurrentUser>), ApiError> {
+        let code = OtpCode::parse(&body.code, self.ctx.state.settings.code_length)
+            .map_err(|e| ApiError::format_invalid("code", &e.to_string()))?;
+        let target = AttemptTarget::Kind(body.strategy.kind());
+        let previous = self.current_user().await?;
+        let outcome = self
+            .ctx
+            .state
+            .auth
+            .attempt(id, kind, &code, &target, &self.client())
+            .await
+            .map_err(|e| errors::attempt_error(e).unwrap_or_else(|e| self.internal(e)))?;
+        Ok((outcome, previous))
+    }
+
+    /// The answer to a correct code: the object, and the new session if the flow completed.
+    pub async fn answer_attempt(
+        &self,
+        (outcome, previous): (Attempted, Option<CurrentUser>),
+        object: &impl Serialize,
+    ) -> HttpResponse {
+        match outcome {
+            Attempted::SignedIn(signed_in) => {
+                self.respond_signed_in(StatusCode::OK, object, &signed_in, previous)
+                    .await
+            }
+            Attempted::NextVerification => self.respond(StatusCode::OK, object),
+        }
     }
 
     fn decorate(&self, resp: &mut actix_web::HttpResponseBuilder) {

@@ -3,11 +3,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use super::errors::{attempt_error, resend_error, start_error, ApiError, ErrorsBody};
+use super::errors::{resend_error, start_error, ApiError, ErrorsBody};
 use super::objects::{AttemptCode, CreateSignUp, PrepareVerification, SignUp};
 use super::ApiCtx;
-use crate::auth::{AttemptTarget, Attempted, FlowKind, PrepareTarget};
-use crate::domain::{Accepts, FlowId, Identifier, OtpCode};
+use crate::auth::{FlowKind, PrepareTarget};
+use crate::domain::{Accepts, FlowId, Identifier};
 
 const KIND: FlowKind = FlowKind::SignUp;
 
@@ -187,26 +187,9 @@ pub async fn attempt(api: ApiCtx, id: web::Path<String>, payload: web::Payload) 
             api.check(true)?;
             let id = flow_id(&id)?;
             let body: AttemptCode = api.body(payload).await?;
-            let settings = &api.ctx.state.settings;
-            let code = OtpCode::parse(&body.code, settings.code_length)
-                .map_err(|e| ApiError::format_invalid("code", &e.to_string()))?;
-            let target = AttemptTarget::Kind(body.strategy.kind());
-            let previous = api.current_user().await?;
-            let outcome = api
-                .ctx
-                .state
-                .auth
-                .attempt(&id, KIND, &code, &target, &api.client())
-                .await
-                .map_err(|e| settle(&api, attempt_error(e)))?;
+            let attempted = api.attempt_code(&id, KIND, &body).await?;
             let object = current(&api, &id).await?;
-            Ok(match outcome {
-                Attempted::SignedIn(signed_in) => {
-                    api.respond_signed_in(StatusCode::OK, &object, &signed_in, previous)
-                        .await
-                }
-                Attempted::NextVerification => api.respond(StatusCode::OK, &object),
-            })
+            Ok(api.answer_attempt(attempted, &object).await)
         }
         .await
     )
