@@ -1,4 +1,4 @@
-//! The sign-up / sign-in state machine. The hosted pages (and later the JSON API) call these
+//! The sign-up / sign-in state machine. The hosted pages and the JSON API call these
 //! functions; they take `now` from the injected clock and know nothing about HTTP.
 //!
 //! A flow is: identifier → code sent → code attempted (≤ `max_attempts` tries per code,
