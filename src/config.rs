@@ -1018,4 +1018,53 @@ mod tests {
         raw.lockout.cooldown_secs = 3600;
         assert!(Settings::from_raw(raw, true).is_ok());
     }
+
+    #[test]
+    fn the_shipped_defaults_are_the_documented_ones() {
+        // The integration suite turns limits and enumeration protection off for most tests, so
+        // the defaults people get are pinned here.
+        let s = Settings::from_raw(production(), true).unwrap();
+        let l = &s.limits;
+        assert_eq!(
+            (
+                l.send_interval_secs,
+                l.sends_per_10_minutes,
+                l.sends_per_day
+            ),
+            (30, 5, 20)
+        );
+        assert_eq!(
+            (
+                l.ip_flows_per_10_seconds,
+                l.ip_attempts_per_10_seconds,
+                l.ip_sends_per_hour
+            ),
+            (5, 3, 20)
+        );
+        assert_eq!((l.sms_per_hour, l.sms_prefix_alarm_per_hour), (30, 10));
+        assert!(s.enumeration_strict);
+        assert_eq!(
+            (s.lockout_max_failures, s.lockout_cooldown.as_secs()),
+            (10, 3600)
+        );
+        assert_eq!(
+            (s.code_length, s.code_ttl.as_secs(), s.code_max_attempts),
+            (6, 600, 3)
+        );
+        assert_eq!(s.resend_cooldown.as_secs(), 30);
+        assert!(s.cors_allowed_origins.is_empty(), "CORS is opt-in");
+        assert!(s.trusted_proxies.is_empty() && !s.trusted_proxy_forwarded);
+        assert_eq!(s.audit_retention.as_secs(), 90 * 24 * 3600);
+        assert!(!s.test_mode);
+    }
+
+    #[test]
+    fn a_plain_http_cors_origin_is_refused_outside_dev_mode() {
+        let mut raw = production();
+        raw.cors_allowed_origins = Some(vec!["http://app.example.com".into()]);
+        assert!(refusal(raw).contains("cors_allowed_origins"));
+        let mut raw = production();
+        raw.cors_allowed_origins = Some(vec!["https://app.example.com".into()]);
+        assert!(Settings::from_raw(raw, true).is_ok());
+    }
 }

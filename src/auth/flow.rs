@@ -715,7 +715,7 @@ impl Auth {
             .cloned()
             .expect("the current verification is one of the flow's");
         let missing = match kind {
-            FlowKind::SignUp => self.missing(&verifications),
+            FlowKind::SignUp => self.missing(record),
             FlowKind::SignIn => Vec::new(),
         };
         let identifiers = match kind {
@@ -772,14 +772,20 @@ impl Auth {
     }
 
     /// Required identifier kinds a sign-up has none of.
-    fn missing(&self, verifications: &[VerificationState]) -> Vec<IdentifierKind> {
+    fn missing(&self, record: &FlowRecord) -> Vec<IdentifierKind> {
         let required = self.policy.required;
+        let has = |kind| {
+            record
+                .verifications
+                .iter()
+                .any(|v| kind_of_channel(&v.channel) == kind)
+        };
         [
             (required.email, IdentifierKind::Email),
             (required.phone, IdentifierKind::Phone),
         ]
         .into_iter()
-        .filter(|(needed, kind)| *needed && !verifications.iter().any(|v| v.kind == *kind))
+        .filter(|(needed, kind)| *needed && !has(*kind))
         .map(|(_, kind)| kind)
         .collect()
     }
@@ -904,19 +910,8 @@ impl Auth {
                 view: Box::new(view),
             });
         }
-        let v = record.current();
-        let destination = verification_identifier(&record, v);
-        self.replace_code(
-            id,
-            kind,
-            &record,
-            v,
-            &destination,
-            None,
-            client,
-            "code_resent",
-        )
-        .await
+        self.replace_code(kind, &record, record.current(), None, client, "code_resent")
+            .await
     }
 
     /// "Use another method": sends the sign-in code to another identifier of the account
@@ -933,8 +928,8 @@ impl Auth {
 
     /// Sends (or resends) a code for one verification: the API's `prepare_verification`
     /// (sign-up, by kind) and `prepare_first_factor` (sign-in, by identifier). A first send
-    /// goes out at once; a resend of the same code waits for the cooldown; a sign-in switch to
-    /// another identifier of the account goes out at once.
+    /// goes out at once; a resend, or a sign-in switch to another identifier of the account,
+    /// waits for the resend cooldown.
     pub async fn prepare(
         &self,
         id: &FlowId,
@@ -956,34 +951,14 @@ impl Auth {
                 if v.status == "verified" {
                     return Err(ResendError::AlreadyVerified);
                 }
-                let destination = verification_identifier(&record, v);
-                self.replace_code(
-                    id,
-                    kind,
-                    &record,
-                    v,
-                    &destination,
-                    None,
-                    client,
-                    "code_sent",
-                )
-                .await
+                self.replace_code(kind, &record, v, None, client, "code_sent")
+                    .await
             }
             (FlowKind::SignIn, PrepareTarget::Identifier(identifier_id)) => {
                 let v = record.current();
                 if self.factor_id(&record, v).as_ref() == Some(identifier_id) {
-                    let destination = verification_identifier(&record, v);
                     return self
-                        .replace_code(
-                            id,
-                            kind,
-                            &record,
-                            v,
-                            &destination,
-                            None,
-                            client,
-                            "code_sent",
-                        )
+                        .replace_code(kind, &record, v, None, client, "code_sent")
                         .await;
                 }
                 self.send_to_factor(&record, identifier_id, client).await
@@ -1016,31 +991,39 @@ impl Auth {
             canonical: chosen.identifier.canonical(),
             identifier_id: &chosen.id,
         };
+        let to = &chosen.identifier;
         self.replace_code(
-            &record.id,
             kind,
             record,
             record.current(),
-            &chosen.identifier,
-            Some(&switch),
+            Some((to, &switch)),
             client,
             "code_sent",
         )
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Gives verification `v` a new code: to its own identifier, or with `switch` to another
+    /// identifier of the account.
     async fn replace_code(
         &self,
-        id: &FlowId,
         kind: FlowKind,
         record: &FlowRecord,
         v: &VerificationRecord,
-        destination: &Identifier,
-        switch: Option<&FactorSwitch<'_>>,
+        switch: Option<(&Identifier, &FactorSwitch<'_>)>,
         client: &Client<'_>,
         event: &'static str,
     ) -> Result<FlowView, ResendError> {
+        let id = &record.id;
+        let own;
+        let destination = match switch {
+            Some((to, _)) => to,
+            None => {
+                own = verification_identifier(record, v);
+                &own
+            }
+        };
+        let switch = switch.map(|(_, sw)| sw);
         let now = self.now();
         let code_expires = now + self.policy.code_ttl;
         let prepared = self
@@ -1204,10 +1187,7 @@ impl Auth {
             .verifications
             .iter()
             .any(|x| x.id != v.id && x.status != "verified");
-        let missing = kind == FlowKind::SignUp
-            && !self
-                .missing(&self.view(&record, kind).verifications)
-                .is_empty();
+        let missing = kind == FlowKind::SignUp && !self.missing(&record).is_empty();
         let completes = !others_unverified && !missing;
         let next = match (kind, record.next_waiting()) {
             (FlowKind::SignUp, Some(w)) if auto_next && !completes => {

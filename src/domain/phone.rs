@@ -760,4 +760,13 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn voip_numbers_are_refused() {
+        // UK 056 numbers are VoIP in the metadata: the usual tool of SMS pumping.
+        assert_eq!(
+            PhoneNumber::parse("+44 56 1234 5678", &any()),
+            Err(PhoneError::NotMobile)
+        );
+    }
 }

@@ -176,28 +176,31 @@ fn fields(ctx: &Ctx, kind: FlowKind, typed: &Typed, invalid: Option<FieldName>) 
             };
             // With no identifier required, either one will do: neither is marked optional.
             let none_required = !rules.email.required && !rules.phone.required;
-            let mut out = Vec::new();
-            if rules.email.enabled {
-                let required = rules.email.required || !rules.phone.enabled;
-                out.push(field(
+            [
+                (
                     FieldName::Email,
-                    label("Email address", required || none_required),
+                    "Email address",
+                    &rules.email,
+                    &rules.phone,
                     &typed.email,
-                    required,
-                    invalid == Some(FieldName::Email),
-                ));
-            }
-            if rules.phone.enabled {
-                let required = rules.phone.required || !rules.email.enabled;
-                out.push(field(
+                ),
+                (
                     FieldName::Phone,
-                    label("Phone number", required || none_required),
+                    "Phone number",
+                    &rules.phone,
+                    &rules.email,
                     &typed.phone,
-                    required,
-                    invalid == Some(FieldName::Phone),
-                ));
-            }
-            out
+                ),
+            ]
+            .into_iter()
+            .filter(|(_, _, own, _, _)| own.enabled)
+            .map(|(name, base, own, other, value)| {
+                // The only identifier on offer is required whatever the settings say.
+                let required = own.required || !other.enabled;
+                let label = label(base, required || none_required);
+                field(name, label, value, required, invalid == Some(name))
+            })
+            .collect()
         }
     }
 }

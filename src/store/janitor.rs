@@ -27,19 +27,7 @@ impl Store {
             "DELETE FROM {table} WHERE id IN (SELECT id FROM \
              (SELECT id, at FROM {table} ORDER BY id LIMIT $2) AS oldest WHERE at < $1)"
         );
-        let mut total = 0;
-        loop {
-            let n = sqlx::query(&sql)
-                .bind(cutoff)
-                .bind(BATCH)
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-            total += n;
-            if n < BATCH as u64 {
-                return Ok(total);
-            }
-        }
+        self.delete_in_batches(&sql, cutoff).await
     }
 
     async fn delete_in_batches(&self, sql: &str, cutoff: i64) -> anyhow::Result<u64> {

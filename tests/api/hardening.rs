@@ -426,7 +426,6 @@ fn location_of(a: &Answer) -> String {
 #[tokio::test]
 async fn an_unreachable_postgres_database_gets_a_503_with_the_security_headers_on_pages_and_the_api(
 ) {
-    use sqlx::Executor;
     if !crate::helpers::postgres_available("an_unreachable_postgres_database_gets_a_503") {
         return;
     }
@@ -434,19 +433,7 @@ async fn an_unreachable_postgres_database_gets_a_503_with_the_security_headers_o
         .scope(Backend::Postgres, async {
             let app = spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
             app.sign_up("gone@example.com").await;
-            let name = url::Url::parse(&app.raw.database_url)
-                .unwrap()
-                .path()
-                .trim_start_matches('/')
-                .to_string();
-            let admin = sqlx::AnyPool::connect(&crate::helpers::postgres_url().unwrap())
-                .await
-                .unwrap();
-            admin
-                .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-                .await
-                .unwrap();
-            admin.close().await;
+            app.drop_postgres_database().await;
 
             let mut scan = Scan::new(&app, app.client.clone());
             let page = scan.get("/user").await;

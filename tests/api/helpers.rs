@@ -756,6 +756,24 @@ impl TestApp {
             .unwrap()
     }
 
+    /// PostgreSQL only: drops this test's database under the running server (an outage).
+    pub async fn drop_postgres_database(&self) {
+        use sqlx::Executor;
+        let name = url::Url::parse(&self.raw.database_url)
+            .unwrap()
+            .path()
+            .trim_start_matches('/')
+            .to_string();
+        let admin = sqlx::AnyPool::connect(&postgres_url().expect("LATCHKEY_TEST_POSTGRES_URL"))
+            .await
+            .unwrap();
+        admin
+            .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+        admin.close().await;
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         let db = self.db().await;
         let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();

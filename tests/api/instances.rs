@@ -348,7 +348,6 @@ crate::backend_tests! {
 
 #[tokio::test]
 async fn an_unreachable_database_gets_a_503_page_and_readyz_reports_it() {
-    use sqlx::Executor;
     if !crate::helpers::postgres_available(
         "an_unreachable_database_gets_a_503_page_and_readyz_reports_it",
     ) {
@@ -360,18 +359,7 @@ async fn an_unreachable_database_gets_a_503_page_and_readyz_reports_it() {
             app.sign_up("gone@example.com").await;
             assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
 
-            let name = url::Url::parse(&app.raw.database_url)
-                .unwrap()
-                .path()
-                .trim_start_matches('/')
-                .to_string();
-            let admin = sqlx::AnyPool::connect(&crate::helpers::postgres_url().unwrap())
-                .await
-                .unwrap();
-            admin
-                .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-                .await
-                .unwrap();
+            app.drop_postgres_database().await;
 
             let started = std::time::Instant::now();
             let resp = app.get("/user").await;

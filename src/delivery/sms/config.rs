@@ -291,6 +291,27 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_reaches_only_loopback_outside_dev_mode() {
+        let mut remote = webhook();
+        remote.webhook.url = Some("http://sms.internal.example/send".into());
+        let err = error(&remote);
+        assert!(
+            err.contains("`sms.webhook.url`") && err.contains("https"),
+            "{err}"
+        );
+        assert!(
+            remote.validate(true).is_ok(),
+            "dev mode may use a plain-http relay"
+        );
+        let mut local = webhook();
+        local.webhook.url = Some("http://127.0.0.1:9000/send".into());
+        assert!(local.validate(false).is_ok());
+        let mut twilio = twilio();
+        twilio.twilio.base_url = "http://api.twilio.example".into();
+        assert!(error(&twilio).contains("`sms.twilio.base_url`"));
+    }
+
+    #[test]
     fn the_log_provider_is_refused_outside_dev_mode() {
         assert_eq!(error(&SmsConfig::default()), LOG_IN_PRODUCTION);
         assert_eq!(SmsConfig::default().validate(true).unwrap().name(), "log");
