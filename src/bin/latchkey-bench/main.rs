@@ -428,7 +428,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let cpu_at_start = cpu_at_start.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
-            *cpu_at_start.lock().unwrap() = Some(cpu_seconds(pid));
+            *cpu_at_start.lock().unwrap() =
+                Some((cpu_seconds(pid), cpu_seconds(std::process::id())));
         });
     }
 
@@ -476,8 +477,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for t in tasks {
         t.await?;
     }
-    let cpu_end = cpu_seconds(pid);
-    let cpu = cpu_end - cpu_at_start.lock().unwrap().unwrap_or(0.0);
+    let (cpu_end, own_cpu_end) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+    let (cpu_start, own_cpu_start) = cpu_at_start.lock().unwrap().unwrap_or((0.0, 0.0));
+    let cpu = cpu_end - cpu_start;
+    let own_cpu = own_cpu_end - own_cpu_start;
     let rss = peak_rss_mb(pid);
     drop(server);
 
@@ -494,11 +497,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         step(|f| f.code),
         step(|f| f.user),
     );
-    let cpu_per_flow_ms = if flows > 0 {
-        cpu * 1000.0 / flows as f64
-    } else {
-        0.0
+    let per_flow_ms = |cpu: f64| {
+        if flows > 0 {
+            cpu * 1000.0 / flows as f64
+        } else {
+            0.0
+        }
     };
+    let cpu_per_flow_ms = per_flow_ms(cpu);
+    let own_cpu_per_flow_ms = per_flow_ms(own_cpu);
     let json = serde_json::json!({
         "mode": format!("{:?}", args.mode),
         "users": args.users,
@@ -520,6 +527,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "server_cpu_s": cpu,
         "server_cpu_ms_per_flow": cpu_per_flow_ms,
         "server_peak_rss_mb": rss,
+        "load_generator_cpu_s": own_cpu,
+        "load_generator_cpu_ms_per_flow": own_cpu_per_flow_ms,
         "cold_start_ms": cold_start.as_secs_f64() * 1000.0,
     });
     println!("{json}");
@@ -556,6 +565,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "{:<28} {:.2} s ({:.3} ms per flow)",
         "server CPU", cpu, cpu_per_flow_ms
+    );
+    eprintln!(
+        "{:<28} {:.2} s ({:.3} ms per flow)",
+        "load generator CPU", own_cpu, own_cpu_per_flow_ms
     );
     eprintln!("{:<28} {:.1} MB", "server peak RSS", rss);
     eprintln!(
