@@ -67,7 +67,9 @@ impl Application {
             settings.sms.clone(),
             std::time::Duration::from_secs(settings.outbox.send_timeout_secs.min(10)),
         )?);
-        let signal = OutboxSignal::default();
+        let worker_id = format!("wrk_{}", random_token(12));
+        let (signal, handed) =
+            OutboxSignal::new(worker_id.clone(), OutboxWorker::lease_ms(&settings.outbox));
         let (stop_worker, stop_rx) = watch::channel(false);
         let worker = OutboxWorker {
             store: store.clone(),
@@ -84,9 +86,9 @@ impl Application {
                 .to_string(),
             phone_policy: settings.phone_policy.clone(),
             signal: signal.clone(),
-            worker_id: format!("wrk_{}", random_token(12)),
+            worker_id,
         }
-        .spawn(stop_rx.clone());
+        .spawn(handed, stop_rx.clone());
         let janitor = spawn_janitor(
             store.clone(),
             clock.clone(),

@@ -477,6 +477,7 @@ impl Auth {
                 payload: sealed,
                 now: ms(now),
                 not_after: ms(code_expires),
+                claim: Some(self.outbox.claim(ms(now))),
             });
         let binding = client.browser.map(|b| self.keys.browser_binding(b));
         let mut guards = self.creation_guards(client);
@@ -528,8 +529,8 @@ impl Auth {
             let retry_after_secs = self.retry_after(&limited).await;
             return Err(StartError::Limited { retry_after_secs });
         }
-        if message.is_some() {
-            self.outbox.wake();
+        if let Some(message) = &message {
+            self.outbox.hand_over(message);
             self.watch_sms(destination);
         }
         if send_first {
@@ -1041,6 +1042,7 @@ impl Auth {
                 payload: sealed,
                 now: ms(now),
                 not_after: ms(code_expires),
+                claim: Some(self.outbox.claim(ms(now))),
             });
         // A switch to another identifier waits for the cooldown too: otherwise alternating
         // between two identifiers would send a message per request.
@@ -1095,8 +1097,8 @@ impl Auth {
                 view: Box::new(view),
             });
         }
-        if message.is_some() {
-            self.outbox.wake();
+        if let Some(message) = &message {
+            self.outbox.hand_over(message);
             self.watch_sms(destination);
         }
         tracing::info!(event, flow = kind.as_str(), flow_id = %record.id, identifier = %recipient_masked, channel = channel(destination.kind()), ip = client.ip.unwrap_or("-"));
@@ -1214,6 +1216,7 @@ impl Auth {
                         payload: sealed,
                         now: ms(now),
                         not_after: ms(*expires),
+                        claim: Some(self.outbox.claim(ms(now))),
                     })
             });
         let mut new_identifiers = Vec::new();
@@ -1348,8 +1351,8 @@ impl Auth {
         };
         match outcome {
             AttemptOutcome::Completed if !completes => {
-                if next_message.is_some() {
-                    self.outbox.wake();
+                if let Some(message) = &next_message {
+                    self.outbox.hand_over(message);
                     if let Some((w, ..)) = &next {
                         self.watch_sms(&verification_identifier(&record, w));
                     }

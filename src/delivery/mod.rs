@@ -17,4 +17,4 @@ pub use sms::{
     SmsError, SmsProvider, SmsSender, TwilioConfig, TwilioSender, WebhookConfig, SIGNATURE_HEADER,
     SMS_SEGMENT_SEPTETS,
 };
-pub use worker::{OutboxSignal, OutboxWorker};
+pub use worker::{HandedMessages, OutboxSignal, OutboxWorker};

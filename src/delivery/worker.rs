@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::mail::Mailer;
@@ -13,19 +13,69 @@ use crate::clock::SharedClock;
 use crate::config::OutboxConfig;
 use crate::crypto::Keys;
 use crate::domain::{MessageId, PhoneNumber};
-use crate::store::{ms, ClaimedMessage, Store};
+use crate::store::{ms, Claim, ClaimedMessage, NewMessage, Store};
 
-/// Wakes the worker at once when a message is queued, so delivery does not wait for a poll.
-#[derive(Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
+/// The request side of the outbox: hands messages stored claimed by this process to its worker
+/// once their transaction has committed, or wakes the worker to look at the table.
+#[derive(Clone)]
+pub struct OutboxSignal(Arc<SignalInner>);
+
+struct SignalInner {
+    notify: Notify,
+    handed: mpsc::UnboundedSender<ClaimedMessage>,
+    worker_id: String,
+    lease_ms: i64,
+}
+
+/// What the worker receives from [`OutboxSignal::hand_over`].
+pub struct HandedMessages(mpsc::UnboundedReceiver<ClaimedMessage>);
 
 impl OutboxSignal {
+    /// A signal for the worker `worker_id`, whose claims last `lease_ms`.
+    pub fn new(worker_id: String, lease_ms: i64) -> (Self, HandedMessages) {
+        let (handed, receiver) = mpsc::unbounded_channel();
+        (
+            Self(Arc::new(SignalInner {
+                notify: Notify::new(),
+                handed,
+                worker_id,
+                lease_ms,
+            })),
+            HandedMessages(receiver),
+        )
+    }
+
+    /// The claim a new message is stored with at `now`: this process's worker, one lease.
+    pub fn claim(&self, now: i64) -> Claim<'_> {
+        Claim {
+            worker: &self.0.worker_id,
+            until: now + self.0.lease_ms,
+        }
+    }
+
+    /// Call after the message's transaction committed: a claimed message goes to the worker in
+    /// memory; any other makes the worker look at the table.
+    pub fn hand_over(&self, message: &NewMessage<'_>) {
+        match message.handed_over() {
+            // A stopped worker cannot take it: the claim's lease runs out and the table has it.
+            Some(m) => {
+                let _ = self.0.handed.send(m);
+            }
+            None => self.wake(),
+        }
+    }
+
+    /// Makes the worker claim due messages from the table now.
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.0.notify.notify_one();
     }
 }
 
+/// Messages claimed from the table at once, at the most.
 const BATCH: i64 = 32;
+
+/// Deliveries in flight at once, at the most (each holds an SMTP connection or an HTTP request).
+const IN_FLIGHT: usize = 64;
 
 pub struct OutboxWorker {
     pub store: Store,
@@ -45,31 +95,81 @@ pub struct OutboxWorker {
 }
 
 impl OutboxWorker {
-    /// Runs until `shutdown` turns true, then returns unfinished claims to the queue.
-    pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    /// How long a claim lasts: the longest possible send and a margin. After that, a worker that
+    /// died mid-send is presumed dead and another instance takes the message.
+    pub fn lease_ms(config: &OutboxConfig) -> i64 {
+        (config.send_timeout_secs as i64 + 5) * 1000
+    }
+
+    /// Runs until `shutdown` turns true, then waits for the deliveries in flight and returns
+    /// unfinished claims to the queue.
+    pub fn spawn(
+        self,
+        handed: HandedMessages,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let mut handed = handed.0;
         tokio::spawn(async move {
-            let poll = Duration::from_millis(self.config.poll_interval_ms);
+            let this = Arc::new(self);
+            let poll = Duration::from_millis(this.config.poll_interval_ms);
+            let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+            // Deliveries are recorded by one task, in batches: whatever finished while the last
+            // batch was being written goes in the next statement group.
+            let (delivered, recorder) = mpsc::unbounded_channel::<Delivered>();
+            let recorder = tokio::spawn(record_deliveries(this.clone(), recorder));
+            let start = |m: ClaimedMessage, slot: OwnedSemaphorePermit| {
+                let (this, delivered) = (this.clone(), delivered.clone());
+                tokio::spawn(async move {
+                    if let Some(d) = this.deliver(m).await {
+                        let _ = delivered.send(d);
+                    }
+                    drop(slot);
+                });
+            };
+            let mut look_at_table = true;
             loop {
                 if *shutdown.borrow() {
                     break;
                 }
-                let processed = match self.run_once().await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::error!(error = %e, "outbox worker could not read the queue; retrying");
-                        0
+                if look_at_table {
+                    look_at_table = false;
+                    match this.claim_due().await {
+                        Ok(claimed) => {
+                            // A full batch: there may be more due right away.
+                            look_at_table = claimed.len() as i64 == BATCH;
+                            for m in claimed {
+                                let Ok(slot) = slots.clone().acquire_owned().await else {
+                                    break;
+                                };
+                                start(m, slot);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "outbox worker could not read the queue; retrying")
+                        }
                     }
-                };
-                if processed as i64 == BATCH {
                     continue;
                 }
                 tokio::select! {
-                    _ = self.signal.0.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
+                    Some(m) = handed.recv() => {
+                        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                        if ms(this.clock.now()) < m.claimed_until {
+                            start(m, slot);
+                        }
+                        // Otherwise it waited beyond its lease (an overloaded process): the table
+                        // has it, and whoever claims it there sends it once.
+                    }
+                    _ = this.signal.0.notify.notified() => look_at_table = true,
+                    _ = tokio::time::sleep(poll) => look_at_table = true,
                     _ = shutdown.changed() => {}
                 }
             }
-            match self.store.release_claims(&self.worker_id).await {
+            // Let the deliveries in flight finish (each is bounded by the send timeout) and
+            // record them before handing the rest back.
+            let _ = slots.acquire_many(IN_FLIGHT as u32).await;
+            drop(delivered);
+            let _ = recorder.await;
+            match this.store.release_claims(&this.worker_id).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     released = n,
@@ -82,32 +182,47 @@ impl OutboxWorker {
         })
     }
 
-    /// Claims and delivers the due messages; returns how many were claimed.
+    /// Claims due messages from the table (new ones another process queued unclaimed, retries,
+    /// and those whose lease ran out).
+    async fn claim_due(&self) -> anyhow::Result<Vec<ClaimedMessage>> {
+        let now = ms(self.clock.now());
+        self.store
+            .claim_messages(
+                &self.worker_id,
+                now,
+                now + Self::lease_ms(&self.config),
+                BATCH,
+            )
+            .await
+    }
+
+    /// Claims the due messages and delivers them; returns how many were claimed. (The running
+    /// worker does the same through [`spawn`](Self::spawn), with deliveries in parallel.)
     pub async fn run_once(&self) -> anyhow::Result<usize> {
-        let now = self.clock.now();
-        // A claim outlives the longest possible send by a margin; after that, a worker that died
-        // mid-send is presumed dead and another instance takes the message.
-        let lease_ms = (self.config.send_timeout_secs as i64 + 5) * 1000;
-        let claimed = self
-            .store
-            .claim_messages(&self.worker_id, ms(now), ms(now) + lease_ms, BATCH)
-            .await?;
+        let claimed = self.claim_due().await?;
         let n = claimed.len();
-        let (dev, real): (Vec<Delivered>, Vec<Delivered>) =
+        let delivered: Vec<Delivered> =
             futures_util::future::join_all(claimed.into_iter().map(|m| self.deliver(m)))
                 .await
                 .into_iter()
                 .flatten()
-                .partition(|d| d.dev);
+                .collect();
+        self.record(delivered).await;
+        Ok(n)
+    }
+
+    /// Records deliveries in at most two statements groups (dev ones keep their payload for the
+    /// /dev/outbox page; real ones are erased).
+    async fn record(&self, delivered: Vec<Delivered>) {
         let now = ms(self.clock.now());
-        // Dev deliveries keep their payload for the /dev/outbox page; real ones are erased.
+        let (dev, real): (Vec<Delivered>, Vec<Delivered>) =
+            delivered.into_iter().partition(|d| d.dev);
         for (delivered, keep_payload) in [(real, false), (dev, true)] {
             let ids: Vec<MessageId> = delivered.into_iter().map(|d| d.id).collect();
             if let Err(e) = self.store.mark_messages_sent(&ids, now, keep_payload).await {
                 tracing::error!(error = %e, "could not record deliveries; their leases will expire and they may be sent again");
             }
         }
-        Ok(n)
     }
 
     /// One delivery try. Returns a delivered message, which the caller records for the whole
@@ -220,6 +335,20 @@ impl OutboxWorker {
 
 fn no_answer(timeout: Duration) -> Failure {
     Failure::Send(format!("no answer within {} s", timeout.as_secs()))
+}
+
+/// Records deliveries as they finish, all that are waiting in one go, until every sender is gone.
+async fn record_deliveries(
+    worker: Arc<OutboxWorker>,
+    mut finished: mpsc::UnboundedReceiver<Delivered>,
+) {
+    while let Some(first) = finished.recv().await {
+        let mut batch = vec![first];
+        while let Ok(d) = finished.try_recv() {
+            batch.push(d);
+        }
+        worker.record(batch).await;
+    }
 }
 
 struct Delivered {

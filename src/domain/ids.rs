@@ -134,9 +134,15 @@ mod tests {
     #[test]
     fn ids_made_in_the_same_millisecond_still_differ_in_80_random_bits() {
         let ids: Vec<FlowId> = (0..256).map(|_| FlowId::generate()).collect();
-        let tails: std::collections::HashSet<&str> =
-            ids.iter().map(|i| &i.as_str()[4 + BODY_LEN - 16..]).collect();
-        assert_eq!(tails.len(), ids.len(), "the last 16 characters (80 bits) are random");
+        let tails: std::collections::HashSet<&str> = ids
+            .iter()
+            .map(|i| &i.as_str()[4 + BODY_LEN - 16..])
+            .collect();
+        assert_eq!(
+            tails.len(),
+            ids.len(),
+            "the last 16 characters (80 bits) are random"
+        );
     }
 
     #[test]

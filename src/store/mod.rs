@@ -35,7 +35,7 @@ pub use flows::{
 };
 pub use janitor::Purged;
 pub use limits::{Guard, Limited};
-pub use outbox::{ClaimedMessage, NewMessage, OutboxEntry};
+pub use outbox::{Claim, ClaimedMessage, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

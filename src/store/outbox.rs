@@ -18,6 +18,33 @@ pub struct NewMessage<'a> {
     pub now: i64,
     /// The message is dropped rather than delivered after this time (the code's expiry).
     pub not_after: i64,
+    /// Stored already claimed by this process's worker, which gets it in memory once the
+    /// transaction commits (no claim transaction, no wait for a poll). If the process dies
+    /// first, the lease runs out and any worker claims it from the table.
+    pub claim: Option<Claim<'a>>,
+}
+
+/// A lease on a message for one worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub worker: &'a str,
+    pub until: i64,
+}
+
+impl NewMessage<'_> {
+    /// The message as its worker receives it, if it is stored claimed.
+    pub fn handed_over(&self) -> Option<ClaimedMessage> {
+        let claim = self.claim?;
+        Some(ClaimedMessage {
+            id: self.id.clone(),
+            channel: self.channel.to_string(),
+            recipient_masked: self.recipient_masked.to_string(),
+            payload: Some(self.payload.to_vec()),
+            attempts: 1,
+            not_after: self.not_after,
+            claimed_until: claim.until,
+        })
+    }
 }
 
 /// A message claimed by a worker for one delivery try.
@@ -29,6 +56,8 @@ pub struct ClaimedMessage {
     pub payload: Option<Vec<u8>>,
     pub attempts: i64,
     pub not_after: i64,
+    /// The lease: past it, another worker may claim the message again.
+    pub claimed_until: i64,
 }
 
 /// A row as listed on the development outbox page.
@@ -45,17 +74,25 @@ pub struct OutboxEntry {
 }
 
 pub(super) fn insert_message(m: &NewMessage<'_>) -> Stmt {
+    let (status, attempts) = match m.claim {
+        Some(_) => ("sending", 1i64),
+        None => ("pending", 0),
+    };
     Stmt::new(
         "INSERT INTO outbox (id, channel, recipient_masked, verification_id, payload, status, attempts, created_at, \
-         next_attempt_at, not_after) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7)",
+         next_attempt_at, not_after, claimed_by, claimed_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11)",
         vec![
             m.id.as_str().into(),
             m.channel.into(),
             m.recipient_masked.into(),
             m.verification_id.map(|v| v.as_str()).into(),
             m.payload.into(),
+            status.into(),
+            attempts.into(),
             m.now.into(),
             m.not_after.into(),
+            m.claim.map(|c| c.worker).into(),
+            m.claim.map(|c| c.until).into(),
         ],
     )
 }
@@ -94,6 +131,7 @@ impl Store {
                                 payload: r.get(3)?,
                                 attempts: r.get(4)?,
                                 not_after: r.get(5)?,
+                                claimed_until: lease_until,
                             })
                         })?;
                     Ok(Unit::Commit(rows.collect::<rusqlite::Result<Vec<_>>>()?))
@@ -120,6 +158,7 @@ impl Store {
                 payload: r.get("payload"),
                 attempts: r.get("attempts"),
                 not_after: r.get("not_after"),
+                claimed_until: lease_until,
             })
             .collect())
     }

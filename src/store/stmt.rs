@@ -12,6 +12,8 @@ pub(crate) enum P {
     Int(i64),
     Blob(Vec<u8>),
     Null,
+    /// A NULL for an integer column (PostgreSQL types a bound NULL).
+    NullInt,
 }
 
 impl From<&str> for P {
@@ -38,6 +40,12 @@ impl From<Option<&str>> for P {
     }
 }
 
+impl From<Option<i64>> for P {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(P::NullInt, P::Int)
+    }
+}
+
 impl From<&[u8]> for P {
     fn from(v: &[u8]) -> Self {
         P::Blob(v.to_vec())
@@ -51,7 +59,7 @@ impl rusqlite::ToSql for P {
             P::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             P::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
             P::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            P::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            P::Null | P::NullInt => ToSqlOutput::Borrowed(ValueRef::Null),
         })
     }
 }
@@ -77,6 +85,7 @@ impl Stmt {
                 P::Int(i) => q.bind(*i),
                 P::Blob(b) => q.bind(b.clone()),
                 P::Null => q.bind(Option::<String>::None),
+                P::NullInt => q.bind(Option::<i64>::None),
             };
         }
         q

@@ -4,6 +4,7 @@
 //! whole flows (page, identifier, code by real SMTP, code, /user), and prints one JSON line and a
 //! table. See BENCHMARKS.md.
 
+mod http;
 mod smtp;
 
 use std::collections::BTreeMap;
@@ -16,8 +17,6 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use latchkey::domain::EmailAddress;
 use latchkey::store::{DatabaseOptions, Store};
-use reqwest::header::{HeaderMap, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
-use reqwest::StatusCode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -183,11 +182,11 @@ async fn start_server(
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let server = Server { child, base };
-    let client = reqwest::Client::new();
+    let mut client = http::Client::new(&server.base, Duration::from_secs(2));
     let deadline = started + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{}/sign-in", server.base)).send().await {
-            if r.status() == StatusCode::OK {
+        if let Ok(r) = client.get("/sign-in", &[]).await {
+            if r.status == 200 {
                 return Ok((server, started.elapsed()));
             }
         }
@@ -199,8 +198,7 @@ async fn start_server(
 /// The browser state of one virtual user: its own cookies, kept by hand so each flow starts
 /// signed out while the connection is reused.
 struct Browser {
-    client: reqwest::Client,
-    base: String,
+    client: http::Client,
     browser_cookie: Option<String>,
 }
 
@@ -210,76 +208,54 @@ fn csrf_token(html: &str) -> Option<String> {
     Some(html[start..start + end].to_string())
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(SET_COOKIE).iter().find_map(|v| {
-        let v = v.to_str().ok()?;
-        let pair = v.split(';').next()?;
-        let (k, val) = pair.split_once('=')?;
-        (k.trim() == name).then(|| val.to_string())
-    })
-}
-
 type Step<T> = Result<T, String>;
 
-fn kind(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_connect() {
-        "connect".into()
-    } else {
-        "http_transport".into()
-    }
-}
-
-fn status_error(step: &str, s: StatusCode) -> String {
-    if s.is_server_error() {
+fn status_error(step: &str, status: u16) -> String {
+    if status >= 500 {
         format!("{step}:http_5xx")
     } else {
-        format!("{step}:http_{}", s.as_u16())
+        format!("{step}:http_{status}")
     }
 }
 
 impl Browser {
-    async fn get(
-        &mut self,
-        path: &str,
-        session: Option<&str>,
-    ) -> Step<(StatusCode, HeaderMap, String)> {
-        let mut req = self.client.get(format!("{}{}", self.base, path));
-        let mut cookies = Vec::new();
-        if let Some(b) = &self.browser_cookie {
-            cookies.push(format!("latchkey_browser={b}"));
+    fn remember(&mut self, r: &http::Response) {
+        if let Some(b) = r.cookie("latchkey_browser") {
+            self.browser_cookie = Some(b.to_string());
         }
-        if let Some(s) = session {
-            cookies.push(format!("latchkey_session={s}"));
-        }
-        if !cookies.is_empty() {
-            req = req.header(COOKIE, cookies.join("; "));
-        }
-        let resp = req.send().await.map_err(kind)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        if let Some(b) = cookie_value(&headers, "latchkey_browser") {
-            self.browser_cookie = Some(b);
-        }
-        let body = resp.text().await.map_err(kind)?;
-        Ok((status, headers, body))
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Step<(StatusCode, HeaderMap)> {
-        let mut req = self
-            .client
-            .post(format!("{}{}", self.base, path))
-            .header(ORIGIN, &self.base)
-            .form(form);
+    async fn get(&mut self, path: &str, session: Option<&str>) -> Step<http::Response> {
+        let mut cookies: Vec<(&str, &str)> = Vec::with_capacity(2);
         if let Some(b) = &self.browser_cookie {
-            req = req.header(COOKIE, format!("latchkey_browser={b}"));
+            cookies.push(("latchkey_browser", b));
         }
-        let resp = req.send().await.map_err(kind)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let _ = resp.bytes().await;
-        Ok((status, headers))
+        if let Some(s) = session {
+            cookies.push(("latchkey_session", s));
+        }
+        let r = self
+            .client
+            .get(path, &cookies)
+            .await
+            .map_err(|e| e.kind())?;
+        self.remember(&r);
+        Ok(r)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Step<http::Response> {
+        let browser = self.browser_cookie.clone();
+        let cookies: Vec<(&str, &str)> = browser
+            .as_deref()
+            .map(|b| ("latchkey_browser", b))
+            .into_iter()
+            .collect();
+        let r = self
+            .client
+            .post_form(path, &cookies, form)
+            .await
+            .map_err(|e| e.kind())?;
+        self.remember(&r);
+        Ok(r)
     }
 
     /// One complete flow for `email`.
@@ -289,15 +265,15 @@ impl Browser {
             Mode::SignUp => "/sign-up",
         };
         let t0 = Instant::now();
-        let (status, _, html) = self.get(start_path, None).await?;
-        if status != StatusCode::OK {
-            return Err(status_error("page", status));
+        let r = self.get(start_path, None).await?;
+        if r.status != 200 {
+            return Err(status_error("page", r.status));
         }
-        let token = csrf_token(&html).ok_or("page:no_csrf_token")?;
+        let token = csrf_token(r.text()).ok_or("page:no_csrf_token")?;
         let t1 = Instant::now();
 
         let delivered = smtp.expect(email);
-        let (status, headers) = self
+        let r = self
             .post(
                 start_path,
                 &[
@@ -307,20 +283,16 @@ impl Browser {
                 ],
             )
             .await?;
-        if status != StatusCode::SEE_OTHER {
+        if r.status != 303 {
             smtp.forget(email);
-            return Err(status_error("identifier", status));
+            return Err(status_error("identifier", r.status));
         }
-        let verify = headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or("identifier:no_location")?
-            .to_string();
-        let (status, _, html) = self.get(&verify, None).await?;
-        if status != StatusCode::OK {
-            return Err(status_error("code_page", status));
+        let verify = r.location.ok_or("identifier:no_location")?;
+        let r = self.get(&verify, None).await?;
+        if r.status != 200 {
+            return Err(status_error("code_page", r.status));
         }
-        let token = csrf_token(&html).ok_or("code_page:no_csrf_token")?;
+        let token = csrf_token(r.text()).ok_or("code_page:no_csrf_token")?;
         let t2 = Instant::now();
 
         let delivery = tokio::time::timeout(Duration::from_secs(10), delivered)
@@ -332,20 +304,23 @@ impl Browser {
             .map_err(|_| "delivery:dropped".to_string())?;
         let t3 = Instant::now();
 
-        let (status, headers) = self
+        let r = self
             .post(&verify, &[("csrf_token", &token), ("code", &delivery.code)])
             .await?;
-        if status != StatusCode::SEE_OTHER {
-            return Err(status_error("code", status));
+        if r.status != 303 {
+            return Err(status_error("code", r.status));
         }
-        let session = cookie_value(&headers, "latchkey_session").ok_or("code:no_session_cookie")?;
+        let session = r
+            .cookie("latchkey_session")
+            .ok_or("code:no_session_cookie")?
+            .to_string();
         let t4 = Instant::now();
 
-        let (status, _, html) = self.get("/user", Some(&session)).await?;
-        if status != StatusCode::OK {
-            return Err(status_error("user", status));
+        let r = self.get("/user", Some(&session)).await?;
+        if r.status != 200 {
+            return Err(status_error("user", r.status));
         }
-        if !html.contains(email) {
+        if !r.text().contains(email) {
             return Err("user:wrong_user".into());
         }
         let t5 = Instant::now();
@@ -440,16 +415,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let base = server.base.clone();
         let (mode, users, concurrency) = (args.mode, args.users, args.concurrency);
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(10))
-                .pool_max_idle_per_host(1)
-                .tcp_nodelay(true)
-                .build()
-                .expect("client");
             let mut browser = Browser {
-                client,
-                base,
+                client: http::Client::new(&base, Duration::from_secs(10)),
                 browser_cookie: None,
             };
             // Each virtual user walks its own slice of the users, so no two run one address at once.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -54,13 +54,19 @@ impl Receiver {
 
     async fn session(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
-        let (read, mut write) = stream.into_split();
+        let (read, write) = stream.into_split();
         let mut lines = BufReader::new(read);
+        // Replies are written out when no pipelined command is waiting (as MTAs do), so a
+        // pipelined MAIL, RCPT and DATA get their three replies in one segment.
+        let mut write = BufWriter::new(write);
         write.write_all(b"220 bench.smtp ESMTP\r\n").await?;
         let mut line = String::new();
         let mut rcpt: Vec<String> = Vec::new();
         loop {
             line.clear();
+            if lines.buffer().is_empty() {
+                write.flush().await?;
+            }
             if lines.read_line(&mut line).await? == 0 {
                 return Ok(());
             }
@@ -89,6 +95,9 @@ impl Receiver {
                 let mut code = String::new();
                 loop {
                     line.clear();
+                    if lines.buffer().is_empty() {
+                        write.flush().await?;
+                    }
                     if lines.read_line(&mut line).await? == 0 {
                         return Ok(());
                     }
@@ -115,6 +124,7 @@ impl Receiver {
                 write.write_all(b"250 OK queued\r\n").await?;
             } else if upper.starts_with("QUIT") {
                 write.write_all(b"221 bye\r\n").await?;
+                write.flush().await?;
                 return Ok(());
             } else {
                 write.write_all(b"502 not implemented\r\n").await?;

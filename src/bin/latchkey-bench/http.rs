@@ -1,0 +1,291 @@
+//! A lean HTTP/1.1 client for the load generator: one keep-alive connection per virtual user,
+//! requests written in one `write`, responses parsed in place (status, the headers a browser
+//! acts on, a `Content-Length` or chunked body).
+//!
+//! Why not reqwest: the generator shares the two cores with the server, and reqwest spent about
+//! as much CPU per flow as a quarter of the server (URL parsing and IDNA per request, header
+//! maps, pools). What a browser does that matters here is all kept: cookies it is given, the
+//! `Origin` of a form post, redirects read from `Location`, the body checked.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One parsed response.
+pub struct Response {
+    pub status: u16,
+    /// `Set-Cookie` values (`name=value`, attributes dropped).
+    pub cookies: Vec<(String, String)>,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap_or("")
+    }
+}
+
+/// Why a request failed, as counted in the benchmark's errors.
+#[derive(Debug)]
+pub enum Failure {
+    Connect,
+    Timeout,
+    /// The connection broke or the answer was not HTTP/1.1 as expected.
+    Transport(&'static str),
+}
+
+impl Failure {
+    pub fn kind(&self) -> String {
+        match self {
+            Failure::Connect => "connect".into(),
+            Failure::Timeout => "timeout".into(),
+            Failure::Transport(what) => format!("http_transport:{what}"),
+        }
+    }
+}
+
+/// A keep-alive connection to one server, reopened when the server closes it.
+pub struct Client {
+    addr: String,
+    host_header: String,
+    origin: String,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Client {
+    /// `base` is `http://host:port`.
+    pub fn new(base: &str, timeout: Duration) -> Self {
+        let authority = base.trim_start_matches("http://").trim_end_matches('/');
+        Self {
+            addr: authority.to_string(),
+            host_header: authority.to_string(),
+            origin: base.trim_end_matches('/').to_string(),
+            timeout,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str, cookies: &[(&str, &str)]) -> Result<Response, Failure> {
+        self.out.clear();
+        self.head("GET", path, cookies);
+        self.out.extend_from_slice(b"\r\n");
+        self.send().await
+    }
+
+    /// A form post as a browser sends it: urlencoded, with the page's `Origin`.
+    pub async fn post_form(
+        &mut self,
+        path: &str,
+        cookies: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> Result<Response, Failure> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.out.clear();
+        self.head("POST", path, cookies);
+        self.out.extend_from_slice(b"Origin: ");
+        self.out.extend_from_slice(self.origin.as_bytes());
+        self.out
+            .extend_from_slice(b"\r\nContent-Type: application/x-www-form-urlencoded\r\n");
+        self.out
+            .extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        self.out.extend_from_slice(body.as_bytes());
+        self.send().await
+    }
+
+    fn head(&mut self, method: &str, path: &str, cookies: &[(&str, &str)]) {
+        let out = &mut self.out;
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(self.host_header.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if !cookies.is_empty() {
+            out.extend_from_slice(b"Cookie: ");
+            for (i, (k, v)) in cookies.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(k.as_bytes());
+                out.push(b'=');
+                out.extend_from_slice(v.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    async fn send(&mut self) -> Result<Response, Failure> {
+        match tokio::time::timeout(self.timeout, self.exchange()).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    async fn exchange(&mut self) -> Result<Response, Failure> {
+        // A kept-alive connection the server closed in the meantime is reopened once.
+        let reused = self.stream.is_some();
+        match self.try_exchange().await {
+            Err(Failure::Transport("closed")) if reused => {
+                self.stream = None;
+                self.try_exchange().await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_exchange(&mut self) -> Result<Response, Failure> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(&self.addr)
+                .await
+                .map_err(|_| Failure::Connect)?;
+            s.set_nodelay(true).map_err(|_| Failure::Connect)?;
+            self.stream = Some(s);
+            self.buf.clear();
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        stream
+            .write_all(&self.out)
+            .await
+            .map_err(|_| Failure::Transport("closed"))?;
+        let (response, keep_alive) = read_response(stream, &mut self.buf).await?;
+        if !keep_alive {
+            self.stream = None;
+        }
+        Ok(response)
+    }
+}
+
+/// Reads more bytes into `buf`; an orderly close before a full response is "closed".
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Failure> {
+    buf.reserve(8 * 1024);
+    let n = stream
+        .read_buf(buf)
+        .await
+        .map_err(|_| Failure::Transport("closed"))?;
+    if n == 0 {
+        return Err(Failure::Transport("closed"));
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<(Response, bool), Failure> {
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        fill(stream, buf).await?;
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| Failure::Transport("head"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .ok_or(Failure::Transport("status"))?;
+    let (mut length, mut chunked, mut keep_alive) = (None, false, true);
+    let (mut cookies, mut location) = (Vec::new(), None);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse::<usize>().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            keep_alive = !value.eq_ignore_ascii_case("close");
+        } else if name.eq_ignore_ascii_case("set-cookie") {
+            if let Some((k, v)) = value.split(';').next().and_then(|p| p.split_once('=')) {
+                cookies.push((k.trim().to_string(), v.to_string()));
+            }
+        } else if name.eq_ignore_ascii_case("location") {
+            location = Some(value.to_string());
+        }
+    }
+    buf.drain(..head_end);
+    let body = if chunked {
+        read_chunked(stream, buf).await?
+    } else {
+        let len = length.unwrap_or(0);
+        while buf.len() < len {
+            fill(stream, buf).await?;
+        }
+        buf.drain(..len).collect()
+    };
+    Ok((
+        Response {
+            status,
+            cookies,
+            location,
+            body,
+        },
+        keep_alive,
+    ))
+}
+
+async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = find(buf, b"\r\n") {
+                break i;
+            }
+            fill(stream, buf).await?;
+        };
+        let size_text =
+            std::str::from_utf8(&buf[..line_end]).map_err(|_| Failure::Transport("chunk"))?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| Failure::Transport("chunk"))?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers (none expected) end with an empty line.
+            loop {
+                if let Some(i) = find(buf, b"\r\n") {
+                    buf.drain(..i + 2);
+                    if i == 0 {
+                        return Ok(body);
+                    }
+                    continue;
+                }
+                fill(stream, buf).await?;
+            }
+        }
+        while buf.len() < size + 2 {
+            fill(stream, buf).await?;
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+    }
+}
