@@ -6,6 +6,9 @@ use latchkey::clock::SystemClock;
 use latchkey::config::Settings;
 use latchkey::startup::Application;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Latchkey: a self-hosted accounts server for passwordless sign-in with one-time codes.
 #[derive(Parser)]
 #[command(version, about)]

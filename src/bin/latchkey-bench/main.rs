@@ -18,6 +18,9 @@ use clap::{Parser, ValueEnum};
 use latchkey::domain::EmailAddress;
 use latchkey::store::{DatabaseOptions, Store};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
     SignIn,
