@@ -48,6 +48,9 @@ pub struct RawConfig {
     pub max_body_bytes: usize,
     /// HTTP worker threads; 0 means one per CPU core.
     pub http_workers: usize,
+    /// Requests this process works on at once; beyond that a request is answered 503 with
+    /// `Retry-After` at once instead of waiting (load shedding). 0 turns the limit off.
+    pub max_in_flight_requests: usize,
     /// How often expired flows, sessions and old outbox rows are deleted, in milliseconds.
     pub janitor_interval_ms: u64,
     /// Days the audit log keeps security events.
@@ -287,6 +290,7 @@ impl Default for RawConfig {
             log_format: "pretty".into(),
             max_body_bytes: 16 * 1024,
             http_workers: 0,
+            max_in_flight_requests: 1024,
             janitor_interval_ms: 300_000,
             audit_retention_days: 90,
             trusted_proxy_header: "x-forwarded-for".into(),
@@ -422,6 +426,7 @@ pub struct Settings {
     pub log_json: bool,
     pub max_body_bytes: usize,
     pub http_workers: usize,
+    pub max_in_flight_requests: usize,
     pub janitor_interval: Duration,
     pub audit_retention: Duration,
     /// Read only this header from trusted proxies (`true`: `Forwarded`, else `X-Forwarded-For`).
@@ -700,6 +705,7 @@ impl Settings {
             log_json,
             max_body_bytes: raw.max_body_bytes,
             http_workers: raw.http_workers,
+            max_in_flight_requests: raw.max_in_flight_requests,
             janitor_interval: Duration::from_millis(raw.janitor_interval_ms.max(10)),
             audit_retention: Duration::from_secs(raw.audit_retention_days.max(1) * 24 * 3600),
             trusted_proxy_forwarded,

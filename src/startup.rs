@@ -126,7 +126,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let headers = security_headers(&settings);
         let max_body = settings.max_body_bytes;
+        let in_flight = routes::InFlight::new(settings.max_in_flight_requests);
         let server = HttpServer::new(move || {
+            let in_flight = in_flight.clone();
             let mut default_headers = DefaultHeaders::new();
             for (k, v) in &headers {
                 default_headers = default_headers.add((*k, v.clone()));
@@ -139,6 +141,8 @@ impl Application {
                         .error_handler(form_error),
                 )
                 .app_data(web::PayloadConfig::default().limit(max_body))
+                // Innermost, so the 503 it answers still gets the security headers.
+                .wrap_fn(move |req, srv| in_flight.call(req, srv))
                 .wrap(default_headers)
                 .wrap(Compress::default())
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())

@@ -13,6 +13,7 @@ mod examples;
 mod flow_pages;
 mod health;
 mod home;
+mod overload;
 mod pages;
 mod sign_in;
 mod sign_up;
@@ -39,6 +40,8 @@ pub struct AppState {
 }
 
 /// Every URL, spelled once. Templates receive URLs built from these.
+pub use overload::InFlight;
+
 pub mod paths {
     use crate::auth::FlowKind;
     use crate::domain::FlowId;

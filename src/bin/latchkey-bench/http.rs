@@ -18,6 +18,8 @@ pub struct Response {
     /// `Set-Cookie` values (`name=value`, attributes dropped).
     pub cookies: Vec<(String, String)>,
     pub location: Option<String>,
+    /// `Retry-After` in seconds, on a 429 or 503.
+    pub retry_after: Option<u64>,
     pub body: Vec<u8>,
 }
 
@@ -214,7 +216,7 @@ async fn read_response(
         .and_then(|c| c.parse().ok())
         .ok_or(Failure::Transport("status"))?;
     let (mut length, mut chunked, mut keep_alive) = (None, false, true);
-    let (mut cookies, mut location) = (Vec::new(), None);
+    let (mut cookies, mut location, mut retry_after) = (Vec::new(), None, None);
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -232,6 +234,8 @@ async fn read_response(
             }
         } else if name.eq_ignore_ascii_case("location") {
             location = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = value.parse().ok();
         }
     }
     buf.drain(..head_end);
@@ -249,6 +253,7 @@ async fn read_response(
             status,
             cookies,
             location,
+            retry_after,
             body,
         },
         keep_alive,

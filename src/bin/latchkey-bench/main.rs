@@ -54,6 +54,10 @@ struct Args {
     /// The latchkey binary to start. Default: next to this one.
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// The server's `max_in_flight_requests` (beyond it, requests get 503 + Retry-After).
+    /// Default: the server's own default.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
     /// Threads of the load generator itself (it shares the machine with the server).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -155,11 +159,16 @@ async fn start_server(
     database: &Path,
     smtp_port: u16,
     synchronous: &str,
+    max_in_flight: Option<usize>,
 ) -> anyhow::Result<(Server, Duration)> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    if let Some(n) = max_in_flight {
+        command.env("LATCHKEY_MAX_IN_FLIGHT_REQUESTS", n.to_string());
+    }
+    let child = command
         .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
         .env("LATCHKEY_PUBLIC_URL", &base)
         .env(
@@ -203,6 +212,8 @@ async fn start_server(
 struct Browser {
     client: http::Client,
     browser_cookie: Option<String>,
+    /// Set when the server asked to come back later (`Retry-After`); the user waits that long.
+    retry_after: Option<u64>,
 }
 
 fn csrf_token(html: &str) -> Option<String> {
@@ -213,16 +224,21 @@ fn csrf_token(html: &str) -> Option<String> {
 
 type Step<T> = Result<T, String>;
 
-fn status_error(step: &str, status: u16) -> String {
-    if status >= 500 {
-        format!("{step}:http_5xx")
-    } else {
-        format!("{step}:http_{status}")
+/// An unexpected answer, by step. A 429 or 503 with `Retry-After` (the server refusing work
+/// beyond its capacity) is counted apart from other 5xx.
+fn status_error(step: &str, r: &http::Response) -> String {
+    match (r.status, r.retry_after) {
+        (429 | 503, Some(_)) => format!("{step}:http_{}_retry_after", r.status),
+        (s, _) if s >= 500 => format!("{step}:http_5xx"),
+        (s, _) => format!("{step}:http_{s}"),
     }
 }
 
 impl Browser {
     fn remember(&mut self, r: &http::Response) {
+        if matches!(r.status, 429 | 503) {
+            self.retry_after = r.retry_after;
+        }
         if let Some(b) = r.cookie("latchkey_browser") {
             self.browser_cookie = Some(b.to_string());
         }
@@ -270,7 +286,7 @@ impl Browser {
         let t0 = Instant::now();
         let r = self.get(start_path, None).await?;
         if r.status != 200 {
-            return Err(status_error("page", r.status));
+            return Err(status_error("page", &r));
         }
         let token = csrf_token(r.text()).ok_or("page:no_csrf_token")?;
         let t1 = Instant::now();
@@ -288,12 +304,12 @@ impl Browser {
             .await?;
         if r.status != 303 {
             smtp.forget(email);
-            return Err(status_error("identifier", r.status));
+            return Err(status_error("identifier", &r));
         }
         let verify = r.location.ok_or("identifier:no_location")?;
         let r = self.get(&verify, None).await?;
         if r.status != 200 {
-            return Err(status_error("code_page", r.status));
+            return Err(status_error("code_page", &r));
         }
         let token = csrf_token(r.text()).ok_or("code_page:no_csrf_token")?;
         let t2 = Instant::now();
@@ -311,7 +327,7 @@ impl Browser {
             .post(&verify, &[("csrf_token", &token), ("code", &delivery.code)])
             .await?;
         if r.status != 303 {
-            return Err(status_error("code", r.status));
+            return Err(status_error("code", &r));
         }
         let session = r
             .cookie("latchkey_session")
@@ -321,7 +337,7 @@ impl Browser {
 
         let r = self.get("/user", Some(&session)).await?;
         if r.status != 200 {
-            return Err(status_error("user", r.status));
+            return Err(status_error("user", &r));
         }
         if !r.text().contains(email) {
             return Err("user:wrong_user".into());
@@ -392,7 +408,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("latchkey"),
     };
-    let (server, cold_start) = start_server(&bin, &database, smtp_port, &args.synchronous).await?;
+    let (server, cold_start) = start_server(
+        &bin,
+        &database,
+        smtp_port,
+        &args.synchronous,
+        args.max_in_flight,
+    )
+    .await?;
     let pid = server.child.id();
 
     let results = Arc::new(Mutex::new(Results::default()));
@@ -421,6 +444,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let mut browser = Browser {
                 client: http::Client::new(&base, Duration::from_secs(10)),
                 browser_cookie: None,
+                retry_after: None,
             };
             // Each virtual user walks its own slice of the users, so no two run one address at once.
             let mut k = 0usize;
@@ -433,6 +457,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let started = Instant::now();
                 let outcome = browser.flow(mode, &email, &smtp).await;
                 let finished = Instant::now();
+                if let Some(secs) = browser.retry_after.take() {
+                    // As a well-behaved client: wait as asked (bounded by the run's end).
+                    let until = (finished + Duration::from_secs(secs)).min(deadline);
+                    tokio::time::sleep_until(until.into()).await;
+                }
                 if started < measure_from || finished > deadline {
                     continue;
                 }
