@@ -17,7 +17,7 @@ const RANDOM_BITS: u32 = 80;
 fn generated_body() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis()) as u128;
+        .map_or(0, |d| d.as_millis());
     let mut random = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut random);
     body_of(ordered_bits(millis, u128::from_be_bytes(random)))

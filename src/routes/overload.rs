@@ -9,7 +9,9 @@ use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
-use futures_util::future::{ready, Either, LocalBoxFuture};
+use futures_util::future::{ready, Either, LocalBoxFuture, Ready};
+
+type Answer = Result<ServiceResponse<BoxBody>, actix_web::Error>;
 
 /// Requests being worked on in this process (shared by every HTTP worker).
 #[derive(Clone)]
@@ -64,10 +66,7 @@ impl InFlight {
         &self,
         req: ServiceRequest,
         service: &S,
-    ) -> Either<
-        LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>,
-        futures_util::future::Ready<Result<ServiceResponse<BoxBody>, actix_web::Error>>,
-    >
+    ) -> Either<LocalBoxFuture<'static, Answer>, Ready<Answer>>
     where
         S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
         S::Future: 'static,
