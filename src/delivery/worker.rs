@@ -127,12 +127,16 @@ impl OutboxWorker {
                 });
             };
             let mut look_at_table = true;
+            // A fixed deadline, not a sleep restarted every turn: a steady stream of handed
+            // messages must not keep the table's retries and expired leases from being polled.
+            let mut next_poll = tokio::time::Instant::now() + poll;
             loop {
                 if *shutdown.borrow() {
                     break;
                 }
                 if look_at_table {
                     look_at_table = false;
+                    next_poll = tokio::time::Instant::now() + poll;
                     match this.claim_due().await {
                         Ok(claimed) => {
                             // A full batch: there may be more due right away.
@@ -160,7 +164,7 @@ impl OutboxWorker {
                         // has it, and whoever claims it there sends it once.
                     }
                     _ = this.signal.0.notify.notified() => look_at_table = true,
-                    _ = tokio::time::sleep(poll) => look_at_table = true,
+                    _ = tokio::time::sleep_until(next_poll) => look_at_table = true,
                     _ = shutdown.changed() => {}
                 }
             }
