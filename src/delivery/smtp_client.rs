@@ -193,33 +193,19 @@ async fn transaction(
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<(), lettre::transport::smtp::Error> {
-    let body = if c.pipelining {
-        String::from_utf8(stuffed(message)).ok()
-    } else {
-        None
+    let pipelined = match (c.pipelining, envelope.from()) {
+        (true, Some(from)) => {
+            mail_parameters(&c.conn, from, envelope, message).map(|parameters| (from, parameters))
+        }
+        _ => None,
     };
-    let (Some(body), Some(from)) = (body, envelope.from()) else {
+    let body = pipelined
+        .as_ref()
+        .and_then(|_| String::from_utf8(stuffed(message)).ok());
+    let (Some((from, parameters)), Some(body)) = (pipelined, body) else {
         return c.conn.send(envelope, message).await.map(|_| ());
     };
     let conn = &mut c.conn;
-    // The MAIL parameters lettre would use; a server that lacks what the message needs is
-    // left to lettre's send, which refuses with its own message.
-    let mut parameters = Vec::new();
-    let non_ascii_address = std::iter::once(from)
-        .chain(envelope.to())
-        .any(|a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii());
-    if non_ascii_address {
-        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-            return conn.send(envelope, message).await.map(|_| ());
-        }
-        parameters.push(MailParameter::SmtpUtfEight);
-    }
-    if !message.is_ascii() {
-        if !conn.server_info().supports_feature(Extension::EightBitMime) {
-            return conn.send(envelope, message).await.map(|_| ());
-        }
-        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-    }
     let mut commands = Mail::new(Some(from.clone()), parameters).to_string();
     for to in envelope.to() {
         commands.push_str(&Rcpt::new(to.clone(), vec![]).to_string());
@@ -236,6 +222,30 @@ async fn transaction(
     }
     outcome?;
     conn.command(body).await.map(|_| ())
+}
+
+/// The MAIL parameters lettre would use, or `None` when the server lacks what the message
+/// needs (lettre's own send then refuses with its message).
+fn mail_parameters(
+    conn: &AsyncSmtpConnection,
+    from: &lettre::Address,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Option<Vec<MailParameter>> {
+    let supports = |e| conn.server_info().supports_feature(e);
+    let mut parameters = Vec::new();
+    let non_ascii_address = std::iter::once(from)
+        .chain(envelope.to())
+        .any(|a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii_address {
+        supports(Extension::SmtpUtfEight).then_some(())?;
+        parameters.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        supports(Extension::EightBitMime).then_some(())?;
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    Some(parameters)
 }
 
 /// The message with SMTP's transparency (a line starting with `.` gets another, RFC 5321
