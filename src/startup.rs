@@ -69,7 +69,7 @@ impl Application {
         )?);
         let worker_id = format!("wrk_{}", random_token(12));
         let (signal, handed) =
-            OutboxSignal::new(worker_id.clone(), OutboxWorker::lease_ms(&settings.outbox));
+            OutboxSignal::new(worker_id.clone(), OutboxWorker::lease(&settings.outbox));
         let (stop_worker, stop_rx) = watch::channel(false);
         let worker = OutboxWorker {
             store: store.clone(),
@@ -109,6 +109,8 @@ impl Application {
             factor_kinds: settings.identifiers.sign_in(),
             enumeration_strict: settings.enumeration_strict,
             public_url: settings.public_url.to_string(),
+            sign_up_url: public_page(&settings.public_url, routes::paths::SIGN_UP),
+            sign_in_url: public_page(&settings.public_url, routes::paths::SIGN_IN),
             limits: settings.limits.clone(),
             required: crate::domain::Accepts {
                 email: settings.identifiers.email.required,
@@ -216,10 +218,7 @@ fn spawn_janitor(
                 return;
             }
             match store
-                .purge(
-                    crate::store::ms(clock.now()),
-                    audit_retention.as_millis() as i64,
-                )
+                .purge(clock.now(), crate::auth::duration(audit_retention))
                 .await
             {
                 Ok(p) if p == crate::store::Purged::default() => {}
@@ -297,4 +296,9 @@ fn form_error(err: UrlencodedError, req: &actix_web::HttpRequest) -> actix_web::
         Err(_) => actix_web::HttpResponse::build(status).body(message),
     };
     InternalError::from_response(err, response).into()
+}
+
+/// The full URL of one of the hosted pages, for links in messages.
+fn public_page(public_url: &url::Url, path: &str) -> String {
+    format!("{}{path}", public_url.as_str().trim_end_matches('/'))
 }

@@ -3,19 +3,21 @@
 
 use std::net::IpAddr;
 
+use time::{Duration, OffsetDateTime};
+
 use super::{Auth, Client};
 use crate::domain::Identifier;
-use crate::store::{ms, Guard, Limited};
+use crate::store::{Guard, Limited};
 
 /// Limits on sends, flows and tries: the configuration's (0 turns one off).
 pub use crate::config::LimitsConfig as Limits;
 
-const SECOND: i64 = 1000;
-const MINUTE: i64 = 60 * SECOND;
-const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
+const SECOND: Duration = Duration::SECOND;
+const MINUTE: Duration = Duration::MINUTE;
+const HOUR: Duration = Duration::HOUR;
+const DAY: Duration = Duration::DAY;
 
-fn guard(out: &mut Vec<Guard>, bucket: String, windows: &[(i64, u32)]) {
+fn guard(out: &mut Vec<Guard>, bucket: String, windows: &[(Duration, u32)]) {
     out.extend(Guard::new(bucket, windows));
 }
 
@@ -71,7 +73,7 @@ impl Auth {
         let l = &self.policy.limits;
         let mut out = Vec::new();
         let windows = [
-            (l.send_interval_secs as i64 * SECOND, 1),
+            (Duration::seconds(l.send_interval_secs as i64), 1),
             (10 * MINUTE, l.sends_per_10_minutes),
             (DAY, l.sends_per_day),
         ];
@@ -93,8 +95,7 @@ impl Auth {
 
     /// A refusal as a coarse wait in seconds (10 s steps under a minute, whole minutes above),
     /// so the answer hints at no bucket. Logs the SMS budget running out.
-    pub(super) async fn retry_after(&self, limited: &Limited) -> u64 {
-        let now = ms(self.now());
+    pub(super) async fn retry_after(&self, limited: &Limited, now: OffsetDateTime) -> u64 {
         if limited.bucket == "sms:all" {
             tracing::error!(event = "sms_budget_exhausted", "the hourly SMS budget (`limits.sms_per_hour`) is used up: SMS codes fail closed until it refills; email keeps working");
         }
@@ -104,22 +105,20 @@ impl Auth {
             bucket,
             "request refused by a rate limit"
         );
-        let reopens = self
-            .store
-            .limit_reopens_at(limited, now)
-            .await
-            .unwrap_or(now + limited.windows.iter().map(|(w, _)| *w).max().unwrap_or(0));
-        let secs = ((reopens - now).max(1000) as u64).div_ceil(1000);
-        if secs <= 60 {
-            secs.div_ceil(10) * 10
-        } else {
-            secs.div_ceil(60) * 60
-        }
+        let reopens = self.store.limit_reopens_at(limited, now).await.unwrap_or(
+            now + limited
+                .windows
+                .iter()
+                .map(|(w, _)| *w)
+                .max()
+                .unwrap_or(Duration::ZERO),
+        );
+        coarse_wait(reopens - now)
     }
 
     /// After an SMS was queued: counts it for the prefix alarm, off the request's path (so a
     /// real SMS and a decoy's answer take the same time).
-    pub(super) fn watch_sms(&self, to: &Identifier) {
+    pub(super) fn watch_sms(&self, to: &Identifier, now: OffsetDateTime) {
         let Identifier::Phone(phone) = to else {
             return;
         };
@@ -129,14 +128,18 @@ impl Auth {
         }
         let prefix = sms_prefix(phone.e164());
         let store = self.store.clone();
-        let now = ms(self.now());
         tokio::spawn(async move {
             watch_prefix(store, prefix, now, threshold).await;
         });
     }
 }
 
-async fn watch_prefix(store: crate::store::Store, prefix: String, now: i64, threshold: u32) {
+async fn watch_prefix(
+    store: crate::store::Store,
+    prefix: String,
+    now: OffsetDateTime,
+    threshold: u32,
+) {
     match store
         .count_event(&format!("smsprefix:{prefix}"), now, HOUR)
         .await
@@ -149,9 +152,31 @@ async fn watch_prefix(store: crate::store::Store, prefix: String, now: i64, thre
     }
 }
 
+/// A wait in whole seconds, at least one, made coarse (10 s steps up to a minute, whole minutes
+/// above) so the answer hints at no bucket or window.
+pub(crate) fn coarse_wait(wait: Duration) -> u64 {
+    let ms = wait.whole_milliseconds().max(1000) as u64;
+    let secs = ms.div_ceil(1000);
+    if secs <= 60 {
+        secs.div_ceil(10) * 10
+    } else {
+        secs.div_ceil(60) * 60
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_coarse_and_never_zero() {
+        assert_eq!(coarse_wait(Duration::ZERO), 10);
+        assert_eq!(coarse_wait(-Duration::SECOND), 10);
+        assert_eq!(coarse_wait(Duration::milliseconds(10_001)), 20);
+        assert_eq!(coarse_wait(Duration::seconds(60)), 60);
+        assert_eq!(coarse_wait(Duration::seconds(61)), 120);
+        assert_eq!(coarse_wait(Duration::HOUR), 3600);
+    }
 
     #[test]
     fn ipv6_addresses_share_their_64_bit_prefix() {

@@ -22,10 +22,12 @@ pub use flow::{
 pub use limits::{ip_key, Limits};
 
 use crate::clock::SharedClock;
-use crate::crypto::{random_token, Keys};
+use crate::crypto::Keys;
 use crate::delivery::OutboxSignal;
-use crate::domain::{Accepts, EmailAddress, Identifier, PhonePolicy, SessionId, UserId};
-use crate::store::{ms, Store, StoredIdentifier};
+use crate::domain::{
+    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, PhonePolicy, SessionId, UserId,
+};
+use crate::store::{Store, StoredIdentifier};
 
 /// Numbers that govern flows, codes and sessions (all from configuration).
 #[derive(Debug, Clone)]
@@ -49,8 +51,12 @@ pub struct Policy {
     /// Enumeration protection "strict": sign-in with an unknown identifier and sign-up with a
     /// taken one look exactly like the real thing (decoy verifications).
     pub enumeration_strict: bool,
-    /// For links in notices (the instance's public origin).
+    /// The instance's public origin.
     pub public_url: String,
+    /// Where a notice sends a person who tried to sign in without an account (full URL).
+    pub sign_up_url: String,
+    /// Where a notice sends a person who tried to sign up with a taken identifier (full URL).
+    pub sign_in_url: String,
     pub phone_policy: PhonePolicy,
 }
 
@@ -120,7 +126,7 @@ impl Auth {
             return Ok(None);
         }
         let hash = self.keys.token_hash(token);
-        let session = self.store.find_session(&hash, ms(self.now())).await?;
+        let session = self.store.find_session(&hash, self.now()).await?;
         Ok(session.map(Self::signed_in_user))
     }
 
@@ -130,10 +136,7 @@ impl Auth {
             return Ok(None);
         }
         let binding = self.keys.browser_binding(token);
-        let session = self
-            .store
-            .find_client_session(&binding, ms(self.now()))
-            .await?;
+        let session = self.store.find_client_session(&binding, self.now()).await?;
         Ok(session.map(Self::signed_in_user))
     }
 
@@ -150,9 +153,9 @@ impl Auth {
             user_id: session.user_id,
             email,
             identifiers: session.identifiers,
-            joined_at: crate::store::from_ms(session.user_created_at),
-            session_expires_at: crate::store::from_ms(session.expires_at),
-            session_created_at: crate::store::from_ms(session.created_at),
+            joined_at: session.user_created_at,
+            session_expires_at: session.expires_at,
+            session_created_at: session.created_at,
         }
     }
 
@@ -161,8 +164,8 @@ impl Auth {
         self.store.delete_session(&user.session_id).await?;
         tracing::info!(event = "sign_out", session_id = %user.session_id, "signed out");
         let event = self.audit_event(
-            "sign_out",
-            "success",
+            AuditKind::SignOut,
+            AuditOutcome::Success,
             Some(&user.user_id),
             None,
             None,
@@ -177,8 +180,8 @@ impl Auth {
     /// logged but not written: a flood must not become write load, nor push a person's real
     /// events off their /user page (the lockout itself is written once, when it happens).
     pub(crate) async fn record_event(&self, event: &crate::store::AuditEvent) {
-        if let Err(e) = self.store.record_audit(event, ms(self.now())).await {
-            tracing::warn!(error = %e, event = event.event, "could not write an audit event");
+        if let Err(e) = self.store.record_audit(event, self.now()).await {
+            tracing::warn!(error = %e, event = %event.event, "could not write an audit event");
         }
     }
 
@@ -186,11 +189,9 @@ impl Auth {
     pub async fn audit_for(&self, user: &UserId) -> anyhow::Result<Vec<crate::store::AuditEntry>> {
         self.store.audit_for_user(user, 20).await
     }
+}
 
-    /// A fresh session token (256 bits from the OS CSPRNG) and the hash that is stored.
-    fn new_session_token(&self) -> (String, String) {
-        let token = random_token(32);
-        let hash = self.keys.token_hash(&token);
-        (token, hash)
-    }
+/// A configured duration in the clock's arithmetic (saturating: no setting is that long).
+pub(crate) fn duration(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }

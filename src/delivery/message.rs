@@ -22,6 +22,11 @@ impl Purpose {
     }
 }
 
+/// A time as the messages carry it: Unix milliseconds.
+pub fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// The content of a code message, sealed into the outbox row.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct CodeMessage {

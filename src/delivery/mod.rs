@@ -11,7 +11,7 @@ mod smtp_client;
 mod worker;
 
 pub use mail::{DevTransport, Mailer, SmtpMailer};
-pub use message::{CodeMessage, Purpose, RenderedEmail};
+pub use message::{unix_ms, CodeMessage, Purpose, RenderedEmail};
 pub use sms::{
     gsm7_septets, sms_text, verify_webhook_signature, webhook_signature, OutgoingSms, SmsConfig,
     SmsError, SmsProvider, SmsSender, TwilioConfig, TwilioSender, WebhookConfig, SIGNATURE_HEADER,

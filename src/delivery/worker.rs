@@ -12,8 +12,8 @@ use super::sms::{OutgoingSms, SmsError, SmsSender};
 use crate::clock::SharedClock;
 use crate::config::OutboxConfig;
 use crate::crypto::Keys;
-use crate::domain::{MessageId, PhoneNumber};
-use crate::store::{ms, Claim, ClaimedMessage, NewMessage, Store};
+use crate::domain::{Channel, MessageId, PhoneNumber};
+use crate::store::{Claim, ClaimedMessage, GiveUp, NewMessage, Store};
 
 /// The request side of the outbox: hands messages stored claimed by this process to its worker
 /// once their transaction has committed, or wakes the worker to look at the table.
@@ -24,38 +24,38 @@ struct SignalInner {
     notify: Notify,
     handed: mpsc::UnboundedSender<ClaimedMessage>,
     worker_id: String,
-    lease_ms: i64,
+    lease: time::Duration,
 }
 
 /// What the worker receives from [`OutboxSignal::hand_over`].
 pub struct HandedMessages(mpsc::UnboundedReceiver<ClaimedMessage>);
 
 impl OutboxSignal {
-    /// A signal for the worker `worker_id`, whose claims last `lease_ms`.
-    pub fn new(worker_id: String, lease_ms: i64) -> (Self, HandedMessages) {
+    /// A signal for the worker `worker_id`, whose claims last `lease`.
+    pub fn new(worker_id: String, lease: time::Duration) -> (Self, HandedMessages) {
         let (handed, receiver) = mpsc::unbounded_channel();
         (
             Self(Arc::new(SignalInner {
                 notify: Notify::new(),
                 handed,
                 worker_id,
-                lease_ms,
+                lease,
             })),
             HandedMessages(receiver),
         )
     }
 
     /// The claim a new message is stored with at `now`: this process's worker, one lease.
-    pub fn claim(&self, now: i64) -> Claim<'_> {
+    pub fn claim(&self, now: time::OffsetDateTime) -> Claim {
         Claim {
-            worker: &self.0.worker_id,
-            until: now + self.0.lease_ms,
+            worker: self.0.worker_id.clone(),
+            until: now + self.0.lease,
         }
     }
 
     /// Call after the message's transaction committed: a claimed message goes to the worker in
     /// memory; any other makes the worker look at the table.
-    pub fn hand_over(&self, message: &NewMessage<'_>) {
+    pub fn hand_over(&self, message: &NewMessage) {
         match message.handed_over() {
             // A stopped worker cannot take it: the claim's lease runs out and the table has it.
             Some(m) => {
@@ -97,8 +97,8 @@ pub struct OutboxWorker {
 impl OutboxWorker {
     /// How long a claim lasts: the longest possible send and a margin. After that, a worker that
     /// died mid-send is presumed dead and another instance takes the message.
-    pub fn lease_ms(config: &OutboxConfig) -> i64 {
-        (config.send_timeout_secs as i64 + 5) * 1000
+    pub fn lease(config: &OutboxConfig) -> time::Duration {
+        time::Duration::seconds(config.send_timeout_secs as i64 + 5)
     }
 
     /// Runs until `shutdown` turns true, then waits for the deliveries in flight and returns
@@ -157,7 +157,7 @@ impl OutboxWorker {
                 tokio::select! {
                     Some(m) = handed.recv() => {
                         let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                        if ms(this.clock.now()) < m.claimed_until {
+                        if this.clock.now() < m.claimed_until {
                             start(m, slot);
                         }
                         // Otherwise it waited beyond its lease (an overloaded process): the table
@@ -189,14 +189,9 @@ impl OutboxWorker {
     /// Claims due messages from the table (new ones another process queued unclaimed, retries,
     /// and those whose lease ran out).
     async fn claim_due(&self) -> anyhow::Result<Vec<ClaimedMessage>> {
-        let now = ms(self.clock.now());
+        let now = self.clock.now();
         self.store
-            .claim_messages(
-                &self.worker_id,
-                now,
-                now + Self::lease_ms(&self.config),
-                BATCH,
-            )
+            .claim_messages(&self.worker_id, now, now + Self::lease(&self.config), BATCH)
             .await
     }
 
@@ -218,7 +213,7 @@ impl OutboxWorker {
     /// Records deliveries in at most two statements groups (dev ones keep their payload for the
     /// /dev/outbox page; real ones are erased).
     async fn record(&self, delivered: Vec<Delivered>) {
-        let now = ms(self.clock.now());
+        let now = self.clock.now();
         let (dev, real): (Vec<Delivered>, Vec<Delivered>) =
             delivered.into_iter().partition(|d| d.dev);
         for (delivered, keep_payload) in [(real, false), (dev, true)] {
@@ -233,7 +228,7 @@ impl OutboxWorker {
     /// batch at once; failures are recorded here.
     async fn deliver(&self, msg: ClaimedMessage) -> Option<Delivered> {
         let result = self.try_deliver(&msg).await;
-        let now = ms(self.clock.now());
+        let now = self.clock.now();
         let outcome = match result {
             Ok(dev) => {
                 tracing::info!(message_id = %msg.id, channel = %msg.channel, to = %msg.recipient_masked, attempt = msg.attempts, "message delivered");
@@ -242,22 +237,26 @@ impl OutboxWorker {
             Err(Failure::Expired) => {
                 tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, "message dropped: its code expired before it could be delivered");
                 self.store
-                    .abandon_message(&msg.id, "expired", "code expired before delivery")
+                    .abandon_message(&msg.id, GiveUp::Expired, "code expired before delivery")
                     .await
             }
             Err(Failure::Unreadable) => {
                 tracing::error!(message_id = %msg.id, "message dropped: payload cannot be opened (was the server secret changed?)");
                 self.store
-                    .abandon_message(&msg.id, "failed", "payload cannot be opened")
+                    .abandon_message(&msg.id, GiveUp::Failed, "payload cannot be opened")
                     .await
             }
             Err(Failure::Rejected(e)) => {
                 tracing::error!(message_id = %msg.id, channel = %msg.channel, to = %msg.recipient_masked, attempt = msg.attempts, error = %e, "message given up: the provider refused it permanently");
-                self.store.abandon_message(&msg.id, "failed", &e).await
+                self.store
+                    .abandon_message(&msg.id, GiveUp::Failed, &e)
+                    .await
             }
             Err(Failure::Send(e)) if msg.attempts >= self.config.max_attempts as i64 => {
                 tracing::error!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, error = %e, "message given up after the last try");
-                self.store.abandon_message(&msg.id, "failed", &e).await
+                self.store
+                    .abandon_message(&msg.id, GiveUp::Failed, &e)
+                    .await
             }
             Err(Failure::Send(e)) => {
                 let backoff = self
@@ -267,7 +266,7 @@ impl OutboxWorker {
                     .min(self.config.retry_max_ms);
                 tracing::warn!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, retry_in_ms = backoff, error = %e, "message delivery failed; will retry");
                 self.store
-                    .retry_message(&msg.id, now + backoff as i64, &e)
+                    .retry_message(&msg.id, now + Duration::from_millis(backoff), &e)
                     .await
             }
         };
@@ -279,14 +278,14 @@ impl OutboxWorker {
 
     /// One try; `Ok(true)` when it was a development delivery (only logged).
     async fn try_deliver(&self, msg: &ClaimedMessage) -> Result<bool, Failure> {
-        if ms(self.clock.now()) >= msg.not_after {
+        if self.clock.now() >= msg.not_after {
             return Err(Failure::Expired);
         }
         let sealed = msg.payload.as_deref().ok_or(Failure::Unreadable)?;
         let content = CodeMessage::open(&self.keys, sealed).ok_or(Failure::Unreadable)?;
         let timeout = Duration::from_secs(self.config.send_timeout_secs);
-        let dev = match msg.channel.as_str() {
-            "email" => {
+        let dev = match msg.channel {
+            Channel::Email => {
                 let email = content
                     .render_email(&self.product_name)
                     .map_err(|e| Failure::Send(format!("rendering failed: {e}")))?;
@@ -296,7 +295,7 @@ impl OutboxWorker {
                     Err(_) => return Err(no_answer(timeout)),
                 }
             }
-            "sms" => {
+            Channel::Sms => {
                 // The last line of defence: whatever queued it, SMS only goes to allowed countries.
                 let allowed = PhoneNumber::parse(&content.to, &self.phone_policy)
                     .is_ok_and(|n| n.e164() == content.to);
@@ -323,11 +322,6 @@ impl OutboxWorker {
                     Ok(Err(SmsError::Permanent(e))) => return Err(Failure::Rejected(e)),
                     Err(_) => return Err(no_answer(timeout)),
                 }
-            }
-            other => {
-                return Err(Failure::Rejected(format!(
-                    "unknown delivery channel {other:?}"
-                )))
             }
         };
         if dev {

@@ -2,6 +2,7 @@
 
 mod code;
 mod email;
+mod flow;
 mod identifier;
 mod ids;
 mod phone;
@@ -9,6 +10,7 @@ mod redirect;
 
 pub use code::{CodeError, OtpCode};
 pub use email::{EmailAddress, EmailError};
+pub use flow::{AuditKind, AuditOutcome, Channel, CodeStatus, FlowKind, FlowStatus, Stored};
 pub use identifier::{Accepts, Identifier, IdentifierError, IdentifierKind};
 pub use ids::{FlowId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber, PhonePolicy};

@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use super::pages::{not_found, DevOutboxPage, DevSettingsPage, OutboxRow};
 use super::Ctx;
 use crate::delivery::CodeMessage;
-use crate::store::from_ms;
+use crate::domain::Channel;
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
@@ -30,9 +30,7 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
                 .as_deref()
                 .and_then(|p| CodeMessage::open(keys, p));
             OutboxRow {
-                created: from_ms(e.created_at)
-                    .format(TIME_FORMAT)
-                    .unwrap_or_default(),
+                created: e.created_at.format(TIME_FORMAT).unwrap_or_default(),
                 to: content
                     .as_ref()
                     .map(|c| c.to.clone())
@@ -49,12 +47,12 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
                     .unwrap_or_else(|| "(erased)".into()),
                 subject: content
                     .as_ref()
-                    .map(|c| match e.channel.as_str() {
-                        "sms" => format!("SMS: {}", c.render_sms(product, host)),
-                        _ => format!("{} is your verification code", c.code),
+                    .map(|c| match e.channel {
+                        Channel::Sms => format!("SMS: {}", c.render_sms(product, host)),
+                        Channel::Email => format!("{} is your verification code", c.code),
                     })
                     .unwrap_or_default(),
-                status: e.status,
+                status: e.status.as_str().to_string(),
                 attempts: e.attempts,
                 last_error: e.last_error.unwrap_or_default(),
             }

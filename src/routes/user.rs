@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use super::flow_pages::TokenForm;
 use super::pages::{ActivityRow, ProfileIdentifier, UserPage};
 use super::{paths, Ctx};
-use crate::domain::IdentifierKind;
+use crate::domain::{AuditKind, IdentifierKind};
 
 const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[day padding:none] [month repr:long] [year]");
@@ -15,23 +15,21 @@ const ACTIVITY_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
 
 /// What an audit event means, for the person it is about.
-fn describe(event: &str) -> &'static str {
+fn describe(event: AuditKind) -> &'static str {
     match event {
-        "code_sent" => "Code sent",
-        "code_resent" => "New code sent",
-        "code_incorrect" => "Incorrect code entered",
-        "identifier_locked" => "Sign-in locked after too many incorrect codes",
-        "code_refused_locked" => "Code refused while sign-in was locked",
-        "rate_limited" => "Request refused: too many requests",
-        "sign_in" => "Signed in",
-        "sign_up" => "Account created",
-        "identifier_added" => "Email address or phone number added",
-        "sign_out" => "Signed out",
-        "sign_up_with_taken_identifier" => {
+        AuditKind::CodeSent => "Code sent",
+        AuditKind::CodeResent => "New code sent",
+        AuditKind::FlowCreated => "Sign-in started",
+        AuditKind::CodeIncorrect => "Incorrect code entered",
+        AuditKind::IdentifierLocked => "Sign-in locked after too many incorrect codes",
+        AuditKind::IdentifierVerified => "Email address or phone number verified",
+        AuditKind::SignIn => "Signed in",
+        AuditKind::SignUp => "Account created",
+        AuditKind::IdentifierAdded => "Email address or phone number added",
+        AuditKind::SignOut => "Signed out",
+        AuditKind::SignUpWithTakenIdentifier => {
             "Someone tried to create an account with your email address or phone number"
         }
-        "flow_created" => "Sign-in started",
-        _ => "Security event",
     }
 }
 
@@ -58,10 +56,8 @@ pub async fn page(ctx: Ctx) -> HttpResponse {
         Ok(events) => events
             .into_iter()
             .map(|e| ActivityRow {
-                when: crate::store::from_ms(e.at)
-                    .format(ACTIVITY_FORMAT)
-                    .unwrap_or_default(),
-                what: describe(&e.event).to_string(),
+                when: e.at.format(ACTIVITY_FORMAT).unwrap_or_default(),
+                what: describe(e.event).to_string(),
                 detail: [e.identifier, e.ip]
                     .into_iter()
                     .flatten()

@@ -1,4 +1,9 @@
-use super::stmt::{Columns, Stmt};
+//! Accounts (users) and their identifiers.
+
+use time::OffsetDateTime;
+
+use super::stmt::{Row, Stmt};
+use super::tx::Unit;
 use super::Store;
 use crate::domain::{EmailAddress, Identifier, IdentifierId, IdentifierKind, UserId};
 
@@ -20,15 +25,15 @@ pub struct StoredIdentifier {
     pub verified: bool,
 }
 
-pub(super) fn identifier_from_row(r: &impl Columns) -> StoredIdentifier {
-    let kind = IdentifierKind::parse(&r.text("kind")).unwrap_or(IdentifierKind::Email);
-    StoredIdentifier {
-        id: IdentifierId::from_trusted(r.text("id")),
-        user_id: UserId::from_trusted(r.text("user_id")),
-        identifier: Identifier::from_trusted(kind, r.text("value"), r.text("canonical")),
-        is_primary: r.int("is_primary") != 0,
-        verified: r.opt_int("verified_at").is_some(),
-    }
+pub(super) fn identifier_from_row(r: &Row) -> anyhow::Result<StoredIdentifier> {
+    let kind: IdentifierKind = r.word("kind")?;
+    Ok(StoredIdentifier {
+        id: IdentifierId::from_trusted(r.text("id")?),
+        user_id: UserId::from_trusted(r.text("user_id")?),
+        identifier: Identifier::from_trusted(kind, r.text("value")?, r.text("canonical")?),
+        is_primary: r.flag("is_primary")?,
+        verified: r.opt_int("verified_at")?.is_some(),
+    })
 }
 
 impl Store {
@@ -37,79 +42,89 @@ impl Store {
         &self,
         identifier: &Identifier,
     ) -> anyhow::Result<Option<StoredIdentifier>> {
-        self.read_optional(
-            Stmt::new(
-                FIND_OWNER,
-                vec![
-                    identifier.kind().as_str().into(),
-                    identifier.canonical().into(),
-                ],
-            ),
-            |r| identifier_from_row(r),
-            identifier_from_row,
-        )
+        let (kind, canonical) = (identifier.kind(), identifier.canonical().to_string());
+        self.read(move |tx| {
+            let stmt = Stmt::new(FIND_OWNER, vec![kind.into(), canonical.as_str().into()]);
+            Box::pin(async move {
+                tx.fetch_optional(stmt)
+                    .await?
+                    .as_ref()
+                    .map(identifier_from_row)
+                    .transpose()
+            })
+        })
         .await
     }
 
     /// Every identifier of an account: emails first, primary first.
     pub async fn user_identifiers(&self, user: &UserId) -> anyhow::Result<Vec<StoredIdentifier>> {
-        self.read_all(
-            Stmt::new(USER_IDENTIFIERS, vec![user.as_str().into()]),
-            |r| identifier_from_row(r),
-            identifier_from_row,
-        )
+        let user = user.clone();
+        self.read(move |tx| {
+            let stmt = Stmt::new(USER_IDENTIFIERS, vec![user.as_str().into()]);
+            Box::pin(async move {
+                tx.fetch_all(stmt)
+                    .await?
+                    .iter()
+                    .map(identifier_from_row)
+                    .collect()
+            })
+        })
         .await
     }
-}
 
-impl Store {
     /// Creates one account per address, each with that address verified and primary, in one
     /// transaction; addresses that already belong to an account are skipped. Returns how many
     /// accounts were created. Used to import existing users (and by the benchmark to seed).
     pub async fn import_verified_emails(
         &self,
         emails: &[EmailAddress],
-        now: i64,
+        now: OffsetDateTime,
     ) -> anyhow::Result<u64> {
-        let mut tx = self.writer.begin().await?;
-        let mut created = 0;
-        for email in emails {
-            let user_id = UserId::generate();
-            let taken: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM identifiers WHERE kind = 'email' AND canonical = $1",
-            )
-            .bind(email.canonical())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if taken.is_some() {
-                continue;
-            }
-            sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2)")
-                .bind(user_id.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
-                 VALUES ($1, $2, 'email', $3, $4, 1, $5, $5)",
-            )
-            .bind(IdentifierId::generate().as_str())
-            .bind(user_id.as_str())
-            .bind(email.display())
-            .bind(email.canonical())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            created += 1;
-        }
-        tx.commit().await?;
-        Ok(created)
+        let emails = emails.to_vec();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let mut created = 0;
+                for email in &emails {
+                    let user_id = UserId::generate();
+                    let inserted = tx
+                        .execute(Stmt::new(
+                            "INSERT INTO users (id, created_at) SELECT $1, $2 WHERE NOT EXISTS \
+                             (SELECT 1 FROM identifiers WHERE kind = 'email' AND canonical = $3)",
+                            vec![user_id.as_str().into(), now.into(), email.canonical().into()],
+                        ))
+                        .await?;
+                    if inserted == 0 {
+                        continue;
+                    }
+                    tx.execute(Stmt::new(
+                        "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
+                         VALUES ($1, $2, 'email', $3, $4, 1, $5, $5)",
+                        vec![
+                            IdentifierId::generate().as_str().into(),
+                            user_id.as_str().into(),
+                            email.display().into(),
+                            email.canonical().into(),
+                            now.into(),
+                        ],
+                    ))
+                    .await?;
+                    created += 1;
+                }
+                Ok(Unit::Commit(created))
+            })
+        })
+        .await
     }
 
     /// Number of accounts.
     pub async fn count_users(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.reader)
-            .await?)
+        self.read(|tx| {
+            Box::pin(async move {
+                tx.fetch_one(Stmt::new("SELECT COUNT(*) AS n FROM users", vec![]))
+                    .await?
+                    .int("n")
+            })
+        })
+        .await
     }
 }

@@ -4,7 +4,11 @@
 //! whole unit. Refused requests write nothing, so a bucket never holds more events per window
 //! than its limit, and each check reads at most `limit` index entries per window.
 
+use time::OffsetDateTime;
+
 use super::stmt::{Stmt, P};
+use super::tx::Unit;
+use super::tx::{Backend, Tx};
 use super::Store;
 
 /// "At most `limit` events of `bucket` within `window_ms`", for each of up to three windows
@@ -12,15 +16,15 @@ use super::Store;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
     pub bucket: String,
-    /// (window in ms, limit); one to three of them.
-    pub windows: Vec<(i64, i64)>,
+    /// (window, limit); one to three of them.
+    pub windows: Vec<(time::Duration, i64)>,
 }
 
 /// A unit of work refused by a full bucket: nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
     pub bucket: String,
-    pub windows: Vec<(i64, i64)>,
+    pub windows: Vec<(time::Duration, i64)>,
 }
 
 /// The count of one window, reading at most `limit` rows.
@@ -58,17 +62,17 @@ const GUARD_3: &str = concat!(
 
 impl Guard {
     /// A guard of the windows that are on (limit and window positive); `None` if none is.
-    pub fn new(bucket: String, windows: &[(i64, u32)]) -> Option<Self> {
-        let windows: Vec<(i64, i64)> = windows
+    pub fn new(bucket: String, windows: &[(time::Duration, u32)]) -> Option<Self> {
+        let windows: Vec<(time::Duration, i64)> = windows
             .iter()
-            .filter(|(w, l)| *w > 0 && *l > 0)
-            .map(|(w, l)| (*w, *l as i64))
+            .filter(|(w, l)| w.is_positive() && *l > 0)
+            .map(|(w, l)| (*w, i64::from(*l)))
             .take(3)
             .collect();
         (!windows.is_empty()).then_some(Self { bucket, windows })
     }
 
-    pub(super) fn statement(&self, now: i64) -> Stmt {
+    fn statement(&self, now: OffsetDateTime) -> Stmt {
         let sql = match self.windows.len() {
             1 => GUARD_1,
             2 => GUARD_2,
@@ -76,7 +80,7 @@ impl Guard {
         };
         let mut params: Vec<P> = vec![self.bucket.clone().into(), now.into()];
         for (window, limit) in &self.windows {
-            params.push((now - window).into());
+            params.push((now - *window).into());
             params.push((*limit).into());
         }
         Stmt::new(sql, params)
@@ -88,66 +92,41 @@ impl Guard {
             windows: self.windows.clone(),
         }
     }
-
-    /// PostgreSQL: transactions checking one bucket are serialized by an advisory lock, so two
-    /// of them cannot both see room for the last event.
-    pub(super) fn lock_statement(&self) -> Stmt {
-        Stmt::new(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
-            vec![self.bucket.clone().into()],
-        )
-    }
 }
 
-/// PostgreSQL: takes the advisory locks of every bucket a transaction may check, sorted, at its
-/// start (before any row lock), so two transactions can never wait for each other.
-pub(super) async fn lock_all(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    backend: super::Backend,
-    guards: &[&[Guard]],
-) -> anyhow::Result<()> {
-    if backend != super::Backend::Postgres {
+/// PostgreSQL: transactions checking one bucket are serialized by an advisory lock, so two of
+/// them cannot both see room for the last event. The locks of every bucket a unit may check are
+/// taken sorted, at its start (before any row lock), so two units can never wait for each other.
+/// SQLite's one writer needs none.
+pub(super) async fn lock_all(tx: &mut dyn Tx, guards: &[&[Guard]]) -> anyhow::Result<()> {
+    if tx.backend() != Backend::Postgres {
         return Ok(());
     }
-    let mut buckets: Vec<&Guard> = guards.iter().flat_map(|g| g.iter()).collect();
-    buckets.sort_by(|a, b| a.bucket.cmp(&b.bucket));
-    buckets.dedup_by(|a, b| a.bucket == b.bucket);
-    for guard in buckets {
-        guard.lock_statement().query().execute(&mut **tx).await?;
+    let mut buckets: Vec<&str> = guards
+        .iter()
+        .flat_map(|g| g.iter().map(|g| g.bucket.as_str()))
+        .collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    for bucket in buckets {
+        tx.execute(Stmt::new(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
+            vec![bucket.into()],
+        ))
+        .await?;
     }
     Ok(())
 }
 
-/// Runs `guards` in a sqlx transaction (PostgreSQL, or SQLite's rare writes) whose advisory
-/// locks [`lock_all`] took; `Some(refusal)` means a bucket was full and the caller must roll
-/// back.
-pub(super) async fn check_sqlx(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+/// Records one event per guard; `Some(refusal)` means a bucket was full and the unit must be
+/// discarded (rolled back).
+pub(super) async fn check(
+    tx: &mut dyn Tx,
     guards: &[Guard],
-    now: i64,
+    now: OffsetDateTime,
 ) -> anyhow::Result<Option<Limited>> {
     for guard in guards {
-        let inserted = guard
-            .statement(now)
-            .query()
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if inserted != 1 {
-            return Ok(Some(guard.refusal()));
-        }
-    }
-    Ok(None)
-}
-
-/// The same on the SQLite writer thread.
-pub(super) fn check_sqlite(
-    conn: &rusqlite::Connection,
-    guards: &[Guard],
-    now: i64,
-) -> anyhow::Result<Option<Limited>> {
-    for guard in guards {
-        if guard.statement(now).execute(conn)? != 1 {
+        if tx.execute(guard.statement(now)).await? != 1 {
             return Ok(Some(guard.refusal()));
         }
     }
@@ -155,41 +134,62 @@ pub(super) fn check_sqlite(
 }
 
 impl Store {
-    /// When the refused bucket has room again (Unix ms): for every full window, when its oldest
-    /// event leaves it; the latest of those.
-    pub async fn limit_reopens_at(&self, limited: &Limited, now: i64) -> anyhow::Result<i64> {
-        let mut reopens = now;
-        for (window, limit) in &limited.windows {
-            let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(*), MIN(at) FROM rate_events WHERE bucket = $1 AND at > $2",
-            )
-            .bind(&limited.bucket)
-            .bind(now - window)
-            .fetch_one(&self.reader)
-            .await?;
-            if count >= *limit {
-                if let Some(oldest) = oldest {
-                    reopens = reopens.max(oldest + window);
+    /// When the refused bucket has room again: for every full window, when its oldest event
+    /// leaves it; the latest of those.
+    pub async fn limit_reopens_at(
+        &self,
+        limited: &Limited,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<OffsetDateTime> {
+        let limited = limited.clone();
+        self.read(move |tx| {
+            let limited = limited.clone();
+            Box::pin(async move {
+                let mut reopens = now;
+                for (window, limit) in &limited.windows {
+                    let row = tx
+                        .fetch_one(Stmt::new(
+                            "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM rate_events WHERE bucket = $1 AND at > $2",
+                            vec![limited.bucket.clone().into(), (now - *window).into()],
+                        ))
+                        .await?;
+                    if row.int("n")? >= *limit {
+                        if let Some(oldest) = row.opt_time("oldest")? {
+                            reopens = reopens.max(oldest + *window);
+                        }
+                    }
                 }
-            }
-        }
-        Ok(reopens)
+                Ok(reopens)
+            })
+        })
+        .await
     }
 
     /// Records an event that is only watched, never refused (the SMS velocity alarm), and
     /// returns how many the bucket now has within the window.
-    pub async fn count_event(&self, bucket: &str, now: i64, window_ms: i64) -> anyhow::Result<i64> {
-        sqlx::query("INSERT INTO rate_events (bucket, at) VALUES ($1, $2)")
-            .bind(bucket)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM rate_events WHERE bucket = $1 AND at > $2")
-                .bind(bucket)
-                .bind(now - window_ms)
-                .fetch_one(&self.reader)
-                .await?,
-        )
+    pub async fn count_event(
+        &self,
+        bucket: &str,
+        now: OffsetDateTime,
+        window: time::Duration,
+    ) -> anyhow::Result<i64> {
+        let bucket = bucket.to_string();
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(Stmt::new(
+                    "INSERT INTO rate_events (bucket, at) VALUES ($1, $2)",
+                    vec![bucket.clone().into(), now.into()],
+                ))
+                .await?;
+                let row = tx
+                    .fetch_one(Stmt::new(
+                        "SELECT COUNT(*) AS n FROM rate_events WHERE bucket = $1 AND at > $2",
+                        vec![bucket.into(), (now - window).into()],
+                    ))
+                    .await?;
+                Ok(Unit::Commit(row.int("n")?))
+            })
+        })
+        .await
     }
 }

@@ -1,12 +1,11 @@
 //! Every SQL statement lives here. The rest of the program calls units of work (each one
-//! transaction) and never learns which database runs.
+//! transaction) and never learns which database runs, nor how values are encoded in it.
 //!
 //! Backend choice is made once, in [`Store::connect`], from the URL: `sqlite://…` or
-//! `postgres://…`. Statements are written in the SQL both accept (`$N` parameters, `RETURNING`,
-//! BIGINT millisecond timestamps); the few that must differ are picked by [`Backend`].
-//!
-//! SQLite runs in WAL mode with one writer connection (so write transactions queue in the pool
-//! instead of failing with SQLITE_BUSY) and a pool of readers.
+//! `postgres://…`. Each unit of work is an `async` function over [`tx::Tx`], written once and
+//! run by both databases ([`Store::write`], [`Store::read`]): on SQLite by the writer thread
+//! (group commit) or a reader thread, on PostgreSQL in a sqlx transaction. Statements are
+//! written in the SQL both accept; the one that must differ is picked by [`Backend`].
 
 mod accounts;
 mod audit;
@@ -14,125 +13,45 @@ mod flows;
 mod janitor;
 mod limits;
 mod outbox;
+mod postgres;
 mod secrets;
 mod sessions;
-mod sqlite_readers;
-mod sqlite_writer;
+mod sqlite;
 mod stmt;
+mod tx;
 
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
-use time::OffsetDateTime;
+use futures_util::future::BoxFuture;
 
 pub use accounts::StoredIdentifier;
 pub use audit::{AuditEntry, AuditEvent};
 pub use flows::{
     AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow, NewIdentifier,
-    NewVerification, VerificationRecord,
+    NewVerification, NextCode, ReplaceCode, VerificationRecord,
 };
 pub use janitor::Purged;
 pub use limits::{Guard, Limited};
-pub use outbox::{Claim, ClaimedMessage, NewMessage, OutboxEntry};
+pub use outbox::{Claim, ClaimedMessage, GiveUp, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
+pub use tx::{is_unavailable_error, Backend, DbError, DbErrorKind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
+use tx::{Tx, Unit};
+
+#[derive(Clone)]
+enum Db {
+    Sqlite {
+        writer: std::sync::Arc<sqlite::SqliteWriter>,
+        readers: std::sync::Arc<sqlite::SqliteReaders>,
+    },
+    Postgres(sqlx::PgPool),
 }
 
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    reader: AnyPool,
-    /// sqlx write pool: PostgreSQL's writes, SQLite's migrations and rare writes.
-    writer: AnyPool,
-    /// SQLite's hot-path writes run here, as whole units of work with group commit.
-    sqlite_writer: Option<std::sync::Arc<sqlite_writer::SqliteWriter>>,
-    /// SQLite's hot-path reads run on these threads.
-    sqlite_readers: Option<std::sync::Arc<sqlite_readers::SqliteReaders>>,
-    backend: Backend,
-}
-
-/// Milliseconds since the Unix epoch: the one time format in the database.
-pub(crate) fn ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-pub(crate) fn from_ms(v: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// Whether an error means the database cannot be reached right now (as opposed to a bug or a
-/// constraint): the request gets a 503 with `Retry-After`, and a read may be retried.
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        // PostgreSQL: connection exceptions (08…), shutdown (57P0x), database gone (3D000);
-        // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_CANTOPEN (14).
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("57P0")
-                || c == "3D000"
-                // A deadlock or serialization failure: the transaction can simply be retried.
-                || c == "40P01"
-                || c == "40001"
-                || c == "5"
-                || c == "6"
-                || c == "14"
-        }),
-        _ => false,
-    }
-}
-
-/// Whether anything in an error's chain is [`is_unavailable`].
-pub fn is_unavailable_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<sqlx::Error>()
-            .is_some_and(is_unavailable)
-            // A full SQLite queue, or a file locked by another process beyond the busy timeout.
-            || cause.is::<sqlite_writer::Overloaded>()
-    })
-}
-
-/// Runs a read, retrying once after a short pause if the connection failed. Only reads go
-/// through here: retrying them can never apply a change twice.
-pub(crate) async fn retry_read<T, F, Fut>(mut read: F) -> Result<T, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-{
-    match read().await {
-        Err(e) if is_unavailable(&e) => {
-            tracing::warn!(error = %e, "database read failed; retrying once");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            read().await
-        }
-        other => other,
-    }
-}
-
-/// Whether an error is a unique-constraint violation (an identifier already taken).
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            db.is_unique_violation()
-                || db
-                    .code()
-                    .is_some_and(|c| c == "2067" || c == "1555" || c == "23505")
-        }
-        _ => false,
-    }
+    db: Db,
 }
 
 /// How to reach the database.
@@ -176,65 +95,19 @@ impl std::fmt::Debug for DatabaseOptions {
     }
 }
 
-const SQLITE_PRAGMAS_FULL: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
-const SQLITE_PRAGMAS_NORMAL: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
-
-fn sqlite_pragmas_full(
-    conn: &mut sqlx::AnyConnection,
-    _meta: sqlx::pool::PoolConnectionMetadata,
-) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        conn.execute(SQLITE_PRAGMAS_FULL).await?;
-        Ok(())
-    })
+fn sqlite_migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations/sqlite")
 }
 
-fn sqlite_pragmas_normal(
-    conn: &mut sqlx::AnyConnection,
-    _meta: sqlx::pool::PoolConnectionMetadata,
-) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        conn.execute(SQLITE_PRAGMAS_NORMAL).await?;
-        Ok(())
-    })
+fn postgres_migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations/postgres")
 }
 
 impl Store {
     /// Connects, creating a SQLite file if needed, and applies pending migrations.
     pub async fn connect(options: &DatabaseOptions) -> anyhow::Result<Self> {
-        let (url, max_connections, acquire_timeout) = (
-            options.url.as_str(),
-            options.max_connections,
-            options.acquire_timeout,
-        );
-        sqlx::any::install_default_drivers();
-        let store = if url.starts_with("sqlite:") {
-            let url = if url.contains('?') {
-                url.to_string()
-            } else {
-                format!("{url}?mode=rwc")
-            };
-            let opts: AnyConnectOptions =
-                url.parse().context("`database_url`: not a SQLite URL")?;
-            let pragmas = if options.sqlite_synchronous_full {
-                sqlite_pragmas_full
-            } else {
-                sqlite_pragmas_normal
-            };
-            let writer = AnyPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(acquire_timeout)
-                .after_connect(pragmas)
-                .connect_with(opts.clone())
-                .await
-                .context("opening the SQLite database")?;
-            let reader = AnyPoolOptions::new()
-                .max_connections(max_connections.max(1))
-                .acquire_timeout(acquire_timeout)
-                .after_connect(pragmas)
-                .connect_lazy_with(opts);
+        let url = options.url.as_str();
+        if url.starts_with("sqlite:") {
             let path = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:")
@@ -242,187 +115,169 @@ impl Store {
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            Store {
-                reader,
-                writer,
-                sqlite_writer: Some(std::sync::Arc::new(sqlite_writer::SqliteWriter::open(
-                    std::path::Path::new(&path),
-                    options.sqlite_synchronous_full,
-                )?)),
-                sqlite_readers: Some(std::sync::Arc::new(sqlite_readers::SqliteReaders::open(
-                    std::path::Path::new(&path),
-                    std::thread::available_parallelism().map_or(2, |n| n.get()),
-                )?)),
-                backend: Backend::Sqlite,
-            }
+            let path = std::path::Path::new(&path);
+            migrate_sqlite(path).await?;
+            let writer = sqlite::SqliteWriter::open(path, options.sqlite_synchronous_full)?;
+            let readers = sqlite::SqliteReaders::open(
+                path,
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?;
+            Ok(Store {
+                db: Db::Sqlite {
+                    writer: writer.into(),
+                    readers: readers.into(),
+                },
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts: AnyConnectOptions = url
+            let opts: sqlx::postgres::PgConnectOptions = url
                 .parse()
                 .context("`database_url`: not a PostgreSQL URL")?;
-            let pool = AnyPoolOptions::new()
-                .max_connections(max_connections.max(2))
-                .acquire_timeout(acquire_timeout)
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(options.acquire_timeout)
                 .connect_with(opts)
                 .await
                 .context("connecting to PostgreSQL")?;
-            Store {
-                reader: pool.clone(),
-                writer: pool,
-                sqlite_writer: None,
-                sqlite_readers: None,
-                backend: Backend::Postgres,
-            }
+            // The migrator holds an advisory lock, so instances starting together queue.
+            postgres_migrator()
+                .run(&pool)
+                .await
+                .context("applying database migrations")?;
+            Ok(Store {
+                db: Db::Postgres(pool),
+            })
         } else {
             anyhow::bail!("`database_url`: must start with sqlite:// or postgres://");
-        };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        // PostgreSQL: the migrator holds an advisory lock, so instances starting together queue.
-        // SQLite has no such lock; each migration is one transaction, so a process that loses the
-        // race fails cleanly and, on the next pass, finds the migration applied.
-        let mut pass = 1;
-        loop {
-            match migrator.run(&self.writer).await {
-                Ok(()) => return Ok(()),
-                Err(e) if self.backend == Backend::Sqlite && pass < 5 => {
-                    tracing::debug!(error = %e, pass, "another process is migrating this SQLite file; trying again");
-                    tokio::time::sleep(Duration::from_millis(100 * pass)).await;
-                    pass += 1;
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context("applying database migrations")),
-            }
         }
-    }
-
-    /// Runs a read that returns at most one row: on a SQLite reader thread, or through sqlx
-    /// (retried once on a dropped connection). One mapping function serves both row types.
-    pub(crate) async fn read_optional<T: Send + 'static>(
-        &self,
-        stmt: stmt::Stmt,
-        from_sqlite: fn(&rusqlite::Row<'_>) -> T,
-        from_any: fn(&sqlx::any::AnyRow) -> T,
-    ) -> anyhow::Result<Option<T>> {
-        if let Some(readers) = &self.sqlite_readers {
-            return readers
-                .run(move |conn| {
-                    use rusqlite::OptionalExtension;
-                    Ok(conn
-                        .prepare_cached(stmt.sql)?
-                        .query_row(rusqlite::params_from_iter(stmt.params.iter()), |r| {
-                            Ok(from_sqlite(r))
-                        })
-                        .optional()?)
-                })
-                .await;
-        }
-        let row = retry_read(|| stmt.query().fetch_optional(&self.reader)).await?;
-        Ok(row.as_ref().map(from_any))
-    }
-
-    /// Like [`read_optional`](Self::read_optional), for reads that return any number of rows.
-    pub(crate) async fn read_all<T: Send + 'static>(
-        &self,
-        stmt: stmt::Stmt,
-        from_sqlite: fn(&rusqlite::Row<'_>) -> T,
-        from_any: fn(&sqlx::any::AnyRow) -> T,
-    ) -> anyhow::Result<Vec<T>> {
-        if let Some(readers) = &self.sqlite_readers {
-            return readers
-                .run(move |conn| {
-                    let mut st = conn.prepare_cached(stmt.sql)?;
-                    let rows = st
-                        .query_map(rusqlite::params_from_iter(stmt.params.iter()), |r| {
-                            Ok(from_sqlite(r))
-                        })?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(rows)
-                })
-                .await;
-        }
-        let rows = retry_read(|| stmt.query().fetch_all(&self.reader)).await?;
-        Ok(rows.iter().map(from_any).collect())
-    }
-
-    /// Like [`write_all`](Self::write_all), behind rate-limit guards: a full bucket writes
-    /// nothing and is returned.
-    pub(crate) async fn write_guarded(
-        &self,
-        guards: Vec<limits::Guard>,
-        now: i64,
-        stmts: Vec<stmt::Stmt>,
-    ) -> anyhow::Result<Option<limits::Limited>> {
-        if let Some(writer) = &self.sqlite_writer {
-            return writer
-                .run(move |conn| {
-                    if let Some(limited) = limits::check_sqlite(conn, &guards, now)? {
-                        return Ok(sqlite_writer::Unit::Discard(Some(limited)));
-                    }
-                    for s in &stmts {
-                        s.execute(conn)?;
-                    }
-                    Ok(sqlite_writer::Unit::Commit(None))
-                })
-                .await;
-        }
-        let mut tx = self.writer.begin().await?;
-        limits::lock_all(&mut tx, self.backend, &[&guards]).await?;
-        if let Some(limited) = limits::check_sqlx(&mut tx, &guards, now).await? {
-            return Ok(Some(limited));
-        }
-        for s in &stmts {
-            s.query().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(None)
-    }
-
-    /// Runs statements as one transaction (on the SQLite writer thread when there is one).
-    pub(crate) async fn write_all(&self, stmts: Vec<stmt::Stmt>) -> anyhow::Result<()> {
-        if let Some(writer) = &self.sqlite_writer {
-            return writer
-                .run(move |conn| {
-                    for s in &stmts {
-                        s.execute(conn)?;
-                    }
-                    Ok(sqlite_writer::Unit::Commit(()))
-                })
-                .await;
-        }
-        let mut tx = self.writer.begin().await?;
-        for s in &stmts {
-            s.query().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.db {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs a unit of work as one transaction: on SQLite in the writer thread's next group, on
+    /// PostgreSQL in its own transaction. [`Unit::Discard`] rolls the unit's changes back.
+    pub(crate) async fn write<R, F>(&self, unit: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, anyhow::Result<Unit<R>>>
+            + Send
+            + 'static,
+    {
+        match &self.db {
+            Db::Sqlite { writer, .. } => writer.run(unit).await,
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(DbError::from)?;
+                let outcome = unit(&mut postgres::PgTx { conn: &mut tx }).await?;
+                match outcome {
+                    Unit::Commit(r) => {
+                        tx.commit().await.map_err(DbError::from)?;
+                        Ok(r)
+                    }
+                    Unit::Discard(r) => {
+                        tx.rollback().await.map_err(DbError::from)?;
+                        Ok(r)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a read: on a SQLite reader thread, or on a pooled PostgreSQL connection (retried
+    /// once if the connection failed; retrying a read can never apply a change twice).
+    pub(crate) async fn read<R, F>(&self, read: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: for<'t> Fn(&'t mut dyn Tx) -> BoxFuture<'t, anyhow::Result<R>> + Send + Sync + 'static,
+    {
+        match &self.db {
+            Db::Sqlite { readers, .. } => readers.run(move |tx| read(tx)).await,
+            Db::Postgres(pool) => {
+                let once = || async {
+                    let mut conn = pool.acquire().await.map_err(DbError::from)?;
+                    read(&mut postgres::PgTx { conn: &mut conn }).await
+                };
+                match once().await {
+                    Err(e) if is_unavailable_error(&e) => {
+                        tracing::warn!(error = %e, "database read failed; retrying once");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        once().await
+                    }
+                    other => other,
+                }
+            }
+        }
     }
 
     /// Readiness: the database answers and every migration this build knows is applied.
     pub async fn ready(&self) -> bool {
-        let expected = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").migrations.len(),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").migrations.len(),
+        let expected = match self.backend() {
+            Backend::Sqlite => sqlite_migrator().migrations.len(),
+            Backend::Postgres => postgres_migrator().migrations.len(),
         } as i64;
-        let applied: Result<i64, _> =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_one(&self.reader)
-                .await;
+        let applied = self
+            .read(|tx| {
+                Box::pin(async move {
+                    let row = tx
+                        .fetch_one(stmt::Stmt::new(
+                            "SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success = TRUE",
+                            vec![],
+                        ))
+                        .await?;
+                    row.int("n")
+                })
+            })
+            .await;
         matches!(applied, Ok(n) if n >= expected)
     }
 
-    /// Closes all connections (used at shutdown and by tests that restart the server).
+    /// Closes all connections (used at shutdown and by tests that restart the server). SQLite's
+    /// threads end with the last handle.
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        if let Db::Postgres(pool) = &self.db {
+            pool.close().await;
+        }
+    }
+}
+
+/// Applies pending migrations to a SQLite file (creating it), through sqlx's migrator on a
+/// connection of its own, before the writer and reader threads open the file.
+async fn migrate_sqlite(path: &std::path::Path) -> anyhow::Result<()> {
+    use sqlx::ConnectOptions;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    // SQLite has no migration lock; each migration is one transaction, so a process that loses
+    // the race with another starting on the same file fails cleanly and, on the next pass,
+    // finds the migration applied.
+    let mut pass = 1;
+    loop {
+        let result = async {
+            let mut conn = options.connect().await?;
+            let applied = sqlite_migrator().run(&mut conn).await;
+            let _ = sqlx::Connection::close(conn).await;
+            applied.map_err(sqlx::Error::from)
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if pass < 5 => {
+                tracing::debug!(error = %e, pass, "another process is migrating this SQLite file; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * pass)).await;
+                pass += 1;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "opening and migrating the SQLite database {}",
+                    path.display()
+                )))
+            }
+        }
     }
 }

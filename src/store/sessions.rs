@@ -1,18 +1,34 @@
+//! Sessions, found by the keyed hash of their token (or of a native client's token).
+
+use time::OffsetDateTime;
+
 use super::accounts::{identifier_from_row, StoredIdentifier};
-use super::stmt::{Columns, Stmt};
+use super::stmt::{Row, Stmt};
+use super::tx::Unit;
 use super::Store;
 use crate::domain::{SessionId, UserId};
 
-pub struct NewSession<'a> {
-    pub id: &'a SessionId,
-    pub user_id: &'a UserId,
-    pub token_hash: &'a str,
-    pub now: i64,
-    pub expires_at: i64,
-    pub user_agent: Option<&'a str>,
-    pub ip: Option<&'a str>,
+/// A session to create (its token is never stored, only its hash).
+#[derive(Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub token_hash: String,
+    pub now: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
     /// Native clients: the binding of the client token that holds the session.
-    pub client_binding: Option<&'a str>,
+    pub client_binding: Option<String>,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A live session, its user and the user's identifiers.
@@ -20,26 +36,26 @@ pub struct NewSession<'a> {
 pub struct SessionUser {
     pub session_id: SessionId,
     pub user_id: UserId,
-    pub expires_at: i64,
-    pub created_at: i64,
-    pub user_created_at: i64,
+    pub expires_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    pub user_created_at: OffsetDateTime,
     /// Emails first, primary first (as [`Store::user_identifiers`]).
     pub identifiers: Vec<StoredIdentifier>,
 }
 
-pub(super) fn insert_session(s: &NewSession<'_>) -> Stmt {
+pub(super) fn insert_session(s: &NewSession) -> Stmt {
     Stmt::new(
         "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip, client_binding) \
          VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8)",
         vec![
             s.id.as_str().into(),
             s.user_id.as_str().into(),
-            s.token_hash.into(),
+            s.token_hash.as_str().into(),
             s.now.into(),
             s.expires_at.into(),
-            s.user_agent.into(),
-            s.ip.into(),
-            s.client_binding.into(),
+            s.user_agent.as_deref().into(),
+            s.ip.as_deref().into(),
+            s.client_binding.as_deref().into(),
         ],
     )
 }
@@ -62,19 +78,18 @@ const FIND_CLIENT_SESSION: &str =
      WHERE s.client_binding = $1 AND s.expires_at > $2 \
      ORDER BY s.created_at DESC, i.kind, i.is_primary DESC, i.created_at";
 
-fn session_from_row(r: &impl Columns) -> SessionUser {
-    SessionUser {
-        session_id: SessionId::from_trusted(r.text("s_id")),
-        user_id: UserId::from_trusted(r.text("s_user_id")),
-        expires_at: r.int("expires_at"),
-        created_at: r.int("s_created_at"),
-        user_created_at: r.int("user_created_at"),
-        identifiers: r
-            .opt_text("id")
-            .map(|_| identifier_from_row(r))
-            .into_iter()
-            .collect(),
-    }
+fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
+    Ok(SessionUser {
+        session_id: SessionId::from_trusted(r.text("s_id")?),
+        user_id: UserId::from_trusted(r.text("s_user_id")?),
+        expires_at: r.time("expires_at")?,
+        created_at: r.time("s_created_at")?,
+        user_created_at: r.time("user_created_at")?,
+        identifiers: match r.opt_text("id")? {
+            Some(_) => vec![identifier_from_row(r)?],
+            None => Vec::new(),
+        },
+    })
 }
 
 impl Store {
@@ -82,7 +97,7 @@ impl Store {
     pub async fn find_session(
         &self,
         token_hash: &str,
-        now: i64,
+        now: OffsetDateTime,
     ) -> anyhow::Result<Option<SessionUser>> {
         self.session_by(FIND_SESSION, token_hash, now).await
     }
@@ -91,7 +106,7 @@ impl Store {
     pub async fn find_client_session(
         &self,
         client_binding: &str,
-        now: i64,
+        now: OffsetDateTime,
     ) -> anyhow::Result<Option<SessionUser>> {
         self.session_by(FIND_CLIENT_SESSION, client_binding, now)
             .await
@@ -101,14 +116,20 @@ impl Store {
         &self,
         sql: &'static str,
         key: &str,
-        now: i64,
+        now: OffsetDateTime,
     ) -> anyhow::Result<Option<SessionUser>> {
+        let key = key.to_string();
         let rows = self
-            .read_all(
-                Stmt::new(sql, vec![key.into(), now.into()]),
-                |r| session_from_row(r),
-                session_from_row,
-            )
+            .read(move |tx| {
+                let stmt = Stmt::new(sql, vec![key.as_str().into(), now.into()]);
+                Box::pin(async move {
+                    tx.fetch_all(stmt)
+                        .await?
+                        .iter()
+                        .map(session_from_row)
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
             .await?;
         let mut rows = rows.into_iter();
         let Some(mut session) = rows.next() else {
@@ -121,10 +142,16 @@ impl Store {
     }
 
     pub async fn delete_session(&self, id: &SessionId) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        let stmt = Stmt::new(
+            "DELETE FROM sessions WHERE id = $1",
+            vec![id.as_str().into()],
+        );
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(stmt).await?;
+                Ok(Unit::Commit(()))
+            })
+        })
+        .await
     }
 }

@@ -1,148 +1,255 @@
-//! Statements as data: SQL text plus owned parameters, executable through sqlx (any backend) or
-//! on the SQLite writer thread (rusqlite). One definition of each write serves both.
+//! Statements and rows as data, the same for both databases: SQL text (written in the dialect
+//! both accept: `$N` parameters, `RETURNING`, BIGINT millisecond timestamps) with owned
+//! parameters, and rows of owned values read by column name. Decoding a column into a typed
+//! value happens here, once; a missing column, a NULL where a value must be, or an unknown
+//! stored word is an error naming the column, never a default.
 
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
-use sqlx::Any;
+use std::sync::Arc;
 
-/// A parameter value.
-#[derive(Debug, Clone)]
-pub(crate) enum P {
+use anyhow::{anyhow, Context};
+use time::OffsetDateTime;
+
+use crate::domain::Stored;
+
+/// A parameter or column value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
     Text(String),
     Int(i64),
     Blob(Vec<u8>),
+    /// A NULL for a text column (PostgreSQL types every bound parameter).
     Null,
-    /// A NULL for an integer column (PostgreSQL types a bound NULL).
+    /// A NULL for an integer column.
     NullInt,
 }
 
-impl From<&str> for P {
+/// A parameter (the same values).
+pub(crate) type P = Value;
+
+impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        P::Text(v.to_string())
+        Value::Text(v.to_string())
     }
 }
 
-impl From<String> for P {
+impl From<String> for Value {
     fn from(v: String) -> Self {
-        P::Text(v)
+        Value::Text(v)
     }
 }
 
-impl From<i64> for P {
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+
+impl From<i64> for Value {
     fn from(v: i64) -> Self {
-        P::Int(v)
+        Value::Int(v)
     }
 }
 
-impl From<Option<&str>> for P {
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<Option<&str>> for Value {
     fn from(v: Option<&str>) -> Self {
-        v.map_or(P::Null, P::from)
+        v.map_or(Value::Null, Value::from)
     }
 }
 
-impl From<Option<i64>> for P {
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Value::Null, Value::Text)
+    }
+}
+
+impl From<Option<i64>> for Value {
     fn from(v: Option<i64>) -> Self {
-        v.map_or(P::NullInt, P::Int)
+        v.map_or(Value::NullInt, Value::Int)
     }
 }
 
-impl From<&[u8]> for P {
+impl From<&[u8]> for Value {
     fn from(v: &[u8]) -> Self {
-        P::Blob(v.to_vec())
+        Value::Blob(v.to_vec())
     }
 }
 
-impl rusqlite::ToSql for P {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(match self {
-            P::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            P::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
-            P::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            P::Null | P::NullInt => ToSqlOutput::Borrowed(ValueRef::Null),
-        })
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
     }
+}
+
+/// A point in time is stored as milliseconds since the Unix epoch; this encoding never leaves
+/// the store.
+impl From<OffsetDateTime> for Value {
+    fn from(t: OffsetDateTime) -> Self {
+        Value::Int(to_ms(t))
+    }
+}
+
+impl From<Option<OffsetDateTime>> for Value {
+    fn from(t: Option<OffsetDateTime>) -> Self {
+        t.map_or(Value::NullInt, |t| Value::Int(to_ms(t)))
+    }
+}
+
+/// Any stored word (flow status, channel, audit event…).
+impl<T: Stored> From<T> for Value {
+    fn from(v: T) -> Self {
+        Value::Text(v.as_str().to_string())
+    }
+}
+
+pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_ms(v: i64) -> anyhow::Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000)
+        .map_err(|_| anyhow!("{v} ms is out of the range of a timestamp"))
 }
 
 /// One statement of a unit of work.
 #[derive(Debug, Clone)]
 pub(crate) struct Stmt {
     pub sql: &'static str,
-    pub params: Vec<P>,
+    pub params: Vec<Value>,
 }
 
 impl Stmt {
-    pub fn new(sql: &'static str, params: Vec<P>) -> Self {
+    pub fn new(sql: &'static str, params: Vec<Value>) -> Self {
         Self { sql, params }
     }
+}
 
-    /// The sqlx query with every parameter bound.
-    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
-        let mut q = sqlx::query(self.sql);
-        for p in &self.params {
-            q = match p {
-                P::Text(s) => q.bind(s.as_str()),
-                P::Int(i) => q.bind(*i),
-                P::Blob(b) => q.bind(b.clone()),
-                P::Null => q.bind(Option::<String>::None),
-                P::NullInt => q.bind(Option::<i64>::None),
-            };
+/// One row of a result, its values owned, its columns found by name.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    names: Arc<[String]>,
+    values: Vec<Value>,
+}
+
+impl Row {
+    pub fn new(names: Arc<[String]>, values: Vec<Value>) -> Self {
+        Self { names, values }
+    }
+
+    fn value(&self, name: &str) -> anyhow::Result<&Value> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| anyhow!("column {name} is not in the row"))
+    }
+
+    pub fn opt_text(&self, name: &str) -> anyhow::Result<Option<String>> {
+        match self.value(name)? {
+            Value::Text(s) => Ok(Some(s.clone())),
+            Value::Null | Value::NullInt => Ok(None),
+            other => Err(anyhow!("column {name}: expected text, found {other:?}")),
         }
-        q
     }
 
-    /// Executes on a rusqlite connection (the SQLite writer thread); returns rows changed.
-    pub fn execute(&self, conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
-        conn.prepare_cached(self.sql)?
-            .execute(rusqlite::params_from_iter(self.params.iter()))
+    pub fn text(&self, name: &str) -> anyhow::Result<String> {
+        self.opt_text(name)?
+            .ok_or_else(|| anyhow!("column {name}: NULL where text must be"))
+    }
+
+    pub fn opt_int(&self, name: &str) -> anyhow::Result<Option<i64>> {
+        match self.value(name)? {
+            Value::Int(i) => Ok(Some(*i)),
+            Value::Null | Value::NullInt => Ok(None),
+            other => Err(anyhow!(
+                "column {name}: expected an integer, found {other:?}"
+            )),
+        }
+    }
+
+    pub fn int(&self, name: &str) -> anyhow::Result<i64> {
+        self.opt_int(name)?
+            .ok_or_else(|| anyhow!("column {name}: NULL where an integer must be"))
+    }
+
+    /// A 0/1 column.
+    pub fn flag(&self, name: &str) -> anyhow::Result<bool> {
+        match self.int(name)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(anyhow!("column {name}: {other} is not 0 or 1")),
+        }
+    }
+
+    pub fn opt_blob(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.value(name)? {
+            Value::Blob(b) => Ok(Some(b.clone())),
+            Value::Null | Value::NullInt => Ok(None),
+            other => Err(anyhow!("column {name}: expected bytes, found {other:?}")),
+        }
+    }
+
+    pub fn time(&self, name: &str) -> anyhow::Result<OffsetDateTime> {
+        from_ms(self.int(name)?).with_context(|| format!("column {name}"))
+    }
+
+    pub fn opt_time(&self, name: &str) -> anyhow::Result<Option<OffsetDateTime>> {
+        self.opt_int(name)?
+            .map(|v| from_ms(v).with_context(|| format!("column {name}")))
+            .transpose()
+    }
+
+    /// A stored word, decoded into its enum.
+    pub fn word<T: Stored>(&self, name: &str) -> anyhow::Result<T> {
+        let s = self.text(name)?;
+        T::parse(&s).ok_or_else(|| anyhow!("column {name}: {s:?} is not a known {}", T::WHAT))
     }
 }
 
-/// Whether a rusqlite error is a unique-constraint violation.
-pub(crate) fn is_unique_violation_sqlite(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CodeStatus;
 
-/// Reading a column by name, from a sqlx row or a rusqlite row, so one mapping serves both.
-pub(crate) trait Columns {
-    fn text(&self, name: &str) -> String;
-    fn opt_text(&self, name: &str) -> Option<String>;
-    fn int(&self, name: &str) -> i64;
-    fn opt_int(&self, name: &str) -> Option<i64>;
-}
+    fn row(values: Vec<Value>) -> Row {
+        let names: Vec<String> = (0..values.len()).map(|i| format!("c{i}")).collect();
+        Row::new(names.into(), values)
+    }
 
-impl Columns for sqlx::any::AnyRow {
-    fn text(&self, name: &str) -> String {
-        sqlx::Row::get(self, name)
+    #[test]
+    fn a_stored_word_decodes_and_an_unknown_one_is_an_error() {
+        let r = row(vec!["pending".into(), "bogus".into()]);
+        assert_eq!(r.word::<CodeStatus>("c0").unwrap(), CodeStatus::Pending);
+        let err = r.word::<CodeStatus>("c1").unwrap_err().to_string();
+        assert!(err.contains("c1") && err.contains("bogus"), "{err}");
     }
-    fn opt_text(&self, name: &str) -> Option<String> {
-        sqlx::Row::get(self, name)
-    }
-    fn int(&self, name: &str) -> i64 {
-        sqlx::Row::get(self, name)
-    }
-    fn opt_int(&self, name: &str) -> Option<i64> {
-        sqlx::Row::get(self, name)
-    }
-}
 
-impl Columns for rusqlite::Row<'_> {
-    fn text(&self, name: &str) -> String {
-        self.get(name)
-            .unwrap_or_else(|e| panic!("column {name}: {e}"))
+    #[test]
+    fn a_null_where_a_value_must_be_is_an_error_naming_the_column() {
+        let r = row(vec![Value::Null, Value::NullInt]);
+        assert!(r.text("c0").unwrap_err().to_string().contains("c0"));
+        assert_eq!(r.opt_text("c0").unwrap(), None);
+        assert!(r.int("c1").is_err());
+        assert!(r.text("missing").is_err());
     }
-    fn opt_text(&self, name: &str) -> Option<String> {
-        self.get(name)
-            .unwrap_or_else(|e| panic!("column {name}: {e}"))
+
+    #[test]
+    fn times_round_trip_through_milliseconds() {
+        let t = time::macros::datetime!(2026-12-02 05:37:10.123 UTC);
+        let r = row(vec![Value::from(t)]);
+        assert_eq!(r.time("c0").unwrap(), t);
     }
-    fn int(&self, name: &str) -> i64 {
-        self.get(name)
-            .unwrap_or_else(|e| panic!("column {name}: {e}"))
-    }
-    fn opt_int(&self, name: &str) -> Option<i64> {
-        self.get(name)
-            .unwrap_or_else(|e| panic!("column {name}: {e}"))
+
+    #[test]
+    fn a_flag_is_zero_or_one_only() {
+        let r = row(vec![0i64.into(), 1i64.into(), 7i64.into()]);
+        assert!(!r.flag("c0").unwrap());
+        assert!(r.flag("c1").unwrap());
+        assert!(r.flag("c2").is_err());
     }
 }

@@ -138,7 +138,7 @@ async fn seed(path: &Path, users: usize) -> anyhow::Result<()> {
             path.display()
         );
         let started = Instant::now();
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = time::OffsetDateTime::now_utc();
         let mut i = have;
         while i < users {
             let end = (i + 5_000).min(users);

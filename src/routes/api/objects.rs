@@ -8,7 +8,11 @@ use utoipa::ToSchema;
 use crate::auth::{CurrentUser, FlowView, VerificationState, VerificationStatus};
 use crate::config::IdentifierRules;
 use crate::domain::{Identifier, IdentifierKind};
-use crate::store::ms;
+
+/// The API's time encoding, as Clerk's: Unix milliseconds.
+fn ms(t: time::OffsetDateTime) -> i64 {
+    crate::delivery::unix_ms(t)
+}
 
 pub fn field_name(kind: IdentifierKind) -> &'static str {
     match kind {

@@ -1,0 +1,347 @@
+//! Starting a flow, and drawing the code (or a decoy's notice) for one identifier.
+
+use time::OffsetDateTime;
+
+use super::{code_binding, purpose, FlowKind, PreparedCode, StartError, DECOY_HASH, TEST_CODE};
+use crate::auth::{Auth, Client};
+use crate::delivery::{unix_ms, CodeMessage, Purpose};
+use crate::domain::{
+    AuditKind, AuditOutcome, Channel, FlowId, Identifier, IdentifierId, MessageId, OtpCode,
+    RedirectTarget, UserId, VerificationId,
+};
+use crate::store::{NewFlow, NewMessage, NewVerification};
+
+/// Where a new flow's codes go: per identifier, the account's identifier (sign-in) and whether
+/// it is a decoy.
+struct Target {
+    to: Identifier,
+    identifier_id: Option<IdentifierId>,
+    decoy: bool,
+}
+
+impl Auth {
+    /// Starts a flow. Sign-in takes one identifier, which must belong to an account (the code
+    /// goes to the identifier as stored); sign-up takes every identifier the person gave (email
+    /// first), none of which may belong to an account: the first one's code is sent now, the
+    /// others' after it is verified. One transaction stores the flow, its verifications and the
+    /// message.
+    pub async fn start(
+        &self,
+        kind: FlowKind,
+        identifiers: &[Identifier],
+        redirect: Option<&RedirectTarget>,
+        client: &Client<'_>,
+    ) -> Result<FlowId, StartError> {
+        self.open(kind, identifiers, redirect, client, true).await
+    }
+
+    /// Like [`start`](Self::start), but sends nothing: every code waits for
+    /// [`prepare`](Self::prepare) (the API's `create`).
+    pub async fn create(
+        &self,
+        kind: FlowKind,
+        identifiers: &[Identifier],
+        redirect: Option<&RedirectTarget>,
+        client: &Client<'_>,
+    ) -> Result<FlowId, StartError> {
+        self.open(kind, identifiers, redirect, client, false).await
+    }
+
+    async fn open(
+        &self,
+        kind: FlowKind,
+        identifiers: &[Identifier],
+        redirect: Option<&RedirectTarget>,
+        client: &Client<'_>,
+        send_first: bool,
+    ) -> Result<FlowId, StartError> {
+        let first = identifiers
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("a flow needs an identifier"))?;
+        let now = self.now();
+        let code_expires = now + self.policy.code_ttl;
+        let flow_id = FlowId::generate();
+        let mut targets: Vec<Target> = Vec::new();
+        let mut user_id = None;
+        // Sign-up: accounts that already own an identifier given (they see the attempt on /user).
+        let mut owners: Vec<(UserId, Identifier)> = Vec::new();
+        let strict = self.policy.enumeration_strict;
+        match kind {
+            FlowKind::SignIn => match self.store.find_owner(first).await? {
+                Some(stored) if stored.verified => {
+                    // The code goes to the identifier stored for the account, never to the
+                    // variant typed.
+                    user_id = Some(stored.user_id);
+                    targets.push(Target {
+                        to: stored.identifier,
+                        identifier_id: Some(stored.id),
+                        decoy: false,
+                    });
+                }
+                _ if strict => {
+                    tracing::info!(event = "sign_in_decoy", identifier = %first.masked(), reason = "identifier_not_found");
+                    targets.push(Target {
+                        to: first.clone(),
+                        identifier_id: None,
+                        decoy: true,
+                    });
+                }
+                _ => {
+                    tracing::info!(event = "sign_in_refused", identifier = %first.masked(), reason = "identifier_not_found");
+                    return Err(StartError::IdentifierNotFound);
+                }
+            },
+            FlowKind::SignUp => {
+                for identifier in identifiers {
+                    let owner = self.store.find_owner(identifier).await?;
+                    let taken = owner.is_some();
+                    if let Some(owner) = owner {
+                        owners.push((owner.user_id, identifier.clone()));
+                    }
+                    if taken && !strict {
+                        tracing::info!(event = "sign_up_refused", identifier = %identifier.masked(), reason = "identifier_taken");
+                        return Err(StartError::IdentifierTaken(identifier.kind()));
+                    }
+                    if taken {
+                        tracing::info!(event = "sign_up_decoy", identifier = %identifier.masked(), reason = "identifier_taken");
+                    }
+                    targets.push(Target {
+                        to: identifier.clone(),
+                        identifier_id: None,
+                        decoy: taken,
+                    });
+                }
+            }
+        }
+        let ver_ids: Vec<VerificationId> =
+            targets.iter().map(|_| VerificationId::generate()).collect();
+        let destination = targets[0].to.clone();
+        let prepared = self
+            .prepare_send(
+                kind,
+                &ver_ids[0],
+                &destination,
+                targets[0].decoy,
+                code_expires,
+            )
+            .await?;
+        let vers: Vec<NewVerification> = targets
+            .iter()
+            .zip(&ver_ids)
+            .enumerate()
+            .map(|(i, (t, ver_id))| NewVerification {
+                decoy: t.decoy,
+                id: ver_id.clone(),
+                channel: Channel::of(t.to.kind()),
+                destination: t.to.display().to_string(),
+                canonical: t.to.canonical().to_string(),
+                identifier_id: t.identifier_id.clone(),
+                code_hash: (i == 0 && send_first).then(|| prepared.code_hash.clone()),
+                position: i as i64,
+                max_attempts: self.policy.max_attempts as i64,
+                sent_at: now,
+                expires_at: code_expires,
+            })
+            .collect();
+        let message = prepared.message.filter(|_| send_first).map(|(id, sealed)| {
+            self.new_message(id, &destination, &ver_ids[0], sealed, now, code_expires)
+        });
+        let mut guards = self.creation_guards(client);
+        if send_first {
+            guards.extend(self.send_guards(&destination, client));
+        }
+        let mut audit = vec![self.audit_event(
+            if send_first {
+                AuditKind::CodeSent
+            } else {
+                AuditKind::FlowCreated
+            },
+            AuditOutcome::Success,
+            user_id.as_ref(),
+            Some(&destination),
+            Some(&flow_id),
+            client,
+        )];
+        for (owner, identifier) in &owners {
+            audit.push(self.audit_event(
+                AuditKind::SignUpWithTakenIdentifier,
+                AuditOutcome::Refused,
+                Some(owner),
+                Some(identifier),
+                Some(&flow_id),
+                client,
+            ));
+        }
+        let flow = NewFlow {
+            id: flow_id.clone(),
+            kind,
+            identifier: first.clone(),
+            user_id,
+            redirect_url: redirect.map(|r| r.as_str().to_string()),
+            browser_binding: client.browser.map(|b| self.keys.browser_binding(b)),
+            now,
+            expires_at: now + self.policy.flow_idle_ttl,
+        };
+        let refused = self
+            .store
+            .create_flow(flow, vers, message.clone(), guards, audit)
+            .await?;
+        if let Some(limited) = refused {
+            let retry_after_secs = self.retry_after(&limited, now).await;
+            return Err(StartError::Limited { retry_after_secs });
+        }
+        if let Some(message) = &message {
+            self.outbox.hand_over(message);
+            self.watch_sms(&destination, now);
+        }
+        if send_first {
+            tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), channel = %Channel::of(destination.kind()), test = message.is_none(), ip = client.ip.unwrap_or("-"));
+        } else {
+            tracing::info!(event = "flow_created", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), ip = client.ip.unwrap_or("-"));
+        }
+        Ok(flow_id)
+    }
+
+    /// The outbox row of a code (or notice) for `to`, stored claimed by this process's worker.
+    pub(super) fn new_message(
+        &self,
+        id: MessageId,
+        to: &Identifier,
+        ver_id: &VerificationId,
+        sealed: Vec<u8>,
+        now: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> NewMessage {
+        NewMessage {
+            id,
+            channel: Channel::of(to.kind()),
+            recipient_masked: to.masked(),
+            verification_id: Some(ver_id.clone()),
+            payload: sealed,
+            now,
+            not_after,
+            claim: Some(self.outbox.claim(now)),
+        }
+    }
+
+    /// Like [`prepare_code`](Self::prepare_code), and for a decoy: a hash no code matches and,
+    /// for an email address, a notice instead of a code (to the owner's stored address for a
+    /// sign-up; phone numbers get nothing, SMS costs money).
+    pub(super) async fn prepare_send(
+        &self,
+        kind: FlowKind,
+        ver_id: &VerificationId,
+        to: &Identifier,
+        decoy: bool,
+        expires: OffsetDateTime,
+    ) -> anyhow::Result<PreparedCode> {
+        // A sign-up looks the identifier's owner up whether or not it is a decoy, so the two
+        // do the same work.
+        let owner = match kind {
+            FlowKind::SignUp => self.store.find_owner(to).await?,
+            FlowKind::SignIn => None,
+        };
+        if !decoy {
+            return Ok(self.prepare_code(kind, ver_id, to, expires));
+        }
+        let mut prepared = PreparedCode {
+            code_hash: DECOY_HASH.to_string(),
+            message: None,
+        };
+        let Identifier::Email(typed) = to else {
+            return Ok(prepared);
+        };
+        if self.policy.test_mode && to.is_test() {
+            return Ok(prepared);
+        }
+        let (recipient, purpose, link) = match kind {
+            FlowKind::SignIn => (
+                typed.clone(),
+                Purpose::UnknownAccount,
+                &self.policy.sign_up_url,
+            ),
+            FlowKind::SignUp => {
+                let stored = match owner {
+                    Some(s) => match s.identifier {
+                        Identifier::Email(e) => e,
+                        Identifier::Phone(_) => typed.clone(),
+                    },
+                    None => typed.clone(),
+                };
+                (stored, Purpose::AccountExists, &self.policy.sign_in_url)
+            }
+        };
+        let message = CodeMessage {
+            to: recipient
+                .mailbox_address()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| recipient.display().to_string()),
+            code: String::new(),
+            purpose,
+            expires_at: unix_ms(expires),
+            ttl_minutes: self.policy.code_ttl.as_secs().div_ceil(60),
+            link: Some(link.clone()),
+        };
+        prepared.message = Some((MessageId::generate(), message.seal(&self.keys)));
+        Ok(prepared)
+    }
+
+    /// Draws a code for `to` (bound to verification `ver_id`) and seals its message.
+    pub(super) fn prepare_code(
+        &self,
+        kind: FlowKind,
+        ver_id: &VerificationId,
+        to: &Identifier,
+        expires: OffsetDateTime,
+    ) -> PreparedCode {
+        let len = self.policy.code_length;
+        if self.policy.test_mode && to.is_test() {
+            return PreparedCode {
+                code_hash: self
+                    .keys
+                    .code_hash(&code_binding(ver_id, to), test_code(len).expose()),
+                message: None,
+            };
+        }
+        let code = OtpCode::generate(len);
+        let message = CodeMessage {
+            to: match to {
+                // Mail goes to the ASCII (punycode) form of the domain, which every SMTP server accepts.
+                Identifier::Email(email) => email
+                    .mailbox_address()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| email.display().to_string()),
+                Identifier::Phone(phone) => phone.e164().to_string(),
+            },
+            code: code.expose().to_string(),
+            purpose: purpose(kind),
+            expires_at: unix_ms(expires),
+            ttl_minutes: self.policy.code_ttl.as_secs().div_ceil(60),
+            link: None,
+        };
+        PreparedCode {
+            code_hash: self
+                .keys
+                .code_hash(&code_binding(ver_id, to), code.expose()),
+            message: Some((MessageId::generate(), message.seal(&self.keys))),
+        }
+    }
+}
+
+/// The fixed code of test identifiers, at the configured length.
+pub(super) fn test_code(len: usize) -> OtpCode {
+    let fixed: String = TEST_CODE.chars().cycle().take(len).collect();
+    OtpCode::parse(&fixed, len).expect("the test code has the configured length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_code_repeats_to_the_configured_length() {
+        assert_eq!(test_code(6).expose(), "424242");
+        assert_eq!(test_code(8).expose(), "42424242");
+        assert_eq!(test_code(4).expose(), "4242");
+    }
+}
