@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, GUARD};
 use crate::phone::{phone_only, with_twilio};
 use crate::sms_server::TestSms;
 
@@ -108,7 +108,7 @@ impl Browser {
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
 
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + GUARD;
         loop {
             if let Some(status) = driver.try_wait().unwrap() {
                 panic!("chromedriver exited at start: {status}");
@@ -126,7 +126,7 @@ impl Browser {
             if Instant::now() > deadline {
                 let _ = driver.kill();
                 let _ = driver.wait();
-                panic!("chromedriver on port {port} not ready after 20 s");
+                panic!("chromedriver on port {port} not ready after {GUARD:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -335,10 +335,10 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    /// Waits (up to 10 s) until the text of `css` satisfies `done`; returns it. On timeout, fails
-    /// with the page's text and the browser console.
+    /// Waits (up to [`GUARD`]) until the text of `css` satisfies `done`; returns it. On timeout,
+    /// fails with the page's text and the browser console.
     async fn wait_for_text(&self, css: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + GUARD;
         loop {
             let text = self.element_text(css).await;
             if done(&text) {
@@ -356,9 +356,9 @@ impl Browser {
         }
     }
 
-    /// Waits (up to 10 s) until an element matches `css`.
+    /// Waits (up to [`GUARD`]) until an element matches `css`.
     async fn wait_for(&self, css: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + GUARD;
         while !self.exists(css).await {
             if Instant::now() > deadline {
                 panic!(
@@ -380,10 +380,10 @@ impl Browser {
         found.as_array().is_some_and(|a| !a.is_empty())
     }
 
-    /// Waits (up to 10 s) until the current URL contains `part`; returns it. Fails at once on
+    /// Waits (up to [`GUARD`]) until the current URL contains `part`; returns it. Fails at once on
     /// one of the server's error pages (they carry `p.status`, e.g. "Error 403").
     async fn wait_for_url(&self, part: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + GUARD;
         loop {
             let url = self.url().await;
             if url.contains(part) {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{
     browser, cookie_pair, current_backend, fresh_postgres_database, location, spawn_app,
-    spawn_app_with, Backend, Page, TestApp, TestSmtp,
+    spawn_app_with, Backend, Page, TestApp, TestSmtp, GUARD,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -710,15 +710,21 @@ impl Binary {
             stderr,
         };
         let client = reqwest::Client::new();
-        for _ in 0..400 {
+        let deadline = std::time::Instant::now() + GUARD;
+        loop {
             if let Ok(r) = client.get(binary.url("/readyz")).send().await {
                 if r.status() == StatusCode::OK {
                     return binary;
                 }
             }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "latchkey did not become ready within {GUARD:?}:\n{}",
+                    binary.logs()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("latchkey did not become ready:\n{}", binary.logs());
     }
 
     fn url(&self, path: &str) -> String {
@@ -730,11 +736,12 @@ impl Binary {
         format!("{}{}", read(&self.stdout), read(&self.stderr))
     }
 
-    /// SIGTERM, then waits (up to 10 s) for a clean exit.
+    /// SIGTERM, then waits for a clean exit (killed only if it has not come within [`GUARD`]).
     async fn stop(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + GUARD;
+        while std::time::Instant::now() < deadline {
             if self.child.try_wait().unwrap().is_some() {
                 return;
             }
