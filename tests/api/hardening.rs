@@ -423,48 +423,41 @@ fn location_of(a: &Answer) -> String {
     a.headers["location"].to_str().unwrap().to_string()
 }
 
-#[tokio::test]
-async fn an_unreachable_postgres_database_gets_a_503_with_the_security_headers_on_pages_and_the_api(
-) {
-    if !crate::helpers::postgres_available("an_unreachable_postgres_database_gets_a_503") {
-        return;
-    }
-    crate::helpers::BACKEND
-        .scope(Backend::Postgres, async {
-            let app = spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
-            app.sign_up("gone@example.com").await;
-            app.drop_postgres_database().await;
+crate::postgres_tests! {
+    async fn an_unreachable_postgres_database_gets_a_503_with_the_security_headers_on_pages_and_the_api() {
+        let app = spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
+        app.sign_up("gone@example.com").await;
+        app.drop_postgres_database().await;
 
-            let mut scan = Scan::new(&app, app.client.clone());
-            let page = scan.get("/user").await;
-            let api = scan.get("/v1/client").await;
-            let start = scan
-                .post_json(
-                    "/v1/client/sign_ins",
-                    json!({"identifier": "gone@example.com"}),
-                )
-                .await;
-            for a in [&page, &api, &start] {
-                assert_eq!(
-                    a.status,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "{}: {}",
-                    a.label,
-                    a.body
-                );
-                assert!(a.headers.get("retry-after").is_some(), "{}", a.label);
-                let leaked = a.internals();
-                assert!(
-                    leaked.is_empty(),
-                    "{} shows internals {leaked:?}: {}",
-                    a.label,
-                    a.body
-                );
-            }
-            assert_eq!(api.json()["errors"][0]["code"], "service_unavailable");
-            scan.assert_clean();
-        })
-        .await;
+        let mut scan = Scan::new(&app, app.client.clone());
+        let page = scan.get("/user").await;
+        let api = scan.get("/v1/client").await;
+        let start = scan
+            .post_json(
+                "/v1/client/sign_ins",
+                json!({"identifier": "gone@example.com"}),
+            )
+            .await;
+        for a in [&page, &api, &start] {
+            assert_eq!(
+                a.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}: {}",
+                a.label,
+                a.body
+            );
+            assert!(a.headers.get("retry-after").is_some(), "{}", a.label);
+            let leaked = a.internals();
+            assert!(
+                leaked.is_empty(),
+                "{} shows internals {leaked:?}: {}",
+                a.label,
+                a.body
+            );
+        }
+        assert_eq!(api.json()["errors"][0]["code"], "service_unavailable");
+        scan.assert_clean();
+    }
 }
 
 /// Another process holds the SQLite file's write lock past the busy timeout: the server is

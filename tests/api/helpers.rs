@@ -243,23 +243,28 @@ pub fn current_backend() -> Backend {
 }
 
 /// The PostgreSQL server for tests, from `LATCHKEY_TEST_POSTGRES_URL` (e.g.
-/// `postgres://postgres@127.0.0.1:5432/test`). Unset: PostgreSQL variants are skipped, saying so.
+/// `postgres://postgres@127.0.0.1:5432/test`).
 pub fn postgres_url() -> Option<String> {
     std::env::var("LATCHKEY_TEST_POSTGRES_URL")
         .ok()
         .filter(|s| !s.is_empty())
 }
 
-pub fn postgres_available(test: &str) -> bool {
-    let available = postgres_url().is_some();
-    if !available {
-        eprintln!("skipped {test} on PostgreSQL: LATCHKEY_TEST_POSTGRES_URL is not set");
-    }
-    available
+/// Runs a PostgreSQL variant: it was asked for (`--ignored`), so a missing server is a failure,
+/// never a silent pass.
+pub async fn on_postgres(body: impl Future<Output = ()>) {
+    assert!(
+        postgres_url().is_some(),
+        "this PostgreSQL variant was run, but LATCHKEY_TEST_POSTGRES_URL is not set \
+         (e.g. LATCHKEY_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test)"
+    );
+    BACKEND.scope(Backend::Postgres, body).await
 }
 
-/// Defines each test twice: `name::sqlite` (always) and `name::postgres` (when
-/// `LATCHKEY_TEST_POSTGRES_URL` is set), with the backend in scope for `spawn_app`.
+/// Defines each test twice, with the backend in scope for `spawn_app`: `name::sqlite` and
+/// `name::postgres`. The PostgreSQL variant is `#[ignore]`d, so a plain `cargo test` lists it as
+/// ignored rather than passing it untried; `cargo test --test api -- --ignored ::postgres` runs
+/// them all (and fails without `LATCHKEY_TEST_POSTGRES_URL`).
 #[macro_export]
 macro_rules! backend_tests {
     ($(async fn $name:ident() $body:block)*) => {
@@ -276,13 +281,29 @@ macro_rules! backend_tests {
                 }
 
                 #[tokio::test]
+                #[ignore = "PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and run with --ignored"]
                 async fn postgres() {
-                    if !$crate::helpers::postgres_available(concat!(module_path!())) {
-                        return;
-                    }
-                    $crate::helpers::BACKEND
-                        .scope($crate::helpers::Backend::Postgres, async $body)
-                        .await
+                    $crate::helpers::on_postgres(async $body).await
+                }
+            }
+        )*
+    };
+}
+
+/// Defines tests that exist for PostgreSQL only, named `name::postgres` and ignored like the
+/// PostgreSQL variants of [`backend_tests!`], so the same `--ignored ::postgres` runs them.
+#[macro_export]
+macro_rules! postgres_tests {
+    ($(async fn $name:ident() $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test]
+                #[ignore = "PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and run with --ignored"]
+                async fn postgres() {
+                    $crate::helpers::on_postgres(async $body).await
                 }
             }
         )*

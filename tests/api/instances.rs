@@ -344,49 +344,38 @@ crate::backend_tests! {
     }
 }
 
-#[tokio::test]
-async fn an_unreachable_database_gets_a_503_page_and_readyz_reports_it() {
-    if !crate::helpers::postgres_available(
-        "an_unreachable_database_gets_a_503_page_and_readyz_reports_it",
-    ) {
-        return;
+crate::postgres_tests! {
+    async fn an_unreachable_database_gets_a_503_page_and_readyz_reports_it() {
+        let app = crate::helpers::spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
+        app.sign_up("gone@example.com").await;
+        assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+        app.drop_postgres_database().await;
+
+        let started = std::time::Instant::now();
+        let resp = app.get("/user").await;
+        let took = started.elapsed();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["retry-after"], "5");
+        let csp = resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("frame-ancestors 'none'"),
+            "error pages carry the security headers: {csp}"
+        );
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        assert!(resp
+            .text()
+            .await
+            .unwrap()
+            .contains("Temporarily unavailable"));
+        // 1 s is configured: a generous margin for a busy machine, still far from a hang.
+        assert!(took < Duration::from_secs(20), "answered, not hung: {took:?}");
+        assert_eq!(
+            app.get("/readyz").await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
-    crate::helpers::BACKEND
-        .scope(Backend::Postgres, async {
-            let app = crate::helpers::spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
-            app.sign_up("gone@example.com").await;
-            assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
-
-            app.drop_postgres_database().await;
-
-            let started = std::time::Instant::now();
-            let resp = app.get("/user").await;
-            let took = started.elapsed();
-            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(resp.headers()["retry-after"], "5");
-            let csp = resp.headers()["content-security-policy"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            assert!(
-                csp.contains("frame-ancestors 'none'"),
-                "error pages carry the security headers: {csp}"
-            );
-            assert_eq!(resp.headers()["cache-control"], "no-store");
-            assert!(resp
-                .text()
-                .await
-                .unwrap()
-                .contains("Temporarily unavailable"));
-            // 1 s is configured: a generous margin for a busy machine, still far from a hang.
-            assert!(
-                took < Duration::from_secs(20),
-                "answered, not hung: {took:?}"
-            );
-            assert_eq!(
-                app.get("/readyz").await.status(),
-                StatusCode::SERVICE_UNAVAILABLE
-            );
-        })
-        .await;
 }
