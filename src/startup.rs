@@ -30,6 +30,7 @@ pub struct Application {
     janitor: JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
     store: Store,
+    in_flight: routes::InFlight,
 }
 
 impl Application {
@@ -129,6 +130,7 @@ impl Application {
         let headers = security_headers(&settings);
         let max_body = settings.max_body_bytes;
         let in_flight = routes::InFlight::new(settings.max_in_flight_requests);
+        let requests = in_flight.clone();
         let server = HttpServer::new(move || {
             let in_flight = in_flight.clone();
             let mut default_headers = DefaultHeaders::new();
@@ -176,11 +178,17 @@ impl Application {
             janitor,
             stop_worker,
             store,
+            in_flight: requests,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The requests this server is working on (load shedding's count).
+    pub fn in_flight(&self) -> routes::InFlight {
+        self.in_flight.clone()
     }
 
     /// Stops the server (gracefully or not) from another task.

@@ -38,6 +38,12 @@ impl InFlight {
         }
     }
 
+    /// Requests in flight now (a shed one counts for the instant it takes to answer it). Read
+    /// only; tests wait on it instead of on time.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
     fn admit(&self) -> Option<Admitted> {
         let before = self.count.fetch_add(1, Ordering::AcqRel);
         let admitted = Admitted(self.count.clone());

@@ -382,14 +382,12 @@ crate::backend_tests! {
 
         // Let the first try fail and be recorded before the server comes up, so the retry is due
         // once the clock moves on.
-        for _ in 0..250 {
-            if app.count("SELECT COUNT(*) FROM outbox WHERE attempts >= 1 AND status = 'pending'").await > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::helpers::until("the first try failed", || async {
+            app.count("SELECT COUNT(*) FROM outbox WHERE attempts >= 1 AND status = 'pending'").await > 0
+        })
+        .await;
         smtp.listen();
-        let code = smtp.wait_for_advancing(&app.clock, "sealed@example.com", 1).await.code();
+        let code = smtp.wait_for_retried(&app, "sealed@example.com", 1).await.code();
         assert!(!payload.windows(code.len()).any(|w| w == code.as_bytes()), "the code is in the stored payload");
         assert_eq!(app.enter_code(&verify, &code).await.status(), StatusCode::SEE_OTHER);
     }

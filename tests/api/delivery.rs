@@ -2,29 +2,26 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_on, TestSmtp};
+use crate::helpers::{spawn_app, spawn_app_on, until, TestSmtp};
 
 async fn wait_until(app: &crate::helpers::TestApp, sql: &str) {
-    for _ in 0..250 {
-        if app.count(sql).await > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("condition never held: {sql}");
+    until(&format!("a row counted by {sql}"), || async {
+        app.count(sql).await > 0
+    })
+    .await;
 }
 
-/// Waits for `sql` to count a row while moving the clock on by a second per poll (retries are
-/// scheduled on the injected clock).
-async fn wait_until_advancing(app: &crate::helpers::TestApp, sql: &str) {
-    for _ in 0..250 {
+/// Waits for `sql` to count a row while moving the clock to each retry as it is queued (retries
+/// are scheduled on the injected clock).
+async fn wait_until_retried(app: &crate::helpers::TestApp, sql: &str) {
+    until(&format!("a row counted by {sql}"), || async {
         if app.count(sql).await > 0 {
-            return;
+            return true;
         }
-        app.clock.advance(Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("condition never held: {sql}");
+        app.make_retries_due().await;
+        false
+    })
+    .await;
 }
 
 crate::backend_tests! {
@@ -41,7 +38,7 @@ crate::backend_tests! {
         wait_until(&app, "SELECT COUNT(*) FROM outbox WHERE attempts >= 1 AND status = 'pending' AND last_error IS NOT NULL").await;
 
         smtp.listen();
-        let code = smtp.wait_for_advancing(&app.clock, "patient@example.com", 1).await.code();
+        let code = smtp.wait_for_retried(&app, "patient@example.com", 1).await.code();
         smtp.assert_count_stays("patient@example.com", 1).await;
         assert_eq!(
             app.enter_code(&verify, &code).await.status(),
@@ -57,7 +54,7 @@ crate::backend_tests! {
 
         app.clock.advance(Duration::from_secs(601));
         smtp.listen();
-        wait_until_advancing(
+        wait_until_retried(
             &app,
             "SELECT COUNT(*) FROM outbox WHERE status = 'expired' AND payload IS NULL",
         )
@@ -87,7 +84,7 @@ crate::backend_tests! {
         wait_until(&app, "SELECT COUNT(*) FROM outbox WHERE attempts >= 1").await;
         let app = app.restart().await;
         smtp.listen();
-        smtp.wait_for_advancing(&app.clock, "queued@example.com", 1).await;
+        smtp.wait_for_retried(&app, "queued@example.com", 1).await;
         smtp.assert_count_stays("queued@example.com", 1).await;
     }
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{
     browser, cookie_pair, current_backend, fresh_postgres_database, location, spawn_app,
-    spawn_app_with, Backend, Page, TestApp, TestSmtp,
+    spawn_app_with, Backend, Page, TestApp, TestSmtp, GUARD,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -423,48 +423,41 @@ fn location_of(a: &Answer) -> String {
     a.headers["location"].to_str().unwrap().to_string()
 }
 
-#[tokio::test]
-async fn an_unreachable_postgres_database_gets_a_503_with_the_security_headers_on_pages_and_the_api(
-) {
-    if !crate::helpers::postgres_available("an_unreachable_postgres_database_gets_a_503") {
-        return;
-    }
-    crate::helpers::BACKEND
-        .scope(Backend::Postgres, async {
-            let app = spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
-            app.sign_up("gone@example.com").await;
-            app.drop_postgres_database().await;
+crate::postgres_tests! {
+    async fn an_unreachable_postgres_database_gets_a_503_with_the_security_headers_on_pages_and_the_api() {
+        let app = spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
+        app.sign_up("gone@example.com").await;
+        app.drop_postgres_database().await;
 
-            let mut scan = Scan::new(&app, app.client.clone());
-            let page = scan.get("/user").await;
-            let api = scan.get("/v1/client").await;
-            let start = scan
-                .post_json(
-                    "/v1/client/sign_ins",
-                    json!({"identifier": "gone@example.com"}),
-                )
-                .await;
-            for a in [&page, &api, &start] {
-                assert_eq!(
-                    a.status,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "{}: {}",
-                    a.label,
-                    a.body
-                );
-                assert!(a.headers.get("retry-after").is_some(), "{}", a.label);
-                let leaked = a.internals();
-                assert!(
-                    leaked.is_empty(),
-                    "{} shows internals {leaked:?}: {}",
-                    a.label,
-                    a.body
-                );
-            }
-            assert_eq!(api.json()["errors"][0]["code"], "service_unavailable");
-            scan.assert_clean();
-        })
-        .await;
+        let mut scan = Scan::new(&app, app.client.clone());
+        let page = scan.get("/user").await;
+        let api = scan.get("/v1/client").await;
+        let start = scan
+            .post_json(
+                "/v1/client/sign_ins",
+                json!({"identifier": "gone@example.com"}),
+            )
+            .await;
+        for a in [&page, &api, &start] {
+            assert_eq!(
+                a.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}: {}",
+                a.label,
+                a.body
+            );
+            assert!(a.headers.get("retry-after").is_some(), "{}", a.label);
+            let leaked = a.internals();
+            assert!(
+                leaked.is_empty(),
+                "{} shows internals {leaked:?}: {}",
+                a.label,
+                a.body
+            );
+        }
+        assert_eq!(api.json()["errors"][0]["code"], "service_unavailable");
+        scan.assert_clean();
+    }
 }
 
 /// Another process holds the SQLite file's write lock past the busy timeout: the server is
@@ -710,15 +703,21 @@ impl Binary {
             stderr,
         };
         let client = reqwest::Client::new();
-        for _ in 0..400 {
+        let deadline = std::time::Instant::now() + GUARD;
+        loop {
             if let Ok(r) = client.get(binary.url("/readyz")).send().await {
                 if r.status() == StatusCode::OK {
                     return binary;
                 }
             }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "latchkey did not become ready within {GUARD:?}:\n{}",
+                    binary.logs()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("latchkey did not become ready:\n{}", binary.logs());
     }
 
     fn url(&self, path: &str) -> String {
@@ -730,11 +729,12 @@ impl Binary {
         format!("{}{}", read(&self.stdout), read(&self.stderr))
     }
 
-    /// SIGTERM, then waits (up to 10 s) for a clean exit.
+    /// SIGTERM, then waits for a clean exit (killed only if it has not come within [`GUARD`]).
     async fn stop(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + GUARD;
+        while std::time::Instant::now() < deadline {
             if self.child.try_wait().unwrap().is_some() {
                 return;
             }

@@ -2,18 +2,59 @@
 //! loopback, a manual clock, and a browser-like client (cookie store, no auto-redirect, forms
 //! parsed from the HTML with their hidden fields).
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use latchkey::clock::ManualClock;
+use latchkey::clock::{Clock, ManualClock};
 use latchkey::config::{RawConfig, Settings};
 use latchkey::startup::Application;
 use reqwest::{Response, StatusCode};
 use scraper::{Html, Selector};
 use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// How long a test waits for something that must happen before it calls it a hang. A guard only:
+/// tests wait for the condition itself, never for an amount of time, so a slow or busy machine
+/// makes them slower, not red.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+/// Polls `check` (every 20 ms of real time) until it returns `Some`, and returns that; panics
+/// naming `what` if [`GUARD`] passes first.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + GUARD;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: still not the case after {GUARD:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`eventually`] for a yes/no condition.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    eventually(what, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
+}
 
 // ---------------------------------------------------------------------------------------------
 // SMTP
@@ -138,45 +179,37 @@ impl TestSmtp {
             .collect()
     }
 
-    /// Waits (up to 10 s of real time) until `n` messages to `address` have arrived; returns the last.
+    /// Waits until `n` messages to `address` have arrived (within [`GUARD`]); returns the n-th.
     pub async fn wait_for(&self, address: &str, n: usize) -> ReceivedMail {
-        self.wait_for_within(address, n, Duration::from_secs(10))
-            .await
-    }
-
-    pub async fn wait_for_within(&self, address: &str, n: usize, limit: Duration) -> ReceivedMail {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + GUARD;
+        loop {
             let msgs = self.messages_to(address);
             if msgs.len() >= n {
                 return msgs[n - 1].clone();
             }
+            if Instant::now() > deadline {
+                panic!(
+                    "message {n} to {address} never arrived within {GUARD:?}; received: {:?}",
+                    self.all().iter().map(|m| &m.to).collect::<Vec<_>>()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!(
-            "message {n} to {address} never arrived; received: {:?}",
-            self.all().iter().map(|m| &m.to).collect::<Vec<_>>()
-        );
     }
 
-    /// Like [`wait_for`](Self::wait_for), but moves `clock` on by a second every poll: retries
-    /// are scheduled on the injected clock, and a try that fails while the test advances the
-    /// clock must still come due.
-    pub async fn wait_for_advancing(
-        &self,
-        clock: &ManualClock,
-        address: &str,
-        n: usize,
-    ) -> ReceivedMail {
-        for _ in 0..500 {
+    /// Like [`wait_for`](Self::wait_for), for a message whose delivery is retried: retries are
+    /// scheduled on `app`'s manual clock, so each poll moves the clock to the next retry that is
+    /// not due yet ([`TestApp::make_retries_due`]), and no further.
+    pub async fn wait_for_retried(&self, app: &TestApp, address: &str, n: usize) -> ReceivedMail {
+        eventually(&format!("message {n} to {address} arrives"), || async {
             let msgs = self.messages_to(address);
             if msgs.len() >= n {
-                return msgs[n - 1].clone();
+                return Some(msgs[n - 1].clone());
             }
-            clock.advance(Duration::from_secs(1));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("message {n} to {address} never arrived");
+            app.make_retries_due().await;
+            None
+        })
+        .await
     }
 
     /// Asserts that nothing more than `n` messages reach `address` within a short grace period.
@@ -210,23 +243,28 @@ pub fn current_backend() -> Backend {
 }
 
 /// The PostgreSQL server for tests, from `LATCHKEY_TEST_POSTGRES_URL` (e.g.
-/// `postgres://postgres@127.0.0.1:5432/test`). Unset: PostgreSQL variants are skipped, saying so.
+/// `postgres://postgres@127.0.0.1:5432/test`).
 pub fn postgres_url() -> Option<String> {
     std::env::var("LATCHKEY_TEST_POSTGRES_URL")
         .ok()
         .filter(|s| !s.is_empty())
 }
 
-pub fn postgres_available(test: &str) -> bool {
-    let available = postgres_url().is_some();
-    if !available {
-        eprintln!("skipped {test} on PostgreSQL: LATCHKEY_TEST_POSTGRES_URL is not set");
-    }
-    available
+/// Runs a PostgreSQL variant: it was asked for (`--ignored`), so a missing server is a failure,
+/// never a silent pass.
+pub async fn on_postgres(body: impl Future<Output = ()>) {
+    assert!(
+        postgres_url().is_some(),
+        "this PostgreSQL variant was run, but LATCHKEY_TEST_POSTGRES_URL is not set \
+         (e.g. LATCHKEY_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test)"
+    );
+    BACKEND.scope(Backend::Postgres, body).await
 }
 
-/// Defines each test twice: `name::sqlite` (always) and `name::postgres` (when
-/// `LATCHKEY_TEST_POSTGRES_URL` is set), with the backend in scope for `spawn_app`.
+/// Defines each test twice, with the backend in scope for `spawn_app`: `name::sqlite` and
+/// `name::postgres`. The PostgreSQL variant is `#[ignore]`d, so a plain `cargo test` lists it as
+/// ignored rather than passing it untried; `cargo test --test api -- --ignored ::postgres` runs
+/// them all (and fails without `LATCHKEY_TEST_POSTGRES_URL`).
 #[macro_export]
 macro_rules! backend_tests {
     ($(async fn $name:ident() $body:block)*) => {
@@ -243,13 +281,29 @@ macro_rules! backend_tests {
                 }
 
                 #[tokio::test]
+                #[ignore = "PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and run with --ignored"]
                 async fn postgres() {
-                    if !$crate::helpers::postgres_available(concat!(module_path!())) {
-                        return;
-                    }
-                    $crate::helpers::BACKEND
-                        .scope($crate::helpers::Backend::Postgres, async $body)
-                        .await
+                    $crate::helpers::on_postgres(async $body).await
+                }
+            }
+        )*
+    };
+}
+
+/// Defines tests that exist for PostgreSQL only, named `name::postgres` and ignored like the
+/// PostgreSQL variants of [`backend_tests!`], so the same `--ignored ::postgres` runs them.
+#[macro_export]
+macro_rules! postgres_tests {
+    ($(async fn $name:ident() $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test]
+                #[ignore = "PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and run with --ignored"]
+                async fn postgres() {
+                    $crate::helpers::on_postgres(async $body).await
                 }
             }
         )*
@@ -319,6 +373,8 @@ pub struct TestApp {
     pub db_path: PathBuf,
     pub backend: Backend,
     pub raw: RawConfig,
+    /// The server's count of requests in flight (load shedding).
+    pub in_flight: latchkey::routes::InFlight,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
     /// Stops the server when the test drops its app, so finished tests release their threads.
@@ -410,6 +466,7 @@ async fn launch(
         .await
         .expect("app builds");
     let handle = app.handle();
+    let in_flight = app.in_flight();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -419,6 +476,7 @@ async fn launch(
         db_path: dir.path().join("latchkey.db"),
         backend: current_backend(),
         raw,
+        in_flight,
         _stop: StopOnDrop(handle.clone()),
         handle,
         task,
@@ -772,6 +830,24 @@ impl TestApp {
             .await
             .unwrap();
         admin.close().await;
+    }
+
+    /// Moves the manual clock to the earliest queued retry that is not due yet, if there is one,
+    /// so the outbox worker's next poll takes it; time moves no further than that (a code does
+    /// not expire because the machine is slow).
+    pub async fn make_retries_due(&self) {
+        let db = self.db().await;
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        db.close().await;
+        let now = (self.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
+        if let Some(due) = next.filter(|&due| due > now) {
+            self.clock
+                .advance(Duration::from_millis((due - now) as u64));
+        }
     }
 
     pub async fn count(&self, sql: &str) -> i64 {

@@ -3,13 +3,10 @@ use std::time::Duration;
 use crate::helpers::spawn_app_with;
 
 async fn wait_for_zero(app: &crate::helpers::TestApp, sql: &str) {
-    for _ in 0..250 {
-        if app.count(sql).await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("rows never purged: {sql}");
+    crate::helpers::until(&format!("rows purged: {sql}"), || async {
+        app.count(sql).await == 0
+    })
+    .await;
 }
 
 crate::backend_tests! {

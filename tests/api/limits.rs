@@ -274,13 +274,10 @@ crate::backend_tests! {
         app.submit_identifier_with(&browser(), "/sign-up", "j@example.com").await;
         assert!(app.count("SELECT COUNT(*) FROM rate_events").await >= 1);
         app.clock.advance(Duration::from_secs(24 * 3600 + 1));
-        for _ in 0..200 {
-            if app.count("SELECT COUNT(*) FROM rate_events").await == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("old rate events were not deleted");
+        crate::helpers::until("old rate events are deleted", || async {
+            app.count("SELECT COUNT(*) FROM rate_events").await == 0
+        })
+        .await;
     }
 
     async fn distributed_guessing_across_resends_and_ips_stops_at_the_account_cap() {

@@ -1,8 +1,6 @@
 //! Load shedding: past `max_in_flight_requests`, a request is answered 503 with Retry-After at
 //! once (pages and the JSON API), with the security headers, and the limit frees itself.
 
-use std::time::Duration;
-
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::*;
@@ -29,16 +27,9 @@ crate::backend_tests! {
 
         let held = hold_a_request(&app).await;
         // The held request is admitted once its head is read; from then on the limit is reached.
-        let mut shed = None;
-        for _ in 0..200 {
-            let r = client.get(app.url("/sign-in")).send().await.unwrap();
-            if r.status() == 503 {
-                shed = Some(r);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let page = shed.expect("a request beyond the limit is shed");
+        until("the held request is admitted", || async { app.in_flight.count() == 1 }).await;
+        let page = client.get(app.url("/sign-in")).send().await.unwrap();
+        assert_eq!(page.status(), 503, "a request beyond the limit is shed");
         assert_eq!(page.headers()["retry-after"], "1");
         assert_eq!(page.headers()["x-frame-options"], "DENY");
         assert!(page.headers().contains_key("content-security-policy"));
@@ -59,15 +50,9 @@ crate::backend_tests! {
 
         // The held request ends (its client went away): its place is free again.
         drop(held);
-        let mut served = false;
-        for _ in 0..200 {
-            if client.get(app.url("/sign-in")).send().await.unwrap().status() == 200 {
-                served = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(served, "the limit frees itself when requests finish");
+        until("the held request ends", || async { app.in_flight.count() == 0 }).await;
+        let page = client.get(app.url("/sign-in")).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the limit frees itself when requests finish");
     }
 
     async fn without_a_limit_many_requests_at_once_are_all_served() {

@@ -98,23 +98,17 @@ crate::backend_tests! {
         })
         .await;
         let verify = dev.start_flow("/sign-up", "dev@example.com").await;
-        let mut code = None;
-        for _ in 0..100 {
+        let code = crate::helpers::eventually("the dev outbox shows the sent code", || async {
             let page = dev.page("/dev/outbox").await;
             assert_eq!(page.status, StatusCode::OK);
-            if let Some(line) = page
+            let code = page
                 .text()
                 .split_whitespace()
                 .find(|w| w.len() == 6 && w.chars().all(|c| c.is_ascii_digit()))
-            {
-                code = Some(line.to_string());
-                if page.contains("sent") {
-                    break;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let code = code.expect("the dev outbox shows the code");
+                .map(str::to_string)?;
+            page.contains("sent").then_some(code)
+        })
+        .await;
         assert_eq!(
             dev.enter_code(&verify, &code).await.status(),
             StatusCode::SEE_OTHER

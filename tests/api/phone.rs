@@ -6,7 +6,7 @@ use std::time::Duration;
 use latchkey::config::RawConfig;
 use reqwest::StatusCode;
 
-use crate::helpers::{browser, location, spawn_app_with, TestApp};
+use crate::helpers::{browser, eventually, location, spawn_app_with, until, TestApp};
 use crate::sms_server::TestSms;
 
 const NUMBER: &str = "+12015550123";
@@ -327,26 +327,17 @@ crate::backend_tests! {
         sms.set_failure(Some(503));
         let app = phone_app(&sms, phone_only).await;
         let verify = app.start_flow_with_fields("/sign-up", &[("phone_number", NUMBER)]).await;
-        for _ in 0..200 {
+        until("retried while the provider was down", || async {
             if sms.request_count() >= 2 {
-                break;
+                return true;
             }
-            app.clock.advance(Duration::from_secs(1));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(sms.request_count() >= 2, "retried while the provider was down");
+            app.make_retries_due().await;
+            false
+        })
+        .await;
         assert!(sms.messages().is_empty());
         sms.set_failure(None);
-        let mut delivered = None;
-        for _ in 0..200 {
-            if let Some(m) = sms.messages_to(NUMBER).first() {
-                delivered = Some(m.clone());
-                break;
-            }
-            app.clock.advance(Duration::from_secs(1));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let msg = delivered.expect("delivered once the provider is back");
+        let msg = sms.wait_for_retried(&app, NUMBER, 1).await;
         app.clock.advance(Duration::from_secs(5));
         sms.assert_count_stays(NUMBER, 1).await;
         assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await, 1);
@@ -358,15 +349,10 @@ crate::backend_tests! {
         sms.set_failure(Some(400));
         let app = phone_app(&sms, phone_only).await;
         app.start_flow_with_fields("/sign-up", &[("phone_number", NUMBER)]).await;
-        let mut failed = 0;
-        for _ in 0..200 {
-            failed = app.count("SELECT COUNT(*) FROM outbox WHERE status = 'failed'").await;
-            if failed == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(failed, 1, "a 4xx is permanent");
+        until("the message is marked failed (a 4xx is permanent)", || async {
+            app.count("SELECT COUNT(*) FROM outbox WHERE status = 'failed'").await == 1
+        })
+        .await;
         for _ in 0..30 {
             app.clock.advance(Duration::from_secs(10));
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -462,19 +448,17 @@ crate::backend_tests! {
         })
         .await;
         let verify = app.start_flow_with_fields("/sign-up", &[("phone_number", "+44 7400 123456")]).await;
-        let mut code = None;
-        for _ in 0..100 {
+        let code = eventually("the SMS shows on /dev/outbox", || async {
             let outbox = app.page("/dev/outbox").await;
-            if outbox.html.contains("sent") {
-                let text = outbox.text();
-                assert!(text.contains("+447400123456") && text.contains("is your Acme verification code."), "{text}");
-                let after = text.split("SMS: ").nth(1).expect("the SMS text is listed");
-                code = Some(after.chars().take(6).collect::<String>());
-                break;
+            if !outbox.html.contains("sent") {
+                return None;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let code = code.expect("the SMS shows on /dev/outbox");
+            let text = outbox.text();
+            assert!(text.contains("+447400123456") && text.contains("is your Acme verification code."), "{text}");
+            let after = text.split("SMS: ").nth(1).expect("the SMS text is listed");
+            Some(after.chars().take(6).collect::<String>())
+        })
+        .await;
         assert_eq!(location(&app.enter_code(&verify, &code).await), "/user");
     }
 

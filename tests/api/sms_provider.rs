@@ -248,10 +248,11 @@ async fn a_provider_that_never_answers_is_a_temporary_failure_within_the_timeout
 
     let started = Instant::now();
     let err = temporary(send(&sender).await);
+    // 300 ms is configured: a generous margin for a busy machine, still far from a hang.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+        took < Duration::from_secs(20),
+        "answered, not hung: {took:?}"
     );
     assert!(err.contains("did not answer within 300 ms"), "{err}");
 }

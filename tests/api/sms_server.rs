@@ -8,9 +8,10 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine;
-use latchkey::clock::ManualClock;
 use latchkey::delivery::{verify_webhook_signature, SmsProvider, TwilioSender, SIGNATURE_HEADER};
 use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, GUARD};
 
 /// How far the webhook receiver lets a signature's timestamp stray from its clock.
 pub const WEBHOOK_TOLERANCE_SECS: i64 = 300;
@@ -125,9 +126,7 @@ impl TestSms {
                 let _ = server.await;
             })
         });
-        let handle = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("SMS server starts");
+        let handle = rx.recv_timeout(GUARD).expect("SMS server starts");
         Self(Arc::new(Running {
             port,
             shared,
@@ -203,37 +202,36 @@ impl TestSms {
             .collect()
     }
 
-    /// Waits (up to 10 s of real time) until `n` messages to `e164` have arrived; returns the last.
+    /// Waits until `n` messages to `e164` have arrived (within [`GUARD`]); returns the n-th.
     pub async fn wait_for(&self, e164: &str, n: usize) -> ReceivedSms {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
+        let deadline = std::time::Instant::now() + GUARD;
+        loop {
             let msgs = self.messages_to(e164);
             if msgs.len() >= n {
                 return msgs[n - 1].clone();
             }
+            if std::time::Instant::now() > deadline {
+                panic!("{}", self.never_arrived(e164, n));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("{}", self.never_arrived(e164, n));
     }
 
-    /// Like [`wait_for`](Self::wait_for), but moves `clock` on by a second every poll, so retries
-    /// scheduled on the injected clock come due.
-    #[allow(dead_code)] // for outbox tests that drive retries on the manual clock
-    pub async fn wait_for_advancing(
-        &self,
-        clock: &ManualClock,
-        e164: &str,
-        n: usize,
-    ) -> ReceivedSms {
-        for _ in 0..500 {
+    /// Like [`wait_for`](Self::wait_for), for a message whose delivery is retried: each poll
+    /// moves `app`'s manual clock to the next queued retry ([`TestApp::make_retries_due`]).
+    pub async fn wait_for_retried(&self, app: &TestApp, e164: &str, n: usize) -> ReceivedSms {
+        let deadline = std::time::Instant::now() + GUARD;
+        loop {
             let msgs = self.messages_to(e164);
             if msgs.len() >= n {
                 return msgs[n - 1].clone();
             }
-            clock.advance(Duration::from_secs(1));
+            if std::time::Instant::now() > deadline {
+                panic!("{}", self.never_arrived(e164, n));
+            }
+            app.make_retries_due().await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("{}", self.never_arrived(e164, n));
     }
 
     /// Asserts that no more than `n` messages reach `e164` within a short grace period.
