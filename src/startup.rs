@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
+use crate::auth::Links;
 use crate::auth::{Auth, Policy};
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -97,28 +98,11 @@ impl Application {
             settings.audit_retention,
             stop_rx,
         );
-        let policy = Policy {
-            code_length: settings.code_length,
-            code_ttl: settings.code_ttl,
-            max_attempts: settings.code_max_attempts,
-            resend_cooldown: settings.resend_cooldown,
-            flow_idle_ttl: settings.flow_idle_ttl,
-            session_ttl: settings.session_ttl,
-            lockout_max_failures: settings.lockout_max_failures,
-            lockout_cooldown: settings.lockout_cooldown,
-            test_mode: settings.test_mode,
-            factor_kinds: settings.identifiers.sign_in(),
-            enumeration_strict: settings.enumeration_strict,
-            public_url: settings.public_url.to_string(),
-            sign_up_url: public_page(&settings.public_url, routes::paths::SIGN_UP),
-            sign_in_url: public_page(&settings.public_url, routes::paths::SIGN_IN),
-            limits: settings.limits.clone(),
-            required: crate::domain::Accepts {
-                email: settings.identifiers.email.required,
-                phone: settings.identifiers.phone.required,
-            },
-            phone_policy: settings.phone_policy.clone(),
+        let links = Links {
+            sign_in: public_page(&settings.public_url, routes::paths::SIGN_IN),
+            sign_up: public_page(&settings.public_url, routes::paths::SIGN_UP),
         };
+        let policy = Policy::from_settings(&settings, links);
         let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));
         let state = web::Data::new(AppState {
             auth,

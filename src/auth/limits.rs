@@ -9,9 +9,6 @@ use super::{Auth, Client};
 use crate::domain::Identifier;
 use crate::store::{Guard, Limited};
 
-/// Limits on sends, flows and tries: the configuration's (0 turns one off).
-pub use crate::config::LimitsConfig as Limits;
-
 const SECOND: Duration = Duration::SECOND;
 const MINUTE: Duration = Duration::MINUTE;
 const HOUR: Duration = Duration::HOUR;

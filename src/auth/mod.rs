@@ -19,9 +19,10 @@ pub use flow::{
     PrepareTarget, ResendError, SignedIn, StartError, VerificationState, VerificationStatus,
     TEST_CODE,
 };
-pub use limits::{ip_key, Limits};
+pub use limits::ip_key;
 
 use crate::clock::SharedClock;
+use crate::config::{LimitsConfig, Settings};
 use crate::crypto::Keys;
 use crate::delivery::OutboxSignal;
 use crate::domain::{
@@ -47,17 +48,45 @@ pub struct Policy {
     pub factor_kinds: Accepts,
     /// Kinds of identifiers a sign-up must have.
     pub required: Accepts,
-    pub limits: Limits,
+    pub limits: LimitsConfig,
     /// Enumeration protection "strict": sign-in with an unknown identifier and sign-up with a
     /// taken one look exactly like the real thing (decoy verifications).
     pub enumeration_strict: bool,
-    /// The instance's public origin.
-    pub public_url: String,
-    /// Where a notice sends a person who tried to sign in without an account (full URL).
-    pub sign_up_url: String,
-    /// Where a notice sends a person who tried to sign up with a taken identifier (full URL).
-    pub sign_in_url: String,
+    /// The hosted pages notices link to.
+    pub links: Links,
     pub phone_policy: PhonePolicy,
+}
+
+/// Full URLs of the hosted pages a notice sends people to (auth knows no routes).
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// For a person who tried to sign in without an account.
+    pub sign_up: String,
+    /// For a person who tried to sign up with an identifier that has an account.
+    pub sign_in: String,
+}
+
+impl Policy {
+    /// The state machine's share of the validated settings.
+    pub fn from_settings(settings: &Settings, links: Links) -> Self {
+        Policy {
+            code_length: settings.code_length,
+            code_ttl: settings.code_ttl,
+            max_attempts: settings.code_max_attempts,
+            resend_cooldown: settings.resend_cooldown,
+            flow_idle_ttl: settings.flow_idle_ttl,
+            session_ttl: settings.session_ttl,
+            lockout_max_failures: settings.lockout_max_failures,
+            lockout_cooldown: settings.lockout_cooldown,
+            test_mode: settings.test_mode,
+            factor_kinds: settings.identifiers.sign_in(),
+            required: settings.identifiers.sign_up_required(),
+            limits: settings.limits.clone(),
+            enumeration_strict: settings.enumeration_strict,
+            links,
+            phone_policy: settings.phone_policy.clone(),
+        }
+    }
 }
 
 /// Who is making a request, as far as the state machine cares.

@@ -13,8 +13,7 @@ mod worker;
 pub use mail::{DevTransport, Mailer, SmtpMailer};
 pub use message::{unix_ms, CodeMessage, Purpose, RenderedEmail};
 pub use sms::{
-    gsm7_septets, sms_text, verify_webhook_signature, webhook_signature, OutgoingSms, SmsConfig,
-    SmsError, SmsProvider, SmsSender, TwilioConfig, TwilioSender, WebhookConfig, SIGNATURE_HEADER,
-    SMS_SEGMENT_SEPTETS,
+    gsm7_septets, sms_text, verify_webhook_signature, webhook_signature, OutgoingSms, SmsError,
+    SmsSender, SIGNATURE_HEADER, SMS_SEGMENT_SEPTETS,
 };
 pub use worker::{HandedMessages, OutboxSignal, OutboxWorker};

@@ -4,9 +4,10 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use latchkey::config::{SmsProvider, TwilioSender};
 use latchkey::delivery::{
     sms_text, verify_webhook_signature, webhook_signature, OutgoingSms, Purpose, SmsError,
-    SmsProvider, SmsSender, TwilioSender, SIGNATURE_HEADER,
+    SmsSender, SIGNATURE_HEADER,
 };
 use reqwest::StatusCode;
 

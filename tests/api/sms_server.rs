@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine;
-use latchkey::delivery::{verify_webhook_signature, SmsProvider, TwilioSender, SIGNATURE_HEADER};
+use latchkey::config::{SmsProvider, TwilioSender};
+use latchkey::delivery::{verify_webhook_signature, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 
 use crate::helpers::{TestApp, GUARD};

@@ -444,7 +444,8 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Limits;
+    use crate::auth::Links;
+    use crate::config::LimitsConfig;
     use crate::domain::{Accepts, Channel, PhonePolicy, VerificationId};
     use std::time::Duration as StdDuration;
     use time::macros::datetime;
@@ -471,11 +472,12 @@ mod tests {
                 email: true,
                 phone: required_phone,
             },
-            limits: Limits::default(),
+            limits: LimitsConfig::default(),
             enumeration_strict: strict,
-            public_url: "https://accounts.example.com".into(),
-            sign_in_url: "https://accounts.example.com/sign-in".into(),
-            sign_up_url: "https://accounts.example.com/sign-up".into(),
+            links: Links {
+                sign_in: "https://accounts.example.com/sign-in".into(),
+                sign_up: "https://accounts.example.com/sign-up".into(),
+            },
             phone_policy: PhonePolicy::default(),
         }
     }

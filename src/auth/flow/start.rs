@@ -258,7 +258,7 @@ impl Auth {
             FlowKind::SignIn => (
                 typed.clone(),
                 Purpose::UnknownAccount,
-                &self.policy.sign_up_url,
+                &self.policy.links.sign_up,
             ),
             FlowKind::SignUp => {
                 let stored = match owner {
@@ -268,7 +268,7 @@ impl Auth {
                     },
                     None => typed.clone(),
                 };
-                (stored, Purpose::AccountExists, &self.policy.sign_in_url)
+                (stored, Purpose::AccountExists, &self.policy.links.sign_in)
             }
         };
         let message = CodeMessage {

@@ -1,6 +1,5 @@
 //! SMS delivery: the providers' HTTP APIs (Twilio, a signed webhook) and the development log.
 
-mod config;
 mod text;
 mod webhook;
 
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::message::Purpose;
 
-pub use config::{SmsConfig, SmsProvider, TwilioConfig, TwilioSender, WebhookConfig};
+use crate::config::{SmsProvider, TwilioSender};
 pub use text::{gsm7_septets, sms_text, SMS_SEGMENT_SEPTETS};
 pub use webhook::{verify_webhook_signature, webhook_signature, SIGNATURE_HEADER};
 

@@ -13,8 +13,10 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
-use crate::delivery::{SmsConfig, SmsProvider};
+mod sms;
+
 use crate::domain::{Accepts, Origin, PhonePolicy};
+pub use sms::{SmsConfig, SmsProvider, TwilioConfig, TwilioSender, WebhookConfig};
 
 /// The raw, serde-shaped configuration. See [`Settings`] for the validated form. No `Debug`:
 /// it holds the secret and credentials.
@@ -469,6 +471,14 @@ impl IdentifierRules {
     }
 
     /// What the sign-up form collects.
+    /// The kinds a sign-up must have.
+    pub fn sign_up_required(&self) -> Accepts {
+        Accepts {
+            email: self.email.required,
+            phone: self.phone.required,
+        }
+    }
+
     pub fn sign_up(&self) -> Accepts {
         Accepts {
             email: self.email.enabled,
