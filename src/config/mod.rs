@@ -13,9 +13,15 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
+mod identifiers;
+mod limits;
 mod sms;
 
-use crate::domain::{Accepts, Origin, PhonePolicy};
+use crate::domain::{Origin, PhonePolicy};
+pub use identifiers::{
+    IdentifierConfig, IdentifierRules, IdentifiersConfig, PhoneConfig, StrategiesConfig,
+};
+pub use limits::LimitsConfig;
 pub use sms::{SmsConfig, SmsProvider, TwilioConfig, TwilioSender, WebhookConfig};
 
 /// The raw, serde-shaped configuration. See [`Settings`] for the validated form. No `Debug`:
@@ -84,134 +90,6 @@ pub struct RawConfig {
     /// Test identifiers (`+latchkey_test` emails, +1 XXX 555-0100…0199) get no message and accept
     /// the fixed code 424242. Default: on in dev mode only.
     pub test_mode: Option<bool>,
-}
-
-/// Rate limits, counted in the database (so they hold across restarts and instances). 0 turns
-/// one off.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Per identifier, across flows and codes: seconds between two sends.
-    pub send_interval_secs: u64,
-    pub sends_per_10_minutes: u32,
-    pub sends_per_day: u32,
-    /// Per client IP (IPv6: per /64).
-    pub ip_flows_per_10_seconds: u32,
-    pub ip_attempts_per_10_seconds: u32,
-    pub ip_sends_per_hour: u32,
-    /// All SMS of the instance per hour (test numbers excluded); beyond it SMS fails closed.
-    pub sms_per_hour: u32,
-    /// SMS per hour to one number prefix before a pumping alarm is logged.
-    pub sms_prefix_alarm_per_hour: u32,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            send_interval_secs: 30,
-            sends_per_10_minutes: 5,
-            sends_per_day: 20,
-            ip_flows_per_10_seconds: 5,
-            ip_attempts_per_10_seconds: 3,
-            ip_sends_per_hour: 20,
-            sms_per_hour: 30,
-            sms_prefix_alarm_per_hour: 10,
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// Every limit off (load tests on loopback; the test suite's default).
-    pub fn off() -> Self {
-        Self {
-            send_interval_secs: 0,
-            sends_per_10_minutes: 0,
-            sends_per_day: 0,
-            ip_flows_per_10_seconds: 0,
-            ip_attempts_per_10_seconds: 0,
-            ip_sends_per_hour: 0,
-            sms_per_hour: 0,
-            sms_prefix_alarm_per_hour: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IdentifiersConfig {
-    pub email: IdentifierConfig,
-    pub phone: IdentifierConfig,
-}
-
-/// One kind of identifier.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IdentifierConfig {
-    /// Accounts can have identifiers of this kind.
-    pub enabled: bool,
-    /// Sign-up needs one (verified before the account exists).
-    pub required: bool,
-    /// People can sign in with it.
-    pub used_for_sign_in: bool,
-}
-
-impl Default for IdentifiersConfig {
-    fn default() -> Self {
-        Self {
-            email: IdentifierConfig {
-                enabled: true,
-                required: true,
-                used_for_sign_in: true,
-            },
-            phone: IdentifierConfig {
-                enabled: true,
-                required: false,
-                used_for_sign_in: true,
-            },
-        }
-    }
-}
-
-impl Default for IdentifierConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            required: false,
-            used_for_sign_in: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StrategiesConfig {
-    /// "Email verification code".
-    pub email_code: bool,
-    /// "SMS verification code".
-    pub phone_code: bool,
-}
-
-impl Default for StrategiesConfig {
-    fn default() -> Self {
-        Self {
-            email_code: true,
-            phone_code: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PhoneConfig {
-    /// ISO country (e.g. "US") for numbers typed without a leading "+".
-    pub default_region: Option<String>,
-    /// ISO codes ("US", "CA") or calling codes ("+44"). SMS is only ever sent to these. Unset:
-    /// phone numbers are off (development instances: any country, since nothing is sent).
-    #[serde(
-        deserialize_with = "opt_string_or_list",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub allowed_countries: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -372,7 +250,9 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     })
 }
 
-fn opt_string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+pub(super) fn opt_string_or_list<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
     Ok(Some(string_or_list(d)?))
 }
 
@@ -454,39 +334,6 @@ pub struct Settings {
     pub warnings: Vec<String>,
 }
 
-/// The identifier settings as they apply (after validation).
-#[derive(Debug, Clone, Copy)]
-pub struct IdentifierRules {
-    pub email: IdentifierConfig,
-    pub phone: IdentifierConfig,
-}
-
-impl IdentifierRules {
-    /// What the sign-in field accepts.
-    pub fn sign_in(&self) -> Accepts {
-        Accepts {
-            email: self.email.enabled && self.email.used_for_sign_in,
-            phone: self.phone.enabled && self.phone.used_for_sign_in,
-        }
-    }
-
-    /// What the sign-up form collects.
-    /// The kinds a sign-up must have.
-    pub fn sign_up_required(&self) -> Accepts {
-        Accepts {
-            email: self.email.required,
-            phone: self.phone.required,
-        }
-    }
-
-    pub fn sign_up(&self) -> Accepts {
-        Accepts {
-            email: self.email.enabled,
-            phone: self.phone.enabled,
-        }
-    }
-}
-
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
@@ -559,7 +406,8 @@ impl Settings {
                 bail!("`enumeration_protection`: must be \"strict\" or \"off\", got {other:?}")
             }
         };
-        let (identifiers, phone_policy, sms) = identifier_rules(&raw, dev_mode, &mut warnings)?;
+        let (identifiers, phone_policy, sms) =
+            identifiers::identifier_rules(&raw, dev_mode, &mut warnings)?;
         let phone_policy = phone_policy.with_test_numbers(test_mode);
         if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
@@ -738,73 +586,6 @@ impl Settings {
             warnings,
         })
     }
-}
-
-/// Checks the identifier and strategy settings against each other, naming every key involved
-/// in a contradiction, and turns phone numbers off (with a warning) when no country is allowed.
-fn identifier_rules(
-    raw: &RawConfig,
-    dev_mode: bool,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<(IdentifierRules, PhonePolicy, SmsProvider)> {
-    let mut email = raw.identifiers.email;
-    let mut phone = raw.identifiers.phone;
-    for (name, rules) in [("email", &email), ("phone", &phone)] {
-        if !rules.enabled && rules.required {
-            bail!("`identifiers.{name}.required` is on but `identifiers.{name}.enabled` is off");
-        }
-    }
-    if email.enabled && !raw.strategies.email_code {
-        bail!("`identifiers.email.enabled` is on but `strategies.email_code` is off: email addresses are verified with email codes, so turn the strategy on or the identifier off");
-    }
-    if phone.enabled && phone.used_for_sign_in && !raw.strategies.phone_code {
-        bail!("`identifiers.phone.used_for_sign_in` is on but `strategies.phone_code` is off: nobody could sign in with a phone number");
-    }
-    if phone.enabled && !raw.strategies.phone_code {
-        bail!("`identifiers.phone.enabled` is on but `strategies.phone_code` is off: phone numbers are verified with SMS codes, so turn the strategy on or the identifier off");
-    }
-    let allowed = raw
-        .phone
-        .allowed_countries
-        .clone()
-        .filter(|l| !l.is_empty());
-    let policy = PhonePolicy::new(raw.phone.default_region.as_deref(), allowed.as_deref())
-        .map_err(|e| anyhow::anyhow!("`phone.allowed_countries` / `phone.default_region`: {e}"))?;
-    if phone.enabled && allowed.is_none() && !dev_mode {
-        if phone.required || (phone.used_for_sign_in && !(email.enabled && email.used_for_sign_in))
-        {
-            bail!("`phone.allowed_countries`: phone numbers are required or the only way to sign in, but no country is allowed; list the countries SMS may be sent to (e.g. [\"US\", \"CA\"])");
-        }
-        warnings.push("phone numbers are off: set `phone.allowed_countries` (e.g. [\"US\", \"CA\"]) and an SMS provider (`sms.provider`) to turn them on".into());
-        phone.enabled = false;
-        phone.used_for_sign_in = false;
-    }
-    if !phone.enabled {
-        phone.required = false;
-        phone.used_for_sign_in = false;
-    }
-    if !email.enabled {
-        email.required = false;
-        email.used_for_sign_in = false;
-    }
-    if !email.enabled && !phone.enabled {
-        bail!("`identifiers.email.enabled` and `identifiers.phone.enabled` are both off: accounts need at least one identifier");
-    }
-    if !email.used_for_sign_in && !phone.used_for_sign_in {
-        bail!("`identifiers.email.used_for_sign_in` and `identifiers.phone.used_for_sign_in` are both off: nobody could sign in");
-    }
-    let sms = if phone.enabled {
-        raw.sms.validate(dev_mode)?
-    } else {
-        SmsProvider::Log
-    };
-    if phone.enabled && allowed.is_none() && !matches!(sms, SmsProvider::Log) {
-        bail!("`phone.allowed_countries`: required with `sms.provider` = \"{}\" (SMS is only ever sent to listed countries), also in dev mode", sms.name());
-    }
-    if phone.enabled && dev_mode && allowed.is_none() {
-        warnings.push("dev mode: phone numbers of any country are accepted (SMS codes are only logged); set `phone.allowed_countries` before sending real SMS".into());
-    }
-    Ok((IdentifierRules { email, phone }, policy, sms))
 }
 
 #[cfg(test)]
