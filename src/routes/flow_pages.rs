@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use super::context::with_retry_after;
 use super::pages::{FactorChoice, Field, IdentifierPage, Link, VerifyPage};
-use super::{paths, Ctx};
+use super::paths::{self, with_query};
+use super::Ctx;
 use crate::auth::{
     AttemptError, AttemptTarget, Attempted, FlowError, FlowKind, FlowView, ResendError, StartError,
 };
@@ -101,18 +102,6 @@ fn redirect_target(ctx: &Ctx, raw: Option<&str>) -> Option<RedirectTarget> {
         tracing::warn!(event = "redirect_refused", redirect_url = ?shown, "ignored a redirect_url that is neither a local path nor an allowed origin");
     }
     target
-}
-
-fn with_query(base: &str, params: &[(&str, &str)]) -> String {
-    let params: Vec<_> = params.iter().filter(|(_, v)| !v.is_empty()).collect();
-    if params.is_empty() {
-        return base.to_string();
-    }
-    let mut s = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        s.append_pair(k, v);
-    }
-    format!("{base}?{}", s.finish())
 }
 
 fn other(kind: FlowKind) -> FlowKind {

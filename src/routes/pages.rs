@@ -26,6 +26,14 @@ impl PageCtx {
     pub fn dev_settings_url(&self) -> &'static str {
         paths::DEV_SETTINGS
     }
+
+    pub fn sign_in_url(&self) -> &'static str {
+        paths::SIGN_IN
+    }
+
+    pub fn sign_up_url(&self) -> &'static str {
+        paths::SIGN_UP
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -37,7 +37,8 @@ pub async fn page(ctx: Ctx) -> HttpResponse {
     let user = match ctx.current_user().await {
         Ok(Some(u)) => u,
         Ok(None) => {
-            return ctx.redirect(&format!("{}?redirect_url=%2Fuser", paths::SIGN_IN), vec![])
+            let sign_in = paths::with_query(paths::SIGN_IN, &[("redirect_url", paths::USER)]);
+            return ctx.redirect(&sign_in, vec![]);
         }
         Err(resp) => return resp,
     };

@@ -8,7 +8,7 @@ use super::objects::ClientObject;
 use super::sign_ups::answer;
 use super::ApiCtx;
 
-#[utoipa::path(get, path = "/v1/client", tag = "client",
+#[utoipa::path(get, path = super::paths::CLIENT, tag = "client",
     responses((status = 200, body = ClientObject)))]
 pub async fn show(api: ApiCtx) -> HttpResponse {
     answer!(
@@ -22,7 +22,7 @@ pub async fn show(api: ApiCtx) -> HttpResponse {
     )
 }
 
-#[utoipa::path(delete, path = "/v1/client/sessions/{id}", tag = "client",
+#[utoipa::path(delete, path = super::paths::CLIENT_SESSION, tag = "client",
     params(("id" = String, Path, description = "The session's id")),
     responses((status = 200, body = ClientObject, description = "Signed out"), (status = 404, body = ErrorsBody)))]
 pub async fn end_session(api: ApiCtx, id: web::Path<String>) -> HttpResponse {

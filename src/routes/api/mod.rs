@@ -21,6 +21,7 @@ use serde::Serialize;
 
 pub use errors::ApiError;
 
+use super::paths::api as paths;
 use super::Ctx;
 use crate::auth::{AttemptTarget, Attempted, Client, CurrentUser, FlowKind, SignedIn};
 use crate::crypto::random_token;
@@ -28,34 +29,19 @@ use crate::domain::{FlowId, OtpCode};
 
 /// The API's routes (mounted at the root by `routes::configure`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/openapi.json", web::get().to(openapi::document))
-        .route("/v1/client", web::get().to(client::show))
-        .route(
-            "/v1/client/sessions/{id}",
-            web::delete().to(client::end_session),
-        )
-        .route("/v1/client/sign_ups", web::post().to(sign_ups::create))
-        .route("/v1/client/sign_ups/{id}", web::get().to(sign_ups::show))
-        .route(
-            "/v1/client/sign_ups/{id}/prepare_verification",
-            web::post().to(sign_ups::prepare),
-        )
-        .route(
-            "/v1/client/sign_ups/{id}/attempt_verification",
-            web::post().to(sign_ups::attempt),
-        )
-        .route("/v1/client/sign_ins", web::post().to(sign_ins::create))
-        .route("/v1/client/sign_ins/{id}", web::get().to(sign_ins::show))
-        .route(
-            "/v1/client/sign_ins/{id}/prepare_first_factor",
-            web::post().to(sign_ins::prepare),
-        )
-        .route(
-            "/v1/client/sign_ins/{id}/attempt_first_factor",
-            web::post().to(sign_ins::attempt),
-        )
-        .route("/v1/{tail:.*}", web::method(Method::OPTIONS).to(preflight))
-        .route("/v1/{tail:.*}", web::route().to(unknown));
+    cfg.route(paths::OPENAPI, web::get().to(openapi::document))
+        .route(paths::CLIENT, web::get().to(client::show))
+        .route(paths::CLIENT_SESSION, web::delete().to(client::end_session))
+        .route(paths::SIGN_UPS, web::post().to(sign_ups::create))
+        .route(paths::SIGN_UP, web::get().to(sign_ups::show))
+        .route(paths::SIGN_UP_PREPARE, web::post().to(sign_ups::prepare))
+        .route(paths::SIGN_UP_ATTEMPT, web::post().to(sign_ups::attempt))
+        .route(paths::SIGN_INS, web::post().to(sign_ins::create))
+        .route(paths::SIGN_IN, web::get().to(sign_ins::show))
+        .route(paths::SIGN_IN_PREPARE, web::post().to(sign_ins::prepare))
+        .route(paths::SIGN_IN_ATTEMPT, web::post().to(sign_ins::attempt))
+        .route(paths::ANY, web::method(Method::OPTIONS).to(preflight))
+        .route(paths::ANY, web::route().to(unknown));
 }
 
 /// How the caller is identified.

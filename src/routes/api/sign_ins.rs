@@ -23,7 +23,7 @@ async fn current(api: &ApiCtx, id: &FlowId) -> Result<SignIn, ApiError> {
     Ok(SignIn::from_view(&view))
 }
 
-#[utoipa::path(post, path = "/v1/client/sign_ins", tag = "sign_in",
+#[utoipa::path(post, path = super::paths::SIGN_INS, tag = "sign_in",
     request_body = CreateSignIn,
     responses((status = 200, body = SignIn), (status = 422, body = ErrorsBody), (status = 400, body = ErrorsBody)))]
 pub async fn create(api: ApiCtx, payload: web::Payload) -> HttpResponse {
@@ -52,7 +52,7 @@ pub async fn create(api: ApiCtx, payload: web::Payload) -> HttpResponse {
     )
 }
 
-#[utoipa::path(get, path = "/v1/client/sign_ins/{id}", tag = "sign_in",
+#[utoipa::path(get, path = super::paths::SIGN_IN, tag = "sign_in",
     params(("id" = String, Path, description = "The sign-in's id")),
     responses((status = 200, body = SignIn), (status = 404, body = ErrorsBody)))]
 pub async fn show(api: ApiCtx, id: web::Path<String>) -> HttpResponse {
@@ -67,7 +67,7 @@ pub async fn show(api: ApiCtx, id: web::Path<String>) -> HttpResponse {
     )
 }
 
-#[utoipa::path(post, path = "/v1/client/sign_ins/{id}/prepare_first_factor", tag = "sign_in",
+#[utoipa::path(post, path = super::paths::SIGN_IN_PREPARE, tag = "sign_in",
     params(("id" = String, Path, description = "The sign-in's id")),
     request_body = PrepareFirstFactor,
     responses((status = 200, body = SignIn), (status = 404, body = ErrorsBody), (status = 409, body = ErrorsBody),
@@ -120,7 +120,7 @@ pub async fn prepare(api: ApiCtx, id: web::Path<String>, payload: web::Payload) 
     )
 }
 
-#[utoipa::path(post, path = "/v1/client/sign_ins/{id}/attempt_first_factor", tag = "sign_in",
+#[utoipa::path(post, path = super::paths::SIGN_IN_ATTEMPT, tag = "sign_in",
     params(("id" = String, Path, description = "The sign-in's id")),
     request_body = AttemptCode,
     responses((status = 200, body = SignIn), (status = 404, body = ErrorsBody), (status = 409, body = ErrorsBody),

@@ -47,7 +47,7 @@ pub(super) fn settle(api: &ApiCtx, e: Result<ApiError, anyhow::Error>) -> ApiErr
     e.unwrap_or_else(|e| api.internal(e))
 }
 
-#[utoipa::path(post, path = "/v1/client/sign_ups", tag = "sign_up",
+#[utoipa::path(post, path = super::paths::SIGN_UPS, tag = "sign_up",
     request_body = CreateSignUp,
     responses((status = 200, body = SignUp), (status = 422, body = ErrorsBody), (status = 400, body = ErrorsBody)))]
 pub async fn create(api: ApiCtx, payload: web::Payload) -> HttpResponse {
@@ -131,7 +131,7 @@ pub async fn create(api: ApiCtx, payload: web::Payload) -> HttpResponse {
     )
 }
 
-#[utoipa::path(get, path = "/v1/client/sign_ups/{id}", tag = "sign_up",
+#[utoipa::path(get, path = super::paths::SIGN_UP, tag = "sign_up",
     params(("id" = String, Path, description = "The sign-up's id")),
     responses((status = 200, body = SignUp), (status = 404, body = ErrorsBody)))]
 pub async fn show(api: ApiCtx, id: web::Path<String>) -> HttpResponse {
@@ -146,7 +146,7 @@ pub async fn show(api: ApiCtx, id: web::Path<String>) -> HttpResponse {
     )
 }
 
-#[utoipa::path(post, path = "/v1/client/sign_ups/{id}/prepare_verification", tag = "sign_up",
+#[utoipa::path(post, path = super::paths::SIGN_UP_PREPARE, tag = "sign_up",
     params(("id" = String, Path, description = "The sign-up's id")),
     request_body = PrepareVerification,
     responses((status = 200, body = SignUp), (status = 404, body = ErrorsBody), (status = 409, body = ErrorsBody),
@@ -175,7 +175,7 @@ pub async fn prepare(api: ApiCtx, id: web::Path<String>, payload: web::Payload) 
     )
 }
 
-#[utoipa::path(post, path = "/v1/client/sign_ups/{id}/attempt_verification", tag = "sign_up",
+#[utoipa::path(post, path = super::paths::SIGN_UP_ATTEMPT, tag = "sign_up",
     params(("id" = String, Path, description = "The sign-up's id")),
     request_body = AttemptCode,
     responses((status = 200, body = SignUp), (status = 404, body = ErrorsBody), (status = 409, body = ErrorsBody),
