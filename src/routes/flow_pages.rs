@@ -1,20 +1,29 @@
 //! The two steps shared by `/sign-up` and `/sign-in`: the identifier form and the code form.
-//! `sign_up.rs` and `sign_in.rs` bind these to their URLs with their [`FlowKind`].
+//! `sign_up.rs` and `sign_in.rs` bind these to their URLs with their [`FlowKind`]. A refused
+//! post re-renders its step in place with a typed [`FlowMessage`]; a page that cannot be shown
+//! is a `PageError`.
+
+mod messages;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use askama::Template;
 use serde::Deserialize;
 
+pub use messages::{FlowMessage, FlowNotice};
+
 use super::context::with_retry_after;
+use super::flow_input::{
+    hand_over_session, sign_in_identifier, sign_up_identifiers, SignUpInputError,
+};
 use super::pages::{FactorChoice, Field, IdentifierPage, Link, VerifyPage};
 use super::paths::{self, with_query};
-use super::Ctx;
+use super::{Ctx, PageError};
 use crate::auth::{
-    AttemptError, AttemptTarget, Attempted, FlowError, FlowKind, FlowView, ResendError, StartError,
+    AttemptError, AttemptTarget, Attempted, FlowKind, FlowView, ResendError, StartError,
 };
 use crate::domain::{
-    Accepts, FlowId, Identifier, IdentifierId, IdentifierKind, OtpCode, RedirectTarget,
-    VerificationId,
+    FlowId, Identifier, IdentifierId, IdentifierKind, OtpCode, RedirectTarget, VerificationId,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +76,40 @@ pub struct CodePageQuery {
     verified: Option<String>,
 }
 
+/// Validates a `redirect_url`; anything unsafe is dropped (the flow falls back to `/user`) and logged.
+fn redirect_target(ctx: &Ctx, raw: Option<&str>) -> Option<RedirectTarget> {
+    let raw = raw.filter(|s| !s.is_empty())?;
+    let s = &ctx.state.settings;
+    let target = RedirectTarget::parse(raw, &s.public_url, &s.allowed_redirect_origins);
+    if target.is_none() {
+        let shown: String = raw.chars().take(200).collect();
+        tracing::warn!(event = "redirect_refused", redirect_url = ?shown, "ignored a redirect_url that is neither a local path nor an allowed origin");
+    }
+    target
+}
+
+/// Where a completed flow (or a signed-in visitor) goes.
+fn landing(redirect: Option<&RedirectTarget>) -> String {
+    redirect
+        .map(|r| r.as_str().to_string())
+        .unwrap_or_else(|| paths::USER.to_string())
+}
+
+/// A step re-rendered in place with `message` (`page` builds it): the message's status, and
+/// `Retry-After` when it says to wait.
+fn refused<P: Template>(
+    ctx: &Ctx,
+    message: FlowMessage,
+    page: impl FnOnce(FlowMessage) -> P,
+) -> Result<HttpResponse, PageError> {
+    let (status, retry_after) = (message.status(), message.retry_after());
+    let resp = ctx.render(status, &page(message))?;
+    Ok(match retry_after {
+        Some(secs) => with_retry_after(resp, secs),
+        None => resp,
+    })
+}
+
 /// What the person typed into the identifier form (kept on every re-render).
 #[derive(Debug, Default, Clone)]
 struct Typed {
@@ -92,16 +135,13 @@ enum FieldName {
     Phone,
 }
 
-/// Validates a `redirect_url`; anything unsafe is dropped (the flow falls back to `/user`) and logged.
-fn redirect_target(ctx: &Ctx, raw: Option<&str>) -> Option<RedirectTarget> {
-    let raw = raw.filter(|s| !s.is_empty())?;
-    let s = &ctx.state.settings;
-    let target = RedirectTarget::parse(raw, &s.public_url, &s.allowed_redirect_origins);
-    if target.is_none() {
-        let shown: String = raw.chars().take(200).collect();
-        tracing::warn!(event = "redirect_refused", redirect_url = ?shown, "ignored a redirect_url that is neither a local path nor an allowed origin");
+impl FieldName {
+    fn of(kind: IdentifierKind) -> Self {
+        match kind {
+            IdentifierKind::Email => Self::Email,
+            IdentifierKind::Phone => Self::Phone,
+        }
     }
-    target
 }
 
 fn other(kind: FlowKind) -> FlowKind {
@@ -129,30 +169,36 @@ fn field(name: FieldName, label: String, value: &str, required: bool, invalid: b
     }
 }
 
+/// Sign-in's one field (as the instance's settings ask for it) and what was typed for it.
+fn sign_in_field(ctx: &Ctx, typed: &Typed) -> (FieldName, &'static str, String) {
+    let accepts = ctx.state.settings.identifiers.sign_in();
+    let (name, label, value) = match (accepts.email, accepts.phone) {
+        (true, true) => (
+            FieldName::Identifier,
+            "Email address or phone number",
+            first_non_empty(&[&typed.identifier, &typed.email, &typed.phone]),
+        ),
+        (false, true) => (
+            FieldName::Phone,
+            "Phone number",
+            first_non_empty(&[&typed.phone, &typed.identifier]),
+        ),
+        _ => (
+            FieldName::Email,
+            "Email address",
+            first_non_empty(&[&typed.email, &typed.identifier]),
+        ),
+    };
+    (name, label, value.to_string())
+}
+
 /// The fields of the identifier step, as the instance's settings ask for them.
 fn fields(ctx: &Ctx, kind: FlowKind, typed: &Typed, invalid: Option<FieldName>) -> Vec<Field> {
     let rules = &ctx.state.settings.identifiers;
     match kind {
         FlowKind::SignIn => {
-            let accepts = rules.sign_in();
-            let (name, label, value) = match (accepts.email, accepts.phone) {
-                (true, true) => (
-                    FieldName::Identifier,
-                    "Email address or phone number",
-                    first_non_empty(&[&typed.identifier, &typed.email, &typed.phone]),
-                ),
-                (false, true) => (
-                    FieldName::Phone,
-                    "Phone number",
-                    first_non_empty(&[&typed.phone, &typed.identifier]),
-                ),
-                _ => (
-                    FieldName::Email,
-                    "Email address",
-                    first_non_empty(&[&typed.email, &typed.identifier]),
-                ),
-            };
-            vec![field(name, label.into(), value, true, invalid.is_some())]
+            let (name, label, value) = sign_in_field(ctx, typed);
+            vec![field(name, label.into(), &value, true, invalid.is_some())]
         }
         FlowKind::SignUp => {
             let both = rules.email.enabled && rules.phone.enabled;
@@ -221,7 +267,7 @@ fn identifier_page(
     kind: FlowKind,
     typed: &Typed,
     redirect: Option<&RedirectTarget>,
-    error: Option<(String, Option<Link>, Option<FieldName>)>,
+    error: Option<(FlowMessage, Option<FieldName>)>,
 ) -> IdentifierPage {
     let redirect_url = redirect.map(|r| r.as_str()).unwrap_or_default();
     let product = &ctx.state.settings.product_name;
@@ -244,9 +290,9 @@ fn identifier_page(
             "Sign up",
         ),
     };
-    let (error, error_link, invalid) = match error {
-        Some((m, l, f)) => (Some(m), l, f),
-        None => (None, None, None),
+    let (error, invalid) = match error {
+        Some((message, field)) => (Some(message), field),
+        None => (None, None),
     };
     IdentifierPage {
         page: ctx.page_ctx(title),
@@ -257,7 +303,6 @@ fn identifier_page(
         fields: fields(ctx, kind, typed, invalid),
         redirect_url: redirect_url.to_string(),
         error,
-        error_link,
         switch_text: switch_text.to_string(),
         switch_link: Link::new(
             switch_label,
@@ -266,20 +311,15 @@ fn identifier_page(
     }
 }
 
-/// Where a completed flow (or a signed-in visitor) goes.
-fn landing(redirect: Option<&RedirectTarget>) -> String {
-    redirect
-        .map(|r| r.as_str().to_string())
-        .unwrap_or_else(|| paths::USER.to_string())
-}
-
 /// GET of the identifier step.
-pub async fn start_page(ctx: Ctx, kind: FlowKind, query: web::Query<StartQuery>) -> HttpResponse {
+pub async fn start_page(
+    ctx: Ctx,
+    kind: FlowKind,
+    query: web::Query<StartQuery>,
+) -> Result<HttpResponse, PageError> {
     let mut redirect = redirect_target(&ctx, query.redirect_url.as_deref());
-    match ctx.current_user().await {
-        Ok(Some(_)) => return ctx.redirect(&landing(redirect.as_ref()), vec![]),
-        Ok(None) => {}
-        Err(resp) => return resp,
+    if ctx.current_user().await?.is_some() {
+        return ctx.redirect(&landing(redirect.as_ref()));
     }
     let mut typed = Typed {
         identifier: query.identifier.clone().unwrap_or_default(),
@@ -307,104 +347,62 @@ pub async fn start_page(ctx: Ctx, kind: FlowKind, query: web::Query<StartQuery>)
     )
 }
 
-type FieldError = (String, Option<FieldName>);
+type Refusal = (FlowMessage, Option<FieldName>);
 
 /// Parses the identifier step's fields, as the settings ask for them.
-fn parse_identifiers(
-    ctx: &Ctx,
-    kind: FlowKind,
-    typed: &Typed,
-) -> Result<Vec<Identifier>, FieldError> {
-    let settings = &ctx.state.settings;
-    let rules = &settings.identifiers;
-    let policy = &settings.phone_policy;
-    let only = |email: bool| Accepts {
-        email,
-        phone: !email,
-    };
+fn parse_identifiers(ctx: &Ctx, kind: FlowKind, typed: &Typed) -> Result<Vec<Identifier>, Refusal> {
     match kind {
         FlowKind::SignIn => {
-            let accepts = rules.sign_in();
-            let (input, name) = match (accepts.email, accepts.phone) {
-                (true, true) => (
-                    first_non_empty(&[&typed.identifier, &typed.email, &typed.phone]),
-                    FieldName::Identifier,
-                ),
-                (false, true) => (
-                    first_non_empty(&[&typed.phone, &typed.identifier]),
-                    FieldName::Phone,
-                ),
-                _ => (
-                    first_non_empty(&[&typed.email, &typed.identifier]),
-                    FieldName::Email,
-                ),
-            };
-            Identifier::parse_field(input, accepts, policy)
+            let (name, _, input) = sign_in_field(ctx, typed);
+            sign_in_identifier(ctx, &input)
                 .map(|i| vec![i])
-                .map_err(|e| (e.to_string(), Some(name)))
+                .map_err(|e| (FlowMessage::Invalid(e), Some(name)))
         }
         FlowKind::SignUp => {
-            let mut out = Vec::new();
-            let none_required = !rules.email.required && !rules.phone.required;
-            for (enabled, required, value, is_email, name) in [
-                (
-                    rules.email.enabled,
-                    rules.email.required,
-                    &typed.email,
-                    true,
-                    FieldName::Email,
-                ),
-                (
-                    rules.phone.enabled,
-                    rules.phone.required,
-                    &typed.phone,
-                    false,
-                    FieldName::Phone,
-                ),
-            ] {
-                if !enabled {
-                    continue;
+            let rules = &ctx.state.settings.identifiers;
+            // A blank optional field is not given; a blank required one gets its kind's error.
+            let given = |value: &str, enabled: bool, required: bool| {
+                let skip = !enabled || (value.trim().is_empty() && !required);
+                (!skip).then(|| value.to_string())
+            };
+            let email = given(&typed.email, rules.email.enabled, rules.email.required);
+            let phone = given(&typed.phone, rules.phone.enabled, rules.phone.required);
+            sign_up_identifiers(ctx, email.as_deref(), phone.as_deref()).map_err(|e| match e {
+                SignUpInputError::Invalid(kind, e) => {
+                    (FlowMessage::Invalid(e), Some(FieldName::of(kind)))
                 }
-                let blank = value.trim().is_empty();
-                if blank && !required {
-                    continue;
-                }
-                let identifier = Identifier::parse_field(value, only(is_email), policy)
-                    .map_err(|e| (e.to_string(), Some(name)))?;
-                out.push(identifier);
-            }
-            if out.is_empty() {
-                let message = if none_required && rules.email.enabled && rules.phone.enabled {
-                    "Enter an email address or a phone number."
-                } else if rules.email.enabled {
-                    "Enter your email address."
-                } else {
-                    "Enter your phone number."
-                };
-                let name = if rules.email.enabled {
-                    FieldName::Email
-                } else {
-                    FieldName::Phone
-                };
-                return Err((message.into(), Some(name)));
-            }
-            Ok(out)
+                SignUpInputError::Missing { kind, either } => (
+                    FlowMessage::Missing { kind, either },
+                    Some(FieldName::of(kind)),
+                ),
+                // Disabled fields are not read above.
+                SignUpInputError::NotEnabled(kind) => (
+                    FlowMessage::Missing {
+                        kind,
+                        either: false,
+                    },
+                    Some(FieldName::of(kind)),
+                ),
+            })
         }
     }
 }
 
-fn kind_words(kind: IdentifierKind) -> (&'static str, &'static str, &'static str) {
+/// The query parameter that prefills an identifier of `kind` on the other step.
+fn param(kind: IdentifierKind) -> &'static str {
     match kind {
-        IdentifierKind::Email => ("email address", "address", "email_address"),
-        IdentifierKind::Phone => ("phone number", "number", "phone_number"),
+        IdentifierKind::Email => "email_address",
+        IdentifierKind::Phone => "phone_number",
     }
 }
 
 /// POST of the identifier step: start the flow and send the code.
-pub async fn start(ctx: Ctx, kind: FlowKind, form: web::Form<StartForm>) -> HttpResponse {
-    if let Err(resp) = ctx.check_form(kind.as_str(), &form.csrf_token) {
-        return resp;
-    }
+pub async fn start(
+    ctx: Ctx,
+    kind: FlowKind,
+    form: web::Form<StartForm>,
+) -> Result<HttpResponse, PageError> {
+    ctx.check_form(kind.as_str(), &form.csrf_token)?;
     let redirect = redirect_target(&ctx, Some(&form.redirect_url));
     let typed = Typed {
         identifier: form.identifier.clone(),
@@ -412,99 +410,74 @@ pub async fn start(ctx: Ctx, kind: FlowKind, form: web::Form<StartForm>) -> Http
         phone: form.phone_number.clone(),
     }
     .clipped();
-    let invalid = |message: String, link: Option<Link>, name: Option<FieldName>| {
-        ctx.render(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &identifier_page(
+    let refuse = |(message, field): Refusal| {
+        refused(&ctx, message, |message| {
+            identifier_page(
                 &ctx,
                 kind,
                 &typed,
                 redirect.as_ref(),
-                Some((message, link, name)),
-            ),
-        )
+                Some((message, field)),
+            )
+        })
     };
     let identifiers = match parse_identifiers(&ctx, kind, &typed) {
         Ok(i) => i,
-        Err((message, name)) => return invalid(message, None, name),
+        Err(refusal) => return refuse(refusal),
     };
-    let redirect_str = redirect.as_ref().map(|r| r.as_str()).unwrap_or_default();
-    match ctx
+    let redirect_url = redirect.as_ref().map(|r| r.as_str()).unwrap_or_default();
+    let started = ctx
         .state
         .auth
         .start(kind, &identifiers, redirect.as_ref(), &ctx.client())
-        .await
-    {
-        Ok(flow) => ctx.redirect(&paths::verify(kind, &flow), vec![]),
+        .await;
+    refuse(match started {
+        Ok(flow) => return ctx.redirect(&paths::verify(kind, &flow)),
         Err(StartError::IdentifierNotFound) => {
             let identifier = &identifiers[0];
-            let (what, short, param) = kind_words(identifier.kind());
-            invalid(
-                format!("We couldn't find an account with that {what}."),
-                Some(Link::new(
-                    &format!("Create an account with this {short}"),
-                    with_query(
-                        paths::SIGN_UP,
-                        &[
-                            (param, identifier.display()),
-                            ("redirect_url", redirect_str),
-                        ],
-                    ),
-                )),
-                Some(FieldName::Identifier),
-            )
+            let sign_up_url = with_query(
+                paths::SIGN_UP,
+                &[
+                    (param(identifier.kind()), identifier.display()),
+                    ("redirect_url", redirect_url),
+                ],
+            );
+            let message = FlowMessage::NoAccount {
+                kind: identifier.kind(),
+                sign_up_url,
+            };
+            (message, Some(FieldName::Identifier))
         }
         Err(StartError::IdentifierTaken(taken)) => {
-            let (what, _, param) = kind_words(taken);
             let value = identifiers
                 .iter()
                 .find(|i| i.kind() == taken)
                 .map(|i| i.display().to_string())
                 .unwrap_or_default();
-            let name = match taken {
-                IdentifierKind::Email => FieldName::Email,
-                IdentifierKind::Phone => FieldName::Phone,
+            let sign_in_url = with_query(
+                paths::SIGN_IN,
+                &[(param(taken), &value), ("redirect_url", redirect_url)],
+            );
+            let message = FlowMessage::Taken {
+                kind: taken,
+                sign_in_url,
             };
-            invalid(
-                format!("An account with this {what} already exists."),
-                Some(Link::new(
-                    "Sign in instead",
-                    with_query(
-                        paths::SIGN_IN,
-                        &[(param, &value), ("redirect_url", redirect_str)],
-                    ),
-                )),
-                Some(name),
-            )
+            (message, Some(FieldName::of(taken)))
         }
-        Err(StartError::Limited { retry_after_secs }) => with_retry_after(
-            ctx.render(
-                StatusCode::TOO_MANY_REQUESTS,
-                &identifier_page(
-                    &ctx,
-                    kind,
-                    &typed,
-                    redirect.as_ref(),
-                    Some((wait_message(retry_after_secs), None, None)),
-                ),
-            ),
-            retry_after_secs,
-        ),
-        Err(StartError::Internal(e)) => ctx.internal(e.context("starting a flow")),
-    }
+        Err(StartError::Limited { retry_after_secs }) => {
+            (FlowMessage::Limited { retry_after_secs }, None)
+        }
+        Err(StartError::Internal(e)) => return Err(e.context("starting a flow").into()),
+    })
 }
 
 fn verify_page(
     ctx: &Ctx,
     view: &FlowView,
     code: &str,
-    error: Option<(String, Option<Link>)>,
-    notice: Option<String>,
+    error: Option<FlowMessage>,
+    notice: Option<FlowNotice>,
 ) -> VerifyPage {
-    let (error, error_link) = match error {
-        Some((m, l)) => (Some(m), l),
-        None => (None, None),
-    };
     let v = &view.verification;
     let (heading, what) = match v.kind {
         IdentifierKind::Email => ("Check your email", "email address"),
@@ -530,7 +503,6 @@ fn verify_page(
         code: code.chars().take(32).collect(),
         code_length: ctx.state.settings.code_length,
         error,
-        error_link,
         notice,
         resend_wait_secs: view.resend_wait_secs(),
         code_dead: v.dead,
@@ -574,27 +546,8 @@ fn other_method(ctx: &Ctx, view: &FlowView) -> Option<Link> {
     ))
 }
 
-fn flow_error(ctx: &Ctx, kind: FlowKind, e: FlowError) -> HttpResponse {
-    let start = Some(Link::new("Start again", paths::start(kind)));
-    match e {
-        FlowError::NotFound => ctx.error_page(
-            StatusCode::NOT_FOUND,
-            "This link is not valid",
-            "We could not find this sign-up or sign-in attempt. It may have been started in another browser. Start again to get a new code.",
-            start,
-        ),
-        FlowError::Expired => ctx.error_page(
-            StatusCode::NOT_FOUND,
-            "This attempt has expired",
-            "For your security, unfinished attempts expire after a period of inactivity. Start again to get a new code.",
-            start,
-        ),
-        FlowError::Internal(e) => ctx.internal(e.context("loading a flow")),
-    }
-}
-
-fn parse_flow(ctx: &Ctx, kind: FlowKind, raw: &str) -> Result<FlowId, HttpResponse> {
-    FlowId::parse(raw).ok_or_else(|| flow_error(ctx, kind, FlowError::NotFound))
+fn parse_flow(kind: FlowKind, raw: &str) -> Result<FlowId, PageError> {
+    FlowId::parse(raw).ok_or(PageError::FlowNotFound(kind))
 }
 
 /// The start of every POST on a flow: a well-formed flow id and a valid CSRF token for it.
@@ -603,25 +556,32 @@ fn checked_flow_post(
     kind: FlowKind,
     raw: &str,
     csrf_token: &str,
-) -> Result<FlowId, HttpResponse> {
-    let flow = parse_flow(ctx, kind, raw)?;
+) -> Result<FlowId, PageError> {
+    let flow = parse_flow(kind, raw)?;
     ctx.check_form(flow.as_str(), csrf_token)?;
     Ok(flow)
 }
 
-/// Re-reads the flow and re-renders its code page with `status` and a message.
+async fn load(ctx: &Ctx, kind: FlowKind, flow: &FlowId) -> Result<FlowView, PageError> {
+    ctx.state
+        .auth
+        .flow(flow, kind, &ctx.client())
+        .await
+        .map_err(|e| PageError::flow(kind, e))
+}
+
+/// Re-reads the flow and re-renders its code page with `message`.
 async fn rerender(
     ctx: &Ctx,
     kind: FlowKind,
     flow: &FlowId,
-    status: StatusCode,
     code: &str,
-    error: (String, Option<Link>),
-) -> HttpResponse {
-    match ctx.state.auth.flow(flow, kind, &ctx.client()).await {
-        Ok(view) => ctx.render(status, &verify_page(ctx, &view, code, Some(error), None)),
-        Err(e) => flow_error(ctx, kind, e),
-    }
+    message: FlowMessage,
+) -> Result<HttpResponse, PageError> {
+    let view = load(ctx, kind, flow).await?;
+    refused(ctx, message, |message| {
+        verify_page(ctx, &view, code, Some(message), None)
+    })
 }
 
 /// GET of the code step (also where a GET on the POST-only resend URL lands).
@@ -630,56 +590,18 @@ pub async fn code_page(
     kind: FlowKind,
     flow: web::Path<String>,
     query: web::Query<CodePageQuery>,
-) -> HttpResponse {
-    let flow = match parse_flow(&ctx, kind, &flow) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    match ctx.state.auth.flow(&flow, kind, &ctx.client()).await {
-        Ok(view) if view.complete => ctx.redirect(&landing(view.redirect.as_ref()), vec![]),
-        Ok(view) => {
-            let notice = if query.verified.is_some() {
-                Some(match view.verification.kind {
-                    IdentifierKind::Email => {
-                        "Verified. Now enter the code we sent to your email address.".to_string()
-                    }
-                    IdentifierKind::Phone => {
-                        "Verified. Now enter the code we sent to your phone.".to_string()
-                    }
-                })
-            } else {
-                query
-                    .sent
-                    .is_some()
-                    .then(|| "We sent you a new code. Earlier codes no longer work.".to_string())
-            };
-            ctx.render(StatusCode::OK, &verify_page(&ctx, &view, "", None, notice))
-        }
-        Err(e) => flow_error(&ctx, kind, e),
+) -> Result<HttpResponse, PageError> {
+    let flow = parse_flow(kind, &flow)?;
+    let view = load(&ctx, kind, &flow).await?;
+    if view.complete {
+        return ctx.redirect(&landing(view.redirect.as_ref()));
     }
-}
-
-/// What a rate-limited person reads: when to try again, in words, never which limit it was.
-fn wait_message(secs: u64) -> String {
-    let when = if secs < 60 {
-        format!("{secs} seconds")
+    let notice = if query.verified.is_some() {
+        Some(FlowNotice::Verified(view.verification.kind))
     } else {
-        let minutes = secs.div_ceil(60);
-        if minutes == 1 {
-            "a minute".to_string()
-        } else {
-            format!("{minutes} minutes")
-        }
+        query.sent.is_some().then_some(FlowNotice::Sent)
     };
-    format!("Too many requests. For your security, please wait {when} and try again.")
-}
-
-fn tries_left(n: u32) -> String {
-    if n == 1 {
-        "Incorrect code. You have 1 try left.".into()
-    } else {
-        format!("Incorrect code. You have {n} tries left.")
-    }
+    ctx.render(StatusCode::OK, &verify_page(&ctx, &view, "", None, notice))
 }
 
 /// POST of the code step.
@@ -688,125 +610,55 @@ pub async fn attempt(
     kind: FlowKind,
     flow: web::Path<String>,
     form: web::Form<CodeForm>,
-) -> HttpResponse {
-    let flow = match checked_flow_post(&ctx, kind, &flow, &form.csrf_token) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+) -> Result<HttpResponse, PageError> {
+    let flow = checked_flow_post(&ctx, kind, &flow, &form.csrf_token)?;
     let code = match OtpCode::parse(&form.code, ctx.state.settings.code_length) {
         Ok(c) => c,
-        Err(e) => {
-            return rerender(
-                &ctx,
-                kind,
-                &flow,
-                unprocessable,
-                &form.code,
-                (e.to_string(), None),
-            )
-            .await
-        }
+        Err(e) => return rerender(&ctx, kind, &flow, &form.code, FlowMessage::CodeFormat(e)).await,
     };
     let previous_session = ctx.current_user().await.ok().flatten();
     let step = VerificationId::parse(&form.verification);
-    match ctx
+    let attempted = ctx
         .state
         .auth
-        .attempt(&flow, kind, &code, &AttemptTarget::Page(step), &ctx.client())
-        .await
-    {
-        Err(AttemptError::Limited { retry_after_secs }) => {
-            let resp = rerender(
-                &ctx,
-                kind,
-                &flow,
-                StatusCode::TOO_MANY_REQUESTS,
-                &form.code,
-                (wait_message(retry_after_secs), None),
-            )
-            .await;
-            with_retry_after(resp, retry_after_secs)
-        }
-        Err(AttemptError::StepDone | AttemptError::NotPrepared) => {
-            ctx.redirect(&paths::verify(kind, &flow), vec![])
+        .attempt(
+            &flow,
+            kind,
+            &code,
+            &AttemptTarget::Page(step),
+            &ctx.client(),
+        )
+        .await;
+    let message = match attempted {
+        Ok(Attempted::SignedIn(signed_in)) => {
+            hand_over_session(&ctx, &ctx.client(), &signed_in, previous_session).await;
+            return ctx.redirect(&landing(signed_in.redirect.as_ref()));
         }
         Ok(Attempted::NextVerification) => {
-            ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)), vec![])
+            return ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)))
         }
-        Ok(Attempted::SignedIn(signed_in)) => {
-            // A browser holds one session: an earlier one is ended, never reused.
-            if let Some(prev) = previous_session {
-                if let Err(e) = ctx.state.auth.sign_out(&prev, &ctx.client()).await {
-                    tracing::warn!(error = %e, "could not end the previous session");
-                }
+        Err(AttemptError::StepDone | AttemptError::NotPrepared) => {
+            return ctx.redirect(&paths::verify(kind, &flow))
+        }
+        Err(AttemptError::AlreadyUsed) => {
+            return match ctx.current_user().await {
+                Ok(Some(_)) => ctx.redirect(paths::USER),
+                _ => Err(PageError::CodeUsed(kind)),
             }
-            let cookie = ctx.state.cookies.session(&signed_in.token, ctx.state.settings.session_ttl);
-            // The pre-session cookie is replaced too, so nothing planted before sign-in survives it.
-            let browser = ctx.state.cookies.browser(&crate::crypto::random_token(32));
-            ctx.redirect(&landing(signed_in.redirect.as_ref()), vec![cookie, browser])
         }
-        Err(AttemptError::Incorrect { remaining }) => {
-            rerender(&ctx, kind, &flow, unprocessable, &form.code, (tries_left(remaining), None)).await
-        }
-        Err(AttemptError::TriesExhausted) => {
-            rerender(
-                &ctx,
-                kind,
-                &flow,
-                unprocessable,
-                &form.code,
-                ("Too many incorrect tries: this code no longer works. Request a new code below.".into(), None),
-            )
-            .await
-        }
-        Err(AttemptError::CodeExpired) => {
-            rerender(&ctx, kind, &flow, unprocessable, &form.code, ("This code has expired. Request a new code below.".into(), None)).await
-        }
-        Err(AttemptError::AlreadyUsed) => match ctx.current_user().await {
-            Ok(Some(_)) => ctx.redirect(paths::USER, vec![]),
-            _ => ctx.error_page(
-                StatusCode::CONFLICT,
-                "This code was already used",
-                "This code has already been used to finish signing in. If that was not you in another tab, start again.",
-                Some(Link::new("Start again", paths::start(kind))),
-            ),
-        },
+        Err(AttemptError::Flow(e)) => return Err(PageError::flow(kind, e)),
         Err(AttemptError::IdentifierTaken) => {
-            rerender(
-                &ctx,
-                kind,
-                &flow,
-                StatusCode::CONFLICT,
-                "",
-                (
-                    "An account with this email address or phone number was created meanwhile.".into(),
-                    Some(Link::new("Sign in instead", paths::SIGN_IN)),
-                ),
-            )
-            .await
+            return rerender(&ctx, kind, &flow, "", FlowMessage::TakenMeanwhile).await
         }
-        Err(AttemptError::Locked { retry_after_secs }) => {
-            let minutes = retry_after_secs.div_ceil(60);
-            let resp = rerender(
-                &ctx,
-                kind,
-                &flow,
-                StatusCode::TOO_MANY_REQUESTS,
-                &form.code,
-                (
-                    format!(
-                        "Too many incorrect codes. For your security, try again in about {minutes} minute{}.",
-                        if minutes == 1 { "" } else { "s" }
-                    ),
-                    None,
-                ),
-            )
-            .await;
-            with_retry_after(resp, retry_after_secs)
+        Err(AttemptError::Incorrect { remaining }) => FlowMessage::Incorrect { remaining },
+        Err(AttemptError::TriesExhausted) => FlowMessage::TriesExhausted,
+        Err(AttemptError::CodeExpired) => FlowMessage::CodeExpired,
+        Err(AttemptError::Limited { retry_after_secs }) => {
+            FlowMessage::Limited { retry_after_secs }
         }
-        Err(AttemptError::Flow(e)) => flow_error(&ctx, kind, e),
-    }
+        Err(AttemptError::Locked { retry_after_secs }) => FlowMessage::Locked { retry_after_secs },
+    };
+    rerender(&ctx, kind, &flow, &form.code, message).await
 }
 
 /// POST of "Resend code".
@@ -815,11 +667,8 @@ pub async fn resend(
     kind: FlowKind,
     flow: web::Path<String>,
     form: web::Form<TokenForm>,
-) -> HttpResponse {
-    let flow = match checked_flow_post(&ctx, kind, &flow, &form.csrf_token) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
+) -> Result<HttpResponse, PageError> {
+    let flow = checked_flow_post(&ctx, kind, &flow, &form.csrf_token)?;
     let sent = ctx.state.auth.resend(&flow, kind, &ctx.client()).await;
     after_send(&ctx, kind, &flow, sent).await
 }
@@ -829,15 +678,11 @@ pub async fn switch_factor(
     ctx: Ctx,
     flow: web::Path<String>,
     form: web::Form<FactorForm>,
-) -> HttpResponse {
+) -> Result<HttpResponse, PageError> {
     let kind = FlowKind::SignIn;
-    let flow = match checked_flow_post(&ctx, kind, &flow, &form.csrf_token) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let Some(identifier) = IdentifierId::parse(&form.identifier_id) else {
-        return flow_error(&ctx, kind, FlowError::NotFound);
-    };
+    let flow = checked_flow_post(&ctx, kind, &flow, &form.csrf_token)?;
+    let identifier =
+        IdentifierId::parse(&form.identifier_id).ok_or(PageError::FlowNotFound(kind))?;
     let sent = ctx
         .state
         .auth
@@ -853,37 +698,27 @@ async fn after_send(
     kind: FlowKind,
     flow: &FlowId,
     sent: Result<FlowView, ResendError>,
-) -> HttpResponse {
+) -> Result<HttpResponse, PageError> {
     match sent {
-        Ok(view) => ctx.redirect(&format!("{}?sent=1", paths::verify(kind, &view.id)), vec![]),
+        Ok(view) => ctx.redirect(&format!("{}?sent=1", paths::verify(kind, &view.id))),
         Err(ResendError::Cooldown { wait_secs, view }) => {
-            let page = verify_page(
-                ctx,
-                &view,
-                "",
-                Some((
-                    format!("You can request a new code in {wait_secs} seconds."),
-                    None,
-                )),
-                None,
-            );
-            with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait_secs)
+            refused(ctx, FlowMessage::Cooldown { wait_secs }, |message| {
+                verify_page(ctx, &view, "", Some(message), None)
+            })
         }
-        Err(ResendError::Completed) => ctx.redirect(paths::USER, vec![]),
+        Err(ResendError::Completed) => ctx.redirect(paths::USER),
         Err(ResendError::Limited { retry_after_secs }) => {
-            let resp = rerender(
+            rerender(
                 ctx,
                 kind,
                 flow,
-                StatusCode::TOO_MANY_REQUESTS,
                 "",
-                (wait_message(retry_after_secs), None),
+                FlowMessage::Limited { retry_after_secs },
             )
-            .await;
-            with_retry_after(resp, retry_after_secs)
+            .await
         }
-        Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, flow), vec![]),
-        Err(ResendError::UnknownTarget) => flow_error(ctx, kind, FlowError::NotFound),
-        Err(ResendError::Flow(e)) => flow_error(ctx, kind, e),
+        Err(ResendError::AlreadyVerified) => ctx.redirect(&paths::verify(kind, flow)),
+        Err(ResendError::UnknownTarget) => Err(PageError::FlowNotFound(kind)),
+        Err(ResendError::Flow(e)) => Err(PageError::flow(kind, e)),
     }
 }

@@ -1,15 +1,18 @@
 //! HTTP face of Latchkey: the URL map, the per-request context and page helpers.
 //!
-//! Handlers parse input at the edge (domain types), call `auth::`, and render a page or redirect.
-
-// Early exits carry the finished response (`Result<_, HttpResponse>`); boxing it buys nothing here.
-#![allow(clippy::result_large_err)]
+//! Handlers parse input at the edge (domain types), call `auth::`, and answer a page, a redirect
+//! or JSON; what goes wrong is a typed error (`PageError`, `ApiError`) they return with `?`.
+//! [`finish`] writes every answer's request-bound parts: error pages and JSON errors naming the
+//! request id, cookies, a native client's token and CORS headers.
 
 mod api;
 mod assets;
 mod context;
 mod dev;
+mod errors;
 mod examples;
+mod finish;
+mod flow_input;
 mod flow_pages;
 mod health;
 mod home;
@@ -24,6 +27,9 @@ use std::sync::Arc;
 use actix_web::web;
 
 pub use context::Ctx;
+pub use errors::PageError;
+pub use finish::finish;
+pub use overload::InFlight;
 pub use pages::not_found;
 
 use crate::auth::Auth;
@@ -38,8 +44,6 @@ pub struct AppState {
     pub settings: Settings,
     pub cookies: Cookies,
 }
-
-pub use overload::InFlight;
 
 /// Every URL, spelled once: the patterns the URL map mounts and the builders that fill them in
 /// for links and redirects. Templates receive URLs built from these.
