@@ -131,6 +131,7 @@ impl Application {
                 .app_data(web::PayloadConfig::default().limit(max_body))
                 // Innermost, so the 503 it answers still gets the security headers.
                 .wrap_fn(move |req, srv| in_flight.call(req, srv))
+                .wrap(actix_web::middleware::from_fn(routes::finish))
                 .wrap(default_headers)
                 .wrap(Compress::default())
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())

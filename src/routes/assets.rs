@@ -3,7 +3,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
-use super::{pages::not_found, Ctx};
+use super::PageError;
 
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -28,12 +28,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-pub async fn serve(ctx: Ctx, name: web::Path<String>) -> HttpResponse {
+pub async fn serve(name: web::Path<String>) -> Result<HttpResponse, PageError> {
     match ASSETS.iter().find(|(n, _, _)| *n == name.as_str()) {
-        Some((_, content_type, body)) => HttpResponse::Ok()
+        Some((_, content_type, body)) => Ok(HttpResponse::Ok()
             .content_type(*content_type)
             .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-            .body(*body),
-        None => not_found(ctx).await,
+            .body(*body)),
+        None => Err(PageError::NotFound),
     }
 }

@@ -1,17 +1,22 @@
 //! The per-request context every page handler takes: state, request id, browser cookie, and the
-//! helpers that turn outcomes into responses (pages, redirects, CSRF refusals, error pages).
+//! helpers that turn outcomes into responses (pages, redirects, CSRF checks, error pages). What
+//! the answer hands to the client (cookies) is recorded for `finish`, which writes it on every
+//! answer.
 
-use std::cell::RefCell;
 use std::future::{ready, Ready};
 
-use actix_web::cookie::Cookie;
 use actix_web::http::{header, StatusCode};
-use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{
+    dev::Payload, web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
+};
 use askama::Template;
 
-use super::pages::{ErrorPage, Link, PageCtx};
-use super::AppState;
-use crate::auth::{Client, CurrentUser};
+use super::errors::{PageError, Unexpected};
+use super::finish::{pending, SessionCookie};
+use super::flow_input::{from_allowed_site, plausible_token};
+use super::pages::{ErrorPage, ErrorText, Link, PageCtx};
+use super::{paths, AppState};
+use crate::auth::{Client, CurrentUser, FlowKind};
 use crate::crypto::random_token;
 
 pub struct Ctx {
@@ -19,7 +24,6 @@ pub struct Ctx {
     pub state: web::Data<AppState>,
     pub request_id: String,
     browser: Option<String>,
-    minted_browser: RefCell<Option<String>>,
     user_agent: Option<String>,
     ip: Option<String>,
 }
@@ -87,10 +91,12 @@ fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
     hop.strip_prefix('[')?.split(']').next()?.parse().ok()
 }
 
-fn plausible_token(v: &str) -> bool {
-    v.len() == 43
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The request id `TracingLogger` gave this request (empty if none).
+pub(super) fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string())
+        .unwrap_or_default()
 }
 
 impl FromRequest for Ctx {
@@ -102,11 +108,6 @@ impl FromRequest for Ctx {
             .app_data::<web::Data<AppState>>()
             .cloned()
             .expect("AppState is registered at startup");
-        let request_id = req
-            .extensions()
-            .get::<tracing_actix_web::RequestId>()
-            .map(|id| id.to_string())
-            .unwrap_or_default();
         let browser = req
             .cookie(&state.cookies.browser_name())
             .map(|c| c.value().to_string())
@@ -125,9 +126,8 @@ impl FromRequest for Ctx {
         ready(Ok(Ctx {
             req: req.clone(),
             state,
-            request_id,
+            request_id: request_id(req),
             browser,
-            minted_browser: RefCell::new(None),
             user_agent,
             ip,
         }))
@@ -135,15 +135,37 @@ impl FromRequest for Ctx {
 }
 
 impl Ctx {
-    /// The browser cookie value, minting one (set on the response) if the request had none.
+    /// The browser cookie value, minting one (set on the answer by `finish`) if the request had
+    /// none.
     pub fn browser(&self) -> String {
         if let Some(b) = &self.browser {
             return b.clone();
         }
-        self.minted_browser
-            .borrow_mut()
-            .get_or_insert_with(|| random_token(32))
-            .clone()
+        pending(&self.req, |p| {
+            p.browser.get_or_insert_with(|| random_token(32)).clone()
+        })
+    }
+
+    /// A fresh browser cookie on the answer (at sign-in), replacing any minted before.
+    pub(super) fn replace_browser_cookie(&self) {
+        pending(&self.req, |p| p.browser = Some(random_token(32)));
+    }
+
+    /// The session cookie of a new session on the answer.
+    pub(super) fn issue_session_cookie(&self, token: &str) {
+        pending(&self.req, |p| {
+            p.session = Some(SessionCookie::Issue(token.to_string()))
+        });
+    }
+
+    /// The session cookie's removal on the answer.
+    pub(super) fn remove_session_cookie(&self) {
+        pending(&self.req, |p| p.session = Some(SessionCookie::Remove));
+    }
+
+    /// A native client's token in the answer's `Authorization` header.
+    pub(super) fn hand_client_token(&self, token: &str) {
+        pending(&self.req, |p| p.client_token = Some(token.to_string()));
     }
 
     pub fn client(&self) -> Client<'_> {
@@ -180,32 +202,14 @@ impl Ctx {
             .csrf_token(&["session", user.session_id.as_str()])
     }
 
-    /// Fetch-metadata and Origin check for unsafe methods: a cross-site request is refused
-    /// before any token is looked at. `Origin: null` (sent by browsers whose referrer policy hides
-    /// the origin) is accepted only when the browser also vouches `Sec-Fetch-Site: same-origin`,
-    /// a header no page can forge.
-    pub(super) fn same_origin_request(&self) -> bool {
-        let headers = self.req.headers();
-        let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-        if let Some(site) = site {
-            if !matches!(site, "same-origin" | "none") {
-                return false;
-            }
-        }
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let Ok(origin) = origin.to_str() else {
-                return false;
-            };
-            let vouched_null = origin == "null" && site == Some("same-origin");
-            if !vouched_null && !self.state.settings.public_origin.matches_header(origin) {
-                return false;
-            }
-        }
-        true
+    /// A form post comes from a page of this site (no other origin may post the hosted forms).
+    fn same_origin_request(&self) -> bool {
+        from_allowed_site(&self.req, &self.state.settings.public_origin, &[])
     }
 
-    /// Checks a form post bound to this browser and `scope`; on failure, the 403 response.
-    pub fn check_form(&self, scope: &str, token: &str) -> Result<(), HttpResponse> {
+    /// Checks a form post bound to this browser and `scope`: a cross-site request is refused
+    /// before any token is looked at.
+    pub fn check_form(&self, scope: &str, token: &str) -> Result<(), PageError> {
         let valid = self.same_origin_request()
             && self.browser.as_deref().is_some_and(|b| {
                 self.state
@@ -213,36 +217,26 @@ impl Ctx {
                     .keys()
                     .csrf_valid(&["browser", b, scope], token)
             });
-        if valid {
-            Ok(())
-        } else {
-            Err(self.csrf_refusal())
-        }
+        self.form_checked(valid)
     }
 
     /// Checks a form post of a signed-in session.
-    pub fn check_session_form(&self, user: &CurrentUser, token: &str) -> Result<(), HttpResponse> {
+    pub fn check_session_form(&self, user: &CurrentUser, token: &str) -> Result<(), PageError> {
         let valid = self.same_origin_request()
             && self
                 .state
                 .auth
                 .keys()
                 .csrf_valid(&["session", user.session_id.as_str()], token);
-        if valid {
-            Ok(())
-        } else {
-            Err(self.csrf_refusal())
-        }
+        self.form_checked(valid)
     }
 
-    fn csrf_refusal(&self) -> HttpResponse {
+    fn form_checked(&self, valid: bool) -> Result<(), PageError> {
+        if valid {
+            return Ok(());
+        }
         tracing::warn!(event = "csrf_refused", path = %self.req.path(), ip = self.ip.as_deref().unwrap_or("-"), "form post without a valid CSRF token or from another site");
-        self.error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            "For your security, this request was refused: it did not come from a page of this site, or your browser blocked the cookie it needs. Go back, reload the page and try again.",
-            Some(Link::new("Start again", super::paths::SIGN_IN)),
-        )
+        Err(PageError::FormExpired)
     }
 
     /// The session cookie's token, if any.
@@ -253,47 +247,61 @@ impl Ctx {
     }
 
     /// The signed-in user, if the session cookie names a live session.
-    pub async fn current_user(&self) -> Result<Option<CurrentUser>, HttpResponse> {
+    pub async fn current_user(&self) -> Result<Option<CurrentUser>, PageError> {
         let Some(token) = self.session_token() else {
             return Ok(None);
         };
-        self.state
-            .auth
-            .current_user(&token)
-            .await
-            .map_err(|e| self.internal(e))
+        Ok(self.state.auth.current_user(&token).await?)
     }
 
-    /// Renders a page with `status`, adding the browser cookie if one was minted.
-    pub fn render(&self, status: StatusCode, page: &impl Template) -> HttpResponse {
-        match page.render() {
-            Ok(body) => {
-                let mut resp = HttpResponse::build(status);
-                resp.content_type("text/html; charset=utf-8");
-                self.attach_cookies(&mut resp);
-                resp.body(body)
+    /// Renders a page with `status`.
+    pub fn render(
+        &self,
+        status: StatusCode,
+        page: &impl Template,
+    ) -> Result<HttpResponse, PageError> {
+        let body = page
+            .render()
+            .map_err(|e| anyhow::anyhow!("rendering a page: {e}"))?;
+        Ok(HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .body(body))
+    }
+
+    /// 303 See Other to `location`.
+    pub fn redirect(&self, location: &str) -> Result<HttpResponse, PageError> {
+        Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, location))
+            .finish())
+    }
+
+    /// The page of a [`PageError`] (written by `finish`); an unexpected failure is logged here
+    /// with the request id.
+    pub(super) fn error_response(&self, e: &PageError) -> HttpResponse {
+        let start_again = |kind: FlowKind| Some(paths::start(kind).to_string());
+        let (text, link) = match e {
+            PageError::FormExpired => (ErrorText::FormExpired, Some(paths::SIGN_IN.to_string())),
+            PageError::FlowNotFound(kind) => (ErrorText::FlowNotFound, start_again(*kind)),
+            PageError::FlowExpired(kind) => (ErrorText::FlowExpired, start_again(*kind)),
+            PageError::CodeUsed(kind) => (ErrorText::CodeUsed, start_again(*kind)),
+            PageError::NotFound => (ErrorText::NotFound, Some(paths::SIGN_IN.to_string())),
+            PageError::Internal(e) => {
+                let unexpected = Unexpected::logged(e, &self.request_id);
+                let page = match unexpected {
+                    Unexpected::Unavailable => ErrorText::Unavailable,
+                    Unexpected::Failed => ErrorText::Failed,
+                };
+                let resp = self.error_page_of(unexpected.status(), page, None);
+                return match unexpected {
+                    Unexpected::Unavailable => with_retry_after(resp, Unexpected::RETRY_AFTER_SECS),
+                    Unexpected::Failed => resp,
+                };
             }
-            Err(e) => self.internal(anyhow::anyhow!("rendering a page: {e}")),
-        }
+        };
+        self.error_page_of(ResponseError::status_code(e), text, link)
     }
 
-    pub(super) fn attach_cookies(&self, resp: &mut actix_web::HttpResponseBuilder) {
-        if let Some(b) = self.minted_browser.borrow().as_deref() {
-            resp.cookie(self.state.cookies.browser(b));
-        }
-    }
-
-    /// 303 See Other to `location`, with optional cookies.
-    pub fn redirect(&self, location: &str, cookies: Vec<Cookie<'static>>) -> HttpResponse {
-        let mut resp = HttpResponse::SeeOther();
-        resp.insert_header((header::LOCATION, location));
-        self.attach_cookies(&mut resp);
-        for c in cookies {
-            resp.cookie(c);
-        }
-        resp.finish()
-    }
-
+    /// An error page with the caller's own words (the form reader in `startup.rs`).
     pub fn error_page(
         &self,
         status: StatusCode,
@@ -301,45 +309,41 @@ impl Ctx {
         message: &str,
         link: Option<Link>,
     ) -> HttpResponse {
-        let page = ErrorPage {
-            page: self.page_ctx(title),
-            status: status.as_u16(),
+        let text = ErrorText::Given {
+            title: title.to_string(),
             message: message.to_string(),
+        };
+        let href = link.map(|l| l.href);
+        self.error_page_of(status, text, href)
+    }
+
+    fn error_page_of(
+        &self,
+        status: StatusCode,
+        text: ErrorText,
+        link: Option<String>,
+    ) -> HttpResponse {
+        let page = ErrorPage {
+            page: self.page_ctx(""),
+            status: status.as_u16(),
+            text,
             link,
         };
         match page.render() {
             Ok(body) => HttpResponse::build(status)
                 .content_type("text/html; charset=utf-8")
                 .body(body),
-            Err(_) => HttpResponse::build(status)
-                .content_type("text/plain; charset=utf-8")
-                .body(format!(
-                    "{title}\n\n{message}\n\nRequest id: {}",
-                    self.request_id
-                )),
+            Err(e) => {
+                tracing::error!(request_id = %self.request_id, error = %e, "rendering the error page");
+                HttpResponse::build(status)
+                    .content_type("text/plain; charset=utf-8")
+                    .body(format!(
+                        "Error {}\n\nRequest id: {}",
+                        status.as_u16(),
+                        self.request_id
+                    ))
+            }
         }
-    }
-
-    /// Logs an unexpected failure with its request id and shows a 500 page naming the id, or a
-    /// 503 with `Retry-After` when the database cannot be reached (never a hang).
-    pub fn internal(&self, e: anyhow::Error) -> HttpResponse {
-        if crate::store::is_unavailable_error(&e) {
-            tracing::error!(request_id = %self.request_id, error = format!("{e:#}"), "database unavailable");
-            let resp = self.error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Temporarily unavailable",
-                "We cannot reach our database right now. Nothing you entered was lost: try again in a few seconds.",
-                None,
-            );
-            return with_retry_after(resp, 5);
-        }
-        tracing::error!(request_id = %self.request_id, error = format!("{e:#}"), "request failed");
-        self.error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong",
-            "We could not complete your request. Nothing you entered was lost: go back and try again in a moment. If it keeps happening, give the request id below to the site's operator.",
-            None,
-        )
     }
 }
 

@@ -3,22 +3,24 @@
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use super::pages::{not_found, DevOutboxPage, DevSettingsPage, OutboxRow};
-use super::Ctx;
+use super::pages::{DevOutboxPage, DevSettingsPage, OutboxRow};
+use super::{Ctx, PageError};
 use crate::delivery::CodeMessage;
 use crate::domain::Channel;
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
 
-pub async fn outbox(ctx: Ctx) -> HttpResponse {
+pub async fn outbox(ctx: Ctx) -> Result<HttpResponse, PageError> {
     if !ctx.state.settings.dev_mode {
-        return not_found(ctx).await;
+        return Err(PageError::NotFound);
     }
-    let entries = match ctx.state.store.recent_messages(50).await {
-        Ok(e) => e,
-        Err(e) => return ctx.internal(e.context("listing the outbox")),
-    };
+    let entries = ctx
+        .state
+        .store
+        .recent_messages(50)
+        .await
+        .map_err(|e| e.context("listing the outbox"))?;
     let keys = ctx.state.auth.keys();
     let product = &ctx.state.settings.product_name;
     let host = ctx.state.settings.public_url.host_str().unwrap_or_default();
@@ -68,9 +70,9 @@ pub async fn outbox(ctx: Ctx) -> HttpResponse {
 }
 
 /// `/dev/settings`: the identifier, strategy and delivery settings in force, read-only.
-pub async fn settings(ctx: Ctx) -> HttpResponse {
+pub async fn settings(ctx: Ctx) -> Result<HttpResponse, PageError> {
     if !ctx.state.settings.dev_mode {
-        return not_found(ctx).await;
+        return Err(PageError::NotFound);
     }
     let s = &ctx.state.settings;
     let on = |b: bool| if b { "on" } else { "off" }.to_string();

@@ -6,9 +6,9 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
 use super::pages::CustomFlowPage;
-use super::{paths, Ctx};
+use super::{paths, Ctx, PageError};
 
-pub async fn custom_flow(ctx: Ctx) -> HttpResponse {
+pub async fn custom_flow(ctx: Ctx) -> Result<HttpResponse, PageError> {
     ctx.render(
         StatusCode::OK,
         &CustomFlowPage {

@@ -2,12 +2,11 @@
 
 use actix_web::HttpResponse;
 
-use super::{paths, Ctx};
+use super::{paths, Ctx, PageError};
 
-pub async fn index(ctx: Ctx) -> HttpResponse {
-    match ctx.current_user().await {
-        Ok(Some(_)) => ctx.redirect(paths::USER, vec![]),
-        Ok(None) => ctx.redirect(paths::SIGN_IN, vec![]),
-        Err(resp) => resp,
+pub async fn index(ctx: Ctx) -> Result<HttpResponse, PageError> {
+    match ctx.current_user().await? {
+        Some(_) => ctx.redirect(paths::USER),
+        None => ctx.redirect(paths::SIGN_IN),
     }
 }

@@ -1,15 +1,18 @@
 //! HTTP face of Latchkey: the URL map, the per-request context and page helpers.
 //!
-//! Handlers parse input at the edge (domain types), call `auth::`, and render a page or redirect.
-
-// Early exits carry the finished response (`Result<_, HttpResponse>`); boxing it buys nothing here.
-#![allow(clippy::result_large_err)]
+//! Handlers parse input at the edge (domain types), call `auth::`, and answer a page, a redirect
+//! or JSON; what goes wrong is a typed error (`PageError`, `ApiError`) they return with `?`.
+//! [`finish`] writes every answer's request-bound parts: error pages and JSON errors naming the
+//! request id, cookies, a native client's token and CORS headers.
 
 mod api;
 mod assets;
 mod context;
 mod dev;
+mod errors;
 mod examples;
+mod finish;
+mod flow_input;
 mod flow_pages;
 mod health;
 mod home;
@@ -24,6 +27,9 @@ use std::sync::Arc;
 use actix_web::web;
 
 pub use context::Ctx;
+pub use errors::PageError;
+pub use finish::finish;
+pub use overload::InFlight;
 pub use pages::not_found;
 
 use crate::auth::Auth;
@@ -39,16 +45,21 @@ pub struct AppState {
     pub cookies: Cookies,
 }
 
-/// Every URL, spelled once. Templates receive URLs built from these.
-pub use overload::InFlight;
-
+/// Every URL, spelled once: the patterns the URL map mounts and the builders that fill them in
+/// for links and redirects. Templates receive URLs built from these.
 pub mod paths {
     use crate::auth::FlowKind;
     use crate::domain::FlowId;
 
     pub const HOME: &str = "/";
     pub const SIGN_UP: &str = "/sign-up";
+    pub const SIGN_UP_VERIFY: &str = "/sign-up/verify/{flow}";
+    pub const SIGN_UP_RESEND: &str = "/sign-up/resend/{flow}";
     pub const SIGN_IN: &str = "/sign-in";
+    pub const SIGN_IN_VERIFY: &str = "/sign-in/verify/{flow}";
+    pub const SIGN_IN_RESEND: &str = "/sign-in/resend/{flow}";
+    /// "Use another method" on a sign-in code page.
+    pub const SIGN_IN_FACTOR: &str = "/sign-in/factor/{flow}";
     pub const USER: &str = "/user";
     pub const SIGN_OUT: &str = "/sign-out";
     pub const HEALTHZ: &str = "/healthz";
@@ -56,7 +67,34 @@ pub mod paths {
     pub const DEV_OUTBOX: &str = "/dev/outbox";
     pub const DEV_SETTINGS: &str = "/dev/settings";
     pub const EXAMPLES_CUSTOM_FLOW: &str = "/examples/custom-flow";
-    pub const STATIC: &str = "/static";
+    pub const STATIC_ASSET: &str = "/static/{name}";
+
+    /// The custom-flow JSON API (docs/api.md).
+    pub mod api {
+        pub const OPENAPI: &str = "/v1/openapi.json";
+        pub const CLIENT: &str = "/v1/client";
+        pub const CLIENT_SESSION: &str = "/v1/client/sessions/{id}";
+        pub const SIGN_UPS: &str = "/v1/client/sign_ups";
+        pub const SIGN_UP: &str = "/v1/client/sign_ups/{id}";
+        pub const SIGN_UP_PREPARE: &str = "/v1/client/sign_ups/{id}/prepare_verification";
+        pub const SIGN_UP_ATTEMPT: &str = "/v1/client/sign_ups/{id}/attempt_verification";
+        pub const SIGN_INS: &str = "/v1/client/sign_ins";
+        pub const SIGN_IN: &str = "/v1/client/sign_ins/{id}";
+        pub const SIGN_IN_PREPARE: &str = "/v1/client/sign_ins/{id}/prepare_first_factor";
+        pub const SIGN_IN_ATTEMPT: &str = "/v1/client/sign_ins/{id}/attempt_first_factor";
+        /// Everything else under `/v1` (preflights, and the structured 404).
+        pub const ANY: &str = "/v1/{tail:.*}";
+    }
+
+    /// `pattern` with its one `{…}` segment replaced by `value`.
+    fn fill(pattern: &str, value: &str) -> String {
+        match (pattern.find('{'), pattern.find('}')) {
+            (Some(open), Some(close)) => {
+                format!("{}{value}{}", &pattern[..open], &pattern[close + 1..])
+            }
+            _ => pattern.to_string(),
+        }
+    }
 
     pub fn start(kind: FlowKind) -> &'static str {
         match kind {
@@ -66,16 +104,24 @@ pub mod paths {
     }
 
     pub fn verify(kind: FlowKind, id: &FlowId) -> String {
-        format!("{}/verify/{}", start(kind), id)
+        let pattern = match kind {
+            FlowKind::SignUp => SIGN_UP_VERIFY,
+            FlowKind::SignIn => SIGN_IN_VERIFY,
+        };
+        fill(pattern, id.as_str())
     }
 
     pub fn resend(kind: FlowKind, id: &FlowId) -> String {
-        format!("{}/resend/{}", start(kind), id)
+        let pattern = match kind {
+            FlowKind::SignUp => SIGN_UP_RESEND,
+            FlowKind::SignIn => SIGN_IN_RESEND,
+        };
+        fill(pattern, id.as_str())
     }
 
     /// "Use another method" on a sign-in code page.
     pub fn factor(id: &FlowId) -> String {
-        format!("{SIGN_IN}/factor/{id}")
+        fill(SIGN_IN_FACTOR, id.as_str())
     }
 
     /// The identifier step, prefilled from an existing flow ("Edit").
@@ -84,7 +130,57 @@ pub mod paths {
     }
 
     pub fn asset(name: &str) -> String {
-        format!("{STATIC}/{name}")
+        fill(STATIC_ASSET, name)
+    }
+
+    /// `base` with a query of the non-empty `params` (form-urlencoded).
+    pub fn with_query(base: &str, params: &[(&str, &str)]) -> String {
+        let params: Vec<_> = params.iter().filter(|(_, v)| !v.is_empty()).collect();
+        if params.is_empty() {
+            return base.to_string();
+        }
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            s.append_pair(k, v);
+        }
+        format!("{base}?{}", s.finish())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use actix_web::dev::ResourceDef;
+
+        use super::*;
+
+        #[test]
+        fn every_built_url_matches_the_pattern_the_url_map_mounts() {
+            let id = FlowId::generate();
+            let built = [
+                (SIGN_UP_VERIFY, verify(FlowKind::SignUp, &id)),
+                (SIGN_IN_VERIFY, verify(FlowKind::SignIn, &id)),
+                (SIGN_UP_RESEND, resend(FlowKind::SignUp, &id)),
+                (SIGN_IN_RESEND, resend(FlowKind::SignIn, &id)),
+                (SIGN_IN_FACTOR, factor(&id)),
+                (STATIC_ASSET, asset("style.css")),
+            ];
+            for (pattern, url) in built {
+                let def = ResourceDef::new(pattern);
+                assert!(def.is_match(&url), "{url} does not match {pattern}");
+                assert!(
+                    url.ends_with(id.as_str()) || url.ends_with("style.css"),
+                    "{url}"
+                );
+            }
+            assert_eq!(
+                verify(FlowKind::SignIn, &id),
+                format!("/sign-in/verify/{id}")
+            );
+            assert_eq!(asset("flow.js"), "/static/flow.js");
+            assert_eq!(
+                with_query(SIGN_IN, &[("redirect_url", USER), ("empty", "")]),
+                "/sign-in?redirect_url=%2Fuser"
+            );
+        }
     }
 }
 
@@ -97,12 +193,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(sign_up::start)),
         )
         .service(
-            web::resource("/sign-up/verify/{flow}")
+            web::resource(paths::SIGN_UP_VERIFY)
                 .route(web::get().to(sign_up::code_page))
                 .route(web::post().to(sign_up::attempt)),
         )
         .service(
-            web::resource("/sign-up/resend/{flow}")
+            web::resource(paths::SIGN_UP_RESEND)
                 .route(web::get().to(sign_up::code_page))
                 .route(web::post().to(sign_up::resend)),
         )
@@ -112,17 +208,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(sign_in::start)),
         )
         .service(
-            web::resource("/sign-in/verify/{flow}")
+            web::resource(paths::SIGN_IN_VERIFY)
                 .route(web::get().to(sign_in::code_page))
                 .route(web::post().to(sign_in::attempt)),
         )
         .service(
-            web::resource("/sign-in/resend/{flow}")
+            web::resource(paths::SIGN_IN_RESEND)
                 .route(web::get().to(sign_in::code_page))
                 .route(web::post().to(sign_in::resend)),
         )
         .service(
-            web::resource("/sign-in/factor/{flow}")
+            web::resource(paths::SIGN_IN_FACTOR)
                 .route(web::get().to(sign_in::code_page))
                 .route(web::post().to(sign_in::switch_factor)),
         )
@@ -140,6 +236,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             paths::EXAMPLES_CUSTOM_FLOW,
             web::get().to(examples::custom_flow),
         )
-        .route("/static/{name}", web::get().to(assets::serve))
+        .route(paths::STATIC_ASSET, web::get().to(assets::serve))
         .configure(api::configure);
 }

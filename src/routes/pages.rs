@@ -1,10 +1,11 @@
 //! Typed page views. Each page is an askama template embedding the shared [`PageCtx`].
 
-use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use askama::Template;
 
-use super::{paths, Ctx};
+use super::flow_pages::{FlowMessage, FlowNotice};
+use super::{paths, PageError};
+use crate::domain::IdentifierKind;
 
 /// What every page needs.
 pub struct PageCtx {
@@ -25,6 +26,14 @@ impl PageCtx {
 
     pub fn dev_settings_url(&self) -> &'static str {
         paths::DEV_SETTINGS
+    }
+
+    pub fn sign_in_url(&self) -> &'static str {
+        paths::SIGN_IN
+    }
+
+    pub fn sign_up_url(&self) -> &'static str {
+        paths::SIGN_UP
     }
 }
 
@@ -72,8 +81,8 @@ pub struct IdentifierPage {
     pub csrf_token: String,
     pub fields: Vec<Field>,
     pub redirect_url: String,
-    pub error: Option<String>,
-    pub error_link: Option<Link>,
+    /// Shown above the form (`partials/alert.html`).
+    pub error: Option<FlowMessage>,
     pub switch_text: String,
     pub switch_link: Link,
 }
@@ -99,9 +108,9 @@ pub struct VerifyPage {
     pub csrf_token: String,
     pub code: String,
     pub code_length: usize,
-    pub error: Option<String>,
-    pub error_link: Option<Link>,
-    pub notice: Option<String>,
+    /// Shown above the form (`partials/alert.html`).
+    pub error: Option<FlowMessage>,
+    pub notice: Option<FlowNotice>,
     pub resend_wait_secs: u64,
     pub code_dead: bool,
     pub start_over: Link,
@@ -148,13 +157,31 @@ pub struct CustomFlowPage {
     pub sign_in_url: &'static str,
 }
 
+/// What an error page says; `templates/pages/error.html` holds the words.
+#[derive(Debug)]
+pub enum ErrorText {
+    FormExpired,
+    FlowNotFound,
+    FlowExpired,
+    CodeUsed,
+    NotFound,
+    Unavailable,
+    Failed,
+    /// The caller's own words (the form reader in `startup.rs`).
+    Given {
+        title: String,
+        message: String,
+    },
+}
+
 #[derive(Template)]
 #[template(path = "pages/error.html")]
 pub struct ErrorPage {
     pub page: PageCtx,
     pub status: u16,
-    pub message: String,
-    pub link: Option<Link>,
+    pub text: ErrorText,
+    /// Where "Start again" (or "Go to sign in" on the 404) leads.
+    pub link: Option<String>,
 }
 
 pub struct OutboxRow {
@@ -175,11 +202,6 @@ pub struct DevOutboxPage {
 }
 
 /// The styled 404 for unknown paths.
-pub async fn not_found(ctx: Ctx) -> HttpResponse {
-    ctx.error_page(
-        StatusCode::NOT_FOUND,
-        "Page not found",
-        "There is no page at this address. Check the link, or start from the sign-in page.",
-        Some(Link::new("Go to sign in", paths::SIGN_IN)),
-    )
+pub async fn not_found() -> Result<HttpResponse, PageError> {
+    Err(PageError::NotFound)
 }

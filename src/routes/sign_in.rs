@@ -5,16 +5,19 @@ use actix_web::{web, HttpResponse};
 use super::flow_pages::{
     self, CodeForm, CodePageQuery, FactorForm, StartForm, StartQuery, TokenForm,
 };
-use super::Ctx;
+use super::{Ctx, PageError};
 use crate::auth::FlowKind;
 
 const KIND: FlowKind = FlowKind::SignIn;
 
-pub async fn start_page(ctx: Ctx, query: web::Query<StartQuery>) -> HttpResponse {
+pub async fn start_page(
+    ctx: Ctx,
+    query: web::Query<StartQuery>,
+) -> Result<HttpResponse, PageError> {
     flow_pages::start_page(ctx, KIND, query).await
 }
 
-pub async fn start(ctx: Ctx, form: web::Form<StartForm>) -> HttpResponse {
+pub async fn start(ctx: Ctx, form: web::Form<StartForm>) -> Result<HttpResponse, PageError> {
     flow_pages::start(ctx, KIND, form).await
 }
 
@@ -22,15 +25,23 @@ pub async fn code_page(
     ctx: Ctx,
     flow: web::Path<String>,
     query: web::Query<CodePageQuery>,
-) -> HttpResponse {
+) -> Result<HttpResponse, PageError> {
     flow_pages::code_page(ctx, KIND, flow, query).await
 }
 
-pub async fn attempt(ctx: Ctx, flow: web::Path<String>, form: web::Form<CodeForm>) -> HttpResponse {
+pub async fn attempt(
+    ctx: Ctx,
+    flow: web::Path<String>,
+    form: web::Form<CodeForm>,
+) -> Result<HttpResponse, PageError> {
     flow_pages::attempt(ctx, KIND, flow, form).await
 }
 
-pub async fn resend(ctx: Ctx, flow: web::Path<String>, form: web::Form<TokenForm>) -> HttpResponse {
+pub async fn resend(
+    ctx: Ctx,
+    flow: web::Path<String>,
+    form: web::Form<TokenForm>,
+) -> Result<HttpResponse, PageError> {
     flow_pages::resend(ctx, KIND, flow, form).await
 }
 
@@ -38,6 +49,6 @@ pub async fn switch_factor(
     ctx: Ctx,
     flow: web::Path<String>,
     form: web::Form<FactorForm>,
-) -> HttpResponse {
+) -> Result<HttpResponse, PageError> {
     flow_pages::switch_factor(ctx, flow, form).await
 }

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 
 use super::flow_pages::TokenForm;
 use super::pages::{ActivityRow, ProfileIdentifier, UserPage};
-use super::{paths, Ctx};
+use super::{paths, Ctx, PageError};
 use crate::domain::{AuditKind, IdentifierKind};
 
 const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
@@ -33,13 +33,10 @@ fn describe(event: AuditKind) -> &'static str {
     }
 }
 
-pub async fn page(ctx: Ctx) -> HttpResponse {
-    let user = match ctx.current_user().await {
-        Ok(Some(u)) => u,
-        Ok(None) => {
-            return ctx.redirect(&format!("{}?redirect_url=%2Fuser", paths::SIGN_IN), vec![])
-        }
-        Err(resp) => return resp,
+pub async fn page(ctx: Ctx) -> Result<HttpResponse, PageError> {
+    let Some(user) = ctx.current_user().await? else {
+        let sign_in = paths::with_query(paths::SIGN_IN, &[("redirect_url", paths::USER)]);
+        return ctx.redirect(&sign_in);
     };
     let of_kind = |kind: IdentifierKind| {
         user.identifiers
@@ -52,21 +49,24 @@ pub async fn page(ctx: Ctx) -> HttpResponse {
             })
             .collect::<Vec<_>>()
     };
-    let activity = match ctx.state.auth.audit_for(&user.user_id).await {
-        Ok(events) => events
-            .into_iter()
-            .map(|e| ActivityRow {
-                when: e.at.format(ACTIVITY_FORMAT).unwrap_or_default(),
-                what: describe(e.event).to_string(),
-                detail: [e.identifier, e.ip]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" · "),
-            })
-            .collect(),
-        Err(e) => return ctx.internal(e.context("reading the account's security events")),
-    };
+    let events = ctx
+        .state
+        .auth
+        .audit_for(&user.user_id)
+        .await
+        .map_err(|e| e.context("reading the account's security events"))?;
+    let activity = events
+        .iter()
+        .map(|e| ActivityRow {
+            when: e.at.format(ACTIVITY_FORMAT).unwrap_or_default(),
+            what: describe(e.event).to_string(),
+            detail: [e.identifier.as_deref(), e.ip.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" · "),
+        })
+        .collect();
     let page = UserPage {
         page: ctx.page_ctx("Your account"),
         activity,
@@ -80,21 +80,19 @@ pub async fn page(ctx: Ctx) -> HttpResponse {
 }
 
 /// Signing out is a POST; a GET only goes back to the profile.
-pub async fn sign_out_get(ctx: Ctx) -> HttpResponse {
-    ctx.redirect(paths::USER, vec![])
+pub async fn sign_out_get(ctx: Ctx) -> Result<HttpResponse, PageError> {
+    ctx.redirect(paths::USER)
 }
 
-pub async fn sign_out(ctx: Ctx, form: web::Form<TokenForm>) -> HttpResponse {
-    let user = match ctx.current_user().await {
-        Ok(Some(u)) => u,
-        Ok(None) => return ctx.redirect(paths::SIGN_IN, vec![ctx.state.cookies.session_removal()]),
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = ctx.check_session_form(&user, &form.csrf_token) {
-        return resp;
+pub async fn sign_out(ctx: Ctx, form: web::Form<TokenForm>) -> Result<HttpResponse, PageError> {
+    if let Some(user) = ctx.current_user().await? {
+        ctx.check_session_form(&user, &form.csrf_token)?;
+        ctx.state
+            .auth
+            .sign_out(&user, &ctx.client())
+            .await
+            .map_err(|e| e.context("signing out"))?;
     }
-    if let Err(e) = ctx.state.auth.sign_out(&user, &ctx.client()).await {
-        return ctx.internal(e.context("signing out"));
-    }
-    ctx.redirect(paths::SIGN_IN, vec![ctx.state.cookies.session_removal()])
+    ctx.remove_session_cookie();
+    ctx.redirect(paths::SIGN_IN)
 }

@@ -467,3 +467,69 @@ crate::backend_tests! {
         assert_eq!(get(&app, &client, "/v1/client").await.body["user"]["email_addresses"][0]["email_address"], "b@example.com");
     }
 }
+
+/// CORS headers are written on every answer of the API, whatever produced it: a handler's
+/// refusal, a body that cannot be read, or an id the router could not even decode.
+#[tokio::test]
+async fn every_api_error_to_an_allowed_origin_carries_the_cors_headers() {
+    let app = spawn_app().await;
+    let client = browser();
+    let allowed = "https://app.example.com";
+    let answers = [
+        (
+            "unknown flow",
+            client.get(app.url("/v1/client/sign_ups/flw_aaaaaaaaaaaaaaaaaaaaaaaaaa")),
+        ),
+        (
+            "id that is not UTF-8",
+            client.get(app.url("/v1/client/sign_ups/%FF%FE")),
+        ),
+        ("unknown endpoint", client.get(app.url("/v1/nope"))),
+        (
+            "not JSON",
+            client
+                .post(app.url("/v1/client/sign_ups"))
+                .header("Content-Type", "application/json")
+                .body("{not json"),
+        ),
+        (
+            "not a JSON body",
+            client
+                .post(app.url("/v1/client/sign_ups"))
+                .header("Content-Type", "text/plain")
+                .body("{}"),
+        ),
+        (
+            "not an address",
+            client
+                .post(app.url("/v1/client/sign_ups"))
+                .json(&json!({"email_address": "nope"})),
+        ),
+    ];
+    for (label, req) in answers {
+        let resp = req.header("Origin", allowed).send().await.unwrap();
+        assert!(
+            resp.status().is_client_error(),
+            "{label}: {}",
+            resp.status()
+        );
+        let h = resp.headers();
+        assert_eq!(
+            h.get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            Some(allowed),
+            "{label}"
+        );
+        assert_eq!(
+            h.get("access-control-allow-credentials")
+                .map(|v| v.to_str().unwrap()),
+            Some("true"),
+            "{label}"
+        );
+        assert!(
+            h.get("vary")
+                .is_some_and(|v| v.to_str().unwrap().contains("Origin")),
+            "{label}"
+        );
+    }
+}

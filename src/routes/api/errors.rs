@@ -1,10 +1,14 @@
 //! Structured API errors: `{"errors": [{code, message, long_message, meta}]}` with a stable code.
+//! Handlers return [`ApiError`] with `?`: an expected [`Refusal`], or an unexpected failure that
+//! `routes::finish` answers with the request id (the same classification as the pages').
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{AttemptError, FlowError, ResendError, StartError};
+use crate::routes::errors::Unexpected;
 
 /// One error of an API response.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -37,14 +41,92 @@ pub struct ErrorsBody {
     pub errors: Vec<ErrorItem>,
 }
 
+/// What an API handler answers instead of its object.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An expected outcome with its stable code.
+    #[error("{}", .0.item.code)]
+    Refused(Box<Refusal>),
+    /// Anything unexpected: 500 naming the request id, or 503 with `Retry-After` when the
+    /// database cannot be reached. Logged once, with the request id, by `routes::finish`.
+    #[error("unexpected failure")]
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    /// The JSON answer; an unexpected failure is logged here with `request_id` and named by it.
+    pub(in crate::routes) fn answer(&self, request_id: &str) -> HttpResponse {
+        match self {
+            Self::Refused(r) => r.response(),
+            Self::Internal(e) => match Unexpected::logged(e, request_id) {
+                Unexpected::Unavailable => Refusal::unavailable().response(),
+                Unexpected::Failed => Refusal::internal(request_id).response(),
+            },
+        }
+    }
+
+    /// A flow that could not start; `param` is the field the identifier came in.
+    pub fn from_start(e: StartError, param: &str) -> Self {
+        match e {
+            StartError::IdentifierNotFound => Refusal::unprocessable(
+                "form_identifier_not_found",
+                "No account has this identifier.",
+                "Sign up first, or check the email address or phone number.",
+            )
+            .param(param)
+            .into(),
+            StartError::IdentifierTaken(kind) => Refusal::unprocessable(
+                "form_identifier_exists",
+                "An account with this identifier already exists.",
+                "Sign in instead.",
+            )
+            .param(super::objects::field_name(kind))
+            .into(),
+            StartError::Limited { retry_after_secs } => limited(retry_after_secs).into(),
+            StartError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Refused(r) => r.status,
+            Self::Internal(e) => Unexpected::of(e).status(),
+        }
+    }
+
+    /// A refusal's whole answer; an unexpected failure's status alone (`routes::finish` writes
+    /// it with the request id).
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Refused(r) => r.response(),
+            Self::Internal(_) => HttpResponse::new(self.status_code()),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(Box::new(r))
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e)
+    }
+}
+
+/// An expected refusal: its status, stable code and words.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct Refusal {
     pub status: StatusCode,
     pub item: ErrorItem,
     pub retry_after: Option<u64>,
 }
 
-impl ApiError {
+impl Refusal {
     pub fn new(status: StatusCode, code: &'static str, message: &str, long_message: &str) -> Self {
         Self {
             status,
@@ -56,6 +138,15 @@ impl ApiError {
             },
             retry_after: None,
         }
+    }
+
+    /// The JSON answer, with `Retry-After` when the refusal says to wait.
+    pub fn response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            resp.insert_header((header::RETRY_AFTER, secs.max(1)));
+        }
+        resp.json(self.body())
     }
 
     pub fn param(mut self, name: &str) -> Self {
@@ -136,7 +227,7 @@ impl ApiError {
             "Temporarily unavailable.",
             "The database is busy or unreachable. Nothing was lost; try again shortly.",
         )
-        .retry_after(5)
+        .retry_after(Unexpected::RETRY_AFTER_SECS)
     }
 
     pub fn internal(request_id: &str) -> Self {
@@ -203,113 +294,93 @@ impl ApiError {
     }
 }
 
-impl From<FlowError> for Result<ApiError, anyhow::Error> {
+impl From<FlowError> for ApiError {
     fn from(e: FlowError) -> Self {
         match e {
-            FlowError::NotFound | FlowError::Expired => Ok(ApiError::not_found()),
-            FlowError::Internal(e) => Err(e),
+            FlowError::NotFound | FlowError::Expired => Refusal::not_found().into(),
+            FlowError::Internal(e) => Self::Internal(e),
         }
-    }
-}
-
-/// What an outcome of the state machine is on the wire; `Err` is an unexpected failure.
-pub fn start_error(e: StartError, param: &str) -> Result<ApiError, anyhow::Error> {
-    match e {
-        StartError::IdentifierNotFound => Ok(ApiError::unprocessable(
-            "form_identifier_not_found",
-            "No account has this identifier.",
-            "Sign up first, or check the email address or phone number.",
-        )
-        .param(param)),
-        StartError::IdentifierTaken(kind) => {
-            let param = match kind {
-                crate::domain::IdentifierKind::Email => "email_address",
-                crate::domain::IdentifierKind::Phone => "phone_number",
-            };
-            Ok(ApiError::unprocessable(
-                "form_identifier_exists",
-                "An account with this identifier already exists.",
-                "Sign in instead.",
-            )
-            .param(param))
-        }
-        StartError::Limited { retry_after_secs } => Ok(limited(retry_after_secs)),
-        StartError::Internal(e) => Err(e),
     }
 }
 
 /// Every rate-limit refusal looks the same: which bucket fired is not said.
-fn limited(secs: u64) -> ApiError {
-    ApiError::too_many(secs, "Too many requests. Try again later.")
+fn limited(secs: u64) -> Refusal {
+    Refusal::too_many(secs, "Too many requests. Try again later.")
 }
 
-pub fn resend_error(e: ResendError) -> Result<ApiError, anyhow::Error> {
-    match e {
-        ResendError::Flow(e) => e.into(),
-        ResendError::Cooldown { wait_secs, .. } => Ok(ApiError::too_many(
-            wait_secs,
-            "A code was sent moments ago. Try again later.",
-        )),
-        ResendError::Completed | ResendError::AlreadyVerified => Ok(ApiError::new(
-            StatusCode::CONFLICT,
-            "verification_already_verified",
-            "This is already verified.",
-            "Nothing to send: this verification (or the whole flow) is complete.",
-        )),
-        ResendError::Limited { retry_after_secs } => Ok(limited(retry_after_secs)),
-        ResendError::UnknownTarget => Ok(ApiError::value_invalid(
-            "strategy",
-            "This flow has nothing to verify with that strategy and identifier.",
-        )),
+impl From<ResendError> for ApiError {
+    fn from(e: ResendError) -> Self {
+        match e {
+            ResendError::Flow(e) => e.into(),
+            ResendError::Cooldown { wait_secs, .. } => {
+                Refusal::too_many(wait_secs, "A code was sent moments ago. Try again later.").into()
+            }
+            ResendError::Completed | ResendError::AlreadyVerified => Refusal::new(
+                StatusCode::CONFLICT,
+                "verification_already_verified",
+                "This is already verified.",
+                "Nothing to send: this verification (or the whole flow) is complete.",
+            )
+            .into(),
+            ResendError::Limited { retry_after_secs } => limited(retry_after_secs).into(),
+            ResendError::UnknownTarget => Refusal::value_invalid(
+                "strategy",
+                "This flow has nothing to verify with that strategy and identifier.",
+            )
+            .into(),
+        }
     }
 }
 
-pub fn attempt_error(e: AttemptError) -> Result<ApiError, anyhow::Error> {
-    Ok(match e {
-        AttemptError::Flow(e) => return e.into(),
-        AttemptError::Incorrect { remaining } => {
-            let mut e = ApiError::unprocessable(
-                "form_code_incorrect",
-                "Incorrect code.",
-                &format!("The code is wrong; {remaining} tries left on this code."),
+impl From<AttemptError> for ApiError {
+    fn from(e: AttemptError) -> Self {
+        let refusal = match e {
+            AttemptError::Flow(e) => return e.into(),
+            AttemptError::Incorrect { remaining } => {
+                let mut e = Refusal::unprocessable(
+                    "form_code_incorrect",
+                    "Incorrect code.",
+                    &format!("The code is wrong; {remaining} tries left on this code."),
+                )
+                .param("code");
+                e.item.meta.attempts_remaining = Some(remaining);
+                e
+            }
+            AttemptError::TriesExhausted => Refusal::unprocessable(
+                "verification_failed",
+                "Too many incorrect tries.",
+                "This code no longer works: prepare a new one.",
             )
-            .param("code");
-            e.item.meta.attempts_remaining = Some(remaining);
-            e
-        }
-        AttemptError::TriesExhausted => ApiError::unprocessable(
-            "verification_failed",
-            "Too many incorrect tries.",
-            "This code no longer works: prepare a new one.",
-        )
-        .param("code"),
-        AttemptError::CodeExpired => ApiError::unprocessable(
-            "verification_expired",
-            "This code has expired.",
-            "Prepare a new code.",
-        )
-        .param("code"),
-        AttemptError::AlreadyUsed | AttemptError::StepDone => ApiError::new(
-            StatusCode::CONFLICT,
-            "verification_already_verified",
-            "This code was already used.",
-            "The verification is complete; read the object for its state.",
-        ),
-        AttemptError::NotPrepared => ApiError::unprocessable(
-            "verification_not_prepared",
-            "No code was sent for this strategy.",
-            "Call prepare first.",
-        )
-        .param("strategy"),
-        AttemptError::IdentifierTaken => ApiError::unprocessable(
-            "form_identifier_exists",
-            "An account with this identifier was created meanwhile.",
-            "Sign in instead.",
-        ),
-        AttemptError::Limited { retry_after_secs } => limited(retry_after_secs),
-        AttemptError::Locked { retry_after_secs } => ApiError::too_many(
-            retry_after_secs,
-            "Too many incorrect codes. Try again later.",
-        ),
-    })
+            .param("code"),
+            AttemptError::CodeExpired => Refusal::unprocessable(
+                "verification_expired",
+                "This code has expired.",
+                "Prepare a new code.",
+            )
+            .param("code"),
+            AttemptError::AlreadyUsed | AttemptError::StepDone => Refusal::new(
+                StatusCode::CONFLICT,
+                "verification_already_verified",
+                "This code was already used.",
+                "The verification is complete; read the object for its state.",
+            ),
+            AttemptError::NotPrepared => Refusal::unprocessable(
+                "verification_not_prepared",
+                "No code was sent for this strategy.",
+                "Call prepare first.",
+            )
+            .param("strategy"),
+            AttemptError::IdentifierTaken => Refusal::unprocessable(
+                "form_identifier_exists",
+                "An account with this identifier was created meanwhile.",
+                "Sign in instead.",
+            ),
+            AttemptError::Limited { retry_after_secs } => limited(retry_after_secs),
+            AttemptError::Locked { retry_after_secs } => Refusal::too_many(
+                retry_after_secs,
+                "Too many incorrect codes. Try again later.",
+            ),
+        };
+        refusal.into()
+    }
 }
