@@ -1,22 +1,26 @@
 //! `latchkey-bench`: a bounded, loopback-only load generator for complete sign-in (or sign-up)
-//! flows. It seeds users through Latchkey's own store code, starts the `latchkey` binary with its
-//! SMTP pointed at the benchmark's own SMTP receiver, runs virtual users that each loop over
-//! whole flows (page, identifier, code by real SMTP, code, /user), and prints one JSON line and a
-//! table. See BENCHMARKS.md.
+//! flows. It seeds users through Latchkey's own store code (SQLite or PostgreSQL), measures a
+//! calibration of the machine, starts one or more `latchkey` processes on the one database with
+//! their SMTP pointed at the benchmark's own SMTP receiver, runs virtual users that each loop
+//! over whole flows (page, identifier, code by real SMTP, code, /user) the way a browser does,
+//! and prints one JSON line and a table. See BENCHMARKS.md.
 
+mod calibrate;
 mod http;
+mod seed;
+mod server;
 mod smtp;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
-use latchkey::domain::EmailAddress;
-use latchkey::store::{DatabaseOptions, Store};
+
+use seed::{user_email, Database};
+use server::{cpu_seconds, peak_rss_mb, postgres_cpu_seconds, Server, ServerConfig};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -27,7 +31,7 @@ enum Mode {
     SignUp,
 }
 
-/// Benchmark complete one-time-code flows against a local Latchkey.
+/// Benchmark complete one-time-code flows against local Latchkey processes.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -46,11 +50,26 @@ struct Args {
     #[arg(long, value_enum, default_value = "sign-in")]
     mode: Mode,
     /// SQLite file to use (seeded if it has fewer users). Default: target/bench/users-<N>.db
-    #[arg(long)]
+    #[arg(long, conflicts_with = "database_url")]
     database: Option<PathBuf>,
+    /// A PostgreSQL database instead of SQLite, e.g.
+    /// postgres://postgres@127.0.0.1:5432/latchkey_bench: created if missing (from the server's
+    /// `postgres` database), seeded if it has fewer users. A sqlite:// URL names a file.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Start from an empty database: delete the SQLite file, or drop the PostgreSQL database.
+    #[arg(long)]
+    fresh: bool,
+    /// `latchkey` processes sharing the one database, each on its own port; the virtual users
+    /// are spread over them round-robin.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     /// SQLite `synchronous` level for the server: full (survives power loss) or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
+    /// The server's `database_max_connections` (per instance). Default: the server's own.
+    #[arg(long)]
+    database_max_connections: Option<u32>,
     /// The latchkey binary to start. Default: next to this one.
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -61,9 +80,32 @@ struct Args {
     /// Threads of the load generator itself (it shares the machine with the server).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Seconds each calibration measurement runs (0 skips the calibration).
+    #[arg(long, default_value_t = 1.0)]
+    calibration_secs: f64,
 }
 
-/// Timings of one complete flow, in microseconds.
+impl Args {
+    fn database(&self) -> anyhow::Result<Database> {
+        if let Some(url) = &self.database_url {
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                return Ok(Database::Postgres(url.clone()));
+            }
+            if let Some(path) = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
+                return Ok(Database::Sqlite(PathBuf::from(path)));
+            }
+            bail!("--database-url must start with postgres:// (or sqlite://)");
+        }
+        Ok(Database::Sqlite(self.database.clone().unwrap_or_else(
+            || PathBuf::from(format!("target/bench/users-{}.db", self.users)),
+        )))
+    }
+}
+
+/// Timings of one complete flow, in microseconds, and what it received.
 #[derive(Default, Clone)]
 struct FlowTimes {
     page: u64,
@@ -72,139 +114,13 @@ struct FlowTimes {
     code: u64,
     user: u64,
     total: u64,
+    traffic: http::Traffic,
 }
 
 #[derive(Default)]
 struct Results {
     flows: Vec<FlowTimes>,
     errors: BTreeMap<String, u64>,
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// CPU seconds (user + system) the process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'; USER_HZ is 100.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn user_email(i: usize) -> String {
-    format!("user{i}@bench.example")
-}
-
-async fn seed(path: &Path, users: usize) -> anyhow::Result<()> {
-    let store = Store::connect(&DatabaseOptions::sqlite_file(path)).await?;
-    let have = store.count_users().await? as usize;
-    if have < users {
-        eprintln!(
-            "seeding {} users into {} (have {have})…",
-            users - have,
-            path.display()
-        );
-        let started = Instant::now();
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        let mut i = have;
-        while i < users {
-            let end = (i + 5_000).min(users);
-            let batch: Vec<EmailAddress> = (i..end)
-                .map(|k| EmailAddress::parse(&user_email(k)).expect("valid"))
-                .collect();
-            store.import_verified_emails(&batch, now).await?;
-            i = end;
-        }
-        eprintln!("seeded in {:.1} s", started.elapsed().as_secs_f64());
-    }
-    store.close().await;
-    Ok(())
-}
-
-async fn start_server(
-    bin: &Path,
-    database: &Path,
-    smtp_port: u16,
-    synchronous: &str,
-    max_in_flight: Option<usize>,
-) -> anyhow::Result<(Server, Duration)> {
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    let mut command = Command::new(bin);
-    if let Some(n) = max_in_flight {
-        command.env("LATCHKEY_MAX_IN_FLIGHT_REQUESTS", n.to_string());
-    }
-    let child = command
-        .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("LATCHKEY_PUBLIC_URL", &base)
-        .env(
-            "LATCHKEY_DATABASE_URL",
-            format!("sqlite://{}", database.display()),
-        )
-        .env("LATCHKEY_DATABASE_SQLITE_SYNCHRONOUS", synchronous)
-        .env("LATCHKEY_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
-        .env("LATCHKEY_DEV_MODE", "false")
-        // One loopback client runs every flow, so the per-IP limits are off (they would refuse
-        // it by design); the per-address limits stay on (their statements are part of the
-        // measured cost) with ceilings no run reaches.
-        .env("LATCHKEY_LIMITS__SEND_INTERVAL_SECS", "1")
-        .env("LATCHKEY_LIMITS__SENDS_PER_10_MINUTES", "1000")
-        .env("LATCHKEY_LIMITS__SENDS_PER_DAY", "10000")
-        .env("LATCHKEY_LIMITS__IP_FLOWS_PER_10_SECONDS", "0")
-        .env("LATCHKEY_LIMITS__IP_ATTEMPTS_PER_10_SECONDS", "0")
-        .env("LATCHKEY_LIMITS__IP_SENDS_PER_HOUR", "0")
-        .env("LATCHKEY_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let server = Server { child, base };
-    let mut client = http::Client::new(&server.base, Duration::from_secs(2));
-    let deadline = started + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get("/sign-in", &[]).await {
-            if r.status == 200 {
-                return Ok((server, started.elapsed()));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    bail!("the server did not answer /sign-in within 20 s")
 }
 
 /// The browser state of one virtual user: its own cookies, kept by hand so each flow starts
@@ -284,6 +200,7 @@ impl Browser {
             Mode::SignUp => "/sign-up",
         };
         let t0 = Instant::now();
+        let traffic_before = self.client.traffic;
         let r = self.get(start_path, None).await?;
         if r.status != 200 {
             return Err(status_error("page", &r));
@@ -351,6 +268,7 @@ impl Browser {
             code: us(t4 - t3),
             user: us(t5 - t4),
             total: us(t5 - t0),
+            traffic: self.client.traffic - traffic_before,
         })
     }
 }
@@ -389,18 +307,56 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
+/// CPU seconds so far: the server instances, the load generator, PostgreSQL (if used).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    servers: f64,
+    own: f64,
+    database: f64,
+}
+
+impl Cpu {
+    fn now(pids: &[u32], postgres: bool) -> Cpu {
+        Cpu {
+            servers: pids.iter().map(|&p| cpu_seconds(p)).sum(),
+            own: cpu_seconds(std::process::id()),
+            database: if postgres {
+                postgres_cpu_seconds()
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     if !matches!(args.synchronous.as_str(), "full" | "normal") {
         bail!("--synchronous must be full or normal");
     }
-    let database = args
-        .database
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("target/bench/users-{}.db", args.users)));
-    if let Some(dir) = database.parent() {
-        std::fs::create_dir_all(dir)?;
+    if args.instances == 0 {
+        bail!("--instances must be at least 1");
     }
-    seed(&database, args.users).await?;
+    let database = args.database()?;
+    seed::prepare(&database, args.fresh).await?;
+    seed::seed(&database, args.users).await?;
+
+    let calibration = if args.calibration_secs > 0.0 {
+        eprintln!("calibrating the machine…");
+        let postgres_url = match &database {
+            Database::Postgres(url) => Some(url.as_str()),
+            Database::Sqlite(_) => None,
+        };
+        Some(
+            calibrate::measure(
+                std::path::Path::new("target/bench"),
+                postgres_url,
+                Duration::from_secs_f64(args.calibration_secs),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let smtp = smtp::Receiver::default();
     let smtp_port = smtp.start().await?;
@@ -408,15 +364,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("latchkey"),
     };
-    let (server, cold_start) = start_server(
-        &bin,
-        &database,
+    let config = ServerConfig {
+        bin: &bin,
+        database: &database,
         smtp_port,
-        &args.synchronous,
-        args.max_in_flight,
-    )
-    .await?;
-    let pid = server.child.id();
+        synchronous: &args.synchronous,
+        max_in_flight: args.max_in_flight,
+        database_max_connections: args.database_max_connections,
+    };
+    // One after another, so each cold start is measured alone (the first one also migrates a
+    // fresh database).
+    let mut servers: Vec<Server> = Vec::with_capacity(args.instances);
+    let mut cold_starts = Vec::with_capacity(args.instances);
+    for _ in 0..args.instances {
+        let (server, cold_start) = server::start(&config).await?;
+        servers.push(server);
+        cold_starts.push(cold_start.as_secs_f64() * 1000.0);
+    }
+    let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+    let postgres = database.is_postgres();
 
     let results = Arc::new(Mutex::new(Results::default()));
     let run_start = Instant::now();
@@ -426,11 +392,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let cpu_at_start = Arc::new(Mutex::new(None));
     {
-        let cpu_at_start = cpu_at_start.clone();
+        let (cpu_at_start, pids) = (cpu_at_start.clone(), pids.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
-            *cpu_at_start.lock().unwrap() =
-                Some((cpu_seconds(pid), cpu_seconds(std::process::id())));
+            *cpu_at_start.lock().unwrap() = Some(Cpu::now(&pids, postgres));
         });
     }
 
@@ -438,7 +403,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for vu in 0..args.concurrency {
         let results = results.clone();
         let smtp = smtp.clone();
-        let base = server.base.clone();
+        // Round-robin over the instances.
+        let base = servers[vu % servers.len()].base.clone();
         let (mode, users, concurrency) = (args.mode, args.users, args.concurrency);
         tasks.push(tokio::spawn(async move {
             let mut browser = Browser {
@@ -476,104 +442,238 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for t in tasks {
         t.await?;
     }
-    let (cpu_end, own_cpu_end) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
-    let (cpu_start, own_cpu_start) = cpu_at_start.lock().unwrap().unwrap_or((0.0, 0.0));
-    let cpu = cpu_end - cpu_start;
-    let own_cpu = own_cpu_end - own_cpu_start;
-    let rss = peak_rss_mb(pid);
-    drop(server);
+    let cpu_end = Cpu::now(&pids, postgres);
+    let cpu_start = cpu_at_start.lock().unwrap().unwrap_or_default();
+    let rss: Vec<f64> = pids.iter().map(|&p| peak_rss_mb(p)).collect();
+    drop(servers);
 
     let r = results.lock().unwrap();
-    let secs = args.duration as f64;
-    let flows = r.flows.len();
-    let errors: u64 = r.errors.values().sum();
-    let total = summary(r.flows.iter().map(|f| f.total));
-    let step = |f: fn(&FlowTimes) -> u64| summary(r.flows.iter().map(f));
-    let (page, ident, deliv, code, user) = (
-        step(|f| f.page),
-        step(|f| f.identifier),
-        step(|f| f.delivery),
-        step(|f| f.code),
-        step(|f| f.user),
-    );
-    let per_flow_ms = |cpu: f64| {
-        if flows > 0 {
-            cpu * 1000.0 / flows as f64
+    let report = Report {
+        args: &args,
+        database: &database,
+        calibration: calibration.as_ref(),
+        results: &r,
+        cpu: Cpu {
+            servers: cpu_end.servers - cpu_start.servers,
+            own: cpu_end.own - cpu_start.own,
+            database: cpu_end.database - cpu_start.database,
+        },
+        rss,
+        cold_starts,
+    };
+    println!("{}", report.json());
+    report.table();
+    Ok(())
+}
+
+struct Report<'a> {
+    args: &'a Args,
+    database: &'a Database,
+    calibration: Option<&'a calibrate::Calibration>,
+    results: &'a Results,
+    /// Over the measured seconds.
+    cpu: Cpu,
+    /// Peak RSS of each instance, in MB.
+    rss: Vec<f64>,
+    /// Each instance's cold start, in ms.
+    cold_starts: Vec<f64>,
+}
+
+type Summary = (f64, f64, f64, f64);
+
+impl Report<'_> {
+    fn flows(&self) -> usize {
+        self.results.flows.len()
+    }
+
+    fn flows_per_s(&self) -> f64 {
+        self.flows() as f64 / self.args.duration as f64
+    }
+
+    fn errors(&self) -> u64 {
+        self.results.errors.values().sum()
+    }
+
+    fn per_flow(&self, total: f64) -> f64 {
+        if self.flows() > 0 {
+            total / self.flows() as f64
         } else {
             0.0
         }
-    };
-    let cpu_per_flow_ms = per_flow_ms(cpu);
-    let own_cpu_per_flow_ms = per_flow_ms(own_cpu);
-    let json = serde_json::json!({
-        "mode": format!("{:?}", args.mode),
-        "users": args.users,
-        "concurrency": args.concurrency,
-        "duration_s": args.duration,
-        "synchronous": args.synchronous,
-        "flows": flows,
-        "flows_per_s": flows as f64 / secs,
-        "errors": errors,
-        "errors_by_kind": r.errors,
-        "flow_ms": {"p50": total.0, "p90": total.1, "p99": total.2, "max": total.3},
-        "steps_ms": {
-            "page": {"p50": page.0, "p99": page.2},
-            "identifier_submit": {"p50": ident.0, "p99": ident.2},
-            "code_delivery": {"p50": deliv.0, "p99": deliv.2},
-            "code_submit": {"p50": code.0, "p99": code.2},
-            "user": {"p50": user.0, "p99": user.2},
-        },
-        "server_cpu_s": cpu,
-        "server_cpu_ms_per_flow": cpu_per_flow_ms,
-        "server_peak_rss_mb": rss,
-        "load_generator_cpu_s": own_cpu,
-        "load_generator_cpu_ms_per_flow": own_cpu_per_flow_ms,
-        "cold_start_ms": cold_start.as_secs_f64() * 1000.0,
-    });
-    println!("{json}");
-    eprintln!();
-    eprintln!(
-        "{:<28} {:?} / {} / {}",
-        "mode / users / concurrency", args.mode, args.users, args.concurrency
-    );
-    eprintln!(
-        "{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors",
-        "throughput",
-        flows as f64 / secs
-    );
-    for (k, v) in r.errors.iter() {
-        eprintln!("{:<28} {v}", format!("  error {k}"));
     }
-    eprintln!(
-        "{:<28} {:>8} {:>8} {:>8} {:>8}",
-        "latency (ms)", "p50", "p90", "p99", "max"
-    );
-    for (name, s) in [
-        ("flow", total),
-        ("  page", page),
-        ("  identifier submit", ident),
-        ("  code delivery", deliv),
-        ("  code submit", code),
-        ("  /user", user),
-    ] {
+
+    fn step(&self, f: fn(&FlowTimes) -> u64) -> Summary {
+        summary(self.results.flows.iter().map(f))
+    }
+
+    /// flow, page, identifier submit, code delivery, code submit, /user.
+    fn latencies(&self) -> [(&'static str, &'static str, Summary); 6] {
+        [
+            ("flow", "flow", self.step(|f| f.total)),
+            ("page", "  page", self.step(|f| f.page)),
+            (
+                "identifier_submit",
+                "  identifier submit",
+                self.step(|f| f.identifier),
+            ),
+            (
+                "code_delivery",
+                "  code delivery",
+                self.step(|f| f.delivery),
+            ),
+            ("code_submit", "  code submit", self.step(|f| f.code)),
+            ("user", "  /user", self.step(|f| f.user)),
+        ]
+    }
+
+    /// Bytes received per flow: on the wire (headers and compressed bodies), bodies decoded,
+    /// and how many responses came compressed.
+    fn traffic_per_flow(&self) -> (f64, f64, f64) {
+        let sum = |f: fn(&http::Traffic) -> u64| {
+            self.per_flow(
+                self.results
+                    .flows
+                    .iter()
+                    .map(|t| f(&t.traffic) as f64)
+                    .sum(),
+            )
+        };
+        (sum(|t| t.wire), sum(|t| t.decoded), sum(|t| t.compressed))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let args = self.args;
+        let [flow, page, ident, deliv, code, user] = self.latencies().map(|(_, _, s)| s);
+        let (wire, decoded, compressed) = self.traffic_per_flow();
+        let postgres = self.database.is_postgres();
+        serde_json::json!({
+            "mode": format!("{:?}", args.mode),
+            "database": self.database.backend(),
+            "instances": args.instances,
+            "users": args.users,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "synchronous": if postgres { None } else { Some(&args.synchronous) },
+            "calibration": self.calibration.map(|c| c.json()),
+            "flows": self.flows(),
+            "flows_per_s": self.flows_per_s(),
+            "errors": self.errors(),
+            "errors_by_kind": self.results.errors,
+            "flow_ms": {"p50": flow.0, "p90": flow.1, "p99": flow.2, "max": flow.3},
+            "steps_ms": {
+                "page": {"p50": page.0, "p99": page.2},
+                "identifier_submit": {"p50": ident.0, "p99": ident.2},
+                "code_delivery": {"p50": deliv.0, "p99": deliv.2},
+                "code_submit": {"p50": code.0, "p99": code.2},
+                "user": {"p50": user.0, "p99": user.2},
+            },
+            "response_bytes_per_flow": {
+                "wire": wire.round(),
+                "decoded": decoded.round(),
+                "compressed_responses": compressed,
+            },
+            "server_cpu_s": self.cpu.servers,
+            "server_cpu_ms_per_flow": self.per_flow(self.cpu.servers * 1000.0),
+            "database_cpu_s": postgres.then_some(self.cpu.database),
+            "database_cpu_ms_per_flow": postgres.then(|| self.per_flow(self.cpu.database * 1000.0)),
+            "server_peak_rss_mb": self.rss.iter().sum::<f64>(),
+            "server_peak_rss_mb_by_instance": self.rss,
+            "load_generator_cpu_s": self.cpu.own,
+            "load_generator_cpu_ms_per_flow": self.per_flow(self.cpu.own * 1000.0),
+            "cold_start_ms": self.cold_starts.first().copied().unwrap_or(0.0),
+            "cold_start_ms_by_instance": self.cold_starts,
+        })
+    }
+
+    fn table(&self) {
+        let args = self.args;
+        let secs = args.duration;
+        let (flows, errors) = (self.flows(), self.errors());
+        eprintln!();
+        if let Some(c) = self.calibration {
+            eprintln!(
+                "{:<28} SQLite {:.0} commits/s FULL, {:.0} NORMAL; HMAC-SHA256 {:.0}/s",
+                "calibration",
+                c.sqlite_commits_per_s_full,
+                c.sqlite_commits_per_s_normal,
+                c.hmac_sha256_per_s
+            );
+            if let Some(p) = &c.postgres {
+                eprintln!(
+                    "{:<28} PostgreSQL {} {:.0} commits/s (synchronous_commit = {})",
+                    "", p.version, p.commits_per_s, p.synchronous_commit
+                );
+            }
+        }
+        let sync = if self.database.is_postgres() {
+            String::new()
+        } else {
+            format!(", synchronous={}", args.synchronous)
+        };
         eprintln!(
-            "{:<28} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-            name, s.0, s.1, s.2, s.3
+            "{:<28} {} × {} ({}{sync})",
+            "database / instances",
+            self.database.backend(),
+            args.instances,
+            self.database.describe()
+        );
+        eprintln!(
+            "{:<28} {:?} / {} / {}",
+            "mode / users / concurrency", args.mode, args.users, args.concurrency
+        );
+        eprintln!(
+            "{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors",
+            "throughput",
+            self.flows_per_s()
+        );
+        for (k, v) in self.results.errors.iter() {
+            eprintln!("{:<28} {v}", format!("  error {k}"));
+        }
+        eprintln!(
+            "{:<28} {:>8} {:>8} {:>8} {:>8}",
+            "latency (ms)", "p50", "p90", "p99", "max"
+        );
+        for (_, name, s) in self.latencies() {
+            eprintln!(
+                "{:<28} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                name, s.0, s.1, s.2, s.3
+            );
+        }
+        let (wire, decoded, compressed) = self.traffic_per_flow();
+        eprintln!(
+            "{:<28} {:.0} B on the wire, {:.0} B decoded ({:.1} compressed responses)",
+            "received per flow", wire, decoded, compressed
+        );
+        let cpu_line = |name: &str, cpu: f64| {
+            eprintln!(
+                "{:<28} {:.2} s ({:.3} ms per flow)",
+                name,
+                cpu,
+                self.per_flow(cpu * 1000.0)
+            );
+        };
+        cpu_line("server CPU", self.cpu.servers);
+        if self.database.is_postgres() {
+            cpu_line("PostgreSQL CPU", self.cpu.database);
+        }
+        cpu_line("load generator CPU", self.cpu.own);
+        let by_instance = |values: &[f64], unit: &str| {
+            values
+                .iter()
+                .map(|v| format!("{v:.0} {unit}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        eprintln!(
+            "{:<28} {:.1} MB ({})",
+            "server peak RSS",
+            self.rss.iter().sum::<f64>(),
+            by_instance(&self.rss, "MB")
+        );
+        eprintln!(
+            "{:<28} {}",
+            "cold start",
+            by_instance(&self.cold_starts, "ms")
         );
     }
-    eprintln!(
-        "{:<28} {:.2} s ({:.3} ms per flow)",
-        "server CPU", cpu, cpu_per_flow_ms
-    );
-    eprintln!(
-        "{:<28} {:.2} s ({:.3} ms per flow)",
-        "load generator CPU", own_cpu, own_cpu_per_flow_ms
-    );
-    eprintln!("{:<28} {:.1} MB", "server peak RSS", rss);
-    eprintln!(
-        "{:<28} {:.0} ms",
-        "cold start",
-        cold_start.as_secs_f64() * 1000.0
-    );
-    Ok(())
 }
