@@ -94,8 +94,13 @@ pub struct Client {
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// The `Accept-Encoding` header line sent with every request (empty: none).
+    accept_encoding: Vec<u8>,
     pub traffic: Traffic,
 }
+
+/// What a browser asks for.
+pub const BROWSER_ACCEPT_ENCODING: &str = "gzip, br";
 
 impl Client {
     /// `base` is `http://host:port`.
@@ -109,8 +114,19 @@ impl Client {
             stream: None,
             buf: Vec::with_capacity(16 * 1024),
             out: Vec::with_capacity(1024),
+            accept_encoding: format!("Accept-Encoding: {BROWSER_ACCEPT_ENCODING}\r\n").into_bytes(),
             traffic: Traffic::default(),
         }
+    }
+
+    /// Another `Accept-Encoding` than a browser's; empty sends none (uncompressed answers).
+    pub fn with_accept_encoding(mut self, value: &str) -> Self {
+        self.accept_encoding = if value.is_empty() {
+            Vec::new()
+        } else {
+            format!("Accept-Encoding: {value}\r\n").into_bytes()
+        };
+        self
     }
 
     pub async fn get(&mut self, path: &str, cookies: &[(&str, &str)]) -> Result<Response, Failure> {
@@ -149,7 +165,8 @@ impl Client {
         out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(self.host_header.as_bytes());
-        out.extend_from_slice(b"\r\nAccept-Encoding: gzip, br\r\n");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.accept_encoding);
         if !cookies.is_empty() {
             out.extend_from_slice(b"Cookie: ");
             for (i, (k, v)) in cookies.iter().enumerate() {

@@ -80,6 +80,10 @@ struct Args {
     /// Threads of the load generator itself (it shares the machine with the server).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// The `Accept-Encoding` every request sends; "" sends none (uncompressed pages, for an
+    /// A/B of compression). The server produces gzip only.
+    #[arg(long, default_value = http::BROWSER_ACCEPT_ENCODING)]
+    accept_encoding: String,
     /// Seconds each calibration measurement runs (0 skips the calibration).
     #[arg(long, default_value_t = 1.0)]
     calibration_secs: f64,
@@ -121,6 +125,9 @@ struct FlowTimes {
 struct Results {
     flows: Vec<FlowTimes>,
     errors: BTreeMap<String, u64>,
+    /// Errors of flows that started during the warm-up or ended after the deadline: not part
+    /// of the result, but shown, so a run that measured little says why.
+    uncounted_errors: BTreeMap<String, u64>,
 }
 
 /// The browser state of one virtual user: its own cookies, kept by hand so each flow starts
@@ -406,9 +413,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // Round-robin over the instances.
         let base = servers[vu % servers.len()].base.clone();
         let (mode, users, concurrency) = (args.mode, args.users, args.concurrency);
+        let accept_encoding = args.accept_encoding.clone();
         tasks.push(tokio::spawn(async move {
             let mut browser = Browser {
-                client: http::Client::new(&base, Duration::from_secs(10)),
+                client: http::Client::new(&base, Duration::from_secs(10))
+                    .with_accept_encoding(&accept_encoding),
                 browser_cookie: None,
                 retry_after: None,
             };
@@ -428,13 +437,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let until = (finished + Duration::from_secs(secs)).min(deadline);
                     tokio::time::sleep_until(until.into()).await;
                 }
-                if started < measure_from || finished > deadline {
-                    continue;
-                }
+                let counted = started >= measure_from && finished <= deadline;
                 let mut r = results.lock().unwrap();
                 match outcome {
-                    Ok(t) => r.flows.push(t),
-                    Err(e) => *r.errors.entry(e).or_default() += 1,
+                    Ok(t) if counted => r.flows.push(t),
+                    Ok(_) => {}
+                    Err(e) if counted => *r.errors.entry(e).or_default() += 1,
+                    Err(e) => *r.uncounted_errors.entry(e).or_default() += 1,
                 }
             }
         }));
@@ -554,11 +563,13 @@ impl Report<'_> {
             "concurrency": args.concurrency,
             "duration_s": args.duration,
             "synchronous": if postgres { None } else { Some(&args.synchronous) },
+            "accept_encoding": args.accept_encoding,
             "calibration": self.calibration.map(|c| c.json()),
             "flows": self.flows(),
             "flows_per_s": self.flows_per_s(),
             "errors": self.errors(),
             "errors_by_kind": self.results.errors,
+            "uncounted_errors_by_kind": self.results.uncounted_errors,
             "flow_ms": {"p50": flow.0, "p90": flow.1, "p99": flow.2, "max": flow.3},
             "steps_ms": {
                 "page": {"p50": page.0, "p99": page.2},
@@ -629,6 +640,12 @@ impl Report<'_> {
         for (k, v) in self.results.errors.iter() {
             eprintln!("{:<28} {v}", format!("  error {k}"));
         }
+        for (k, v) in self.results.uncounted_errors.iter() {
+            eprintln!(
+                "{:<28} {v} (warm-up or past the deadline: not counted)",
+                format!("  error {k}")
+            );
+        }
         eprintln!(
             "{:<28} {:>8} {:>8} {:>8} {:>8}",
             "latency (ms)", "p50", "p90", "p99", "max"
@@ -641,8 +658,8 @@ impl Report<'_> {
         }
         let (wire, decoded, compressed) = self.traffic_per_flow();
         eprintln!(
-            "{:<28} {:.0} B on the wire, {:.0} B decoded ({:.1} compressed responses)",
-            "received per flow", wire, decoded, compressed
+            "{:<28} {:.0} B on the wire, {:.0} B decoded ({:.1} compressed responses; Accept-Encoding: {:?})",
+            "received per flow", wire, decoded, compressed, args.accept_encoding
         );
         let cpu_line = |name: &str, cpu: f64| {
             eprintln!(
