@@ -323,15 +323,12 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn now(pids: &[u32], postgres: bool) -> Cpu {
+    /// `postgres`: the PostgreSQL database's name, if the run uses one.
+    fn now(pids: &[u32], postgres: Option<&str>) -> Cpu {
         Cpu {
             servers: pids.iter().map(|&p| cpu_seconds(p)).sum(),
             own: cpu_seconds(std::process::id()),
-            database: if postgres {
-                postgres_cpu_seconds()
-            } else {
-                0.0
-            },
+            database: postgres.map_or(0.0, postgres_cpu_seconds),
         }
     }
 }
@@ -389,7 +386,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cold_starts.push(cold_start.as_secs_f64() * 1000.0);
     }
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
-    let postgres = database.is_postgres();
+    let postgres = database.postgres_name();
 
     let results = Arc::new(Mutex::new(Results::default()));
     let run_start = Instant::now();
@@ -399,10 +396,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let cpu_at_start = Arc::new(Mutex::new(None));
     {
-        let (cpu_at_start, pids) = (cpu_at_start.clone(), pids.clone());
+        let (cpu_at_start, pids, postgres) = (cpu_at_start.clone(), pids.clone(), postgres.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
-            *cpu_at_start.lock().unwrap() = Some(Cpu::now(&pids, postgres));
+            *cpu_at_start.lock().unwrap() = Some(Cpu::now(&pids, postgres.as_deref()));
         });
     }
 
@@ -451,7 +448,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for t in tasks {
         t.await?;
     }
-    let cpu_end = Cpu::now(&pids, postgres);
+    let cpu_end = Cpu::now(&pids, postgres.as_deref());
     let cpu_start = cpu_at_start.lock().unwrap().unwrap_or_default();
     let rss: Vec<f64> = pids.iter().map(|&p| peak_rss_mb(p)).collect();
     drop(servers);

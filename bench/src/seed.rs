@@ -37,6 +37,14 @@ impl Database {
         }
     }
 
+    /// The PostgreSQL database's name.
+    pub fn postgres_name(&self) -> Option<String> {
+        match self {
+            Database::Postgres(url) => split_postgres_url(url).ok().map(|(name, _)| name),
+            Database::Sqlite(_) => None,
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Database::Postgres(_))
     }

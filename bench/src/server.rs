@@ -120,9 +120,11 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// CPU seconds used so far by every process named `postgres` (the PostgreSQL server's backends
-/// and helpers; a backend that exits during the run takes its share with it).
-pub fn postgres_cpu_seconds() -> f64 {
+/// CPU seconds used so far by PostgreSQL for the database `database`: its backends, plus the
+/// postmaster and the shared background processes (checkpointer, WAL writer, …). Backends and
+/// autovacuum workers of other databases (a test suite running beside) are left out, by their
+/// process titles. A backend that exits during the run takes its share with it.
+pub fn postgres_cpu_seconds(database: &str) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
@@ -133,8 +135,28 @@ pub fn postgres_cpu_seconds() -> f64 {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim_end() == "postgres")
         })
+        .filter(|pid| {
+            let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            serves(
+                &String::from_utf8_lossy(&title).replace('\0', " "),
+                database,
+            )
+        })
         .map(cpu_seconds)
         .sum()
+}
+
+/// Whether a PostgreSQL process (by its title, e.g. `postgres: 15/main: postgres latchkey_bench
+/// 127.0.0.1(40312) idle`) works for `database` or for every database.
+fn serves(title: &str, database: &str) -> bool {
+    let tokens: Vec<&str> = title.split_whitespace().collect();
+    if tokens.contains(&database) {
+        return true;
+    }
+    let client_backend = tokens
+        .iter()
+        .any(|t| *t == "[local]" || (t.contains('(') && t.ends_with(')')));
+    !client_backend && !title.contains("autovacuum worker") && !title.contains("parallel worker")
 }
 
 pub fn peak_rss_mb(pid: u32) -> f64 {
