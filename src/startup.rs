@@ -143,6 +143,9 @@ impl Application {
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         })
+        // Without it, a compressed page (written in two parts) waited ~40 ms for the client's
+        // delayed ACK (Nagle's algorithm) before its second part went out (BENCHMARKS.md).
+        .tcp_nodelay(true)
         .listen(listener)?
         .shutdown_timeout(30)
         .run();

@@ -5,8 +5,15 @@
 //! Why not reqwest: the generator shares the two cores with the server, and reqwest spent about
 //! as much CPU per flow as a quarter of the server (URL parsing and IDNA per request, header
 //! maps, pools). What a browser does that matters here is all kept: cookies it is given, the
-//! `Origin` of a form post, redirects read from `Location`, the body checked.
+//! `Origin` of a form post, redirects read from `Location`, `Accept-Encoding: gzip, br` on every
+//! request (so the server compresses its pages as it does for browsers), the body decoded and
+//! checked.
+//!
+//! Decoding: the server compresses with actix's `compress-gzip` feature only (gzip or deflate,
+//! never `br`), so gzip and deflate are decoded; any other `Content-Encoding` is counted as a
+//! transport error rather than passed over unread.
 
+use std::io::Read;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +27,7 @@ pub struct Response {
     pub location: Option<String>,
     /// `Retry-After` in seconds, on a 429 or 503.
     pub retry_after: Option<u64>,
+    /// The body, decoded if it came compressed.
     pub body: Vec<u8>,
 }
 
@@ -55,6 +63,28 @@ impl Failure {
     }
 }
 
+/// Bytes a client has received, counted as they arrive.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Traffic {
+    /// Bytes read from the socket: status lines, headers and (compressed) bodies.
+    pub wire: u64,
+    /// Response bodies after decoding.
+    pub decoded: u64,
+    /// Responses that came with a `Content-Encoding`.
+    pub compressed: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, rhs: Traffic) -> Traffic {
+        Traffic {
+            wire: self.wire - rhs.wire,
+            decoded: self.decoded - rhs.decoded,
+            compressed: self.compressed - rhs.compressed,
+        }
+    }
+}
+
 /// A keep-alive connection to one server, reopened when the server closes it.
 pub struct Client {
     addr: String,
@@ -64,7 +94,13 @@ pub struct Client {
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// The `Accept-Encoding` header line sent with every request (empty: none).
+    accept_encoding: Vec<u8>,
+    pub traffic: Traffic,
 }
+
+/// What a browser asks for.
+pub const BROWSER_ACCEPT_ENCODING: &str = "gzip, br";
 
 impl Client {
     /// `base` is `http://host:port`.
@@ -78,7 +114,19 @@ impl Client {
             stream: None,
             buf: Vec::with_capacity(16 * 1024),
             out: Vec::with_capacity(1024),
+            accept_encoding: format!("Accept-Encoding: {BROWSER_ACCEPT_ENCODING}\r\n").into_bytes(),
+            traffic: Traffic::default(),
         }
+    }
+
+    /// Another `Accept-Encoding` than a browser's; empty sends none (uncompressed answers).
+    pub fn with_accept_encoding(mut self, value: &str) -> Self {
+        self.accept_encoding = if value.is_empty() {
+            Vec::new()
+        } else {
+            format!("Accept-Encoding: {value}\r\n").into_bytes()
+        };
+        self
     }
 
     pub async fn get(&mut self, path: &str, cookies: &[(&str, &str)]) -> Result<Response, Failure> {
@@ -118,6 +166,7 @@ impl Client {
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(self.host_header.as_bytes());
         out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.accept_encoding);
         if !cookies.is_empty() {
             out.extend_from_slice(b"Cookie: ");
             for (i, (k, v)) in cookies.iter().enumerate() {
@@ -172,7 +221,8 @@ impl Client {
             .write_all(&self.out)
             .await
             .map_err(|_| Failure::Transport("closed"))?;
-        let (response, keep_alive) = read_response(stream, &mut self.buf).await?;
+        let (response, keep_alive) =
+            read_response(stream, &mut self.buf, &mut self.traffic).await?;
         if !keep_alive {
             self.stream = None;
         }
@@ -180,8 +230,9 @@ impl Client {
     }
 }
 
-/// Reads more bytes into `buf`; an orderly close before a full response is "closed".
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Failure> {
+/// Reads more bytes into `buf`, counting them; an orderly close before a full response is
+/// "closed".
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, wire: &mut u64) -> Result<(), Failure> {
     buf.reserve(8 * 1024);
     let n = stream
         .read_buf(buf)
@@ -190,7 +241,30 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Failure> 
     if n == 0 {
         return Err(Failure::Transport("closed"));
     }
+    *wire += n as u64;
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+    /// Anything this client did not ask for or cannot decode (`br` included: see the module doc).
+    Other,
+}
+
+fn decode(encoding: Encoding, body: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::with_capacity(body.len() * 4);
+    let read = match encoding {
+        Encoding::Identity => return Ok(body),
+        Encoding::Gzip => flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out),
+        // HTTP's "deflate" is the zlib format.
+        Encoding::Deflate => flate2::read::ZlibDecoder::new(&body[..]).read_to_end(&mut out),
+        Encoding::Other => return Err(Failure::Transport("content_encoding")),
+    };
+    read.map_err(|_| Failure::Transport("decode"))?;
+    Ok(out)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -200,12 +274,13 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn read_response(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
+    traffic: &mut Traffic,
 ) -> Result<(Response, bool), Failure> {
     let head_end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             break i + 4;
         }
-        fill(stream, buf).await?;
+        fill(stream, buf, &mut traffic.wire).await?;
     };
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| Failure::Transport("head"))?;
     let mut lines = head.split("\r\n");
@@ -216,6 +291,7 @@ async fn read_response(
         .and_then(|c| c.parse().ok())
         .ok_or(Failure::Transport("status"))?;
     let (mut length, mut chunked, mut keep_alive) = (None, false, true);
+    let mut encoding = Encoding::Identity;
     let (mut cookies, mut location, mut retry_after) = (Vec::new(), None, None);
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -224,6 +300,13 @@ async fn read_response(
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             length = value.parse::<usize>().ok();
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            encoding = match value.to_ascii_lowercase().as_str() {
+                "identity" | "" => Encoding::Identity,
+                "gzip" | "x-gzip" => Encoding::Gzip,
+                "deflate" => Encoding::Deflate,
+                _ => Encoding::Other,
+            };
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.eq_ignore_ascii_case("chunked");
         } else if name.eq_ignore_ascii_case("connection") {
@@ -240,14 +323,19 @@ async fn read_response(
     }
     buf.drain(..head_end);
     let body = if chunked {
-        read_chunked(stream, buf).await?
+        read_chunked(stream, buf, &mut traffic.wire).await?
     } else {
         let len = length.unwrap_or(0);
         while buf.len() < len {
-            fill(stream, buf).await?;
+            fill(stream, buf, &mut traffic.wire).await?;
         }
         buf.drain(..len).collect()
     };
+    if encoding != Encoding::Identity {
+        traffic.compressed += 1;
+    }
+    let body = decode(encoding, body)?;
+    traffic.decoded += body.len() as u64;
     Ok((
         Response {
             status,
@@ -260,14 +348,18 @@ async fn read_response(
     ))
 }
 
-async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, Failure> {
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    wire: &mut u64,
+) -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
             if let Some(i) = find(buf, b"\r\n") {
                 break i;
             }
-            fill(stream, buf).await?;
+            fill(stream, buf, wire).await?;
         };
         let size_text =
             std::str::from_utf8(&buf[..line_end]).map_err(|_| Failure::Transport("chunk"))?;
@@ -284,11 +376,11 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u
                     }
                     continue;
                 }
-                fill(stream, buf).await?;
+                fill(stream, buf, wire).await?;
             }
         }
         while buf.len() < size + 2 {
-            fill(stream, buf).await?;
+            fill(stream, buf, wire).await?;
         }
         body.extend(buf.drain(..size));
         buf.drain(..2);
