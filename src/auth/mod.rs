@@ -69,20 +69,21 @@ pub struct Links {
 impl Policy {
     /// The state machine's share of the validated settings.
     pub fn from_settings(settings: &Settings, links: Links) -> Self {
+        let auth = &settings.auth;
         Policy {
-            code_length: settings.code_length,
-            code_ttl: settings.code_ttl,
-            max_attempts: settings.code_max_attempts,
-            resend_cooldown: settings.resend_cooldown,
-            flow_idle_ttl: settings.flow_idle_ttl,
-            session_ttl: settings.session_ttl,
-            lockout_max_failures: settings.lockout_max_failures,
-            lockout_cooldown: settings.lockout_cooldown,
-            test_mode: settings.test_mode,
+            code_length: auth.code_length,
+            code_ttl: auth.code_ttl,
+            max_attempts: auth.code_max_attempts,
+            resend_cooldown: auth.resend_cooldown,
+            flow_idle_ttl: auth.flow_idle_ttl,
+            session_ttl: auth.session_ttl,
+            lockout_max_failures: auth.lockout_max_failures,
+            lockout_cooldown: auth.lockout_cooldown,
+            test_mode: auth.test_mode,
             factor_kinds: settings.identifiers.sign_in(),
             required: settings.identifiers.sign_up_required(),
-            limits: settings.limits.clone(),
-            enumeration_strict: settings.enumeration_strict,
+            limits: auth.limits.clone(),
+            enumeration_strict: auth.enumeration_strict,
             links,
             phone_policy: settings.phone_policy.clone(),
         }

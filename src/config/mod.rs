@@ -289,6 +289,26 @@ impl RawConfig {
     }
 }
 
+/// The validated `codes`, `flows`, `sessions`, `lockout` and `limits` sections, with test mode
+/// and enumeration protection: everything the state machine is configured by.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub code_length: usize,
+    pub code_ttl: Duration,
+    pub code_max_attempts: u32,
+    pub resend_cooldown: Duration,
+    pub flow_idle_ttl: Duration,
+    pub session_ttl: Duration,
+    /// Consecutive wrong codes (across codes and flows) that lock an identifier.
+    pub lockout_max_failures: u32,
+    pub lockout_cooldown: Duration,
+    pub limits: LimitsConfig,
+    /// Test identifiers get no message and accept the fixed test code.
+    pub test_mode: bool,
+    /// Enumeration protection "strict" (decoys).
+    pub enumeration_strict: bool,
+}
+
 /// Validated settings, built once at start. `Debug` redacts the secret and credentials.
 #[derive(Clone)]
 pub struct Settings {
@@ -296,6 +316,8 @@ pub struct Settings {
     pub public_url: Url,
     pub public_origin: Origin,
     pub database: crate::store::DatabaseOptions,
+    /// Codes, flows, sessions, lockouts, rate limits: the state machine's section.
+    pub auth: AuthSettings,
     pub smtp_url: Option<String>,
     pub mail_from: lettre::message::Mailbox,
     pub product_name: String,
@@ -313,23 +335,12 @@ pub struct Settings {
     pub audit_retention: Duration,
     /// Read only this header from trusted proxies (`true`: `Forwarded`, else `X-Forwarded-For`).
     pub trusted_proxy_forwarded: bool,
-    pub code_length: usize,
-    pub code_ttl: Duration,
-    pub code_max_attempts: u32,
-    pub resend_cooldown: Duration,
-    pub flow_idle_ttl: Duration,
-    pub session_ttl: Duration,
-    pub lockout_max_failures: u32,
-    pub lockout_cooldown: Duration,
-    pub limits: LimitsConfig,
     pub outbox: OutboxConfig,
     /// The identifier rules in force (phone already off if it could not be used).
     pub identifiers: IdentifierRules,
     pub strategies: StrategiesConfig,
     pub phone_policy: PhonePolicy,
     pub sms: SmsProvider,
-    pub test_mode: bool,
-    pub enumeration_strict: bool,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
 }
@@ -346,6 +357,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("dev_mode", &self.dev_mode)
             .field("secret", &self.secret.as_ref().map(|_| "(set, redacted)"))
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -567,22 +579,24 @@ impl Settings {
             janitor_interval: Duration::from_millis(raw.janitor_interval_ms.max(10)),
             audit_retention: Duration::from_secs(raw.audit_retention_days.max(1) * 24 * 3600),
             trusted_proxy_forwarded,
-            code_length: c.length,
-            code_ttl: Duration::from_secs(c.ttl_secs),
-            code_max_attempts: c.max_attempts,
-            resend_cooldown: Duration::from_secs(c.resend_cooldown_secs),
-            flow_idle_ttl: Duration::from_secs(raw.flows.idle_ttl_secs),
-            session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
-            lockout_max_failures: raw.lockout.max_failures,
-            lockout_cooldown: Duration::from_secs(raw.lockout.cooldown_secs),
-            limits: raw.limits.clone(),
+            auth: AuthSettings {
+                code_length: c.length,
+                code_ttl: Duration::from_secs(c.ttl_secs),
+                code_max_attempts: c.max_attempts,
+                resend_cooldown: Duration::from_secs(c.resend_cooldown_secs),
+                flow_idle_ttl: Duration::from_secs(raw.flows.idle_ttl_secs),
+                session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
+                lockout_max_failures: raw.lockout.max_failures,
+                lockout_cooldown: Duration::from_secs(raw.lockout.cooldown_secs),
+                limits: raw.limits.clone(),
+                test_mode,
+                enumeration_strict,
+            },
             outbox: raw.outbox,
             identifiers,
             strategies: raw.strategies.clone(),
             phone_policy,
             sms,
-            test_mode,
-            enumeration_strict,
             warnings,
         })
     }
@@ -690,7 +704,7 @@ mod tests {
         assert!(s.identifiers.email.enabled && s.identifiers.email.used_for_sign_in);
         assert!(s.identifiers.phone.enabled && s.identifiers.phone.used_for_sign_in);
         assert!(s.strategies.email_code && s.strategies.phone_code);
-        assert!(s.test_mode, "test mode is on by default in dev mode");
+        assert!(s.auth.test_mode, "test mode is on by default in dev mode");
         assert_eq!(s.sms.name(), "log");
     }
 
@@ -698,7 +712,7 @@ mod tests {
     fn without_allowed_countries_phone_numbers_are_off_with_a_warning() {
         let s = Settings::from_raw(production(), true).unwrap();
         assert!(!s.identifiers.phone.enabled && !s.identifiers.sign_in().phone);
-        assert!(!s.test_mode, "test mode is off outside dev mode");
+        assert!(!s.auth.test_mode, "test mode is off outside dev mode");
         assert!(
             s.warnings
                 .iter()
@@ -780,7 +794,7 @@ mod tests {
         let mut raw = production();
         raw.test_mode = Some(true);
         let s = Settings::from_raw(raw, true).unwrap();
-        assert!(s.test_mode);
+        assert!(s.auth.test_mode);
         assert!(
             s.warnings.iter().any(|w| w.contains("TEST MODE")),
             "{:?}",
@@ -821,7 +835,7 @@ mod tests {
         // The integration suite turns limits and enumeration protection off for most tests, so
         // the defaults people get are pinned here.
         let s = Settings::from_raw(production(), true).unwrap();
-        let l = &s.limits;
+        let l = &s.auth.limits;
         assert_eq!(
             (
                 l.send_interval_secs,
@@ -839,20 +853,27 @@ mod tests {
             (5, 3, 20)
         );
         assert_eq!((l.sms_per_hour, l.sms_prefix_alarm_per_hour), (30, 10));
-        assert!(s.enumeration_strict);
+        assert!(s.auth.enumeration_strict);
         assert_eq!(
-            (s.lockout_max_failures, s.lockout_cooldown.as_secs()),
+            (
+                s.auth.lockout_max_failures,
+                s.auth.lockout_cooldown.as_secs()
+            ),
             (10, 3600)
         );
         assert_eq!(
-            (s.code_length, s.code_ttl.as_secs(), s.code_max_attempts),
+            (
+                s.auth.code_length,
+                s.auth.code_ttl.as_secs(),
+                s.auth.code_max_attempts
+            ),
             (6, 600, 3)
         );
-        assert_eq!(s.resend_cooldown.as_secs(), 30);
+        assert_eq!(s.auth.resend_cooldown.as_secs(), 30);
         assert!(s.cors_allowed_origins.is_empty(), "CORS is opt-in");
         assert!(s.trusted_proxies.is_empty() && !s.trusted_proxy_forwarded);
         assert_eq!(s.audit_retention.as_secs(), 90 * 24 * 3600);
-        assert!(!s.test_mode);
+        assert!(!s.auth.test_mode);
     }
 
     #[test]

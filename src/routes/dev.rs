@@ -113,18 +113,24 @@ pub async fn settings(ctx: Ctx) -> Result<HttpResponse, PageError> {
     ));
     rows.push((
         "test_mode".into(),
-        if s.test_mode {
+        if s.auth.test_mode {
             "on: +latchkey_test addresses and +1 XXX 555-0100…0199 numbers get no message and accept 424242".into()
         } else {
             "off".into()
         },
     ));
-    rows.push(("codes.length".into(), s.code_length.to_string()));
-    rows.push(("codes.ttl_secs".into(), s.code_ttl.as_secs().to_string()));
-    rows.push(("codes.max_attempts".into(), s.code_max_attempts.to_string()));
+    rows.push(("codes.length".into(), s.auth.code_length.to_string()));
+    rows.push((
+        "codes.ttl_secs".into(),
+        s.auth.code_ttl.as_secs().to_string(),
+    ));
+    rows.push((
+        "codes.max_attempts".into(),
+        s.auth.code_max_attempts.to_string(),
+    ));
     rows.push((
         "codes.resend_cooldown_secs".into(),
-        s.resend_cooldown.as_secs().to_string(),
+        s.auth.resend_cooldown.as_secs().to_string(),
     ));
     for w in &s.warnings {
         rows.push(("warning".into(), w.clone()));

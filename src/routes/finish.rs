@@ -87,7 +87,7 @@ fn hand_over(res: &mut ServiceResponse) {
     let resp = res.response_mut();
     let cookies = &state.cookies;
     let session = pending.session.map(|s| match s {
-        SessionCookie::Issue(token) => cookies.session(&token, state.settings.session_ttl),
+        SessionCookie::Issue(token) => cookies.session(&token, state.settings.auth.session_ttl),
         SessionCookie::Remove => cookies.session_removal(),
     });
     let browser = pending.browser.map(|value| cookies.browser(&value));

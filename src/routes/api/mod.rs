@@ -209,7 +209,7 @@ impl ApiCtx {
         kind: FlowKind,
         body: &objects::AttemptCode,
     ) -> Result<(Attempted, Option<CurrentUser>), ApiError> {
-        let code = OtpCode::parse(&body.code, self.ctx.state.settings.code_length)
+        let code = OtpCode::parse(&body.code, self.ctx.state.settings.auth.code_length)
             .map_err(|e| Refusal::format_invalid("code", &e.to_string()))?;
         let target = AttemptTarget::Kind(body.strategy.kind());
         let previous = self.current_user().await?;

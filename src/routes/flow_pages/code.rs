@@ -44,7 +44,7 @@ fn verify_page(
         csrf_token: ctx.csrf_token(view.id.as_str()),
         verification_id: v.id.to_string(),
         code: code.chars().take(32).collect(),
-        code_length: ctx.state.settings.code_length,
+        code_length: ctx.state.settings.auth.code_length,
         error,
         notice,
         resend_wait_secs: view.resend_wait_secs(),
@@ -67,7 +67,7 @@ fn verify_page(
 /// of identifier instead; the same link for every sign-in, known or not.
 fn other_method(ctx: &Ctx, view: &FlowView) -> Option<Link> {
     let settings = &ctx.state.settings;
-    if view.kind != FlowKind::SignIn || !settings.enumeration_strict {
+    if view.kind != FlowKind::SignIn || !settings.auth.enumeration_strict {
         return None;
     }
     let accepts = settings.identifiers.sign_in();
@@ -155,7 +155,7 @@ pub async fn attempt(
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, PageError> {
     let flow = checked_flow_post(&ctx, kind, &flow, &form.csrf_token)?;
-    let code = match OtpCode::parse(&form.code, ctx.state.settings.code_length) {
+    let code = match OtpCode::parse(&form.code, ctx.state.settings.auth.code_length) {
         Ok(c) => c,
         Err(e) => return rerender(&ctx, kind, &flow, &form.code, FlowMessage::CodeFormat(e)).await,
     };
