@@ -37,8 +37,8 @@ pub struct Application {
 impl Application {
     /// Binds `settings.listen` and builds everything.
     pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("`listen`: cannot bind {}", settings.listen))?;
+        let listener = TcpListener::bind(settings.http.listen)
+            .with_context(|| format!("`listen`: cannot bind {}", settings.http.listen))?;
         Self::build_with_listener(settings, listener, clock).await
     }
 
@@ -56,22 +56,24 @@ impl Application {
                 .context("reading the server secret")?,
         };
         let keys = Arc::new(Keys::derive(&secret));
-        let mailer = Arc::new(match &settings.smtp_url {
+        let mailer = Arc::new(match &settings.delivery.smtp_url {
             Some(url) => Mailer::Smtp(Box::new(SmtpMailer::new(
                 url,
-                settings.mail_from.clone(),
-                std::time::Duration::from_secs(settings.outbox.send_timeout_secs),
+                settings.delivery.mail_from.clone(),
+                std::time::Duration::from_secs(settings.delivery.outbox.send_timeout_secs),
             )?)),
             None => Mailer::Dev(DevTransport),
         });
         // SMS timeouts stay within 10 s whatever the mail timeout is.
         let sms = Arc::new(SmsSender::new(
-            settings.sms.clone(),
-            std::time::Duration::from_secs(settings.outbox.send_timeout_secs.min(10)),
+            settings.delivery.sms.clone(),
+            std::time::Duration::from_secs(settings.delivery.outbox.send_timeout_secs.min(10)),
         )?);
         let worker_id = format!("wrk_{}", random_token(12));
-        let (signal, handed) =
-            OutboxSignal::new(worker_id.clone(), OutboxWorker::lease(&settings.outbox));
+        let (signal, handed) = OutboxSignal::new(
+            worker_id.clone(),
+            OutboxWorker::lease(&settings.delivery.outbox),
+        );
         let (stop_worker, stop_rx) = watch::channel(false);
         let worker = OutboxWorker {
             store: store.clone(),
@@ -79,7 +81,7 @@ impl Application {
             clock: clock.clone(),
             mailer,
             sms,
-            config: settings.outbox.clone(),
+            config: settings.delivery.outbox.clone(),
             product_name: settings.product_name.clone(),
             public_host: settings
                 .public_url
@@ -112,8 +114,8 @@ impl Application {
         });
         let port = listener.local_addr()?.port();
         let headers = security_headers(&settings);
-        let max_body = settings.max_body_bytes;
-        let in_flight = routes::InFlight::new(settings.max_in_flight_requests);
+        let max_body = settings.http.max_body_bytes;
+        let in_flight = routes::InFlight::new(settings.http.max_in_flight_requests);
         let requests = in_flight.clone();
         let server = HttpServer::new(move || {
             let in_flight = in_flight.clone();
@@ -138,8 +140,8 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
-        .workers(if settings.http_workers > 0 {
-            settings.http_workers
+        .workers(if settings.http.http_workers > 0 {
+            settings.http.http_workers
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         })

@@ -312,48 +312,63 @@ pub struct AuthSettings {
 /// Validated settings, built once at start. `Debug` redacts the secret and credentials.
 #[derive(Clone)]
 pub struct Settings {
-    pub listen: SocketAddr,
     pub public_url: Url,
     pub public_origin: Origin,
-    pub database: crate::store::DatabaseOptions,
-    /// Codes, flows, sessions, lockouts, rate limits: the state machine's section.
-    pub auth: AuthSettings,
-    pub smtp_url: Option<String>,
-    pub mail_from: lettre::message::Mailbox,
     pub product_name: String,
     pub dev_mode: bool,
     /// The server secret if the operator gave one; otherwise one is generated and kept in the database.
     pub secret: Option<String>,
-    pub allowed_redirect_origins: Vec<Origin>,
-    pub cors_allowed_origins: Vec<Origin>,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub log_json: bool,
-    pub max_body_bytes: usize,
-    pub http_workers: usize,
-    pub max_in_flight_requests: usize,
+    pub allowed_redirect_origins: Vec<Origin>,
+    pub database: crate::store::DatabaseOptions,
     pub janitor_interval: Duration,
     pub audit_retention: Duration,
-    /// Read only this header from trusted proxies (`true`: `Forwarded`, else `X-Forwarded-For`).
-    pub trusted_proxy_forwarded: bool,
-    pub outbox: OutboxConfig,
+    /// The HTTP server: listening, bodies, workers, load shedding, proxies, CORS.
+    pub http: HttpSettings,
+    /// Codes, flows, sessions, lockouts, rate limits: the state machine's section.
+    pub auth: AuthSettings,
+    /// Mail, SMS and the outbox worker.
+    pub delivery: DeliverySettings,
     /// The identifier rules in force (phone already off if it could not be used).
     pub identifiers: IdentifierRules,
     pub strategies: StrategiesConfig,
     pub phone_policy: PhonePolicy,
-    pub sms: SmsProvider,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
+}
+
+/// The validated HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub http_workers: usize,
+    pub max_in_flight_requests: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Read only this header from trusted proxies (`true`: `Forwarded`, else `X-Forwarded-For`).
+    pub trusted_proxy_forwarded: bool,
+    pub cors_allowed_origins: Vec<Origin>,
+}
+
+/// The validated delivery settings. No `Debug`: the SMTP URL and the SMS provider hold
+/// credentials.
+#[derive(Clone)]
+pub struct DeliverySettings {
+    pub smtp_url: Option<String>,
+    pub mail_from: lettre::message::Mailbox,
+    pub outbox: OutboxConfig,
+    pub sms: SmsProvider,
 }
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("listen", &self.listen)
+            .field("http", &self.http)
             .field("public_url", &self.public_url.as_str())
             .field("database", &self.database)
             .field(
                 "smtp_url",
-                &self.smtp_url.as_ref().map(|_| "(set, redacted)"),
+                &self.delivery.smtp_url.as_ref().map(|_| "(set, redacted)"),
             )
             .field("dev_mode", &self.dev_mode)
             .field("secret", &self.secret.as_ref().map(|_| "(set, redacted)"))
@@ -555,30 +570,30 @@ impl Settings {
             bail!("`product_name`: must be a non-empty single line");
         }
         Ok(Self {
-            listen,
             public_url,
             public_origin,
+            product_name: raw.product_name,
+            dev_mode,
+            secret,
+            log_json,
+            allowed_redirect_origins,
             database: crate::store::DatabaseOptions {
                 url: raw.database_url,
                 max_connections: raw.database_max_connections,
                 acquire_timeout: Duration::from_secs(raw.database_acquire_timeout_secs),
                 sqlite_synchronous_full,
             },
-            smtp_url,
-            mail_from,
-            product_name: raw.product_name,
-            dev_mode,
-            secret,
-            allowed_redirect_origins,
-            cors_allowed_origins,
-            trusted_proxies,
-            log_json,
-            max_body_bytes: raw.max_body_bytes,
-            http_workers: raw.http_workers,
-            max_in_flight_requests: raw.max_in_flight_requests,
             janitor_interval: Duration::from_millis(raw.janitor_interval_ms.max(10)),
             audit_retention: Duration::from_secs(raw.audit_retention_days.max(1) * 24 * 3600),
-            trusted_proxy_forwarded,
+            http: HttpSettings {
+                listen,
+                max_body_bytes: raw.max_body_bytes,
+                http_workers: raw.http_workers,
+                max_in_flight_requests: raw.max_in_flight_requests,
+                trusted_proxies,
+                trusted_proxy_forwarded,
+                cors_allowed_origins,
+            },
             auth: AuthSettings {
                 code_length: c.length,
                 code_ttl: Duration::from_secs(c.ttl_secs),
@@ -592,11 +607,15 @@ impl Settings {
                 test_mode,
                 enumeration_strict,
             },
-            outbox: raw.outbox,
+            delivery: DeliverySettings {
+                smtp_url,
+                mail_from,
+                outbox: raw.outbox,
+                sms,
+            },
             identifiers,
             strategies: raw.strategies.clone(),
             phone_policy,
-            sms,
             warnings,
         })
     }
@@ -611,7 +630,7 @@ mod tests {
         let s = Settings::from_raw(RawConfig::default(), false).unwrap();
         assert!(s.dev_mode);
         assert!(!s.secure_cookies());
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.http.listen.to_string(), "127.0.0.1:8080");
     }
 
     #[test]
@@ -705,7 +724,7 @@ mod tests {
         assert!(s.identifiers.phone.enabled && s.identifiers.phone.used_for_sign_in);
         assert!(s.strategies.email_code && s.strategies.phone_code);
         assert!(s.auth.test_mode, "test mode is on by default in dev mode");
-        assert_eq!(s.sms.name(), "log");
+        assert_eq!(s.delivery.sms.name(), "log");
     }
 
     #[test]
@@ -870,8 +889,8 @@ mod tests {
             (6, 600, 3)
         );
         assert_eq!(s.auth.resend_cooldown.as_secs(), 30);
-        assert!(s.cors_allowed_origins.is_empty(), "CORS is opt-in");
-        assert!(s.trusted_proxies.is_empty() && !s.trusted_proxy_forwarded);
+        assert!(s.http.cors_allowed_origins.is_empty(), "CORS is opt-in");
+        assert!(s.http.trusted_proxies.is_empty() && !s.http.trusted_proxy_forwarded);
         assert_eq!(s.audit_retention.as_secs(), 90 * 24 * 3600);
         assert!(!s.auth.test_mode);
     }

@@ -119,8 +119,8 @@ impl FromRequest for Ctx {
             .map(|s| s.chars().take(256).collect());
         let ip = client_ip(
             req,
-            &state.settings.trusted_proxies,
-            state.settings.trusted_proxy_forwarded,
+            &state.settings.http.trusted_proxies,
+            state.settings.http.trusted_proxy_forwarded,
         )
         .map(|a| a.to_string());
         ready(Ok(Ctx {

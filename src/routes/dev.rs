@@ -101,10 +101,10 @@ pub async fn settings(ctx: Ctx) -> Result<HttpResponse, PageError> {
         "phone.allowed_countries".into(),
         s.phone_policy.describe_allowed(),
     ));
-    rows.push(("sms.provider".into(), s.sms.name().to_string()));
+    rows.push(("sms.provider".into(), s.delivery.sms.name().to_string()));
     rows.push((
         "smtp_url".into(),
-        if s.smtp_url.is_some() {
+        if s.delivery.smtp_url.is_some() {
             "set"
         } else {
             "unset (codes are logged and listed on /dev/outbox)"

@@ -74,6 +74,7 @@ fn decide_cors(ctx: &Ctx) -> Option<String> {
         .filter(|o| {
             settings.public_origin.matches_header(o)
                 || settings
+                    .http
                     .cors_allowed_origins
                     .iter()
                     .any(|a| a.matches_header(o))
@@ -164,7 +165,11 @@ impl ApiCtx {
             return Ok(());
         }
         let settings = &self.ctx.state.settings;
-        if !from_allowed_site(req, &settings.public_origin, &settings.cors_allowed_origins) {
+        if !from_allowed_site(
+            req,
+            &settings.public_origin,
+            &settings.http.cors_allowed_origins,
+        ) {
             tracing::warn!(event = "api_origin_refused", path = %req.path(), ip = self.client().ip.unwrap_or("-"), "API request from an origin that is not allowed");
             return Err(origin_not_allowed().into());
         }
@@ -235,7 +240,7 @@ impl ApiCtx {
         &self,
         mut payload: web::Payload,
     ) -> Result<T, ApiError> {
-        let limit = self.ctx.state.settings.max_body_bytes;
+        let limit = self.ctx.state.settings.http.max_body_bytes;
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk =
