@@ -493,7 +493,12 @@ impl Completion {
 /// The unit of work of a code submission (see [`Store::attempt_code`]).
 async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<AttemptOutcome>> {
     use Unit::{Commit, Discard};
-    lock_all(tx, &[&a.guards, &a.success_guards]).await?;
+    // The identifier's failure count is read, then counted on: on PostgreSQL, parallel tries of
+    // one identifier (on several live codes, from several IPs) wait for each other here, so each
+    // sees the failures committed before it and no more than `max_failures` are evaluated.
+    // (Named apart from the rate-limit buckets, which share the advisory locks' key space.)
+    let failures_lock = format!("lockout:{}", a.lock_key);
+    lock_all(tx, &[&a.guards, &a.success_guards], &[&failures_lock]).await?;
     if let Some(limited) = check(tx, &a.guards, a.now).await? {
         return Ok(Discard(AttemptOutcome::Limited(limited)));
     }
@@ -612,7 +617,7 @@ async fn replace_code(
     tx: &mut dyn Tx,
     r: ReplaceCode,
 ) -> anyhow::Result<Unit<Result<bool, Limited>>> {
-    lock_all(tx, &[&r.guards]).await?;
+    lock_all(tx, &[&r.guards], &[]).await?;
     let mut params = vec![
         r.code_hash.as_str().into(),
         r.now.into(),
@@ -665,7 +670,7 @@ impl Store {
     ) -> anyhow::Result<Option<Limited>> {
         self.write(move |tx| {
             Box::pin(async move {
-                lock_all(tx, &[&guards]).await?;
+                lock_all(tx, &[&guards], &[]).await?;
                 if let Some(limited) = check(tx, &guards, flow.now).await? {
                     return Ok(Unit::Discard(Some(limited)));
                 }

@@ -95,16 +95,21 @@ impl Guard {
 }
 
 /// PostgreSQL: transactions checking one bucket are serialized by an advisory lock, so two of
-/// them cannot both see room for the last event. The locks of every bucket a unit may check are
-/// taken sorted, at its start (before any row lock), so two units can never wait for each other.
-/// SQLite's one writer needs none.
-pub(super) async fn lock_all(tx: &mut dyn Tx, guards: &[&[Guard]]) -> anyhow::Result<()> {
+/// them cannot both see room for the last event; `also` names further locks of the unit (an
+/// identifier's failure count). Every lock a unit may need is taken sorted, at its start (before
+/// any row lock), so two units can never wait for each other. SQLite's one writer needs none.
+pub(super) async fn lock_all(
+    tx: &mut dyn Tx,
+    guards: &[&[Guard]],
+    also: &[&str],
+) -> anyhow::Result<()> {
     if tx.backend() != Backend::Postgres {
         return Ok(());
     }
     let mut buckets: Vec<&str> = guards
         .iter()
         .flat_map(|g| g.iter().map(|g| g.bucket.as_str()))
+        .chain(also.iter().copied())
         .collect();
     buckets.sort_unstable();
     buckets.dedup();

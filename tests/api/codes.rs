@@ -317,6 +317,35 @@ crate::backend_tests! {
         assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 0);
     }
 
+    async fn parallel_wrong_tries_on_several_live_codes_of_one_account_stop_at_the_lockout() {
+        let app = spawn_app().await;
+        app.create_account("race@example.com").await;
+        // Five sign-ins, each with its live code (3 tries each: 15 tries in all, more than the
+        // 10 consecutive failures that lock the account).
+        let mut forms = Vec::new();
+        for sent in 2..=6 {
+            let verify = app.start_flow("/sign-in", "race@example.com").await;
+            let code = app.smtp.wait_for("race@example.com", sent).await.code();
+            let page = app.page(&verify).await;
+            forms.push(page.form(&verify).set("code", &wrong(&code)));
+        }
+        let tries = (0..30).map(|i| app.submit(&forms[i % forms.len()]));
+        futures_util::future::join_all(tries).await;
+        assert_eq!(
+            app.count(
+                "SELECT CAST(COALESCE(SUM(v.attempts), 0) AS BIGINT) FROM verifications v \
+                 JOIN flows f ON f.id = v.flow_id WHERE f.kind = 'sign_in'"
+            )
+            .await,
+            10,
+            "tries evaluated in parallel stop at the lockout"
+        );
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM audit_events WHERE event = 'code_incorrect'").await,
+            10
+        );
+    }
+
     async fn ten_wrong_codes_across_flows_lock_the_address_for_an_hour() {
         let app = spawn_app().await;
         app.create_account("lock@example.com").await;
