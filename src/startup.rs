@@ -176,6 +176,11 @@ impl Application {
         self.port
     }
 
+    /// The store this server runs on (tests read how many units of work it ran).
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
     /// The requests this server is working on (load shedding's count).
     pub fn in_flight(&self) -> routes::InFlight {
         self.in_flight.clone()

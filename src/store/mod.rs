@@ -52,6 +52,22 @@ enum Db {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    units: std::sync::Arc<UnitCounts>,
+}
+
+/// How many units of work this store has run: an observable of how much work a request did
+/// (tests check that a decoy does the same work as the real thing).
+#[derive(Debug, Default)]
+struct UnitCounts {
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+/// Units of work run so far, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitsRun {
+    pub reads: u64,
+    pub writes: u64,
 }
 
 /// How to reach the database.
@@ -127,6 +143,7 @@ impl Store {
                     writer: writer.into(),
                     readers: readers.into(),
                 },
+                units: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts: sqlx::postgres::PgConnectOptions = url
@@ -145,9 +162,19 @@ impl Store {
                 .context("applying database migrations")?;
             Ok(Store {
                 db: Db::Postgres(pool),
+                units: Default::default(),
             })
         } else {
             anyhow::bail!("`database_url`: must start with sqlite:// or postgres://");
+        }
+    }
+
+    /// The units of work this store (and its clones) ran so far.
+    pub fn units_run(&self) -> UnitsRun {
+        use std::sync::atomic::Ordering::Relaxed;
+        UnitsRun {
+            reads: self.units.reads.load(Relaxed),
+            writes: self.units.writes.load(Relaxed),
         }
     }
 
@@ -167,6 +194,9 @@ impl Store {
             + Send
             + 'static,
     {
+        self.units
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.db {
             Db::Sqlite { writer, .. } => writer.run(unit).await,
             Db::Postgres(pool) => {
@@ -193,6 +223,9 @@ impl Store {
         R: Send + 'static,
         F: for<'t> Fn(&'t mut dyn Tx) -> BoxFuture<'t, anyhow::Result<R>> + Send + Sync + 'static,
     {
+        self.units
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.db {
             Db::Sqlite { readers, .. } => readers.run(move |tx| read(tx)).await,
             Db::Postgres(pool) => {

@@ -103,6 +103,39 @@ crate::backend_tests! {
         assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
     }
 
+    async fn use_another_method_is_refused_alike_for_known_and_unknown_addresses_without_any_lookup() {
+        let app = strict_app().await;
+        app.create_account("known@example.com").await;
+        // Strict mode offers no other identifier; a hand-made switch is refused with the same
+        // answer and the same database work for a real account and a decoy (before the fix, the
+        // real one read the account's identifiers first: a timing oracle).
+        let mut answers = Vec::new();
+        for typed in ["known@example.com", "nobody@example.com"] {
+            let (_, _, _, client) = sign_in_trace(&app, typed).await;
+            let resp = app.submit_fields_with(&client, "/sign-in", &[("email_address", typed)]).await;
+            let verify = location(&resp);
+            let page = app.page_with(&client, &verify).await;
+            let flow = verify.rsplit('/').next().unwrap().to_string();
+            let action = format!("/sign-in/factor/{flow}");
+            let form = crate::helpers::Form { action, fields: page.form(&verify).fields }
+                .without("code")
+                .set("identifier_id", &latchkey::domain::IdentifierId::generate().to_string());
+            let before = app.store.units_run();
+            let resp = app.submit_with(&client, &form).await;
+            let reads = app.store.units_run().reads - before.reads;
+            let status = resp.status();
+            let body = normalise(&resp.text().await.unwrap(), typed);
+            // Each answer names its own request id.
+            let body = match body.split_once("Request id: <code>") {
+                Some((head, tail)) => format!("{head}{}", &tail[tail.find('<').unwrap_or(0)..]),
+                None => body,
+            };
+            answers.push((status, body, reads));
+        }
+        assert_eq!(answers[0].0, StatusCode::NOT_FOUND, "{}", answers[0].1);
+        assert_eq!(answers[0], answers[1], "the answers or the reads differ");
+    }
+
     async fn an_unknown_phone_number_gets_the_same_code_page_and_no_sms() {
         let sms = TestSms::start();
         let app = spawn_app_with({

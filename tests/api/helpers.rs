@@ -375,6 +375,8 @@ pub struct TestApp {
     pub raw: RawConfig,
     /// The server's count of requests in flight (load shedding).
     pub in_flight: latchkey::routes::InFlight,
+    /// The server's store (to read how many units of work requests ran).
+    pub store: latchkey::store::Store,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
     /// Stops the server when the test drops its app, so finished tests release their threads.
@@ -467,6 +469,7 @@ async fn launch(
         .expect("app builds");
     let handle = app.handle();
     let in_flight = app.in_flight();
+    let store = app.store();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -477,6 +480,7 @@ async fn launch(
         backend: current_backend(),
         raw,
         in_flight,
+        store,
         _stop: StopOnDrop(handle.clone()),
         handle,
         task,

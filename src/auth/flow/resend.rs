@@ -105,6 +105,12 @@ impl Auth {
         client: &Client<'_>,
         now: OffsetDateTime,
     ) -> Result<FlowView, ResendError> {
+        // Strict enumeration protection offers no other identifier (it would show that the
+        // account exists and has more): refused before any lookup, so a real account and a
+        // decoy do the same work and get the same answer.
+        if self.policy.enumeration_strict {
+            return Err(ResendError::UnknownTarget);
+        }
         if record.status == FlowStatus::Complete {
             return Err(ResendError::Completed);
         }
