@@ -150,25 +150,6 @@ async fn prepare_postgres(url: &str, fresh: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accounts in the database (after the migrations, so the table exists).
-async fn count_users(database: &Database) -> anyhow::Result<usize> {
-    let n: i64 = match database {
-        Database::Sqlite(path) => {
-            let conn = rusqlite::Connection::open(path)?;
-            conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?
-        }
-        Database::Postgres(url) => {
-            let mut conn = sqlx::PgConnection::connect(url).await?;
-            let n = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-                .fetch_one(&mut conn)
-                .await?;
-            conn.close().await?;
-            n
-        }
-    };
-    Ok(n as usize)
-}
-
 /// Applies the migrations and adds accounts until there are at least `users`.
 pub async fn seed(database: &Database, users: usize) -> anyhow::Result<()> {
     let options = match database {
@@ -180,7 +161,7 @@ pub async fn seed(database: &Database, users: usize) -> anyhow::Result<()> {
         },
     };
     let store = Store::connect(&options).await?;
-    let have = count_users(database).await?;
+    let have = store.count_users().await? as usize;
     if have < users {
         eprintln!(
             "seeding {} users into {} (have {have})…",

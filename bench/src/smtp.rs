@@ -56,18 +56,12 @@ impl Receiver {
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
         let mut lines = BufReader::new(read);
-        // Replies are written out when no pipelined command is waiting (as MTAs do), so a
-        // pipelined MAIL, RCPT and DATA get their three replies in one segment.
         let mut write = BufWriter::new(write);
         write.write_all(b"220 bench.smtp ESMTP\r\n").await?;
         let mut line = String::new();
         let mut rcpt: Vec<String> = Vec::new();
         loop {
-            line.clear();
-            if lines.buffer().is_empty() {
-                write.flush().await?;
-            }
-            if lines.read_line(&mut line).await? == 0 {
+            if !next_line(&mut lines, &mut write, &mut line).await? {
                 return Ok(());
             }
             let upper = line.to_ascii_uppercase();
@@ -94,11 +88,7 @@ impl Receiver {
                 write.write_all(b"354 go ahead\r\n").await?;
                 let mut code = String::new();
                 loop {
-                    line.clear();
-                    if lines.buffer().is_empty() {
-                        write.flush().await?;
-                    }
-                    if lines.read_line(&mut line).await? == 0 {
+                    if !next_line(&mut lines, &mut write, &mut line).await? {
                         return Ok(());
                     }
                     if line == ".\r\n" || line == ".\n" {
@@ -131,4 +121,19 @@ impl Receiver {
             }
         }
     }
+}
+
+/// Reads the next line into `line` (false at the end of the stream). Replies are written out
+/// only when no pipelined command is waiting (as MTAs do), so a pipelined MAIL, RCPT and DATA
+/// get their replies in one segment.
+async fn next_line(
+    lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    write: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    line: &mut String,
+) -> std::io::Result<bool> {
+    line.clear();
+    if lines.buffer().is_empty() {
+        write.flush().await?;
+    }
+    Ok(lines.read_line(line).await? != 0)
 }

@@ -15,9 +15,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use flow::{
-    channel, AttemptError, AttemptTarget, Attempted, Factor, FlowError, FlowKind, FlowView,
-    PrepareTarget, ResendError, SignedIn, StartError, VerificationState, VerificationStatus,
-    TEST_CODE,
+    AttemptError, AttemptTarget, Attempted, Factor, FlowError, FlowKind, FlowView, PrepareTarget,
+    ResendError, SignedIn, StartError, VerificationState, VerificationStatus, TEST_CODE,
 };
 pub use limits::ip_key;
 

@@ -480,14 +480,6 @@ impl Completion {
         ));
         stmts
     }
-
-    /// The message this completion sends, if any (handed to the worker after commit).
-    pub fn message(&self) -> Option<&NewMessage> {
-        match self {
-            Completion::Next { message, .. } => message.as_ref(),
-            _ => None,
-        }
-    }
 }
 
 /// The unit of work of a code submission (see [`Store::attempt_code`]).

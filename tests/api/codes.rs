@@ -317,6 +317,24 @@ crate::backend_tests! {
         assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 0);
     }
 
+    async fn a_stored_word_the_server_does_not_know_is_an_error_never_a_default() {
+        let app = spawn_app().await;
+        let verify = app.start_flow("/sign-up", "corrupt@example.com").await;
+        assert_eq!(app.get(&verify).await.status(), StatusCode::OK);
+        let db = app.db().await;
+        sqlx::query("UPDATE verifications SET status = 'bogus'")
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+        // Read as "pending" (or any other value), the page would offer a code form.
+        let resp = app.get(&verify).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("name=\"code\""), "{body}");
+        assert!(!body.contains("bogus"), "no internals in the answer: {body}");
+    }
+
     async fn parallel_wrong_tries_on_several_live_codes_of_one_account_stop_at_the_lockout() {
         let app = spawn_app().await;
         app.create_account("race@example.com").await;

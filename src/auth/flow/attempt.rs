@@ -142,7 +142,9 @@ pub(super) enum Verdict {
     NextStep,
     /// A rate limit refused the try (its wait is read from the store).
     Limited(Limited),
-    /// Refused, with the reason logged.
+    /// A wrong code: the try was counted (and may have locked the identifier).
+    Wrong(AttemptError, &'static str),
+    /// Refused without a try, with the reason logged.
     Refused(AttemptError, &'static str),
 }
 
@@ -165,12 +167,12 @@ pub(super) fn classify(
         AttemptOutcome::Wrong {
             locked_until: Some(until),
             ..
-        } => Verdict::Refused(locked(until), "incorrect; identifier locked"),
+        } => Verdict::Wrong(locked(until), "identifier locked"),
         AttemptOutcome::Wrong { remaining: 0, .. } => {
-            Verdict::Refused(AttemptError::TriesExhausted, "incorrect; no tries left")
+            Verdict::Wrong(AttemptError::TriesExhausted, "no tries left")
         }
         AttemptOutcome::Wrong { remaining, .. } => {
-            Verdict::Refused(AttemptError::Incorrect { remaining }, "incorrect")
+            Verdict::Wrong(AttemptError::Incorrect { remaining }, "tries left")
         }
         AttemptOutcome::Unavailable {
             flow,
@@ -341,7 +343,6 @@ impl Auth {
             }))
             .collect(),
         };
-        let next_message = completion.message().cloned();
         let attempt = CodeAttempt {
             flow_id: record.id.clone(),
             ver_id: v.id.clone(),
@@ -378,22 +379,11 @@ impl Auth {
         let log = |event: &str, reason: &str| {
             tracing::info!(event, reason, flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), ip = client.ip.unwrap_or("-"));
         };
-        let locked_now = matches!(
-            outcome,
-            AttemptOutcome::Wrong {
-                locked_until: Some(_),
-                ..
-            }
-        );
         match classify(outcome, kind, plan.completes, plan.auto_next, now) {
             Verdict::NextStep => {
-                if let Some(message) = &next_message {
+                if let Some((_, to, _, _, Some(message))) = &next {
                     self.outbox.hand_over(message);
-                }
-                if let Some((_, to, ..)) = &next {
-                    if next_message.is_some() {
-                        self.watch_sms(to, now);
-                    }
+                    self.watch_sms(to, now);
                 }
                 tracing::info!(event = "identifier_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), next = %next.as_ref().map(|n| n.1.masked()).unwrap_or_else(|| "-".into()), ip = client.ip.unwrap_or("-"));
                 Ok(Attempted::NextVerification)
@@ -416,18 +406,15 @@ impl Auth {
                 let retry_after_secs = self.retry_after(&limited, now).await;
                 Err(AttemptError::Limited { retry_after_secs })
             }
-            Verdict::Refused(err, reason) => {
-                match &err {
-                    AttemptError::Incorrect { .. } | AttemptError::TriesExhausted
-                        if reason.starts_with("incorrect") =>
-                    {
-                        log("code_incorrect", reason)
-                    }
-                    _ => log("code_refused", reason),
-                }
-                if locked_now {
+            Verdict::Wrong(err, reason) => {
+                log("code_incorrect", reason);
+                if matches!(err, AttemptError::Locked { .. }) {
                     tracing::warn!(event = "identifier_locked", identifier = %identifier.masked(), "too many consecutive wrong codes; locked");
                 }
+                Err(err)
+            }
+            Verdict::Refused(err, reason) => {
+                log("code_refused", reason);
                 Err(err)
             }
         }
@@ -666,7 +653,7 @@ mod tests {
 
     fn refused(v: Verdict) -> AttemptError {
         match v {
-            Verdict::Refused(e, _) => e,
+            Verdict::Wrong(e, _) | Verdict::Refused(e, _) => e,
             other => panic!("expected a refusal, got {other:?}"),
         }
     }

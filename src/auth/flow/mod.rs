@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::{Auth, Client};
 use crate::delivery::Purpose;
 use crate::domain::{
-    Channel, FlowId, FlowStatus, Identifier, IdentifierId, IdentifierKind, MessageId, PhoneNumber,
+    FlowId, FlowStatus, Identifier, IdentifierId, IdentifierKind, MessageId, PhoneNumber,
     RedirectTarget, SessionId, UserId, VerificationId,
 };
 use crate::store::{AuditEvent, FlowRecord, VerificationRecord};
@@ -27,11 +27,6 @@ pub const TEST_CODE: &str = "424242";
 
 /// The stored "hash" of a decoy's code: not hex, so no HMAC ever equals it.
 const DECOY_HASH: &str = "decoy";
-
-/// The delivery channel of an identifier kind (also the verification's `channel`).
-pub fn channel(kind: IdentifierKind) -> Channel {
-    Channel::of(kind)
-}
 
 fn purpose(kind: FlowKind) -> Purpose {
     match kind {

@@ -175,7 +175,7 @@ impl Auth {
                 code_hash: prepared.code_hash,
                 now,
                 code_expires_at: code_expires,
-                cooldown: super::super::duration(self.policy.resend_cooldown),
+                cooldown: crate::auth::duration(self.policy.resend_cooldown),
                 flow_expires_at: now + self.policy.flow_idle_ttl,
                 switch,
                 message: message.clone(),

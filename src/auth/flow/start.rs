@@ -9,7 +9,7 @@ use crate::domain::{
     AuditKind, AuditOutcome, Channel, FlowId, Identifier, IdentifierId, MessageId, OtpCode,
     RedirectTarget, UserId, VerificationId,
 };
-use crate::store::{NewFlow, NewMessage, NewVerification};
+use crate::store::{NewFlow, NewMessage, NewVerification, StoredIdentifier};
 
 /// Where a new flow's codes go: per identifier, the account's identifier (sign-in) and whether
 /// it is a decoy.
@@ -66,6 +66,7 @@ impl Auth {
         // Sign-up: accounts that already own an identifier given (they see the attempt on /user).
         let mut owners: Vec<(UserId, Identifier)> = Vec::new();
         let strict = self.policy.enumeration_strict;
+        let mut first_owner = None;
         match kind {
             FlowKind::SignIn => match self.store.find_owner(first).await? {
                 Some(stored) if stored.verified => {
@@ -92,11 +93,14 @@ impl Auth {
                 }
             },
             FlowKind::SignUp => {
-                for identifier in identifiers {
+                for (i, identifier) in identifiers.iter().enumerate() {
                     let owner = self.store.find_owner(identifier).await?;
                     let taken = owner.is_some();
-                    if let Some(owner) = owner {
-                        owners.push((owner.user_id, identifier.clone()));
+                    if let Some(owner) = &owner {
+                        owners.push((owner.user_id.clone(), identifier.clone()));
+                    }
+                    if i == 0 {
+                        first_owner = owner;
                     }
                     if taken && !strict {
                         tracing::info!(event = "sign_up_refused", identifier = %identifier.masked(), reason = "identifier_taken");
@@ -116,15 +120,15 @@ impl Auth {
         let ver_ids: Vec<VerificationId> =
             targets.iter().map(|_| VerificationId::generate()).collect();
         let destination = targets[0].to.clone();
-        let prepared = self
-            .prepare_send(
-                kind,
-                &ver_ids[0],
-                &destination,
-                targets[0].decoy,
-                code_expires,
-            )
-            .await?;
+        // The first identifier's owner was looked up above (sign-up); no second read.
+        let prepared = self.prepare_send_to(
+            kind,
+            &ver_ids[0],
+            &destination,
+            targets[0].decoy,
+            first_owner,
+            code_expires,
+        );
         let vers: Vec<NewVerification> = targets
             .iter()
             .zip(&ver_ids)
@@ -241,18 +245,32 @@ impl Auth {
             FlowKind::SignUp => self.store.find_owner(to).await?,
             FlowKind::SignIn => None,
         };
+        Ok(self.prepare_send_to(kind, ver_id, to, decoy, owner, expires))
+    }
+
+    /// [`prepare_send`](Self::prepare_send) with the sign-up identifier's owner already looked
+    /// up (`None` for a sign-in).
+    fn prepare_send_to(
+        &self,
+        kind: FlowKind,
+        ver_id: &VerificationId,
+        to: &Identifier,
+        decoy: bool,
+        owner: Option<StoredIdentifier>,
+        expires: OffsetDateTime,
+    ) -> PreparedCode {
         if !decoy {
-            return Ok(self.prepare_code(kind, ver_id, to, expires));
+            return self.prepare_code(kind, ver_id, to, expires);
         }
         let mut prepared = PreparedCode {
             code_hash: DECOY_HASH.to_string(),
             message: None,
         };
         let Identifier::Email(typed) = to else {
-            return Ok(prepared);
+            return prepared;
         };
         if self.policy.test_mode && to.is_test() {
-            return Ok(prepared);
+            return prepared;
         }
         let (recipient, purpose, link) = match kind {
             FlowKind::SignIn => (
@@ -283,7 +301,7 @@ impl Auth {
             link: Some(link.clone()),
         };
         prepared.message = Some((MessageId::generate(), message.seal(&self.keys)));
-        Ok(prepared)
+        prepared
     }
 
     /// Draws a code for `to` (bound to verification `ver_id`) and seals its message.
