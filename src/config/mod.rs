@@ -17,7 +17,7 @@ mod identifiers;
 mod limits;
 mod sms;
 
-use crate::domain::{Origin, PhonePolicy};
+use crate::domain::{Origin, PhonePolicy, TestMode};
 pub use identifiers::{
     IdentifierConfig, IdentifierRules, IdentifiersConfig, PhoneConfig, StrategiesConfig,
 };
@@ -88,8 +88,17 @@ pub struct RawConfig {
     /// notified by email). "off": friendlier messages that say so.
     pub enumeration_protection: String,
     /// Test identifiers (`+latchkey_test` emails, +1 XXX 555-0100…0199) get no message and accept
-    /// the fixed code 424242. Default: on in dev mode only.
+    /// the fixed code 424242. Default: on in dev mode only. Outside dev mode it also needs
+    /// `test_mode_outside_dev_mode = true` and `test_email_domains`.
     pub test_mode: Option<bool>,
+    /// The second opt-in for test mode on an instance that is not in dev mode (a staging
+    /// instance): without it, `test_mode = true` outside dev mode stops the start.
+    pub test_mode_outside_dev_mode: bool,
+    /// Domains whose `+latchkey_test` addresses are test identifiers. Required for test mode
+    /// outside dev mode when email is on (so nobody can use `ceo+latchkey_test@bigcorp.com`);
+    /// in dev mode, unset means any domain.
+    #[serde(deserialize_with = "string_or_list")]
+    pub test_email_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +112,9 @@ pub struct CodeConfig {
     pub max_attempts: u32,
     /// Seconds between two sends for one flow.
     pub resend_cooldown_secs: u64,
+    /// Put the code in the email's subject ("042137 is your Acme code"): handy in a
+    /// notification, but subjects reach lock screens, mail logs and message lists. Default off.
+    pub in_email_subject: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +200,8 @@ impl Default for RawConfig {
             phone: PhoneConfig::default(),
             sms: SmsConfig::default(),
             test_mode: None,
+            test_mode_outside_dev_mode: false,
+            test_email_domains: Vec::new(),
             enumeration_protection: "strict".into(),
         }
     }
@@ -200,6 +214,7 @@ impl Default for CodeConfig {
             ttl_secs: 600,
             max_attempts: 3,
             resend_cooldown_secs: 30,
+            in_email_subject: false,
         }
     }
 }
@@ -303,8 +318,10 @@ pub struct AuthSettings {
     pub lockout_max_failures: u32,
     pub lockout_cooldown: Duration,
     pub limits: LimitsConfig,
-    /// Test identifiers get no message and accept the fixed test code.
-    pub test_mode: bool,
+    /// Which identifiers get no message and accept the fixed test code.
+    pub test_mode: TestMode,
+    /// Whether an email's subject carries the code.
+    pub code_in_email_subject: bool,
     /// Enumeration protection "strict" (decoys).
     pub enumeration_strict: bool,
 }
@@ -419,13 +436,16 @@ impl Settings {
             }
         }
         // Dev mode (codes logged and listed on /dev/outbox) only switches itself on for a local,
-        // plain-http instance; anywhere else it must be asked for explicitly.
-        let local_only = listen.ip().is_loopback() && public_url.scheme() == "http";
+        // plain-http instance that also calls itself local (an instance behind a reverse proxy
+        // has a public URL); anywhere else it must be asked for explicitly.
+        let local_only = listen.ip().is_loopback()
+            && public_url.scheme() == "http"
+            && is_loopback_host(&public_url);
         let dev_mode = raw
             .dev_mode
             .unwrap_or(!had_file && smtp_url.is_none() && local_only);
         let mut warnings = Vec::new();
-        let test_mode = raw.test_mode.unwrap_or(dev_mode);
+        let test_mode_on = raw.test_mode.unwrap_or(dev_mode);
         let enumeration_strict = match raw.enumeration_protection.as_str() {
             "strict" => true,
             "off" => false,
@@ -435,13 +455,17 @@ impl Settings {
         };
         let (identifiers, phone_policy, sms) =
             identifiers::identifier_rules(&raw, dev_mode, &mut warnings)?;
-        let phone_policy = phone_policy.with_test_numbers(test_mode);
+        let phone_policy = phone_policy.with_test_numbers(test_mode_on);
         if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
         }
-        if test_mode && !dev_mode {
-            warnings.push("TEST MODE IS ON: addresses with +latchkey_test and numbers +1 XXX 555-0100…0199 receive no message and accept the code 424242. Turn `test_mode` off before real people use this instance.".into());
-        }
+        let test_mode = test_mode_rules(
+            &raw,
+            test_mode_on,
+            dev_mode,
+            identifiers.email.enabled,
+            &mut warnings,
+        )?;
         let mail_from: lettre::message::Mailbox = raw.mail_from.parse().with_context(|| {
             format!(
                 "`mail_from`: {:?} is not a mailbox like \"Acme <no-reply@acme.example>\"",
@@ -463,6 +487,12 @@ impl Settings {
             if s.chars().count() < 32 {
                 bail!("`secret`: must be at least 32 characters (keys are derived from it)");
             }
+        }
+        // A secret generated into the database sits beside the code HMACs and sealed messages
+        // it protects: a stolen copy of the database could then brute-force live codes and
+        // open queued messages. Only a development instance may rely on it.
+        if secret.is_none() && !dev_mode {
+            bail!("`secret` or `secret_file`: required outside dev mode (at least 32 random characters, kept outside the database, e.g. `openssl rand -base64 48`); without it a copy of the database would hold the key to its own codes and queued messages");
         }
         let allowed_redirect_origins = raw
             .allowed_redirect_origins
@@ -605,6 +635,7 @@ impl Settings {
                 lockout_cooldown: Duration::from_secs(raw.lockout.cooldown_secs),
                 limits: raw.limits.clone(),
                 test_mode,
+                code_in_email_subject: c.in_email_subject,
                 enumeration_strict,
             },
             delivery: DeliverySettings {
@@ -619,6 +650,56 @@ impl Settings {
             warnings,
         })
     }
+}
+
+/// Whether the URL's host names this machine (`localhost`, a loopback address).
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Test mode as configured. Outside dev mode it takes two opt-ins and, where email addresses are
+/// used, a list of the operator's own test domains; in dev mode the list is optional.
+fn test_mode_rules(
+    raw: &RawConfig,
+    on: bool,
+    dev_mode: bool,
+    email_enabled: bool,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<TestMode> {
+    if !on {
+        return Ok(TestMode::Off);
+    }
+    let domains = raw
+        .test_email_domains
+        .iter()
+        .map(|d| {
+            let probe = format!("probe@{}", d.trim());
+            crate::domain::EmailAddress::parse(&probe)
+                .ok()
+                .and_then(|e| e.canonical().rsplit_once('@').map(|(_, d)| d.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("`test_email_domains`: {d:?} is not a domain"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if dev_mode {
+        return Ok(TestMode::On {
+            email_domains: (!domains.is_empty()).then_some(domains),
+        });
+    }
+    if !raw.test_mode_outside_dev_mode {
+        bail!("`test_mode`: on outside dev mode, where test identifiers accept the code 424242; if this is a staging instance, also set `test_mode_outside_dev_mode = true` and list your own `test_email_domains`");
+    }
+    if email_enabled && domains.is_empty() {
+        bail!("`test_email_domains`: required for test mode outside dev mode (the domains whose +latchkey_test addresses accept 424242; never a domain other people use)");
+    }
+    warnings.push(format!("TEST MODE IS ON: +latchkey_test addresses at {} and numbers +1 XXX 555-0100…0199 receive no message and accept the code 424242. Turn `test_mode` off before real people use this instance.", if domains.is_empty() { "no domain".to_string() } else { domains.join(", ") }));
+    Ok(TestMode::On {
+        email_domains: Some(domains),
+    })
 }
 
 #[cfg(test)]
@@ -706,6 +787,7 @@ mod tests {
     fn production() -> RawConfig {
         RawConfig {
             smtp_url: Some("smtp://127.0.0.1:25".into()),
+            secret: Some("a-test-secret-of-at-least-32-characters".into()),
             ..RawConfig::default()
         }
     }
@@ -723,7 +805,10 @@ mod tests {
         assert!(s.identifiers.email.enabled && s.identifiers.email.used_for_sign_in);
         assert!(s.identifiers.phone.enabled && s.identifiers.phone.used_for_sign_in);
         assert!(s.strategies.email_code && s.strategies.phone_code);
-        assert!(s.auth.test_mode, "test mode is on by default in dev mode");
+        assert!(
+            s.auth.test_mode.is_on(),
+            "test mode is on by default in dev mode"
+        );
         assert_eq!(s.delivery.sms.name(), "log");
     }
 
@@ -731,7 +816,10 @@ mod tests {
     fn without_allowed_countries_phone_numbers_are_off_with_a_warning() {
         let s = Settings::from_raw(production(), true).unwrap();
         assert!(!s.identifiers.phone.enabled && !s.identifiers.sign_in().phone);
-        assert!(!s.auth.test_mode, "test mode is off outside dev mode");
+        assert!(
+            !s.auth.test_mode.is_on(),
+            "test mode is off outside dev mode"
+        );
         assert!(
             s.warnings
                 .iter()
@@ -809,15 +897,104 @@ mod tests {
     }
 
     #[test]
-    fn test_mode_outside_dev_mode_is_warned_about() {
+    fn test_mode_outside_dev_mode_needs_a_second_opt_in_and_test_domains() {
         let mut raw = production();
         raw.test_mode = Some(true);
+        let err = refusal(raw.clone());
+        assert!(err.contains("test_mode_outside_dev_mode"), "{err}");
+        raw.test_mode_outside_dev_mode = true;
+        let err = refusal(raw.clone());
+        assert!(err.contains("test_email_domains"), "{err}");
+        raw.test_email_domains = vec!["Staging.Acme.test".into(), "not a domain".into()];
+        let err = refusal(raw.clone());
+        assert!(err.contains("not a domain"), "{err}");
+        raw.test_email_domains = vec!["Staging.Acme.test".into()];
         let s = Settings::from_raw(raw, true).unwrap();
-        assert!(s.auth.test_mode);
+        assert_eq!(
+            s.auth.test_mode,
+            TestMode::On {
+                email_domains: Some(vec!["staging.acme.test".into()])
+            }
+        );
         assert!(
-            s.warnings.iter().any(|w| w.contains("TEST MODE")),
+            s.warnings
+                .iter()
+                .any(|w| w.contains("TEST MODE") && w.contains("staging.acme.test")),
             "{:?}",
             s.warnings
+        );
+    }
+
+    #[test]
+    fn in_dev_mode_test_mode_covers_any_domain_unless_domains_are_listed() {
+        let s = Settings::from_raw(RawConfig::default(), false).unwrap();
+        assert_eq!(
+            s.auth.test_mode,
+            TestMode::On {
+                email_domains: None
+            }
+        );
+        let raw = RawConfig {
+            test_email_domains: vec!["example.test".into()],
+            ..RawConfig::default()
+        };
+        let s = Settings::from_raw(raw, false).unwrap();
+        assert_eq!(
+            s.auth.test_mode,
+            TestMode::On {
+                email_domains: Some(vec!["example.test".into()])
+            }
+        );
+    }
+
+    #[test]
+    fn outside_dev_mode_a_secret_kept_outside_the_database_is_required() {
+        let mut raw = production();
+        raw.secret = None;
+        let err = refusal(raw);
+        assert!(
+            err.contains("`secret` or `secret_file`") && err.contains("outside dev mode"),
+            "{err}"
+        );
+        let s = Settings::from_raw(RawConfig::default(), false).unwrap();
+        assert!(
+            s.dev_mode && s.secret.is_none(),
+            "dev mode may generate one"
+        );
+    }
+
+    #[test]
+    fn dev_mode_does_not_switch_itself_on_for_a_public_url_behind_a_local_proxy() {
+        let raw = RawConfig {
+            public_url: "http://accounts.example.com".into(),
+            ..RawConfig::default()
+        };
+        let err = Settings::from_raw(raw, false).unwrap_err().to_string();
+        assert!(err.contains("smtp_url"), "not dev mode: {err}");
+        for local in [
+            "http://localhost:8080",
+            "http://127.0.0.1:3000",
+            "http://[::1]:8080",
+        ] {
+            let raw = RawConfig {
+                public_url: local.into(),
+                ..RawConfig::default()
+            };
+            assert!(Settings::from_raw(raw, false).unwrap().dev_mode, "{local}");
+        }
+    }
+
+    #[test]
+    fn the_code_stays_out_of_email_subjects_unless_asked_for() {
+        let s = Settings::from_raw(production(), true).unwrap();
+        assert!(!s.auth.code_in_email_subject);
+        let mut raw = production();
+        raw.codes.in_email_subject = true;
+        assert!(
+            Settings::from_raw(raw, true)
+                .unwrap()
+                .auth
+                .code_in_email_subject
         );
     }
 
@@ -892,7 +1069,7 @@ mod tests {
         assert!(s.http.cors_allowed_origins.is_empty(), "CORS is opt-in");
         assert!(s.http.trusted_proxies.is_empty() && !s.http.trusted_proxy_forwarded);
         assert_eq!(s.audit_retention.as_secs(), 90 * 24 * 3600);
-        assert!(!s.auth.test_mode);
+        assert!(!s.auth.test_mode.is_on());
     }
 
     #[test]

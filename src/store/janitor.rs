@@ -28,7 +28,7 @@ const FLOWS: &str = "DELETE FROM flows WHERE id IN (SELECT id FROM flows WHERE \
 const SESSIONS: &str =
     "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $2)";
 const MESSAGES: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE \
-     status IN ('sent', 'failed', 'expired', 'superseded') AND created_at < $1 LIMIT $2)";
+     status IN ('sent', 'failed', 'expired', 'superseded', 'withheld') AND created_at < $1 LIMIT $2)";
 const LOCKOUTS: &str = "DELETE FROM identifier_lockouts WHERE identifier IN (SELECT identifier FROM identifier_lockouts WHERE \
      updated_at < $1 AND (locked_until IS NULL OR locked_until < $1) LIMIT $2)";
 // Rate-limit events outlive no window (the longest is a day); audit events their retention.

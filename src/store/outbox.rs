@@ -24,6 +24,8 @@ pub struct NewMessage {
     /// transaction commits (no claim transaction, no wait for a poll). If the process dies
     /// first, the lease runs out and any worker claims it from the table.
     pub claim: Option<Claim>,
+    /// A decoy's message: stored as [`MessageStatus::Withheld`], with no payload and no claim.
+    pub withheld: bool,
 }
 
 impl std::fmt::Debug for NewMessage {
@@ -46,6 +48,9 @@ pub struct Claim {
 impl NewMessage {
     /// The message as its worker receives it, if it is stored claimed.
     pub fn handed_over(&self) -> Option<ClaimedMessage> {
+        if self.withheld {
+            return None;
+        }
         let claim = self.claim.as_ref()?;
         Some(ClaimedMessage {
             id: self.id.clone(),
@@ -85,6 +90,9 @@ pub enum MessageStatus {
     Expired,
     /// A newer code replaced it before delivery.
     Superseded,
+    /// Never to be delivered: a decoy's SMS, stored so that a decoy writes what a real send
+    /// writes (the same statements, so the same time on a networked database).
+    Withheld,
 }
 
 impl Stored for MessageStatus {
@@ -96,6 +104,7 @@ impl Stored for MessageStatus {
         Self::Failed,
         Self::Expired,
         Self::Superseded,
+        Self::Withheld,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -105,6 +114,7 @@ impl Stored for MessageStatus {
             Self::Failed => "failed",
             Self::Expired => "expired",
             Self::Superseded => "superseded",
+            Self::Withheld => "withheld",
         }
     }
 }
@@ -137,9 +147,10 @@ impl MessageStatus {
 }
 
 pub(super) fn insert_message(m: &NewMessage) -> Stmt {
-    let (status, attempts) = match m.claim {
-        Some(_) => (MessageStatus::Sending, 1i64),
-        None => (MessageStatus::Pending, 0),
+    let (status, attempts) = match (&m.claim, m.withheld) {
+        (_, true) => (MessageStatus::Withheld, 0i64),
+        (Some(_), false) => (MessageStatus::Sending, 1),
+        (None, false) => (MessageStatus::Pending, 0),
     };
     Stmt::new(
         "INSERT INTO outbox (id, channel, recipient_masked, verification_id, payload, status, attempts, created_at, \

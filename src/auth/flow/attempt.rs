@@ -265,9 +265,9 @@ impl Auth {
                 let prepared = self
                     .prepare_send(kind, &w.id, &to, w.decoy, expires)
                     .await?;
-                let message = prepared.message.map(|(msg_id, sealed)| {
-                    self.new_message(msg_id, &to, &w.id, sealed, now, expires)
-                });
+                let message = prepared
+                    .message
+                    .map(|m| self.new_message(m, &to, &w.id, now, expires));
                 Some((w, to, prepared.code_hash, expires, message))
             }
             None => None,
@@ -382,8 +382,7 @@ impl Auth {
         match classify(outcome, kind, plan.completes, plan.auto_next, now) {
             Verdict::NextStep => {
                 if let Some((_, to, _, _, Some(message))) = &next {
-                    self.outbox.hand_over(message);
-                    self.watch_sms(to, now);
+                    self.dispatch(message, to, now);
                 }
                 tracing::info!(event = "identifier_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), next = %next.as_ref().map(|n| n.1.masked()).unwrap_or_else(|| "-".into()), ip = client.ip.unwrap_or("-"));
                 Ok(Attempted::NextVerification)
@@ -450,7 +449,7 @@ mod tests {
             session_ttl: StdDuration::from_secs(7 * 86400),
             lockout_max_failures: 10,
             lockout_cooldown: StdDuration::from_secs(3600),
-            test_mode: false,
+            test_mode: crate::domain::TestMode::Off,
             factor_kinds: Accepts {
                 email: true,
                 phone: true,

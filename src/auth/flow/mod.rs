@@ -282,7 +282,25 @@ impl From<anyhow::Error> for ResendError {
 /// fixed code and no message.
 struct PreparedCode {
     code_hash: String,
-    message: Option<(MessageId, Vec<u8>)>,
+    message: Option<PreparedMessage>,
+}
+
+/// The message that goes with a code: sealed for the worker, or withheld (a decoy's SMS, stored
+/// so that a decoy writes what a real send writes, never delivered).
+struct PreparedMessage {
+    id: MessageId,
+    sealed: Vec<u8>,
+    withheld: bool,
+}
+
+impl PreparedMessage {
+    fn sealed(sealed: Vec<u8>) -> Self {
+        Self {
+            id: MessageId::generate(),
+            sealed,
+            withheld: false,
+        }
+    }
 }
 
 impl Auth {

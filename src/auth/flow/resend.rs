@@ -162,9 +162,9 @@ impl Auth {
         let prepared = self
             .prepare_send(kind, &v.id, &destination, v.decoy, code_expires)
             .await?;
-        let message = prepared.message.map(|(msg_id, sealed)| {
-            self.new_message(msg_id, &destination, &v.id, sealed, now, code_expires)
-        });
+        let message = prepared
+            .message
+            .map(|m| self.new_message(m, &destination, &v.id, now, code_expires));
         // A switch to another identifier waits for the cooldown too: otherwise alternating
         // between two identifiers would send a message per request.
         let replaced = self
@@ -215,8 +215,7 @@ impl Auth {
             });
         }
         if let Some(message) = &message {
-            self.outbox.hand_over(message);
-            self.watch_sms(&destination, now);
+            self.dispatch(message, &destination, now);
         }
         tracing::info!(event = %event, flow = kind.as_str(), flow_id = %record.id, identifier = %destination.masked(), channel = %Channel::of(destination.kind()), ip = client.ip.unwrap_or("-"));
         self.flow_at(id, kind, client, now)
