@@ -17,7 +17,7 @@ mod identifiers;
 mod limits;
 mod sms;
 
-use crate::domain::{Origin, PhonePolicy, TestMode};
+use crate::domain::{AllowedOrigin, Origin, PhonePolicy, RedirectTarget, TestMode};
 pub use identifiers::{
     IdentifierConfig, IdentifierRules, IdentifiersConfig, PhoneConfig, StrategiesConfig,
 };
@@ -38,8 +38,16 @@ pub struct RawConfig {
     pub dev_mode: Option<bool>,
     pub secret: Option<String>,
     pub secret_file: Option<PathBuf>,
+    /// Origins a `redirect_url` may lead to besides Latchkey's own: exact
+    /// (`https://app.example.com`) or every subdomain of a domain (`https://*.example.com`).
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_redirect_origins: Vec<String>,
+    /// Where a sign-in without a `redirect_url` lands (a local path or an allowed URL).
+    pub after_sign_in_url: String,
+    /// Where a sign-up without a `redirect_url` lands.
+    pub after_sign_up_url: String,
+    /// Where a sign-out without a `redirect_url` lands.
+    pub after_sign_out_url: String,
     /// Origins (besides Latchkey's own) whose pages may call the JSON API with credentials
     /// (exact-origin CORS). Unset: none (an explicit opt-in; a redirect target is not trusted
     /// to read people's accounts).
@@ -177,6 +185,9 @@ impl Default for RawConfig {
             secret: None,
             secret_file: None,
             allowed_redirect_origins: Vec::new(),
+            after_sign_in_url: "/user".into(),
+            after_sign_up_url: "/user".into(),
+            after_sign_out_url: "/sign-in".into(),
             cors_allowed_origins: None,
             trusted_proxies: Vec::new(),
             log_format: "pretty".into(),
@@ -336,7 +347,9 @@ pub struct Settings {
     /// The server secret if the operator gave one; otherwise one is generated and kept in the database.
     pub secret: Option<String>,
     pub log_json: bool,
-    pub allowed_redirect_origins: Vec<Origin>,
+    pub allowed_redirect_origins: Vec<AllowedOrigin>,
+    /// Where people land without a `redirect_url`.
+    pub after: AfterUrls,
     pub database: crate::store::DatabaseOptions,
     pub janitor_interval: Duration,
     pub audit_retention: Duration,
@@ -352,6 +365,14 @@ pub struct Settings {
     pub phone_policy: PhonePolicy,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
+}
+
+/// Where people land after a sign-in, a sign-up or a sign-out that named no `redirect_url`.
+#[derive(Debug, Clone)]
+pub struct AfterUrls {
+    pub sign_in: RedirectTarget,
+    pub sign_up: RedirectTarget,
+    pub sign_out: RedirectTarget,
 }
 
 /// The validated HTTP settings.
@@ -497,8 +518,21 @@ impl Settings {
         let allowed_redirect_origins = raw
             .allowed_redirect_origins
             .iter()
-            .map(|o| Origin::parse(o).with_context(|| format!("`allowed_redirect_origins`: {o:?}")))
+            .map(|o| {
+                AllowedOrigin::parse(o)
+                    .with_context(|| format!("`allowed_redirect_origins`: {o:?}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let after = |key: &str, raw: &str| {
+            RedirectTarget::parse(raw, &public_url, &allowed_redirect_origins).ok_or_else(|| {
+                anyhow::anyhow!("`{key}`: {raw:?} is neither a path on this server (starting with one /) nor a URL on `public_url` or an allowed redirect origin")
+            })
+        };
+        let after = AfterUrls {
+            sign_in: after("after_sign_in_url", &raw.after_sign_in_url)?,
+            sign_up: after("after_sign_up_url", &raw.after_sign_up_url)?,
+            sign_out: after("after_sign_out_url", &raw.after_sign_out_url)?,
+        };
         let cors_allowed_origins = match &raw.cors_allowed_origins {
             None => Vec::new(),
             Some(list) => list
@@ -607,6 +641,7 @@ impl Settings {
             secret,
             log_json,
             allowed_redirect_origins,
+            after,
             database: crate::store::DatabaseOptions {
                 url: raw.database_url,
                 max_connections: raw.database_max_connections,
@@ -772,6 +807,46 @@ mod tests {
             .unwrap();
         let s = Settings::from_raw(raw, false).unwrap();
         assert_eq!(s.allowed_redirect_origins.len(), 2);
+    }
+
+    #[test]
+    fn after_urls_default_to_the_profile_and_sign_in_and_are_validated_like_redirects() {
+        let s = Settings::from_raw(production(), true).unwrap();
+        assert_eq!(
+            (
+                s.after.sign_in.as_str(),
+                s.after.sign_up.as_str(),
+                s.after.sign_out.as_str()
+            ),
+            ("/user", "/user", "/sign-in")
+        );
+        let mut raw = production();
+        raw.allowed_redirect_origins = vec!["https://*.example.com".into()];
+        raw.after_sign_in_url = "https://app.example.com/home".into();
+        raw.after_sign_out_url = "https://www.example.com/".into();
+        let s = Settings::from_raw(raw, true).unwrap();
+        assert_eq!(s.after.sign_in.as_str(), "https://app.example.com/home");
+        for (key, bad) in [
+            ("after_sign_in_url", "https://evil.test/"),
+            ("after_sign_up_url", "//evil.test"),
+            ("after_sign_out_url", "javascript:alert(1)"),
+        ] {
+            let mut raw = production();
+            match key {
+                "after_sign_in_url" => raw.after_sign_in_url = bad.into(),
+                "after_sign_up_url" => raw.after_sign_up_url = bad.into(),
+                _ => raw.after_sign_out_url = bad.into(),
+            }
+            let err = refusal(raw);
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_wildcard_origin_is_refused_naming_the_key() {
+        let mut raw = production();
+        raw.allowed_redirect_origins = vec!["https://*.com".into()];
+        assert!(refusal(raw).contains("allowed_redirect_origins"));
     }
 
     #[test]

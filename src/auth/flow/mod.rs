@@ -213,8 +213,9 @@ pub enum FlowError {
     /// Unknown id, another kind of flow, or a flow bound to another browser.
     #[error("flow not found")]
     NotFound,
+    /// Past its idle expiry; where it would have led, so that starting again keeps it.
     #[error("flow expired")]
-    Expired,
+    Expired { redirect: Option<RedirectTarget> },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -324,7 +325,9 @@ impl Auth {
             }
         }
         if flow_expired(&record, now) {
-            return Err(FlowError::Expired);
+            return Err(FlowError::Expired {
+                redirect: record.redirect_url.map(RedirectTarget::from_trusted),
+            });
         }
         Ok(record)
     }

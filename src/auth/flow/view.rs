@@ -251,7 +251,7 @@ impl Auth {
     ) -> Result<FlowView, FlowError> {
         let now = self.now();
         let record = match self.load_record(id, kind, client, now).await {
-            Err(FlowError::Expired) => {
+            Err(FlowError::Expired { .. }) => {
                 let record = self.store.load_flow(id).await?.ok_or(FlowError::NotFound)?;
                 return Ok(self.view(&record, kind, now));
             }

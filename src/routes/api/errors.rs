@@ -297,7 +297,7 @@ impl Refusal {
 impl From<FlowError> for ApiError {
     fn from(e: FlowError) -> Self {
         match e {
-            FlowError::NotFound | FlowError::Expired => Refusal::not_found().into(),
+            FlowError::NotFound | FlowError::Expired { .. } => Refusal::not_found().into(),
             FlowError::Internal(e) => Self::Internal(e),
         }
     }
