@@ -6,11 +6,11 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::audit::AuditEvent;
-use super::limits::{check, lock_all, Guard, Limited};
+use super::limits::{checks, locks, refusal, Guard, Limited};
 use super::outbox::{insert_message, supersede_messages, NewMessage};
 use super::sessions::{insert_session, NewSession};
 use super::stmt::{Row, Stmt};
-use super::tx::{Tx, Unit};
+use super::tx::{Done, Failed, Tx, Unit};
 use super::Store;
 use crate::domain::{
     Channel, CodeStatus, FlowId, FlowKind, FlowStatus, Identifier, IdentifierId, IdentifierKind,
@@ -482,7 +482,20 @@ impl Completion {
     }
 }
 
-/// The unit of work of a code submission (see [`Store::attempt_code`]).
+/// What the statements of a batch did, as far as they ran (all of them, or those before its
+/// failing statement).
+fn ran(result: &Result<Vec<Done>, Failed>) -> &[Done] {
+    match result {
+        Ok(done) => done,
+        Err(failed) => &failed.done,
+    }
+}
+
+/// The unit of work of a code submission (see [`Store::attempt_code`]). Three round trips on
+/// PostgreSQL for a correct code: the locks, rate limits, lockout and try together; the
+/// consumption and completion together; the commit. Statements that run before a decision
+/// could stop them (the try taken while the identifier is locked out, the completion of a code
+/// someone else consumed) are undone by discarding the unit.
 async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<AttemptOutcome>> {
     use Unit::{Commit, Discard};
     // The identifier's failure count is read, then counted on: on PostgreSQL, parallel tries of
@@ -490,13 +503,29 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
     // sees the failures committed before it and no more than `max_failures` are evaluated.
     // (Named apart from the rate-limit buckets, which share the advisory locks' key space.)
     let failures_lock = format!("lockout:{}", a.lock_key);
-    lock_all(tx, &[&a.guards, &a.success_guards], &[&failures_lock]).await?;
-    if let Some(limited) = check(tx, &a.guards, a.now).await? {
+    let mut stmts = locks(
+        tx.backend(),
+        &[&a.guards, &a.success_guards],
+        &[&failures_lock],
+    );
+    let guards_at = stmts.len();
+    stmts.extend(checks(&a.guards, a.now));
+    stmts.push(Stmt::new(SELECT_LOCK, vec![a.lock_key.as_str().into()]));
+    stmts.push(Stmt::new(
+        TAKE_TRY,
+        vec![
+            a.ver_id.as_str().into(),
+            a.flow_id.as_str().into(),
+            a.now.into(),
+        ],
+    ));
+    let result = tx.run(stmts).await;
+    if let Some(limited) = refusal(&a.guards, ran(&result).get(guards_at..).unwrap_or(&[])) {
         return Ok(Discard(AttemptOutcome::Limited(limited)));
     }
-    let lock_row = tx
-        .fetch_optional(Stmt::new(SELECT_LOCK, vec![a.lock_key.as_str().into()]))
-        .await?;
+    let mut done = result?;
+    let taken = done.pop().and_then(|d| d.rows.into_iter().next());
+    let lock_row = done.pop().and_then(|d| d.rows.into_iter().next());
     let locked_until = match &lock_row {
         Some(r) => r.opt_time("locked_until")?,
         None => None,
@@ -505,16 +534,6 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
         let until = locked_until.expect("a lock that holds has an end");
         return Ok(Discard(AttemptOutcome::Locked { until }));
     }
-    let taken = tx
-        .fetch_optional(Stmt::new(
-            TAKE_TRY,
-            vec![
-                a.ver_id.as_str().into(),
-                a.flow_id.as_str().into(),
-                a.now.into(),
-            ],
-        ))
-        .await?;
     let stored = match &taken {
         Some(r) => r.opt_text("code_hash")?,
         None => None,
@@ -537,19 +556,21 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
     };
     if !same_hash(&stored, &a.submitted_hash) {
         let remaining = (r.int("max_attempts")? - r.int("attempts")?).max(0);
+        let mut stmts = Vec::new();
         if remaining == 0 {
-            tx.execute(Stmt::new(KILL_CODE, vec![a.ver_id.as_str().into()]))
-                .await?;
+            stmts.push(Stmt::new(KILL_CODE, vec![a.ver_id.as_str().into()]));
         }
-        tx.execute(touch_flow(&a.flow_id, a.now, a.flow_expires_at))
-            .await?;
-        tx.execute(a.audit_wrong.statement(a.now)).await?;
-        let failure = tx
-            .fetch_one(Stmt::new(
-                RECORD_FAILURE,
-                vec![a.lock_key.as_str().into(), a.now.into()],
-            ))
-            .await?;
+        stmts.push(touch_flow(&a.flow_id, a.now, a.flow_expires_at));
+        stmts.push(a.audit_wrong.statement(a.now));
+        stmts.push(Stmt::new(
+            RECORD_FAILURE,
+            vec![a.lock_key.as_str().into(), a.now.into()],
+        ));
+        let done = tx.run(stmts).await?;
+        let failure = done
+            .last()
+            .and_then(|d| d.rows.first())
+            .ok_or_else(|| anyhow::anyhow!("no row returned by {RECORD_FAILURE}"))?;
         let previous_lock = failure.opt_time("locked_until")?;
         let locked_until = lock_after_failure(
             failure.int("failures")?,
@@ -559,57 +580,60 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
             a.now,
         );
         if let (None, Some(until)) = (previous_lock, locked_until) {
-            tx.execute(Stmt::new(
-                LOCK,
-                vec![until.into(), a.lock_key.as_str().into()],
-            ))
+            tx.run(vec![
+                Stmt::new(LOCK, vec![until.into(), a.lock_key.as_str().into()]),
+                a.audit_locked.statement(a.now),
+            ])
             .await?;
-            tx.execute(a.audit_locked.statement(a.now)).await?;
         }
         return Ok(Commit(AttemptOutcome::Wrong {
             remaining: remaining as u32,
             locked_until,
         }));
     }
-    let consumed = tx
-        .execute(Stmt::new(
-            CONSUME,
-            vec![a.ver_id.as_str().into(), stored.into()],
-        ))
-        .await?;
-    if consumed != 1 {
-        return Ok(Discard(AttemptOutcome::LostRace));
-    }
-    if let Some(limited) = check(tx, &a.success_guards, a.now).await? {
-        return Ok(Discard(AttemptOutcome::Limited(limited)));
-    }
+    let mut stmts = vec![Stmt::new(
+        CONSUME,
+        vec![a.ver_id.as_str().into(), stored.into()],
+    )];
+    stmts.extend(checks(&a.success_guards, a.now));
     if lock_row.is_some() {
-        tx.execute(Stmt::new(CLEAR_FAILURES, vec![a.lock_key.as_str().into()]))
-            .await?;
+        stmts.push(Stmt::new(CLEAR_FAILURES, vec![a.lock_key.as_str().into()]));
     }
-    let writes = a
+    let writes_at = stmts.len();
+    let (writes, taken_on_conflict): (Vec<Stmt>, Vec<bool>) = a
         .completion
         .statements(&a.flow_id, a.now)
         .into_iter()
-        .chain(a.audit_success.iter().map(|e| (e.statement(a.now), false)));
-    for (stmt, taken_on_conflict) in writes {
-        match tx.execute(stmt).await {
-            Ok(_) => {}
-            Err(e) if taken_on_conflict && e.is_unique_violation() => {
-                return Ok(Discard(AttemptOutcome::IdentifierTaken))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        .chain(a.audit_success.iter().map(|e| (e.statement(a.now), false)))
+        .unzip();
+    stmts.extend(writes);
+    let result = tx.run(stmts).await;
+    let done = ran(&result);
+    if done.first().is_some_and(|consumed| consumed.changed != 1) {
+        return Ok(Discard(AttemptOutcome::LostRace));
     }
-    Ok(Commit(AttemptOutcome::Completed))
+    if let Some(limited) = refusal(&a.success_guards, done.get(1..).unwrap_or(&[])) {
+        return Ok(Discard(AttemptOutcome::Limited(limited)));
+    }
+    match result {
+        Ok(_) => Ok(Commit(AttemptOutcome::Completed)),
+        Err(f)
+            if f.error.is_unique_violation()
+                && f.at >= writes_at
+                && taken_on_conflict[f.at - writes_at] =>
+        {
+            Ok(Discard(AttemptOutcome::IdentifierTaken))
+        }
+        Err(f) => Err(f.into()),
+    }
 }
 
-/// The unit of work of a new code (see [`Store::replace_code`]).
+/// The unit of work of a new code (see [`Store::replace_code`]): one batch, then the commit.
 async fn replace_code(
     tx: &mut dyn Tx,
     r: ReplaceCode,
 ) -> anyhow::Result<Unit<Result<bool, Limited>>> {
-    lock_all(tx, &[&r.guards], &[]).await?;
+    let mut stmts = locks(tx.backend(), &[&r.guards], &[]);
     let mut params = vec![
         r.code_hash.as_str().into(),
         r.now.into(),
@@ -630,21 +654,26 @@ async fn replace_code(
             SWITCH_CODE
         }
     };
-    if tx.execute(Stmt::new(sql, params)).await? != 1 {
-        return Ok(Unit::Discard(Ok(false)));
-    }
+    let replace_at = stmts.len();
+    stmts.push(Stmt::new(sql, params));
     // Limits are checked after the cooldown, so a resend refused by the cooldown uses no
     // budget; a full bucket rolls the new code back.
-    if let Some(limited) = check(tx, &r.guards, r.now).await? {
+    stmts.extend(checks(&r.guards, r.now));
+    stmts.push(supersede_messages(&r.ver_id));
+    if let Some(msg) = &r.message {
+        stmts.push(insert_message(msg));
+    }
+    stmts.push(touch_flow(&r.flow_id, r.now, r.flow_expires_at));
+    stmts.push(r.audit.statement(r.now));
+    let result = tx.run(stmts).await;
+    let done = ran(&result);
+    if done.get(replace_at).is_some_and(|d| d.changed != 1) {
+        return Ok(Unit::Discard(Ok(false)));
+    }
+    if let Some(limited) = refusal(&r.guards, done.get(replace_at + 1..).unwrap_or(&[])) {
         return Ok(Unit::Discard(Err(limited)));
     }
-    tx.execute(supersede_messages(&r.ver_id)).await?;
-    if let Some(msg) = &r.message {
-        tx.execute(insert_message(msg)).await?;
-    }
-    tx.execute(touch_flow(&r.flow_id, r.now, r.flow_expires_at))
-        .await?;
-    tx.execute(r.audit.statement(r.now)).await?;
+    result?;
     Ok(Unit::Commit(Ok(true)))
 }
 
@@ -662,20 +691,21 @@ impl Store {
     ) -> anyhow::Result<Option<Limited>> {
         self.write(move |tx| {
             Box::pin(async move {
-                lock_all(tx, &[&guards], &[]).await?;
-                if let Some(limited) = check(tx, &guards, flow.now).await? {
+                // One batch: the locks, the guards, and the inserts, which a full bucket undoes.
+                let mut stmts = locks(tx.backend(), &[&guards], &[]);
+                let guards_at = stmts.len();
+                stmts.extend(checks(&guards, flow.now));
+                stmts.push(insert_flow(&flow));
+                stmts.extend(vers.iter().map(|v| insert_verification(&flow.id, v)));
+                stmts.extend(msg.iter().map(insert_message));
+                stmts.extend(AuditEvent::statements(&audit, flow.now));
+                let result = tx.run(stmts).await;
+                if let Some(limited) =
+                    refusal(&guards, ran(&result).get(guards_at..).unwrap_or(&[]))
+                {
                     return Ok(Unit::Discard(Some(limited)));
                 }
-                tx.execute(insert_flow(&flow)).await?;
-                for v in &vers {
-                    tx.execute(insert_verification(&flow.id, v)).await?;
-                }
-                if let Some(msg) = &msg {
-                    tx.execute(insert_message(msg)).await?;
-                }
-                for stmt in AuditEvent::statements(&audit, flow.now) {
-                    tx.execute(stmt).await?;
-                }
+                result?;
                 Ok(Unit::Commit(None))
             })
         })

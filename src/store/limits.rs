@@ -7,8 +7,7 @@
 use time::OffsetDateTime;
 
 use super::stmt::{Stmt, P};
-use super::tx::Unit;
-use super::tx::{Backend, Tx};
+use super::tx::{Backend, Done, Unit};
 use super::Store;
 
 /// "At most `limit` events of `bucket` within `window_ms`", for each of up to three windows
@@ -96,15 +95,13 @@ impl Guard {
 
 /// PostgreSQL: transactions checking one bucket are serialized by an advisory lock, so two of
 /// them cannot both see room for the last event; `also` names further locks of the unit (an
-/// identifier's failure count). Every lock a unit may need is taken sorted, at its start (before
-/// any row lock), so two units can never wait for each other. SQLite's one writer needs none.
-pub(super) async fn lock_all(
-    tx: &mut dyn Tx,
-    guards: &[&[Guard]],
-    also: &[&str],
-) -> anyhow::Result<()> {
-    if tx.backend() != Backend::Postgres {
-        return Ok(());
+/// identifier's failure count). These are the statements that take every lock a unit may need,
+/// sorted, to be sent at its start (before any row lock), so two units can never wait for each
+/// other; a batch runs its statements in order, so the locks hold before the statements that
+/// follow them run. SQLite's one writer needs none.
+pub(super) fn locks(backend: Backend, guards: &[&[Guard]], also: &[&str]) -> Vec<Stmt> {
+    if backend != Backend::Postgres {
+        return Vec::new();
     }
     let mut buckets: Vec<&str> = guards
         .iter()
@@ -113,29 +110,32 @@ pub(super) async fn lock_all(
         .collect();
     buckets.sort_unstable();
     buckets.dedup();
-    for bucket in buckets {
-        tx.execute(Stmt::new(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
-            vec![bucket.into()],
-        ))
-        .await?;
-    }
-    Ok(())
+    buckets
+        .into_iter()
+        .map(|bucket| {
+            Stmt::new(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
+                vec![bucket.into()],
+            )
+        })
+        .collect()
 }
 
-/// Records one event per guard; `Some(refusal)` means a bucket was full and the unit must be
-/// discarded (rolled back).
-pub(super) async fn check(
-    tx: &mut dyn Tx,
-    guards: &[Guard],
-    now: OffsetDateTime,
-) -> anyhow::Result<Option<Limited>> {
-    for guard in guards {
-        if tx.execute(guard.statement(now)).await? != 1 {
-            return Ok(Some(guard.refusal()));
-        }
-    }
-    Ok(None)
+/// One event per guard, in order: each statement records its event only if the bucket has
+/// room (see [`refusal`]).
+pub(super) fn checks(guards: &[Guard], now: OffsetDateTime) -> Vec<Stmt> {
+    guards.iter().map(|g| g.statement(now)).collect()
+}
+
+/// The first guard whose bucket was full, given what the statements of [`checks`] did (as far
+/// as they ran); the unit must then be discarded (rolled back), which also takes back the
+/// events the guards before it recorded.
+pub(super) fn refusal(guards: &[Guard], done: &[Done]) -> Option<Limited> {
+    guards
+        .iter()
+        .zip(done)
+        .find(|(_, d)| d.changed != 1)
+        .map(|(g, _)| g.refusal())
 }
 
 impl Store {
@@ -150,14 +150,23 @@ impl Store {
         self.read(move |tx| {
             let limited = limited.clone();
             Box::pin(async move {
-                let mut reopens = now;
-                for (window, limit) in &limited.windows {
-                    let row = tx
-                        .fetch_one(Stmt::new(
+                let counts = limited
+                    .windows
+                    .iter()
+                    .map(|(window, _)| {
+                        Stmt::new(
                             "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM rate_events WHERE bucket = $1 AND at > $2",
                             vec![limited.bucket.clone().into(), (now - *window).into()],
-                        ))
-                        .await?;
+                        )
+                    })
+                    .collect();
+                let done = tx.run(counts).await?;
+                let mut reopens = now;
+                for ((window, limit), d) in limited.windows.iter().zip(&done) {
+                    let row = d
+                        .rows
+                        .first()
+                        .ok_or_else(|| anyhow::anyhow!("no count of rate events"))?;
                     if row.int("n")? >= *limit {
                         if let Some(oldest) = row.opt_time("oldest")? {
                             reopens = reopens.max(oldest + *window);
@@ -181,18 +190,24 @@ impl Store {
         let bucket = bucket.to_string();
         self.write(move |tx| {
             Box::pin(async move {
-                tx.execute(Stmt::new(
-                    "INSERT INTO rate_events (bucket, at) VALUES ($1, $2)",
-                    vec![bucket.clone().into(), now.into()],
-                ))
-                .await?;
-                let row = tx
-                    .fetch_one(Stmt::new(
-                        "SELECT COUNT(*) AS n FROM rate_events WHERE bucket = $1 AND at > $2",
-                        vec![bucket.into(), (now - window).into()],
-                    ))
+                let done = tx
+                    .run(vec![
+                        Stmt::new(
+                            "INSERT INTO rate_events (bucket, at) VALUES ($1, $2)",
+                            vec![bucket.clone().into(), now.into()],
+                        ),
+                        Stmt::new(
+                            "SELECT COUNT(*) AS n FROM rate_events WHERE bucket = $1 AND at > $2",
+                            vec![bucket.into(), (now - window).into()],
+                        ),
+                    ])
                     .await?;
-                Ok(Unit::Commit(row.int("n")?))
+                let n = done
+                    .last()
+                    .and_then(|d| d.rows.first())
+                    .ok_or_else(|| anyhow::anyhow!("no count of rate events"))?
+                    .int("n")?;
+                Ok(Unit::Commit(n))
             })
         })
         .await

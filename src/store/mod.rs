@@ -4,8 +4,9 @@
 //! Backend choice is made once, in [`Store::connect`], from the URL: `sqlite://…` or
 //! `postgres://…`. Each unit of work is an `async` function over [`tx::Tx`], written once and
 //! run by both databases ([`Store::write`], [`Store::read`]): on SQLite by the writer thread
-//! (group commit) or a reader thread, on PostgreSQL in a sqlx transaction. Statements are
-//! written in the SQL both accept; the one that must differ is picked by [`Backend`].
+//! (group commit) or a reader thread, on PostgreSQL in a transaction on a pooled tokio-postgres
+//! connection (each batch of statements pipelined in one round trip). Statements are written in
+//! the SQL both accept; the one that must differ is picked by [`Backend`].
 
 mod accounts;
 mod audit;
@@ -45,7 +46,10 @@ enum Db {
         writer: std::sync::Arc<sqlite::SqliteWriter>,
         readers: std::sync::Arc<sqlite::SqliteReaders>,
     },
-    Postgres(sqlx::PgPool),
+    Postgres {
+        pool: postgres::Pool,
+        acquire_timeout: Duration,
+    },
 }
 
 /// Handle to the database. Cheap to clone.
@@ -83,18 +87,11 @@ impl Tx for Counted<'_> {
         self.inner.backend()
     }
 
-    fn execute(&mut self, stmt: stmt::Stmt) -> BoxFuture<'_, Result<u64, DbError>> {
+    fn run(&mut self, stmts: Vec<stmt::Stmt>) -> BoxFuture<'_, Result<Vec<tx::Done>, tx::Failed>> {
         self.counts
             .statements
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.execute(stmt)
-    }
-
-    fn fetch_all(&mut self, stmt: stmt::Stmt) -> BoxFuture<'_, Result<Vec<stmt::Row>, DbError>> {
-        self.counts
-            .statements
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.fetch_all(stmt)
+            .fetch_add(stmts.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.run(stmts)
     }
 }
 
@@ -174,22 +171,18 @@ impl Store {
                 units: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts: sqlx::postgres::PgConnectOptions = url
-                .parse()
-                .context("`database_url`: not a PostgreSQL URL")?;
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(options.max_connections.max(2))
-                .acquire_timeout(options.acquire_timeout)
-                .connect_with(opts)
+            let pool = postgres::pool(options)?;
+            // One connection of the pool's own at start: a URL it cannot use (its TLS
+            // included) fails here, not at the first request.
+            postgres::PgTx::read(&pool, options.acquire_timeout)
                 .await
                 .context("connecting to PostgreSQL")?;
-            // The migrator holds an advisory lock, so instances starting together queue.
-            postgres_migrator()
-                .run(&pool)
-                .await
-                .context("applying database migrations")?;
+            migrate_postgres(options).await?;
             Ok(Store {
-                db: Db::Postgres(pool),
+                db: Db::Postgres {
+                    pool,
+                    acquire_timeout: options.acquire_timeout,
+                },
                 units: Default::default(),
             })
         } else {
@@ -220,7 +213,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self.db {
             Db::Sqlite { .. } => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -251,21 +244,30 @@ impl Store {
                     })
                     .await
             }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(DbError::from)?;
+            Db::Postgres {
+                pool,
+                acquire_timeout,
+            } => {
+                let mut tx = postgres::PgTx::write(pool, *acquire_timeout).await?;
                 let outcome = unit(&mut Counted {
-                    inner: &mut postgres::PgTx { conn: &mut tx },
+                    inner: &mut tx,
                     counts: &self.units,
                 })
-                .await?;
+                .await;
                 match outcome {
-                    Unit::Commit(r) => {
-                        tx.commit().await.map_err(DbError::from)?;
+                    Ok(Unit::Commit(r)) => {
+                        tx.commit().await?;
                         Ok(r)
                     }
-                    Unit::Discard(r) => {
-                        tx.rollback().await.map_err(DbError::from)?;
+                    Ok(Unit::Discard(r)) => {
+                        tx.rollback().await?;
                         Ok(r)
+                    }
+                    Err(e) => {
+                        // The unit's error is the one to report; a connection whose ROLLBACK
+                        // failed is closed rather than reused.
+                        let _ = tx.rollback().await;
+                        Err(e)
                     }
                 }
             }
@@ -297,11 +299,14 @@ impl Store {
                     })
                     .await
             }
-            Db::Postgres(pool) => {
+            Db::Postgres {
+                pool,
+                acquire_timeout,
+            } => {
                 let once = || async {
-                    let mut conn = pool.acquire().await.map_err(DbError::from)?;
+                    let mut conn = postgres::PgTx::read(pool, *acquire_timeout).await?;
                     read(&mut Counted {
-                        inner: &mut postgres::PgTx { conn: &mut conn },
+                        inner: &mut conn,
                         counts: &self.units,
                     })
                     .await
@@ -343,10 +348,31 @@ impl Store {
     /// Closes all connections (used at shutdown and by tests that restart the server). SQLite's
     /// threads end with the last handle.
     pub async fn close(&self) {
-        if let Db::Postgres(pool) = &self.db {
-            pool.close().await;
+        if let Db::Postgres { pool, .. } = &self.db {
+            pool.close();
         }
     }
+}
+
+/// Applies pending migrations to a PostgreSQL database through sqlx's migrator, on a connection
+/// of its own. The migrator holds an advisory lock, so instances starting together queue.
+async fn migrate_postgres(options: &DatabaseOptions) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let connect_options: sqlx::postgres::PgConnectOptions = options
+        .url
+        .parse()
+        .context("`database_url`: not a PostgreSQL URL")?;
+    let mut conn = tokio::time::timeout(
+        options.acquire_timeout,
+        sqlx::PgConnection::connect_with(&connect_options),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within {:?}", options.acquire_timeout))
+    .and_then(|c| c.map_err(anyhow::Error::from))
+    .context("connecting to PostgreSQL")?;
+    let applied = postgres_migrator().run(&mut conn).await;
+    let _ = conn.close().await;
+    applied.context("applying database migrations")
 }
 
 /// Applies pending migrations to a SQLite file (creating it), through sqlx's migrator on a

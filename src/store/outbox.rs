@@ -215,13 +215,10 @@ fn entry_from_row(r: &Row) -> anyhow::Result<OutboxEntry> {
     })
 }
 
-/// Runs statements as one unit of work.
+/// Runs independent statements as one unit of work (one batch).
 async fn commit_all(tx: &mut dyn Tx, stmts: Vec<Stmt>) -> anyhow::Result<Unit<u64>> {
-    let mut changed = 0;
-    for stmt in stmts {
-        changed += tx.execute(stmt).await?;
-    }
-    Ok(Unit::Commit(changed))
+    let done = tx.run(stmts).await?;
+    Ok(Unit::Commit(done.iter().map(|d| d.changed).sum()))
 }
 
 impl Store {

@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use super::stmt::{Row, Stmt, Value};
-use super::tx::{Backend, DbError, Tx, Unit};
+use super::tx::{Backend, DbError, Done, Failed, Tx, Unit};
 
 /// The write or read queue is full: more work is waiting than the threads can take.
 #[derive(Debug, thiserror::Error)]
@@ -73,22 +73,25 @@ fn bind(st: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Result<(), 
     Ok(())
 }
 
-fn execute(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<u64, DbError> {
+/// One statement: a statement that returns columns (a `SELECT`, or a write with `RETURNING`)
+/// is read row by row and counts the rows it returned; any other is executed and counts the
+/// rows it changed.
+fn run_one(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<Done, DbError> {
     let mut st = conn.prepare_cached(stmt.sql)?;
     bind(&mut st, &stmt.params)?;
-    Ok(st.raw_execute()? as u64)
-}
-
-fn fetch_all(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<Vec<Row>, DbError> {
-    let mut st = conn.prepare_cached(stmt.sql)?;
+    let width = st.column_count();
+    if width == 0 {
+        return Ok(Done {
+            changed: st.raw_execute()? as u64,
+            rows: Vec::new(),
+        });
+    }
     let names: Arc<[String]> = st
         .column_names()
         .into_iter()
         .map(str::to_string)
         .collect::<Vec<_>>()
         .into();
-    let width = names.len();
-    bind(&mut st, &stmt.params)?;
     let mut rows = st.raw_query();
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -105,7 +108,10 @@ fn fetch_all(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<Vec<Row>, DbErr
         }
         out.push(Row::new(names.clone(), values));
     }
-    Ok(out)
+    Ok(Done {
+        changed: out.len() as u64,
+        rows: out,
+    })
 }
 
 impl Tx for SqliteTx<'_> {
@@ -113,12 +119,16 @@ impl Tx for SqliteTx<'_> {
         Backend::Sqlite
     }
 
-    fn execute(&mut self, stmt: Stmt) -> BoxFuture<'_, Result<u64, DbError>> {
-        Box::pin(std::future::ready(execute(self.conn, &stmt)))
-    }
-
-    fn fetch_all(&mut self, stmt: Stmt) -> BoxFuture<'_, Result<Vec<Row>, DbError>> {
-        Box::pin(std::future::ready(fetch_all(self.conn, &stmt)))
+    /// One statement after another (each a synchronous call), stopping at the first error.
+    fn run(&mut self, stmts: Vec<Stmt>) -> BoxFuture<'_, Result<Vec<Done>, Failed>> {
+        let mut done = Vec::with_capacity(stmts.len());
+        for (at, stmt) in stmts.iter().enumerate() {
+            match run_one(self.conn, stmt) {
+                Ok(d) => done.push(d),
+                Err(error) => return Box::pin(std::future::ready(Err(Failed { at, done, error }))),
+            }
+        }
+        Box::pin(std::future::ready(Ok(done)))
     }
 }
 

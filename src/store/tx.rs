@@ -1,10 +1,12 @@
 //! The one seam between units of work and the databases.
 //!
 //! A unit of work is an `async` function over `&mut dyn Tx`, written once. PostgreSQL runs it in
-//! a sqlx transaction, awaiting each statement on the network. SQLite runs it on the writer
-//! thread, where every statement completes synchronously: the thread drives the unit's future
-//! with a single poll (`now_or_never`), and a unit that would ever wait is a bug reported as an
-//! error. Reads are units too, on a reader thread or a pooled connection.
+//! a transaction on a pooled tokio-postgres connection: the statements of one [`Tx::run`] are
+//! sent together and answered in one network round trip (pipelined), and `BEGIN` goes out with
+//! the unit's first statements. SQLite runs it on the writer thread, where every statement
+//! completes synchronously: the thread drives the unit's future with a single poll
+//! (`now_or_never`), and a unit that would ever wait is a bug reported as an error. Reads are
+//! units too, on a reader thread or a pooled connection.
 
 use futures_util::future::BoxFuture;
 
@@ -27,18 +29,62 @@ pub(crate) enum Unit<R> {
     Discard(R),
 }
 
+/// What one statement did: the rows it changed (for a `SELECT`, the rows it returned) and the
+/// rows it returned.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Done {
+    pub changed: u64,
+    pub rows: Vec<Row>,
+}
+
+/// A batch stopped at its first failing statement: what ran before it, and its error.
+#[derive(Debug, thiserror::Error)]
+#[error("statement {at} of a batch")]
+pub(crate) struct Failed {
+    /// The position of the failing statement in the batch.
+    pub at: usize,
+    /// What the statements before it did (they are not committed unless the unit commits).
+    pub done: Vec<Done>,
+    #[source]
+    pub error: DbError,
+}
+
+impl From<Failed> for DbError {
+    fn from(f: Failed) -> Self {
+        f.error
+    }
+}
+
 /// A transaction (or, for reads, a connection) of either database.
 pub(crate) trait Tx: Send {
     fn backend(&self) -> Backend;
 
-    /// Runs a statement; returns the number of rows it changed.
-    fn execute(&mut self, stmt: Stmt) -> BoxFuture<'_, Result<u64, DbError>>;
-
-    /// Runs a statement and returns every row.
-    fn fetch_all(&mut self, stmt: Stmt) -> BoxFuture<'_, Result<Vec<Row>, DbError>>;
+    /// Runs statements in order and returns what each did. The statements are sent before any
+    /// answer is read (PostgreSQL: one round trip for the batch), so none may depend on
+    /// another's result; the database still runs them one after another, in this order (a lock
+    /// taken by one holds for the next). The first failing statement ends the batch: PostgreSQL
+    /// aborts the transaction at an error anyway, and SQLite stops there too, so both backends
+    /// report the same [`Failed`]. A unit that uses the results to decide whether to keep the
+    /// later statements' writes returns [`Unit::Discard`] to undo them.
+    fn run(&mut self, stmts: Vec<Stmt>) -> BoxFuture<'_, Result<Vec<Done>, Failed>>;
 }
 
 impl dyn Tx + '_ {
+    /// Runs one statement; returns the number of rows it changed.
+    pub async fn execute(&mut self, stmt: Stmt) -> Result<u64, DbError> {
+        Ok(self.one(stmt).await?.changed)
+    }
+
+    /// Runs one statement and returns every row.
+    pub async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<Row>, DbError> {
+        Ok(self.one(stmt).await?.rows)
+    }
+
+    async fn one(&mut self, stmt: Stmt) -> Result<Done, DbError> {
+        let mut done = self.run(vec![stmt]).await?;
+        Ok(done.pop().unwrap_or_default())
+    }
+
     /// The first row, if any.
     pub async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<Row>, DbError> {
         Ok(self.fetch_all(stmt).await?.into_iter().next())
@@ -79,34 +125,22 @@ impl DbError {
     }
 }
 
-impl From<sqlx::Error> for DbError {
-    fn from(e: sqlx::Error) -> Self {
-        let kind = match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => DbErrorKind::Unavailable,
-            sqlx::Error::Database(db) if db.is_unique_violation() => DbErrorKind::UniqueViolation,
-            // Connection exceptions (08…), shutdown (57P0x), database gone (3D000), and a
-            // deadlock or serialization failure (the transaction can simply be retried).
-            sqlx::Error::Database(db)
-                if db.code().is_some_and(|c| {
-                    c.starts_with("08")
-                        || c.starts_with("57P0")
-                        || c == "3D000"
-                        || c == "40P01"
-                        || c == "40001"
-                }) =>
-            {
-                DbErrorKind::Unavailable
-            }
-            _ => DbErrorKind::Other,
-        };
-        DbError {
-            kind,
-            message: e.to_string(),
+impl DbErrorKind {
+    /// PostgreSQL's SQLSTATE codes: connection exceptions (08…), shutdown (57P0x), the
+    /// database gone (3D000), a deadlock or a serialization failure (the transaction can
+    /// simply be tried again) mean "unavailable"; 23505 is a unique violation.
+    pub(crate) fn of_sqlstate(code: &str) -> Self {
+        if code == "23505" {
+            DbErrorKind::UniqueViolation
+        } else if code.starts_with("08")
+            || code.starts_with("57P0")
+            || code == "3D000"
+            || code == "40P01"
+            || code == "40001"
+        {
+            DbErrorKind::Unavailable
+        } else {
+            DbErrorKind::Other
         }
     }
 }

@@ -18,6 +18,7 @@ mod limits;
 mod overload;
 mod pages;
 mod phone;
+mod postgres_tls;
 mod redirects;
 mod sessions;
 mod sign_in;
