@@ -8,9 +8,14 @@ pub fn init(json: bool) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info,sqlx=warn".to_string());
-    let builder = fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_target(false);
+    // tokio-postgres logs every bound parameter at DEBUG (addresses, keyed hashes of codes and
+    // tokens): its level stays at INFO whatever the filter asks.
+    let filter = EnvFilter::new(filter).add_directive(
+        "tokio_postgres=info"
+            .parse()
+            .expect("a valid logging directive"),
+    );
+    let builder = fmt().with_env_filter(filter).with_target(false);
     let result = if json {
         builder.json().try_init()
     } else {
