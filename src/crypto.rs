@@ -22,6 +22,8 @@ pub struct Keys {
     csrf: [u8; 32],
     binding: [u8; 32],
     outbox: [u8; 32],
+    signing: [u8; 32],
+    api_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -50,6 +52,8 @@ impl Keys {
             csrf: k("csrf"),
             binding: k("browser-binding"),
             outbox: k("outbox-seal"),
+            signing: k("signing-key-seal"),
+            api_key: k("api-secret-key"),
         }
     }
 
@@ -124,27 +128,51 @@ impl Keys {
 
     /// Seals a payload: 12-byte random nonce followed by the ciphertext.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        let cipher = ChaCha20Poly1305::new((&self.outbox).into());
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut out = nonce.to_vec();
-        out.extend(
-            cipher
-                .encrypt(Nonce::from_slice(&nonce), plaintext)
-                .expect("chacha20poly1305 encryption cannot fail for in-memory buffers"),
-        );
-        out
+        seal_with(&self.outbox, plaintext)
     }
 
     /// Opens a sealed payload; `None` if it was tampered with or sealed under another secret.
     pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < 12 {
-            return None;
-        }
-        let cipher = ChaCha20Poly1305::new((&self.outbox).into());
-        let (nonce, ct) = sealed.split_at(12);
-        cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+        open_with(&self.outbox, sealed)
     }
+
+    /// Seals a private signing key for the database (its own key: an outbox payload can never
+    /// be opened as a key, nor the other way round).
+    pub fn seal_signing_key(&self, pkcs8: &[u8]) -> Vec<u8> {
+        seal_with(&self.signing, pkcs8)
+    }
+
+    pub fn open_signing_key(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        open_with(&self.signing, sealed)
+    }
+
+    /// The form a backend secret key (`sk_…`) is compared in: its keyed hash, so that the
+    /// comparison takes the same time whatever the key and a key is never kept in clear.
+    pub fn api_key_hash(&self, key: &str) -> [u8; 32] {
+        mac(&self.api_key, &[key.as_bytes()])
+    }
+}
+
+fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = ChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut out = nonce.to_vec();
+    out.extend(
+        cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .expect("chacha20poly1305 encryption cannot fail for in-memory buffers"),
+    );
+    out
+}
+
+fn open_with(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 12 {
+        return None;
+    }
+    let cipher = ChaCha20Poly1305::new(key.into());
+    let (nonce, ct) = sealed.split_at(12);
+    cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
 }
 
 /// `n` bytes from the operating system's CSPRNG, base64url without padding.

@@ -22,7 +22,8 @@ use crate::crypto::{random_token, Keys};
 use crate::delivery::{DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsSender, SmtpMailer};
 use crate::routes::{self, AppState, Ctx};
 use crate::session::Cookies;
-use crate::store::Store;
+use crate::store::{Store, StoredSigningKey};
+use crate::tokens::{KeySet, SigningKey};
 
 pub struct Application {
     port: u16,
@@ -56,6 +57,7 @@ impl Application {
                 .context("reading the server secret")?,
         };
         let keys = Arc::new(Keys::derive(&secret));
+        let signing = Arc::new(signing_keys(&store, &keys, clock.now()).await?);
         let mailer = Arc::new(match &settings.delivery.smtp_url {
             Some(url) => Mailer::Smtp(Box::new(SmtpMailer::new(
                 url,
@@ -108,7 +110,13 @@ impl Application {
         let policy = Policy::from_settings(&settings, links);
         let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));
         let state = web::Data::new(AppState {
+            backend_keys: settings
+                .api_secret_keys
+                .iter()
+                .map(|k| auth.keys().api_key_hash(k))
+                .collect(),
             auth,
+            signing,
             store: store.clone(),
             cookies: Cookies::new(settings.secure_cookies()),
             settings: settings.clone(),
@@ -241,6 +249,39 @@ fn spawn_janitor(
             }
         }
     })
+}
+
+/// The session-token keys in force: the stored ones, or a first one generated now (the first
+/// instance to start stores it; the others read it).
+async fn signing_keys(
+    store: &Store,
+    keys: &Keys,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<KeySet> {
+    let (fresh, pkcs8) = SigningKey::generate()?;
+    let stored = store
+        .signing_keys_or_create(
+            StoredSigningKey {
+                kid: fresh.kid().to_string(),
+                private_sealed: keys.seal_signing_key(&pkcs8),
+            },
+            now,
+        )
+        .await
+        .context("reading the signing keys")?;
+    let opened = stored
+        .iter()
+        .map(|k| {
+            let pkcs8 = keys.open_signing_key(&k.private_sealed).with_context(|| {
+                format!(
+                    "signing key {} cannot be opened: it was sealed under another server secret",
+                    k.kid
+                )
+            })?;
+            SigningKey::from_pkcs8(&pkcs8)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    KeySet::new(opened)
 }
 
 fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {

@@ -160,6 +160,12 @@ impl Auth {
         Ok(session.map(Self::signed_in_user))
     }
 
+    /// The live session `id` (named by a session token), with its user.
+    pub async fn session_by_id(&self, id: &SessionId) -> anyhow::Result<Option<CurrentUser>> {
+        let session = self.store.find_session_by_id(id, self.now()).await?;
+        Ok(session.map(Self::signed_in_user))
+    }
+
     /// The session a native client's token holds, if it is live, with its user.
     pub async fn current_client_user(&self, token: &str) -> anyhow::Result<Option<CurrentUser>> {
         if token.len() != 43 {

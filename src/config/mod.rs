@@ -91,6 +91,8 @@ pub struct RawConfig {
     pub strategies: StrategiesConfig,
     pub phone: PhoneConfig,
     pub sms: SmsConfig,
+    /// The backend API's secret keys.
+    pub api: ApiConfig,
     /// "strict" (default): whether an identifier has an account never shows (sign-in with an
     /// unknown one and sign-up with a taken one get the ordinary code page; the owner is
     /// notified by email). "off": friendlier messages that say so.
@@ -123,6 +125,16 @@ pub struct CodeConfig {
     /// Put the code in the email's subject ("042137 is your Acme code"): handy in a
     /// notification, but subjects reach lock screens, mail logs and message lists. Default off.
     pub in_email_subject: bool,
+}
+
+/// The `[api]` section. No `Debug`: it holds secret keys.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Secret keys (`sk_…`, at least 32 characters) the operator's servers call the backend API
+    /// with; a list, so that a new key can be added before the old one is removed.
+    #[serde(deserialize_with = "string_or_list")]
+    pub secret_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +222,7 @@ impl Default for RawConfig {
             strategies: StrategiesConfig::default(),
             phone: PhoneConfig::default(),
             sms: SmsConfig::default(),
+            api: ApiConfig::default(),
             test_mode: None,
             test_mode_outside_dev_mode: false,
             test_email_domains: Vec::new(),
@@ -363,6 +376,8 @@ pub struct Settings {
     pub identifiers: IdentifierRules,
     pub strategies: StrategiesConfig,
     pub phone_policy: PhonePolicy,
+    /// The backend API's secret keys (`api.secret_keys`).
+    pub api_secret_keys: Vec<String>,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
 }
@@ -630,6 +645,14 @@ impl Settings {
         {
             bail!("`outbox.*`: max_attempts, retry_base_ms and poll_interval_ms must be positive");
         }
+        for key in &raw.api.secret_keys {
+            if !key.starts_with("sk_")
+                || key.chars().count() < 32
+                || key.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                bail!("`api.secret_keys`: each key starts with `sk_` and has at least 32 characters without white space (e.g. `sk_` followed by `openssl rand -hex 24`)");
+            }
+        }
         if raw.product_name.trim().is_empty() || raw.product_name.chars().any(char::is_control) {
             bail!("`product_name`: must be a non-empty single line");
         }
@@ -682,6 +705,7 @@ impl Settings {
             identifiers,
             strategies: raw.strategies.clone(),
             phone_policy,
+            api_secret_keys: raw.api.secret_keys.clone(),
             warnings,
         })
     }
@@ -847,6 +871,25 @@ mod tests {
         let mut raw = production();
         raw.allowed_redirect_origins = vec!["https://*.com".into()];
         assert!(refusal(raw).contains("allowed_redirect_origins"));
+    }
+
+    #[test]
+    fn secret_keys_must_look_like_secret_keys() {
+        for bad in [
+            "sk_short",
+            "not-sk-0123456789abcdef0123456789abcdef",
+            "sk_0123456789 abcdef0123456789abcdef",
+        ] {
+            let mut raw = production();
+            raw.api.secret_keys = vec![bad.into()];
+            assert!(refusal(raw).contains("api.secret_keys"), "{bad}");
+        }
+        let mut raw = production();
+        raw.api.secret_keys = vec!["sk_0123456789abcdef0123456789abcdef".into()];
+        assert_eq!(
+            Settings::from_raw(raw, true).unwrap().api_secret_keys.len(),
+            1
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod outbox;
 mod postgres;
 mod secrets;
 mod sessions;
+mod signing_keys;
 mod sqlite;
 mod stmt;
 mod tx;
@@ -35,6 +36,7 @@ pub use janitor::Purged;
 pub use limits::{Guard, Limited};
 pub use outbox::{Claim, ClaimedMessage, GiveUp, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
+pub use signing_keys::StoredSigningKey;
 pub use tx::{is_unavailable_error, Backend, DbError, DbErrorKind};
 
 use tx::{Tx, Unit};

@@ -78,6 +78,15 @@ const FIND_CLIENT_SESSION: &str =
      WHERE s.client_binding = $1 AND s.expires_at > $2 \
      ORDER BY s.created_at DESC, i.kind, i.is_primary DESC, i.created_at";
 
+/// The same, by the session's id (a session token names it).
+const FIND_SESSION_BY_ID: &str =
+    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, \
+     u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     LEFT JOIN identifiers i ON i.user_id = u.id \
+     WHERE s.id = $1 AND s.expires_at > $2 \
+     ORDER BY i.kind, i.is_primary DESC, i.created_at";
+
 fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
     Ok(SessionUser {
         session_id: SessionId::from_trusted(r.text("s_id")?),
@@ -100,6 +109,15 @@ impl Store {
         now: OffsetDateTime,
     ) -> anyhow::Result<Option<SessionUser>> {
         self.session_by(FIND_SESSION, token_hash, now).await
+    }
+
+    /// The unexpired session `id`, with its user.
+    pub async fn find_session_by_id(
+        &self,
+        id: &SessionId,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Option<SessionUser>> {
+        self.session_by(FIND_SESSION_BY_ID, id.as_str(), now).await
     }
 
     /// The newest unexpired session a native client's token (by its binding) holds.

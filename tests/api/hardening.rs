@@ -322,7 +322,8 @@ crate::backend_tests! {
         // (A GET-only route added with `cfg.route` answers other methods with the 404 page.)
         expect(StatusCode::NOT_FOUND, scan.call(Method::POST, "/user", Body::Empty).await);
         expect(StatusCode::METHOD_NOT_ALLOWED, scan.call(Method::DELETE, "/sign-out", Body::Empty).await);
-        expect(StatusCode::NOT_FOUND, scan.call(Method::DELETE, "/v1/client/sign_ups", Body::Empty).await);
+        expect(StatusCode::METHOD_NOT_ALLOWED, scan.call(Method::DELETE, "/v1/client/sign_ups", Body::Empty).await);
+        expect(StatusCode::NOT_FOUND, scan.call(Method::DELETE, "/v1/nothing", Body::Empty).await);
         // 413: a form and a JSON body over max_body_bytes.
         let big = sign_up.fields.iter().cloned().chain([("email_address".to_string(), "a".repeat(app.raw.max_body_bytes + 1))]).collect();
         expect(StatusCode::PAYLOAD_TOO_LARGE, scan.call(Method::POST, "/sign-up", Body::Form(big)).await);

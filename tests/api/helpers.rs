@@ -818,6 +818,16 @@ impl TestApp {
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     }
 
+    /// Completes a sign-in for an existing `email` in `client`.
+    pub async fn sign_in_with(&self, client: &reqwest::Client, email: &str) -> Response {
+        let before = self.smtp.messages_to(email).len();
+        let resp = self.submit_identifier_with(client, "/sign-in", email).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let verify = location(&resp);
+        let code = self.smtp.wait_for(email, before + 1).await.code();
+        self.enter_code_with(client, &verify, &code).await
+    }
+
     /// Completes a sign-in for an existing `email`.
     pub async fn sign_in(&self, email: &str) -> Response {
         let before = self.smtp.messages_to(email).len();

@@ -19,6 +19,7 @@ mod overload;
 mod pages;
 mod phone;
 mod redirects;
+mod session_tokens;
 mod sessions;
 mod sign_in;
 mod sign_up;

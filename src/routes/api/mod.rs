@@ -5,6 +5,7 @@
 //! Cookies, tokens and CORS headers are written on every answer, errors included, by
 //! `routes::finish`.
 
+mod backend;
 mod client;
 mod errors;
 mod objects;
@@ -34,6 +35,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(paths::OPENAPI, web::get().to(openapi::document))
         .route(paths::CLIENT, web::get().to(client::show))
         .route(paths::CLIENT_SESSION, web::delete().to(client::end_session))
+        .route(
+            paths::CLIENT_SESSION_TOKENS,
+            web::post().to(client::issue_token),
+        )
+        .route(paths::SESSIONS_VERIFY, web::post().to(backend::verify))
         .route(paths::SIGN_UPS, web::post().to(sign_ups::create))
         .route(paths::SIGN_UP, web::get().to(sign_ups::show))
         .route(paths::SIGN_UP_PREPARE, web::post().to(sign_ups::prepare))
@@ -53,6 +59,9 @@ enum Identity {
     /// `Authorization: Bearer <client token>` (minted, and handed back, on first contact with
     /// `?_is_native=1`).
     Native(String),
+    /// `Authorization: Bearer sk_…`: the operator's server on the backend API (checked by
+    /// the handler against `api.secret_keys`; the client API refuses it).
+    Backend(String),
 }
 
 /// The per-request context of an API handler.
@@ -99,14 +108,15 @@ impl FromRequest for ApiCtx {
         };
         decide_cors(&ctx);
         let mut bad_authorization = false;
-        let identity = match req.headers().get(header::AUTHORIZATION) {
-            Some(value) => match value
-                .to_str()
+        let bearer = req.headers().get(header::AUTHORIZATION).map(|v| {
+            v.to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
-                .filter(|t| plausible_token(t))
-            {
+        });
+        let identity = match bearer {
+            Some(Some(key)) if key.starts_with("sk_") => Identity::Backend(key.to_string()),
+            Some(value) => match value.filter(|t| plausible_token(t)) {
                 Some(token) => Identity::Native(token.to_string()),
                 None => {
                     bad_authorization = true;
@@ -138,8 +148,22 @@ impl ApiCtx {
                 client.native = true;
             }
             Identity::Browser(browser) => client.browser = Some(browser),
+            Identity::Backend(_) => {}
         }
         client
+    }
+
+    /// The secret key of a backend API call (`Authorization: Bearer sk_…`).
+    pub fn secret_key(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Backend(key) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The request's `Origin` when it is Latchkey's own or an allowed CORS origin.
+    pub fn allowed_origin(&self) -> Option<String> {
+        decide_cors(&self.ctx)
     }
 
     /// Whether this client uses cookies (a browser) rather than a bearer token.
@@ -151,7 +175,7 @@ impl ApiCtx {
     /// origin outside the allowlist (or one a browser says is cross-site) and, for requests with
     /// a body, anything but JSON.
     pub fn check(&self, with_body: bool) -> Result<(), ApiError> {
-        if self.bad_authorization {
+        if self.bad_authorization || self.secret_key().is_some() {
             return Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "authorization_invalid",
@@ -219,6 +243,8 @@ impl ApiCtx {
                 Some(token) => auth.current_user(&token).await?,
                 None => None,
             },
+            // A server holds no session of its own.
+            Identity::Backend(_) => None,
         };
         Ok(found)
     }

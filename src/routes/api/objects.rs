@@ -286,6 +286,41 @@ pub struct Session {
     pub created_at: i64,
 }
 
+/// A session token (`POST /v1/client/sessions/{id}/tokens`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionToken {
+    /// Always `"token"`.
+    pub object: &'static str,
+    /// A compact JWS (EdDSA): `iss`, `sub` (user id), `sid`, `azp`, `iat`, `nbf`, `exp` (60 s).
+    pub jwt: String,
+}
+
+/// The answer of `POST /v1/sessions/verify` (RFC 7662's shape): only `active: false` for
+/// anything that is not a live session's valid token.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifiedToken {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+}
+
+/// The body of `POST /v1/sessions/verify`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyToken {
+    pub token: String,
+}
+
 /// The client: the browser or app calling the API, its session and user.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ClientObject {

@@ -23,6 +23,8 @@ use super::objects::*;
         super::sign_ins::attempt,
         super::client::show,
         super::client::end_session,
+        super::client::issue_token,
+        super::backend::verify,
     ),
     components(schemas(
         SignUp,
@@ -42,6 +44,9 @@ use super::objects::*;
         CreateSignIn,
         PrepareFirstFactor,
         Strategy,
+        SessionToken,
+        VerifiedToken,
+        VerifyToken,
         ErrorsBody,
         ErrorItem,
         ErrorMeta
