@@ -29,11 +29,13 @@
 //! error page naming the request id, or the API's JSON with a stable code.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::BoxBody;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::middleware::Next;
@@ -71,12 +73,6 @@ impl NotAdmitted {
 
     fn retry_after(self) -> Option<u64> {
         matches!(self, Self::Busy | Self::ClientBusy).then_some(Self::RETRY_AFTER_SECS)
-    }
-
-    /// The rest of the body may still be on its way (or the stream is broken), so the
-    /// connection cannot carry another request.
-    fn closes_connection(self) -> bool {
-        matches!(self, Self::BodyTimeout | Self::BodyUnreadable)
     }
 
     /// The API's answer, with its stable code.
@@ -130,10 +126,55 @@ impl NotAdmitted {
         if let Some(secs) = self.retry_after() {
             resp = with_retry_after(resp, secs);
         }
-        if self.closes_connection() {
+        // The rest of the body may still be on its way (or the stream is broken): the
+        // connection cannot carry another request.
+        if let Some(UnreadBody(unread)) = req.extensions_mut().remove::<UnreadBody>() {
             resp.head_mut().set_connection_type(ConnectionType::Close);
+            resp = resp
+                .map_body(|_, body| HoldingUnread {
+                    body,
+                    _unread: unread,
+                })
+                .map_into_boxed_body();
         }
         resp
+    }
+}
+
+/// The part of a refused request's body that was never read, kept with the request until its
+/// answer is written.
+struct UnreadBody(Payload);
+
+impl UnreadBody {
+    /// Keeps `payload` with `req` if the request has a body.
+    fn keep(req: &mut ServiceRequest, payload: Payload) {
+        if !matches!(payload, Payload::None) {
+            req.extensions_mut().insert(Self(payload));
+        }
+    }
+}
+
+/// An answer's body that holds the request's unread body until the answer is sent. actix closes
+/// the connection after an answer whose request body is still open; once that body is dropped it
+/// would instead drain a chunked body to reuse the connection, and a chunked body trickled for
+/// ever would hold the connection for ever.
+struct HoldingUnread {
+    body: BoxBody,
+    _unread: Payload,
+}
+
+impl MessageBody for HoldingUnread {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
     }
 }
 
@@ -273,20 +314,26 @@ impl Admission {
             read_body(&mut payload, self.rules.max_body),
         )
         .await;
-        // On a refusal the unread rest of the body stays with actix, which closes the
-        // connection after the answer rather than read it.
-        match read {
+        let refused = match read {
             Ok(Ok(body)) => {
                 req.set_payload(Payload::from(body));
-                Ok(())
+                return Ok(());
             }
-            Ok(Err(_)) => Err(NotAdmitted::BodyUnreadable),
-            Err(_) => Err(NotAdmitted::BodyTimeout),
-        }
+            Ok(Err(_)) => NotAdmitted::BodyUnreadable,
+            Err(_) => NotAdmitted::BodyTimeout,
+        };
+        UnreadBody::keep(req, payload);
+        Err(refused)
     }
 
-    fn refuse(&self, req: ServiceRequest, refused: NotAdmitted) -> ServiceResponse<BoxBody> {
+    /// The refusal, for `finish` to write. A body not read yet is kept until the answer is
+    /// sent, so the connection is closed after it rather than read on (see `HoldingUnread`).
+    fn refuse(&self, mut req: ServiceRequest, refused: NotAdmitted) -> ServiceResponse<BoxBody> {
         log_refusal(req.path(), refused, &self.rules);
+        if refused == NotAdmitted::ClientBusy {
+            let payload = req.take_payload();
+            UnreadBody::keep(&mut req, payload);
+        }
         req.error_response(refused)
     }
 }
@@ -467,16 +514,15 @@ mod tests {
     #[test]
     fn each_refusal_has_its_status_and_only_waiting_helps_the_busy_ones() {
         let cases = [
-            (NotAdmitted::Busy, 503, Some(1), false),
-            (NotAdmitted::ClientBusy, 429, Some(1), false),
-            (NotAdmitted::BodyTimeout, 408, None, true),
-            (NotAdmitted::BodyUnreadable, 400, None, true),
+            (NotAdmitted::Busy, 503, Some(1)),
+            (NotAdmitted::ClientBusy, 429, Some(1)),
+            (NotAdmitted::BodyTimeout, 408, None),
+            (NotAdmitted::BodyUnreadable, 400, None),
         ];
-        for (n, status, retry, close) in cases {
+        for (n, status, retry) in cases {
             assert_eq!(n.status_code().as_u16(), status, "{n:?}");
             assert_eq!(n.refusal().status.as_u16(), status, "{n:?}");
             assert_eq!(n.retry_after(), retry, "{n:?}");
-            assert_eq!(n.closes_connection(), close, "{n:?}");
         }
         assert_eq!(
             NotAdmitted::BodyTimeout.refusal().item.code,

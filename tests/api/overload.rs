@@ -22,10 +22,6 @@ impl SlowClient {
     /// A form post to `/sign-in` (or JSON to the API when `path` is under `/v1/`), with
     /// `headers` (e.g. `X-Forwarded-For`) added to its head.
     async fn open(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Self {
-        let stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
-            .await
-            .unwrap();
-        let (read, mut write) = stream.into_split();
         let (content_type, start) = if path.starts_with("/v1/") {
             ("application/json", "{\"identifier\": \"")
         } else {
@@ -40,8 +36,35 @@ impl SlowClient {
         }
         head.push_str("\r\n");
         head.push_str(start);
-        write.write_all(head.as_bytes()).await.unwrap();
-        let trickle = tokio::spawn(trickle(write));
+        Self::start(app, &head).await
+    }
+
+    /// A form post to `/sign-in` with a chunked body, one valid one-byte chunk every 100 ms.
+    async fn open_chunked(app: &TestApp, headers: &[(&str, &str)]) -> Self {
+        let mut head = format!(
+            "POST /sign-in HTTP/1.1\r\nHost: localhost\r\nOrigin: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n",
+            app.address
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\ne\r\nemail_address=\r\n");
+        Self::start_with(app, &head, b"1\r\na\r\n").await
+    }
+
+    /// Sends `first`, then a byte every 100 ms.
+    async fn start(app: &TestApp, first: &str) -> Self {
+        Self::start_with(app, first, b"a").await
+    }
+
+    /// Sends `first`, then `tick` every 100 ms.
+    async fn start_with(app: &TestApp, first: &str, tick: &'static [u8]) -> Self {
+        let stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let (read, mut write) = stream.into_split();
+        write.write_all(first.as_bytes()).await.unwrap();
+        let trickle = tokio::spawn(trickle(write, tick));
         Self { read, trickle }
     }
 
@@ -89,11 +112,11 @@ impl Drop for SlowClient {
     }
 }
 
-/// One byte every 100 ms until the server stops reading.
-async fn trickle(mut write: OwnedWriteHalf) {
+/// `tick` every 100 ms until the server stops reading.
+async fn trickle(mut write: OwnedWriteHalf, tick: &'static [u8]) {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if write.write_all(b"a").await.is_err() {
+        if write.write_all(tick).await.is_err() {
             return;
         }
     }
@@ -301,8 +324,13 @@ crate::backend_tests! {
         })
         .await;
         app.create_account("fast@example.com").await;
-        let slow = slow_clients(&app, 8, "/sign-in", &[]).await;
-        assert_eq!(app.admission.in_flight(), 0, "a request waiting for its body holds no place");
+        let mut slow = Vec::new();
+        for _ in 0..8 {
+            slow.push(SlowClient::open(&app, "/sign-in", &[]).await);
+        }
+        let a = &app.admission;
+        until("every slow request is received or holds a place", || async { a.receiving() == 8 || a.in_flight() == 4 }).await;
+        assert_eq!(a.in_flight(), 0, "a request waiting for its body holds no place");
 
         let client = browser();
         assert_eq!(app.get_with(&client, "/sign-in").await.status(), 200);
@@ -319,7 +347,7 @@ crate::backend_tests! {
         assert_eq!(api.status(), 200);
         assert_eq!(app.get("/healthz").await.status(), 200);
         assert_eq!(app.get("/readyz").await.status(), 200);
-        assert_eq!(app.admission.receiving(), 8, "the slow bodies are still arriving");
+        assert_eq!(a.receiving(), 8, "the slow bodies are still arriving");
         drop(slow);
     }
 
@@ -332,8 +360,11 @@ crate::backend_tests! {
         let opened = Instant::now();
         let pages = slow_clients(&app, 6, "/sign-in", &[]).await;
         let api = slow_clients(&app, 1, "/v1/client/sign_ins", &[]).await;
+        // A chunked body (actix would drain a dropped one to reuse the connection).
+        let chunked = SlowClient::open_chunked(&app, &[]).await;
+        until("the chunked body is received", || async { app.admission.receiving() == 8 }).await;
 
-        for client in pages {
+        for client in pages.into_iter().chain([chunked]) {
             let answer = client.answer().await;
             assert_eq!(answer.status, 408, "{}", answer.head);
             assert_eq!(answer.header("connection"), Some("close"));
@@ -353,6 +384,19 @@ crate::backend_tests! {
 
         app.create_account("after@example.com").await;
         assert_eq!(app.submit_identifier("/sign-in", "after@example.com").await.status(), 303);
+    }
+
+    async fn a_head_that_does_not_arrive_in_time_gets_408_and_its_connection_is_closed() {
+        let app = spawn_app_with(|c| c.request_head_timeout_ms = 500).await;
+        let opened = Instant::now();
+        // The head never ends: after its first line, one byte of a header every 100 ms.
+        let slow = SlowClient::start(&app, "POST /sign-in HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await;
+        let answer = slow.answer().await;
+        assert_eq!(answer.status, 408, "{}", answer.head);
+        assert_eq!(answer.header("connection"), Some("close"));
+        // actix's default is 5 s: the configured timeout is the one in force.
+        assert!(opened.elapsed() < Duration::from_secs(4), "{:?}", opened.elapsed());
+        assert_eq!(app.get("/sign-in").await.status(), 200);
     }
 
     async fn one_client_address_gets_at_most_its_cap_of_open_requests_while_others_are_served() {
@@ -387,6 +431,10 @@ crate::backend_tests! {
         let body: serde_json::Value = api.json().await.unwrap();
         assert_eq!(body["errors"][0]["code"], "too_many_requests");
         assert_eq!(app.get_with(&same, "/healthz").await.status(), 200, "probes are never refused");
+        // A refused request's body is not read: its connection is closed after the answer.
+        let refused = SlowClient::open_chunked(&app, &[("X-Forwarded-For", "203.0.113.7")]).await.answer().await;
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.header("connection"), Some("close"));
 
         let other = with_forwarded_for("198.51.100.9");
         let started = app.submit_identifier_with(&other, "/sign-in", "other@example.com").await;
