@@ -32,7 +32,7 @@ pub struct Application {
     janitor: JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
     store: Store,
-    in_flight: routes::InFlight,
+    admission: routes::Admission,
 }
 
 impl Application {
@@ -124,10 +124,10 @@ impl Application {
         let port = listener.local_addr()?.port();
         let headers = security_headers(&settings);
         let max_body = settings.http.max_body_bytes;
-        let in_flight = routes::InFlight::new(settings.http.max_in_flight_requests);
-        let requests = in_flight.clone();
+        let admission = routes::Admission::new(&settings.http);
+        let admitted = admission.clone();
         let server = HttpServer::new(move || {
-            let in_flight = in_flight.clone();
+            let admission = admission.clone();
             let mut default_headers = DefaultHeaders::new();
             for (k, v) in &headers {
                 default_headers = default_headers.add((*k, v.clone()));
@@ -140,8 +140,11 @@ impl Application {
                         .error_handler(form_error),
                 )
                 .app_data(web::PayloadConfig::default().limit(max_body))
-                // Innermost, so the 503 it answers still gets the security headers.
-                .wrap_fn(move |req, srv| in_flight.call(req, srv))
+                // Innermost, so that its refusals (503, 429, 408) are written by `finish` and get
+                // the security headers, and the request span covers the body's arrival.
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    admission.clone().admit(req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(routes::finish))
                 .wrap(default_headers)
                 .wrap(Compress::default())
@@ -157,6 +160,10 @@ impl Application {
         // Without it, a compressed page (written in two parts) waited ~40 ms for the client's
         // delayed ACK (Nagle's algorithm) before its second part went out (BENCHMARKS.md).
         .tcp_nodelay(true)
+        // The head's deadline (408 past it; the body's is the admission's), and how long a
+        // closing connection waits for its client.
+        .client_request_timeout(settings.http.request_head_timeout)
+        .client_disconnect_timeout(settings.http.client_disconnect_timeout)
         .listen(listener)?
         .shutdown_timeout(30)
         .run();
@@ -177,7 +184,7 @@ impl Application {
             janitor,
             stop_worker,
             store,
-            in_flight: requests,
+            admission: admitted,
         })
     }
 
@@ -190,9 +197,10 @@ impl Application {
         self.store.clone()
     }
 
-    /// The requests this server is working on (load shedding's count).
-    pub fn in_flight(&self) -> routes::InFlight {
-        self.in_flight.clone()
+    /// The server's admission counts: requests in flight (load shedding's count) and bodies
+    /// being received.
+    pub fn admission(&self) -> routes::Admission {
+        self.admission.clone()
     }
 
     /// Stops the server (gracefully or not) from another task.

@@ -65,8 +65,22 @@ pub struct RawConfig {
     /// HTTP worker threads; 0 means one per CPU core.
     pub http_workers: usize,
     /// Requests this process works on at once; beyond that a request is answered 503 with
-    /// `Retry-After` at once instead of waiting (load shedding). 0 turns the limit off.
+    /// `Retry-After` at once instead of waiting (load shedding). 0 turns the limit off. A
+    /// request counts once its body has arrived, so slow clients cannot fill it.
     pub max_in_flight_requests: usize,
+    /// Requests one client IP (IPv6: per /64) may have open in this process at once, from its
+    /// head to its answer, body reading included; beyond that 429 with `Retry-After`. 0 turns
+    /// the limit off.
+    pub max_in_flight_per_ip: usize,
+    /// Milliseconds a client has to send a request's head (line and headers); then 408 and the
+    /// connection is closed.
+    pub request_head_timeout_ms: u64,
+    /// Milliseconds a client has, once the head is read, to send the whole body; then 408 and
+    /// the connection is closed.
+    pub request_body_timeout_ms: u64,
+    /// Milliseconds a finished connection waits for the client to close its side before it is
+    /// dropped.
+    pub client_disconnect_timeout_ms: u64,
     /// How often expired flows, sessions and old outbox rows are deleted, in milliseconds.
     pub janitor_interval_ms: u64,
     /// Days the audit log keeps security events.
@@ -206,6 +220,10 @@ impl Default for RawConfig {
             max_body_bytes: 16 * 1024,
             http_workers: 0,
             max_in_flight_requests: 1024,
+            max_in_flight_per_ip: 32,
+            request_head_timeout_ms: 5000,
+            request_body_timeout_ms: 5000,
+            client_disconnect_timeout_ms: 1000,
             janitor_interval_ms: 300_000,
             audit_retention_days: 90,
             trusted_proxy_header: "x-forwarded-for".into(),
@@ -397,6 +415,14 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub http_workers: usize,
     pub max_in_flight_requests: usize,
+    /// Concurrent requests per client IP (IPv6 per /64), body reading included; 0: no limit.
+    pub max_in_flight_per_ip: usize,
+    /// Time to send a request's head (actix's `client_request_timeout`).
+    pub request_head_timeout: Duration,
+    /// Time to send a request's whole body, from the moment its head is read.
+    pub request_body_timeout: Duration,
+    /// Time a closing connection waits for the client (actix's `client_disconnect_timeout`).
+    pub client_disconnect_timeout: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Read only this header from trusted proxies (`true`: `Forwarded`, else `X-Forwarded-For`).
     pub trusted_proxy_forwarded: bool,
@@ -626,6 +652,20 @@ impl Settings {
         if raw.max_body_bytes < 1024 {
             bail!("`max_body_bytes`: must be at least 1024");
         }
+        for (key, ms) in [
+            ("request_head_timeout_ms", raw.request_head_timeout_ms),
+            ("request_body_timeout_ms", raw.request_body_timeout_ms),
+        ] {
+            if !(100..=300_000).contains(&ms) {
+                bail!("`{key}`: must be between 100 and 300000 (5 minutes), got {ms}");
+            }
+        }
+        if raw.client_disconnect_timeout_ms > 60_000 {
+            bail!(
+                "`client_disconnect_timeout_ms`: must be at most 60000, got {}",
+                raw.client_disconnect_timeout_ms
+            );
+        }
         if raw.database_max_connections == 0 {
             bail!("`database_max_connections`: must be at least 1");
         }
@@ -678,6 +718,10 @@ impl Settings {
                 max_body_bytes: raw.max_body_bytes,
                 http_workers: raw.http_workers,
                 max_in_flight_requests: raw.max_in_flight_requests,
+                max_in_flight_per_ip: raw.max_in_flight_per_ip,
+                request_head_timeout: Duration::from_millis(raw.request_head_timeout_ms),
+                request_body_timeout: Duration::from_millis(raw.request_body_timeout_ms),
+                client_disconnect_timeout: Duration::from_millis(raw.client_disconnect_timeout_ms),
                 trusted_proxies,
                 trusted_proxy_forwarded,
                 cors_allowed_origins,
@@ -1188,6 +1232,24 @@ mod tests {
         assert!(s.http.trusted_proxies.is_empty() && !s.http.trusted_proxy_forwarded);
         assert_eq!(s.audit_retention.as_secs(), 90 * 24 * 3600);
         assert!(!s.auth.test_mode.is_on());
+    }
+
+    #[test]
+    fn request_timeouts_default_to_seconds_and_out_of_range_values_are_refused_naming_the_key() {
+        let s = Settings::from_raw(production(), true).unwrap();
+        assert_eq!(s.http.request_head_timeout, Duration::from_secs(5));
+        assert_eq!(s.http.request_body_timeout, Duration::from_secs(5));
+        assert_eq!(s.http.client_disconnect_timeout, Duration::from_secs(1));
+        assert_eq!(s.http.max_in_flight_per_ip, 32);
+        let mut raw = production();
+        raw.request_body_timeout_ms = 0;
+        assert!(refusal(raw).contains("`request_body_timeout_ms`"));
+        let mut raw = production();
+        raw.request_head_timeout_ms = 3_600_000;
+        assert!(refusal(raw).contains("`request_head_timeout_ms`"));
+        let mut raw = production();
+        raw.client_disconnect_timeout_ms = 120_000;
+        assert!(refusal(raw).contains("`client_disconnect_timeout_ms`"));
     }
 
     #[test]

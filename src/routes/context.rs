@@ -326,7 +326,7 @@ impl Ctx {
         self.error_page_of(status, text, href)
     }
 
-    fn error_page_of(
+    pub(super) fn error_page_of(
         &self,
         status: StatusCode,
         text: ErrorText,

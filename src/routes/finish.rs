@@ -1,7 +1,8 @@
 //! The one place every answer is finished, whatever produced it (a page, a redirect, JSON, an
 //! extractor's refusal, a typed error): registered once around the whole app in `startup.rs`.
 //!
-//! - A typed error ([`PageError`], [`ApiError`]) becomes its page or JSON body here, because
+//! - A typed error ([`PageError`], [`ApiError`], and [`NotAdmitted`] from admission: load
+//!   shedding, the per-client cap, slow bodies) becomes its page or JSON body here, because
 //!   only here is the request known: its id (shown, and logged with an unexpected failure) and
 //!   the instance's settings. The finished answer no longer carries the error, so the request
 //!   logger does not log it a second time.
@@ -18,7 +19,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 
 use super::api::ApiError;
-use super::{AppState, Ctx, PageError};
+use super::{AppState, Ctx, NotAdmitted, PageError};
 
 /// What a request hands to its client, on whatever answer it gets. Filled by [`Ctx`] and the
 /// API's context; written by [`finish`].
@@ -69,6 +70,9 @@ pub async fn finish(
 /// The page or JSON body of a typed error, if the answer is one.
 fn written_error(res: &ServiceResponse) -> Option<HttpResponse> {
     let error = res.response().error()?;
+    if let Some(refused) = error.as_error::<NotAdmitted>() {
+        return Some(refused.answer(res.request()));
+    }
     if let Some(e) = error.as_error::<PageError>() {
         let ctx = Ctx::extract(res.request()).into_inner().ok()?;
         return Some(ctx.error_response(e));

@@ -30,7 +30,7 @@ use actix_web::web;
 pub use context::Ctx;
 pub use errors::PageError;
 pub use finish::finish;
-pub use overload::InFlight;
+pub use overload::{Admission, NotAdmitted};
 pub use pages::not_found;
 
 use crate::auth::Auth;

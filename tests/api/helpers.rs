@@ -388,8 +388,8 @@ pub struct TestApp {
     pub db_path: PathBuf,
     pub backend: Backend,
     pub raw: RawConfig,
-    /// The server's count of requests in flight (load shedding).
-    pub in_flight: latchkey::routes::InFlight,
+    /// The server's admission counts: requests in flight (load shedding), bodies being received.
+    pub admission: latchkey::routes::Admission,
     /// The server's store (to read how many units of work requests ran).
     pub store: latchkey::store::Store,
     handle: ServerHandle,
@@ -440,6 +440,9 @@ pub async fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig 
     // The friendly "no account" / "already registered" answers are what most tests check;
     // strict enumeration protection (the default) has its own tests (tests/api/enumeration.rs).
     raw.enumeration_protection = "off".into();
+    // Some tests send 100 requests at once from 127.0.0.1; the per-client cap on open requests
+    // has its own tests (tests/api/overload.rs), which turn it on.
+    raw.max_in_flight_per_ip = 0;
     raw.outbox.poll_interval_ms = 50;
     raw.outbox.retry_base_ms = 100;
     raw.outbox.retry_max_ms = 1000;
@@ -484,7 +487,7 @@ async fn launch(
         .await
         .expect("app builds");
     let handle = app.handle();
-    let in_flight = app.in_flight();
+    let admission = app.admission();
     let store = app.store();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -495,7 +498,7 @@ async fn launch(
         db_path: dir.path().join("latchkey.db"),
         backend: current_backend(),
         raw,
-        in_flight,
+        admission,
         store,
         _stop: StopOnDrop(handle.clone()),
         handle,

@@ -73,7 +73,7 @@ pub struct ApiCtx {
 
 /// Records the API's CORS decision for `finish`: the request's `Origin` is answered with CORS
 /// headers when it is this instance's or one in `cors_allowed_origins`. Returns that origin.
-fn decide_cors(ctx: &Ctx) -> Option<String> {
+pub(super) fn decide_cors(ctx: &Ctx) -> Option<String> {
     let settings = &ctx.state.settings;
     let allowed_origin = ctx
         .req
