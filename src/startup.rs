@@ -56,11 +56,10 @@ impl Application {
                 .context("reading the server secret")?,
         };
         let keys = Arc::new(Keys::derive(&secret));
-        let mailer = Arc::new(match &settings.delivery.smtp_url {
-            Some(url) => Mailer::Smtp(Box::new(SmtpMailer::new(
-                url,
+        let mailer = Arc::new(match &settings.delivery.smtp {
+            Some(smtp) => Mailer::Smtp(Box::new(SmtpMailer::new(
+                smtp.clone(),
                 settings.delivery.mail_from.clone(),
-                std::time::Duration::from_secs(settings.delivery.outbox.send_timeout_secs),
             )?)),
             None => Mailer::Dev(DevTransport),
         });

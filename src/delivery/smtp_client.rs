@@ -1,251 +1,574 @@
-//! SMTP client for `smtp://` URLs (plain or STARTTLS): lettre's protocol code over our own TCP
-//! sockets with `TCP_NODELAY`, kept in a small pool.
+//! The SMTP client: our own connections (`TCP_NODELAY`, TLS through rustls), lettre's commands
+//! and reply parser, a bounded pool. What it guarantees, whatever the server or the path does:
 //!
-//! Why not lettre's pooled transport: it leaves Nagle's algorithm on, and lettre writes the
-//! message body and the final `.` in two writes, so every message waited for the server's delayed
-//! ACK (≈ 40 ms on Linux) before the `.` left. With `TCP_NODELAY` a message is on the wire at once.
-//! `smtps://` (implicit TLS) still uses lettre's transport.
+//! - **Credentials only over TLS.** AUTH is sent only on a connection that is encrypted (TLS from
+//!   the start, or after STARTTLS) and whose certificate verified; otherwise the send stops
+//!   before AUTH. (Start-up already refuses credentials without `smtps://` or `tls=required`.)
+//! - **No downgrade.** With `tls=required`, a server that does not offer STARTTLS (or a man in
+//!   the middle who deleted it from the EHLO answer) gets nothing after EHLO: no AUTH, no
+//!   message. The message stays queued and is retried.
+//! - **No plaintext across the upgrade.** Anything the server sent after its STARTTLS reply and
+//!   before the handshake (a response injection, the CVE-2011-0411 class) is refused: the
+//!   connection is dropped instead of reading those bytes as if they had come over TLS.
+//! - **No silent resend.** Once the message's body has been written, a failure (the final reply
+//!   lost, the connection dropped, a timeout) is reported as "may have been delivered" and is
+//!   never retried on another connection within the same try; the outbox decides (a retry
+//!   after its backoff, so at most a duplicate, never a loop). Only a pooled connection that
+//!   breaks before the server could take anything is replaced at once.
+//! - **Idle connections are checked.** A pooled connection is reused only if it has been idle
+//!   less than `smtp_idle_timeout_secs` and nothing is waiting on it: an idle SMTP server says
+//!   nothing unless it is leaving (EOF, a `421`, a TLS close), so anything to read means dead.
+//! - **Bounded.** At most `smtp_max_connections` connections are open at once.
 //!
-//! Where the server offers PIPELINING (RFC 2920, which every common MTA does), a message is
-//! two round trips instead of four: MAIL, RCPT and DATA in one write, then the body with its
-//! final `.` in one write. lettre does not record the PIPELINING keyword, so the connection
-//! asks EHLO once more itself (before AUTH) and reads it from the answer.
+//! Why our own connections rather than lettre's pooled transport (ARCHITECTURE.md has the
+//! numbers): lettre leaves Nagle's algorithm on and writes a message's body and its final `.`
+//! in two writes, so every message waited for the server's delayed ACK (≈ 40 ms on Linux);
+//! lettre's STARTTLS keeps what it had buffered before the upgrade; it sends AUTH to any server
+//! that advertises it, encrypted or not; and it does not pipeline. Where the server offers
+//! PIPELINING (RFC 2920, every common MTA does), a message here is two round trips instead of
+//! four: MAIL, RCPT and DATA in one write, then the body with its final `.` in one write.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::fmt::Display;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-use anyhow::Context;
+use futures_util::FutureExt;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::transport::smtp::{SMTP_PORT, SUBMISSION_PORT};
+use lettre::transport::smtp::commands::{Auth, Data, Ehlo, Mail, Quit, Rcpt, Starttls};
+use lettre::transport::smtp::extension::{
+    ClientId, Extension, MailBodyParameter, MailParameter, ServerInfo,
+};
+use lettre::transport::smtp::response::{Response, Severity};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
-use super::mail::explain_smtp_error;
+use crate::config::{SmtpSecurity, SmtpSettings};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StartTls {
-    Off,
-    Required,
-    Opportunistic,
+/// Why a send failed, in words an operator can act on. Server reply texts are never kept (they
+/// can quote the recipient); only their codes.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    #[error(
+        "could not connect to the SMTP server at {0}; check smtp_url and that it is running ({1})"
+    )]
+    Connect(String, io::ErrorKind),
+    #[error("the connection to the SMTP server broke ({0})")]
+    Broken(io::ErrorKind),
+    #[error("the SMTP server closed the connection")]
+    Closed,
+    #[error("TLS with the SMTP server failed ({0}); check smtps:// vs ?tls=required, the host name and smtp_ca_file")]
+    Tls(String),
+    #[error("the SMTP server does not offer STARTTLS: nothing was sent (tls=required; a man in the middle can remove STARTTLS, so it is never skipped)")]
+    NoStartTls,
+    #[error("the SMTP server sent data after its STARTTLS reply, before TLS began: refused, nothing was sent (a response injection)")]
+    InjectedBeforeTls,
+    #[error("the SMTP server offers no authentication Latchkey supports (PLAIN or LOGIN) over TLS; check the server and smtp_url")]
+    NoAuthMechanism,
+    #[error("refusing to send credentials over an unencrypted connection")]
+    AuthNeedsTls,
+    #[error("{} (SMTP {code})", refusal_hint(*.permanent))]
+    Refused { code: String, permanent: bool },
+    #[error("the SMTP server's answer is not SMTP ({0})")]
+    Protocol(String),
+    #[error("the SMTP server took the message but its final answer never came ({0}); it may have been delivered")]
+    Unconfirmed(Box<SmtpError>),
 }
 
-/// At most this many idle connections are kept.
-const MAX_IDLE: usize = 16;
+fn refusal_hint(permanent: bool) -> &'static str {
+    if permanent {
+        "the SMTP server refused permanently (check mail_from is allowed to send, and the credentials)"
+    } else {
+        "the SMTP server deferred the message"
+    }
+}
+
+impl SmtpError {
+    /// The connection itself failed (rather than the server answering no).
+    fn is_broken_connection(&self) -> bool {
+        matches!(self, Self::Broken(_) | Self::Closed)
+    }
+}
+
+impl From<io::Error> for SmtpError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => Self::Closed,
+            kind => Self::Broken(kind),
+        }
+    }
+}
+
+/// A reply line longer than this is refused (RFC 5321 allows 512 octets).
+const MAX_REPLY_LINE: u64 = 4096;
+/// A reply (all its lines) longer than this is refused.
+const MAX_REPLY: usize = 64 * 1024;
+/// Rounds of an AUTH challenge at the most.
+const MAX_AUTH_CHALLENGES: usize = 10;
 
 pub struct SmtpClient {
-    host: String,
-    port: u16,
-    starttls: StartTls,
-    credentials: Option<Credentials>,
+    settings: SmtpSettings,
     hello: ClientId,
-    timeout: Duration,
+    /// Built once; present when the settings use TLS.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    credentials: Option<Credentials>,
+    /// One permit per connection: at most `smtp_max_connections` sends, so connections, at once.
+    slots: Semaphore,
+    /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Connection>>,
 }
 
-/// A connection and whether its server accepts pipelined commands.
-struct Connection {
-    conn: AsyncSmtpConnection,
-    pipelining: bool,
-}
-
 impl SmtpClient {
-    /// Builds a client for an `smtp://` URL; `None` for other schemes.
-    pub fn from_url(url: &str, timeout: Duration) -> anyhow::Result<Option<Self>> {
-        let parsed = url::Url::parse(url).context("`smtp_url`: not a URL")?;
-        if parsed.scheme() != "smtp" {
-            return Ok(None);
-        }
-        let tls = parsed
-            .query_pairs()
-            .find(|(k, _)| k == "tls")
-            .map(|(_, v)| v.to_string());
-        let starttls = match tls.as_deref() {
-            None => StartTls::Off,
-            Some("required") => StartTls::Required,
-            Some("opportunistic") => StartTls::Opportunistic,
-            Some(other) => {
-                anyhow::bail!("`smtp_url`: tls must be required or opportunistic, got {other:?}")
-            }
-        };
-        let host = parsed
-            .host_str()
-            .context("`smtp_url`: no host")?
-            .to_string();
-        let port = parsed.port().unwrap_or(if starttls == StartTls::Off {
-            SMTP_PORT
-        } else {
-            SUBMISSION_PORT
-        });
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-        };
-        let credentials = match parsed.password() {
-            Some(password) => Some(Credentials::new(
-                decode(parsed.username()).context("`smtp_url`: user name is not UTF-8")?,
-                decode(password).context("`smtp_url`: password is not UTF-8")?,
+    pub fn new(settings: SmtpSettings) -> anyhow::Result<Self> {
+        let tls = match settings.security {
+            SmtpSecurity::Plain => None,
+            _ => Some((
+                TlsConnector::from(Arc::new(tls_config(&settings.ca_certificates)?)),
+                ServerName::try_from(settings.host.clone()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "`smtp_url`: {:?} is not a host name TLS can check",
+                        settings.host
+                    )
+                })?,
             )),
-            None => None,
         };
-        let hello = if parsed.path().len() > 1 {
-            ClientId::Domain(parsed.path().trim_matches('/').to_string())
-        } else {
-            ClientId::default()
-        };
-        Ok(Some(Self {
-            host,
-            port,
-            starttls,
-            credentials,
-            hello,
-            timeout,
+        Ok(Self {
+            hello: match &settings.hello_name {
+                Some(name) => ClientId::Domain(name.clone()),
+                None => ClientId::default(),
+            },
+            credentials: settings
+                .credentials
+                .as_ref()
+                .map(|c| Credentials::new(c.user.clone(), c.password.clone())),
+            slots: Semaphore::new(settings.max_connections),
             idle: Mutex::new(Vec::new()),
-        }))
+            tls,
+            settings,
+        })
     }
 
-    async fn connect(&self) -> anyhow::Result<Connection> {
-        let unreachable = |e: std::io::Error| {
-            anyhow::anyhow!(
-                "could not connect to the SMTP server at {}:{}; check smtp_url and that it is running ({})",
-                self.host,
-                self.port,
-                e.kind()
-            )
-        };
-        let stream = tokio::time::timeout(
-            self.timeout,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out"))
-        .and_then(|r| r)
-        .map_err(unreachable)?;
-        stream.set_nodelay(true).map_err(unreachable)?;
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
-            .await
-            .map_err(explain_smtp_error)?;
-        let wants_tls = match self.starttls {
-            StartTls::Off => false,
-            StartTls::Required => true,
-            StartTls::Opportunistic => conn.can_starttls(),
-        };
-        if wants_tls {
-            let params = TlsParameters::new(self.host.clone()).map_err(explain_smtp_error)?;
-            conn.starttls(params, &self.hello)
-                .await
-                .map_err(explain_smtp_error)?;
-        }
-        let hello = conn
-            .command(Ehlo::new(self.hello.clone()))
-            .await
-            .map_err(explain_smtp_error)?;
-        let pipelining = hello
-            .message()
-            .any(|line| line.split_whitespace().next() == Some("PIPELINING"));
-        if let Some(credentials) = &self.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await
-                .map_err(explain_smtp_error)?;
-        }
-        Ok(Connection { conn, pipelining })
-    }
-
-    /// Sends one message. A pooled connection that turns out to be dead is replaced once.
-    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> anyhow::Result<()> {
-        let pooled = self.idle.lock().expect("pool lock").pop();
+    /// Sends one message. `Err(SmtpError::Unconfirmed)`: the body went out but no final answer
+    /// came back, so it may have been delivered.
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SmtpError> {
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let pooled = self.checkout();
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => self.connect().await?,
         };
-        let result = match transaction(&mut conn, envelope, message).await {
-            Err(_) if reused => {
-                conn.conn.abort().await;
-                conn = self.connect().await?;
-                transaction(&mut conn, envelope, message).await
-            }
-            other => other,
-        };
-        match result {
-            Ok(()) if !conn.conn.has_broken() => {
-                let mut idle = self.idle.lock().expect("pool lock");
-                if idle.len() < MAX_IDLE {
-                    idle.push(conn);
+        let mut outcome = transaction(&mut conn, envelope, message).await;
+        if reused {
+            if let Err(Failed::NotTaken(e)) = &outcome {
+                // It broke between the idle check and the first write; the server took nothing,
+                // so a new connection carries the message.
+                if e.is_broken_connection() {
+                    conn = self.connect().await?;
+                    outcome = transaction(&mut conn, envelope, message).await;
                 }
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                self.checkin(conn);
                 Ok(())
             }
-            Ok(()) => Ok(()),
-            Err(e) => {
-                conn.conn.abort().await;
-                Err(explain_smtp_error(e))
+            Err(Failed::NotTaken(e)) => {
+                conn.quit().await;
+                Err(e)
             }
+            Err(Failed::Unconfirmed(e)) => Err(SmtpError::Unconfirmed(Box::new(e))),
+        }
+    }
+
+    /// An idle connection that may carry a message, if there is one; the others are closed.
+    fn checkout(&self) -> Option<Connection> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let timeout = self.settings.idle_timeout;
+        idle.retain(|c| c.idle_since.elapsed() < timeout);
+        while let Some(mut conn) = idle.pop() {
+            if conn.is_quiet() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, mut conn: Connection) {
+        if self.settings.idle_timeout.is_zero() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        self.idle.lock().expect("pool lock").push(conn);
+    }
+
+    async fn connect(&self) -> Result<Connection, SmtpError> {
+        let address = format!("{}:{}", self.settings.host, self.settings.port);
+        let tcp = TcpStream::connect((self.settings.host.as_str(), self.settings.port))
+            .await
+            .map_err(|e| SmtpError::Connect(address.clone(), e.kind()))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| SmtpError::Connect(address, e.kind()))?;
+        let mut conn = match (&self.tls, self.settings.security) {
+            (Some((connector, name)), SmtpSecurity::ImplicitTls) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| SmtpError::Tls(e.to_string()))?;
+                Connection::new(Stream::Tls(Box::new(tls)))
+            }
+            _ => Connection::new(Stream::Plain(tcp)),
+        };
+        conn.expect_reply().await?;
+        conn.ehlo(&self.hello).await?;
+        let starttls = match self.settings.security {
+            SmtpSecurity::StartTlsRequired if !conn.offers(Extension::StartTls) => {
+                return Err(SmtpError::NoStartTls)
+            }
+            SmtpSecurity::StartTlsRequired => true,
+            SmtpSecurity::StartTlsOpportunistic => conn.offers(Extension::StartTls),
+            SmtpSecurity::Plain | SmtpSecurity::ImplicitTls => false,
+        };
+        if starttls {
+            let (connector, name) = self.tls.as_ref().expect("TLS settings build a connector");
+            conn = conn.starttls(connector, name.clone()).await?;
+            conn.ehlo(&self.hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(credentials).await?;
+        }
+        Ok(conn)
+    }
+}
+
+/// Trusts the certificates of `smtp_ca_file` if there are any, else the public web PKI roots.
+fn tls_config(ca_certificates: &[Vec<u8>]) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if ca_certificates.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for der in ca_certificates {
+        roots.add(CertificateDer::from(der.clone())).map_err(|e| {
+            anyhow::anyhow!("`smtp_ca_file`: not a CA certificate rustls accepts ({e})")
+        })?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// Plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
-/// One mail transaction: pipelined where the server allows it, else lettre's step by step.
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One SMTP connection after its greeting.
+struct Connection {
+    io: BufReader<Stream>,
+    encrypted: bool,
+    /// What the last EHLO answer offered.
+    info: Option<ServerInfo>,
+    pipelining: bool,
+    idle_since: Instant,
+}
+
+impl Connection {
+    fn new(stream: Stream) -> Self {
+        Self {
+            encrypted: matches!(stream, Stream::Tls(_)),
+            io: BufReader::new(stream),
+            info: None,
+            pipelining: false,
+            idle_since: Instant::now(),
+        }
+    }
+
+    fn offers(&self, extension: Extension) -> bool {
+        self.info
+            .as_ref()
+            .is_some_and(|i| i.supports_feature(extension))
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), SmtpError> {
+        let stream = self.io.get_mut();
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
+        Ok(())
+    }
+
+    /// Reads one reply, all its lines, whatever its code.
+    async fn reply(&mut self) -> Result<Response, SmtpError> {
+        let mut text = String::new();
+        loop {
+            let start = text.len();
+            let n = (&mut self.io)
+                .take(MAX_REPLY_LINE)
+                .read_line(&mut text)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::InvalidData => SmtpError::Protocol("not UTF-8".into()),
+                    _ => e.into(),
+                })?;
+            let line = &text[start..];
+            if n == 0 {
+                return Err(SmtpError::Closed);
+            }
+            if !line.ends_with('\n') || text.len() > MAX_REPLY {
+                return Err(SmtpError::Protocol("reply too long".into()));
+            }
+            // "250-…" continues the reply, "250 …" (or a bare "250") ends it.
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return text
+                    .parse::<Response>()
+                    .map_err(|_| SmtpError::Protocol("malformed reply".into()));
+            }
+        }
+    }
+
+    /// Reads one reply; a negative one is an error, and `421` (the server is closing the
+    /// connection, RFC 5321 §3.8) counts as the connection closing.
+    async fn expect_reply(&mut self) -> Result<Response, SmtpError> {
+        let response = self.reply().await?;
+        if response.has_code(421) {
+            return Err(SmtpError::Closed);
+        }
+        let code = response.code();
+        match code.severity {
+            Severity::PositiveCompletion | Severity::PositiveIntermediate => Ok(response),
+            Severity::TransientNegativeCompletion => Err(SmtpError::Refused {
+                code: code.to_string(),
+                permanent: false,
+            }),
+            Severity::PermanentNegativeCompletion => Err(SmtpError::Refused {
+                code: code.to_string(),
+                permanent: true,
+            }),
+        }
+    }
+
+    async fn command(&mut self, command: impl Display) -> Result<Response, SmtpError> {
+        self.write(command.to_string().as_bytes()).await?;
+        self.expect_reply().await
+    }
+
+    /// EHLO, remembering what the server offers. lettre does not record PIPELINING, so it is
+    /// read from the answer here.
+    async fn ehlo(&mut self, hello: &ClientId) -> Result<(), SmtpError> {
+        let response = self.command(Ehlo::new(hello.clone())).await?;
+        self.pipelining = response
+            .message()
+            .any(|line| line.split_whitespace().next() == Some("PIPELINING"));
+        self.info = Some(
+            ServerInfo::from_response(&response)
+                .map_err(|_| SmtpError::Protocol("malformed EHLO answer".into()))?,
+        );
+        Ok(())
+    }
+
+    /// STARTTLS: the handshake starts only if the server sent nothing after its `220`, and all
+    /// that was learnt before it is forgotten (the caller sends EHLO again, RFC 3207 §4.2).
+    async fn starttls(
+        mut self,
+        connector: &TlsConnector,
+        name: ServerName<'static>,
+    ) -> Result<Connection, SmtpError> {
+        self.command(Starttls).await?;
+        // The reply was read line by line, so anything still buffered came after it.
+        if !self.io.buffer().is_empty() {
+            return Err(SmtpError::InjectedBeforeTls);
+        }
+        let Stream::Plain(tcp) = self.io.into_inner() else {
+            return Err(SmtpError::Protocol(
+                "STARTTLS on an encrypted connection".into(),
+            ));
+        };
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| SmtpError::Tls(e.to_string()))?;
+        Ok(Connection::new(Stream::Tls(Box::new(tls))))
+    }
+
+    async fn auth(&mut self, credentials: &Credentials) -> Result<(), SmtpError> {
+        if !self.encrypted {
+            return Err(SmtpError::AuthNeedsTls);
+        }
+        let mechanism = self
+            .info
+            .as_ref()
+            .and_then(|i| i.get_auth_mechanism(&[Mechanism::Plain, Mechanism::Login]))
+            .ok_or(SmtpError::NoAuthMechanism)?;
+        let malformed = |_| SmtpError::Protocol("unexpected AUTH challenge".into());
+        let mut response = self
+            .command(Auth::new(mechanism, credentials.clone(), None).map_err(malformed)?)
+            .await?;
+        for _ in 0..MAX_AUTH_CHALLENGES {
+            if !response.has_code(334) {
+                return Ok(());
+            }
+            let answer = Auth::new_from_response(mechanism, credentials.clone(), &response)
+                .map_err(malformed)?;
+            response = self.command(answer).await?;
+        }
+        Err(SmtpError::Protocol("too many AUTH challenges".into()))
+    }
+
+    /// Whether an idle connection can carry a message: nothing may be waiting to be read. An
+    /// idle server only speaks when it is going away (EOF, a `421` notice, a TLS close), and a
+    /// read that would wait means it is still there.
+    fn is_quiet(&mut self) -> bool {
+        self.io.buffer().is_empty() && self.io.fill_buf().now_or_never().is_none()
+    }
+
+    /// Says goodbye without waiting for the answer; the connection closes when dropped.
+    async fn quit(mut self) {
+        let _ = self
+            .io
+            .get_mut()
+            .write_all(Quit.to_string().as_bytes())
+            .await;
+    }
+}
+
+/// How a mail transaction failed.
+enum Failed {
+    /// Before the body was written: the server cannot have taken the message.
+    NotTaken(SmtpError),
+    /// While or after the body was written, without a final answer: it may have been taken.
+    Unconfirmed(SmtpError),
+}
+
+/// One mail transaction: MAIL, RCPT… and DATA pipelined where the server allows it (else one by
+/// one), then the body with its final `.` in one write, and the final answer.
 async fn transaction(
     c: &mut Connection,
     envelope: &Envelope,
     message: &[u8],
-) -> Result<(), lettre::transport::smtp::Error> {
-    let pipelined = match (c.pipelining, envelope.from()) {
-        (true, Some(from)) => {
-            mail_parameters(&c.conn, from, envelope, message).map(|parameters| (from, parameters))
+) -> Result<(), Failed> {
+    let parameters = mail_parameters(c, envelope, message).map_err(Failed::NotTaken)?;
+    let mail = Mail::new(envelope.from().cloned(), parameters);
+    let recipients = envelope.to().iter().map(|to| Rcpt::new(to.clone(), vec![]));
+    if c.pipelining {
+        let mut commands = mail.to_string();
+        for rcpt in recipients {
+            commands.push_str(&rcpt.to_string());
         }
-        _ => None,
-    };
-    let body = pipelined
-        .as_ref()
-        .and_then(|_| String::from_utf8(stuffed(message)).ok());
-    let (Some((from, parameters)), Some(body)) = (pipelined, body) else {
-        return c.conn.send(envelope, message).await.map(|_| ());
-    };
-    let conn = &mut c.conn;
-    let mut commands = Mail::new(Some(from.clone()), parameters).to_string();
-    for to in envelope.to() {
-        commands.push_str(&Rcpt::new(to.clone(), vec![]).to_string());
-    }
-    commands.push_str(&Data.to_string());
-    // Every reply is read (MAIL, each RCPT, DATA) before the first refusal is reported; the
-    // caller then drops the connection, so nothing is left out of step.
-    let mut outcome = conn.command(commands).await.map(|_| ());
-    for _ in 0..envelope.to().len() + 1 {
-        let reply = conn.read_response().await.map(|_| ());
-        if outcome.is_ok() {
-            outcome = reply;
+        commands.push_str(&Data.to_string());
+        c.write(commands.as_bytes())
+            .await
+            .map_err(Failed::NotTaken)?;
+        // Every reply (MAIL, each RCPT, DATA) is read before the first refusal is reported, so
+        // the connection stays in step.
+        let mut outcome = Ok(());
+        for _ in 0..envelope.to().len() + 2 {
+            match c.expect_reply().await {
+                Ok(_) => {}
+                Err(e) if e.is_broken_connection() => return Err(Failed::NotTaken(e)),
+                Err(e) => outcome = outcome.and(Err(e)),
+            }
         }
+        outcome.map_err(Failed::NotTaken)?;
+    } else {
+        c.command(mail).await.map_err(Failed::NotTaken)?;
+        for rcpt in recipients {
+            c.command(rcpt).await.map_err(Failed::NotTaken)?;
+        }
+        c.command(Data).await.map_err(Failed::NotTaken)?;
     }
-    outcome?;
-    conn.command(body).await.map(|_| ())
+    c.write(&stuffed(message))
+        .await
+        .map_err(Failed::Unconfirmed)?;
+    match c.expect_reply().await {
+        Ok(_) => Ok(()),
+        // The server answered: it did not take the message.
+        Err(e @ SmtpError::Refused { .. }) => Err(Failed::NotTaken(e)),
+        Err(e) => Err(Failed::Unconfirmed(e)),
+    }
 }
 
-/// The MAIL parameters lettre would use, or `None` when the server lacks what the message
-/// needs (lettre's own send then refuses with its message).
+/// The MAIL parameters the message needs; an error when the server lacks them.
 fn mail_parameters(
-    conn: &AsyncSmtpConnection,
-    from: &lettre::Address,
+    c: &Connection,
     envelope: &Envelope,
     message: &[u8],
-) -> Option<Vec<MailParameter>> {
-    let supports = |e| conn.server_info().supports_feature(e);
+) -> Result<Vec<MailParameter>, SmtpError> {
     let mut parameters = Vec::new();
-    let non_ascii_address = std::iter::once(from)
+    let non_ascii_address = envelope
+        .from()
+        .into_iter()
         .chain(envelope.to())
         .any(|a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii());
     if non_ascii_address {
-        supports(Extension::SmtpUtfEight).then_some(())?;
+        if !c.offers(Extension::SmtpUtfEight) {
+            return Err(SmtpError::Protocol(
+                "the server lacks SMTPUTF8, which a non-ASCII address needs".into(),
+            ));
+        }
         parameters.push(MailParameter::SmtpUtfEight);
     }
     if !message.is_ascii() {
-        supports(Extension::EightBitMime).then_some(())?;
+        if !c.offers(Extension::EightBitMime) {
+            return Err(SmtpError::Protocol(
+                "the server lacks 8BITMIME, which the message needs".into(),
+            ));
+        }
         parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    Some(parameters)
+    Ok(parameters)
 }
 
 /// The message with SMTP's transparency (a line starting with `.` gets another, RFC 5321
@@ -267,8 +590,8 @@ fn stuffed(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
     use tokio::net::TcpListener;
 
     /// What the loopback SMTP server saw.
@@ -279,73 +602,116 @@ mod tests {
         /// Message bodies after undoing the transparency.
         messages: Vec<String>,
         connections: usize,
+        /// Connections open at once, at the most.
+        most_at_once: usize,
+        /// AUTH commands received.
+        auth: usize,
+        /// Connections the server is done with.
+        ended: usize,
     }
 
-    /// A real SMTP server on loopback that offers PIPELINING and refuses recipients whose
-    /// address contains "refuse".
-    async fn server() -> (u16, Arc<std::sync::Mutex<Seen>>) {
+    /// A real SMTP server on loopback that offers PIPELINING (and AUTH, to anyone) and refuses
+    /// recipients whose address contains "refuse". It answers each message after
+    /// `answer_after` (so parallel sends overlap); with `leave`, it then says `421` and closes.
+    async fn server(answer_after: Duration, leave: bool) -> (u16, Arc<Mutex<Seen>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let open = Arc::new(AtomicUsize::new(0));
         let shared = seen.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                shared.lock().unwrap().connections += 1;
-                let seen = shared.clone();
+                let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                {
+                    let mut seen = shared.lock().unwrap();
+                    seen.connections += 1;
+                    seen.most_at_once = seen.most_at_once.max(now_open);
+                }
+                let (seen, open) = (shared.clone(), open.clone());
                 tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut read = BufReader::new(read);
-                    write.write_all(b"220 test ESMTP\r\n").await.unwrap();
-                    let (mut line, mut accepted) = (String::new(), 0);
-                    loop {
-                        line.clear();
-                        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let reply: &[u8] = if line.starts_with("EHLO") {
-                            b"250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
-                        } else if line.starts_with("MAIL") {
-                            accepted = 0;
-                            let waiting = String::from_utf8_lossy(read.buffer()).to_string();
-                            seen.lock()
-                                .unwrap()
-                                .pipelined
-                                .push(waiting.contains("RCPT") && waiting.contains("DATA"));
-                            b"250 ok\r\n"
-                        } else if line.starts_with("RCPT") && line.contains("refuse") {
-                            b"550 no such user\r\n"
-                        } else if line.starts_with("RCPT") {
-                            accepted += 1;
-                            b"250 ok\r\n"
-                        } else if line.starts_with("DATA") && accepted == 0 {
-                            b"554 no valid recipients\r\n"
-                        } else if line.starts_with("DATA") {
-                            write.write_all(b"354 go ahead\r\n").await.unwrap();
-                            let mut body = String::new();
-                            loop {
-                                line.clear();
-                                read.read_line(&mut line).await.unwrap();
-                                if line == ".\r\n" {
-                                    break;
-                                }
-                                body.push_str(line.strip_prefix('.').unwrap_or(&line));
-                            }
-                            seen.lock().unwrap().messages.push(body);
-                            b"250 queued\r\n"
-                        } else if line.starts_with("QUIT") {
-                            let _ = write.write_all(b"221 bye\r\n").await;
-                            return;
-                        } else {
-                            b"250 ok\r\n"
-                        };
-                        if write.write_all(reply).await.is_err() {
-                            return;
-                        }
-                    }
+                    serve(stream, &seen, answer_after, leave).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    seen.lock().unwrap().ended += 1;
                 });
             }
         });
         (port, seen)
+    }
+
+    async fn serve(stream: TcpStream, seen: &Mutex<Seen>, answer_after: Duration, leave: bool) {
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+        let (mut line, mut accepted) = (String::new(), 0);
+        loop {
+            line.clear();
+            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let reply: &[u8] = if line.starts_with("EHLO") {
+                b"250-test\r\n250-PIPELINING\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+            } else if line.starts_with("AUTH") {
+                seen.lock().unwrap().auth += 1;
+                b"235 ok\r\n"
+            } else if line.starts_with("MAIL") {
+                accepted = 0;
+                let waiting = String::from_utf8_lossy(read.buffer()).to_string();
+                seen.lock()
+                    .unwrap()
+                    .pipelined
+                    .push(waiting.contains("RCPT") && waiting.contains("DATA"));
+                b"250 ok\r\n"
+            } else if line.starts_with("RCPT") && line.contains("refuse") {
+                b"550 no such user\r\n"
+            } else if line.starts_with("RCPT") {
+                accepted += 1;
+                b"250 ok\r\n"
+            } else if line.starts_with("DATA") && accepted == 0 {
+                b"554 no valid recipients\r\n"
+            } else if line.starts_with("DATA") {
+                write.write_all(b"354 go ahead\r\n").await.unwrap();
+                let mut body = String::new();
+                loop {
+                    line.clear();
+                    read.read_line(&mut line).await.unwrap();
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    body.push_str(line.strip_prefix('.').unwrap_or(&line));
+                }
+                seen.lock().unwrap().messages.push(body);
+                tokio::time::sleep(answer_after).await;
+                if leave {
+                    let _ = write.write_all(b"250 queued\r\n").await;
+                    let _ = write.write_all(b"421 closing\r\n").await;
+                    return;
+                }
+                b"250 queued\r\n"
+            } else if line.starts_with("QUIT") {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            } else {
+                b"250 ok\r\n"
+            };
+            if write.write_all(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn client(port: u16, customise: impl FnOnce(&mut SmtpSettings)) -> SmtpClient {
+        let mut settings = SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            security: SmtpSecurity::Plain,
+            credentials: None,
+            hello_name: None,
+            ca_certificates: Vec::new(),
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(30),
+        };
+        customise(&mut settings);
+        SmtpClient::new(settings).unwrap()
     }
 
     fn envelope(to: &str) -> Envelope {
@@ -358,11 +724,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_offering_pipelining_gets_mail_rcpt_and_data_at_once_and_the_body_intact() {
-        let (port, seen) = server().await;
-        let client =
-            SmtpClient::from_url(&format!("smtp://127.0.0.1:{port}"), Duration::from_secs(5))
-                .unwrap()
-                .unwrap();
+        let (port, seen) = server(Duration::ZERO, false).await;
+        let client = client(port, |_| {});
         let message = b"Subject: 123456\r\n\r\n.a line with a leading dot\r\n..two\r\nend\r\n";
         for _ in 0..3 {
             client
@@ -387,15 +750,21 @@ mod tests {
     #[tokio::test]
     async fn a_refused_recipient_in_a_pipelined_transaction_is_an_error_and_the_next_message_still_goes(
     ) {
-        let (port, seen) = server().await;
-        let client =
-            SmtpClient::from_url(&format!("smtp://127.0.0.1:{port}"), Duration::from_secs(5))
-                .unwrap()
-                .unwrap();
+        let (port, seen) = server(Duration::ZERO, false).await;
+        let client = client(port, |_| {});
         let refused = client
             .send(&envelope("refuse@example.com"), b"Subject: 1\r\n\r\nx\r\n")
             .await;
-        assert!(refused.is_err());
+        assert!(
+            matches!(
+                refused,
+                Err(SmtpError::Refused {
+                    permanent: true,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
         client
             .send(&envelope("ok@example.com"), b"Subject: 2\r\n\r\ny\r\n")
             .await
@@ -409,6 +778,81 @@ mod tests {
             seen.connections, 2,
             "the connection of the refused message was dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn parallel_sends_never_open_more_than_smtp_max_connections() {
+        let (port, seen) = server(Duration::from_millis(20), false).await;
+        let client = client(port, |s| s.max_connections = 2);
+        let sends = (0..10).map(|i| {
+            let client = &client;
+            async move {
+                client
+                    .send(
+                        &envelope("someone@example.com"),
+                        format!("Subject: {i}\r\n\r\nx\r\n").as_bytes(),
+                    )
+                    .await
+            }
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result.unwrap();
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.messages.len(), 10);
+        assert_eq!((seen.connections, seen.most_at_once), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn with_no_idle_time_every_message_gets_its_own_connection() {
+        let (port, seen) = server(Duration::ZERO, false).await;
+        let client = client(port, |s| s.idle_timeout = Duration::ZERO);
+        for _ in 0..3 {
+            client
+                .send(&envelope("someone@example.com"), b"Subject: 1\r\n\r\nx\r\n")
+                .await
+                .unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().connections, 3);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_server_left_is_not_reused() {
+        let (port, seen) = server(Duration::ZERO, true).await;
+        let client = client(port, |_| {});
+        let to = envelope("someone@example.com");
+        client.send(&to, b"Subject: 1\r\n\r\nx\r\n").await.unwrap();
+        for _ in 0..500 {
+            if seen.lock().unwrap().ended == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            client.checkout().is_none(),
+            "the connection that got a 421 is dropped"
+        );
+        client.send(&to, b"Subject: 2\r\n\r\ny\r\n").await.unwrap();
+        assert_eq!(seen.lock().unwrap().connections, 2);
+    }
+
+    #[tokio::test]
+    async fn credentials_are_never_sent_over_a_connection_without_tls() {
+        // Start-up refuses such settings; the client refuses them again on the wire, even to a
+        // server that offers AUTH in clear.
+        let (port, seen) = server(Duration::ZERO, false).await;
+        let client = client(port, |s| {
+            s.credentials = Some(crate::config::SmtpCredentials {
+                user: "latchkey".into(),
+                password: "secret".into(),
+            })
+        });
+        let result = client
+            .send(&envelope("someone@example.com"), b"Subject: 1\r\n\r\nx\r\n")
+            .await;
+        assert!(matches!(result, Err(SmtpError::AuthNeedsTls)), "{result:?}");
+        let seen = seen.lock().unwrap();
+        assert_eq!((seen.auth, seen.messages.len()), (0, 0));
     }
 
     #[test]
