@@ -9,7 +9,7 @@
 //! - Credentials are only ever sent over TLS, in every mode: a user and password (or
 //!   `smtp_password_file`) need `smtps://` or `tls=required`.
 //!
-//! The client (`delivery/smtp_client.rs`) keeps the same promises on the wire.
+//! The client (`delivery/smtp_client/`) keeps the same promises on the wire.
 
 use std::net::IpAddr;
 use std::path::Path;
