@@ -58,11 +58,10 @@ impl Application {
         };
         let keys = Arc::new(Keys::derive(&secret));
         let signing = Arc::new(signing_keys(&store, &keys, clock.now()).await?);
-        let mailer = Arc::new(match &settings.delivery.smtp_url {
-            Some(url) => Mailer::Smtp(Box::new(SmtpMailer::new(
-                url,
+        let mailer = Arc::new(match &settings.delivery.smtp {
+            Some(smtp) => Mailer::Smtp(Box::new(SmtpMailer::new(
+                smtp.clone(),
                 settings.delivery.mail_from.clone(),
-                std::time::Duration::from_secs(settings.delivery.outbox.send_timeout_secs),
             )?)),
             None => Mailer::Dev(DevTransport),
         });

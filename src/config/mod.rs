@@ -15,7 +15,9 @@ use url::Url;
 
 mod identifiers;
 mod limits;
+mod secret_files;
 mod sms;
+mod smtp;
 
 use crate::domain::{AllowedOrigin, Origin, PhonePolicy, RedirectTarget, TestMode};
 pub use identifiers::{
@@ -23,6 +25,7 @@ pub use identifiers::{
 };
 pub use limits::LimitsConfig;
 pub use sms::{SmsConfig, SmsProvider, TwilioConfig, TwilioSender, WebhookConfig};
+pub use smtp::{SmtpCredentials, SmtpSecurity, SmtpSettings};
 
 /// The raw, serde-shaped configuration. See [`Settings`] for the validated form. No `Debug`:
 /// it holds the secret and credentials.
@@ -32,7 +35,21 @@ pub struct RawConfig {
     pub listen: String,
     pub public_url: String,
     pub database_url: String,
+    /// The password for `database_url`'s user, read from a file (PostgreSQL only).
+    pub database_password_file: Option<PathBuf>,
+    /// `smtp://host:25` (a relay on this machine), `smtp://user@host:587?tls=required`
+    /// (STARTTLS), `smtps://user@host:465`. Outside dev mode, other hosts need TLS.
     pub smtp_url: Option<String>,
+    /// The password for `smtp_url`'s user, read from a file (a mounted secret).
+    pub smtp_password_file: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) that sign the SMTP server's certificate (a private CA).
+    /// Set, only these are trusted for SMTP; unset, the public web PKI roots.
+    pub smtp_ca_file: Option<PathBuf>,
+    /// SMTP connections open at once, at the most (1–256).
+    pub smtp_max_connections: usize,
+    /// Seconds an idle SMTP connection is kept for the next message (0–300; 0: a new
+    /// connection for every message).
+    pub smtp_idle_timeout_secs: u64,
     pub mail_from: String,
     pub product_name: String,
     pub dev_mode: Option<bool>,
@@ -204,7 +221,12 @@ impl Default for RawConfig {
             listen: "127.0.0.1:8080".into(),
             public_url: "http://localhost:8080".into(),
             database_url: "sqlite://latchkey.db".into(),
+            database_password_file: None,
             smtp_url: None,
+            smtp_password_file: None,
+            smtp_ca_file: None,
+            smtp_max_connections: 16,
+            smtp_idle_timeout_secs: 30,
             mail_from: "Latchkey <no-reply@localhost>".into(),
             product_name: "Latchkey".into(),
             dev_mode: None,
@@ -429,11 +451,11 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<Origin>,
 }
 
-/// The validated delivery settings. No `Debug`: the SMTP URL and the SMS provider hold
-/// credentials.
+/// The validated delivery settings. No `Debug`: the SMS provider holds credentials.
 #[derive(Clone)]
 pub struct DeliverySettings {
-    pub smtp_url: Option<String>,
+    /// Unset: the development transport (dev mode only).
+    pub smtp: Option<SmtpSettings>,
     pub mail_from: lettre::message::Mailbox,
     pub outbox: OutboxConfig,
     pub sms: SmsProvider,
@@ -445,10 +467,7 @@ impl std::fmt::Debug for Settings {
             .field("http", &self.http)
             .field("public_url", &self.public_url.as_str())
             .field("database", &self.database)
-            .field(
-                "smtp_url",
-                &self.delivery.smtp_url.as_ref().map(|_| "(set, redacted)"),
-            )
+            .field("smtp", &self.delivery.smtp)
             .field("dev_mode", &self.dev_mode)
             .field("secret", &self.secret.as_ref().map(|_| "(set, redacted)"))
             .field("auth", &self.auth)
@@ -488,15 +507,6 @@ impl Settings {
         }
         let public_origin = Origin::from_url(&public_url).context("`public_url`")?;
         let smtp_url = raw.smtp_url.clone().filter(|s| !s.trim().is_empty());
-        if let Some(url) = &smtp_url {
-            let parsed = Url::parse(url).with_context(|| "`smtp_url`: not a URL".to_string())?;
-            if !matches!(parsed.scheme(), "smtp" | "smtps") {
-                bail!(
-                    "`smtp_url`: scheme must be smtp:// or smtps://, got {}://",
-                    parsed.scheme()
-                );
-            }
-        }
         // Dev mode (codes logged and listed on /dev/outbox) only switches itself on for a local,
         // plain-http instance that also calls itself local (an instance behind a reverse proxy
         // has a public URL); anywhere else it must be asked for explicitly.
@@ -506,6 +516,9 @@ impl Settings {
         let dev_mode = raw
             .dev_mode
             .unwrap_or(!had_file && smtp_url.is_none() && local_only);
+        let smtp = smtp::smtp_settings(&raw, smtp_url.as_deref(), dev_mode)?;
+        let database_url =
+            secret_files::database_url(&raw.database_url, raw.database_password_file.as_ref())?;
         let mut warnings = Vec::new();
         let test_mode_on = raw.test_mode.unwrap_or(dev_mode);
         let enumeration_strict = match raw.enumeration_protection.as_str() {
@@ -518,7 +531,7 @@ impl Settings {
         let (identifiers, phone_policy, sms) =
             identifiers::identifier_rules(&raw, dev_mode, &mut warnings)?;
         let phone_policy = phone_policy.with_test_numbers(test_mode_on);
-        if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
+        if smtp.is_none() && !dev_mode && identifiers.email.enabled {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
         }
         let test_mode = test_mode_rules(
@@ -706,7 +719,7 @@ impl Settings {
             allowed_redirect_origins,
             after,
             database: crate::store::DatabaseOptions {
-                url: raw.database_url,
+                url: database_url,
                 max_connections: raw.database_max_connections,
                 acquire_timeout: Duration::from_secs(raw.database_acquire_timeout_secs),
                 sqlite_synchronous_full,
@@ -741,7 +754,7 @@ impl Settings {
                 enumeration_strict,
             },
             delivery: DeliverySettings {
-                smtp_url,
+                smtp,
                 mail_from,
                 outbox: raw.outbox,
                 sms,
@@ -838,7 +851,7 @@ mod tests {
     fn debug_output_redacts_secrets() {
         let raw = RawConfig {
             secret: Some("s".repeat(40)),
-            smtp_url: Some("smtp://user:hunter2@smtp.example.com".into()),
+            smtp_url: Some("smtps://user:hunter2@smtp.example.com".into()),
             database_url: "postgres://app:pgpass@db/latchkey".into(),
             ..RawConfig::default()
         };

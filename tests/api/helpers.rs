@@ -104,6 +104,10 @@ struct Collector {
     messages: Arc<Mutex<Vec<ReceivedMail>>>,
     current_to: Vec<String>,
     current: Vec<u8>,
+    /// The user and password AUTH PLAIN accepts (mailin offers AUTH only over TLS).
+    credentials: Option<(String, String)>,
+    /// The users that authenticated.
+    authenticated: Arc<Mutex<Vec<String>>>,
 }
 
 impl mailin_embedded::Handler for Collector {
@@ -124,6 +128,20 @@ impl mailin_embedded::Handler for Collector {
         Ok(())
     }
 
+    fn auth_plain(
+        &mut self,
+        _authorization_id: &str,
+        user: &str,
+        password: &str,
+    ) -> mailin_embedded::Response {
+        if self.credentials.as_ref() == Some(&(user.to_string(), password.to_string())) {
+            self.authenticated.lock().unwrap().push(user.to_string());
+            mailin_embedded::response::AUTH_OK
+        } else {
+            mailin_embedded::response::INVALID_CREDENTIALS
+        }
+    }
+
     fn data_end(&mut self) -> mailin_embedded::Response {
         let mail = ReceivedMail {
             to: std::mem::take(&mut self.current_to),
@@ -139,6 +157,7 @@ impl mailin_embedded::Handler for Collector {
 pub struct TestSmtp {
     pub port: u16,
     messages: Arc<Mutex<Vec<ReceivedMail>>>,
+    authenticated: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestSmtp {
@@ -159,13 +178,39 @@ impl TestSmtp {
         Self {
             port,
             messages: Arc::default(),
+            authenticated: Arc::default(),
         }
     }
 
     pub fn listen(&self) {
+        self.serve(None, None);
+    }
+
+    /// Starts a server that offers STARTTLS with the certificate `ca` signed for 127.0.0.1, and
+    /// takes mail only after AUTH PLAIN with `user` and `password` (offered only over TLS).
+    pub fn start_with_tls(ca: &crate::smtp_server::TestCa, user: &str, password: &str) -> Self {
+        let smtp = Self::reserve();
+        let (cert_path, key_path) = ca.leaf_files();
+        smtp.serve(
+            Some(mailin_embedded::SslConfig::SelfSigned {
+                cert_path: cert_path.display().to_string(),
+                key_path: key_path.display().to_string(),
+            }),
+            Some((user.to_string(), password.to_string())),
+        );
+        smtp
+    }
+
+    fn serve(
+        &self,
+        tls: Option<mailin_embedded::SslConfig>,
+        credentials: Option<(String, String)>,
+    ) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("SMTP port still free");
         let mut server = mailin_embedded::Server::new(Collector {
             messages: self.messages.clone(),
+            authenticated: self.authenticated.clone(),
+            credentials: credentials.clone(),
             ..Collector::default()
         });
         server
@@ -174,9 +219,22 @@ impl TestSmtp {
             // test's server keeps its threads until the test binary exits, so not more.
             .with_num_threads(40)
             .with_tcp_listener(listener);
+        if let Some(tls) = tls {
+            // mailin builds its TLS settings with the process's default crypto provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            server.with_ssl(tls).expect("TLS settings");
+        }
+        if credentials.is_some() {
+            server.with_auth(mailin_embedded::AuthMechanism::Plain);
+        }
         std::thread::spawn(move || {
             let _ = server.serve();
         });
+    }
+
+    /// The users that authenticated, one entry per AUTH.
+    pub fn authenticated(&self) -> Vec<String> {
+        self.authenticated.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {

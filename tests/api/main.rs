@@ -25,3 +25,5 @@ mod sign_in;
 mod sign_up;
 mod sms_provider;
 mod sms_server;
+mod smtp_server;
+mod smtp_tls;
