@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// Consecutive wrong codes, counted in the database per key (an identifier, an account, the
 /// account's trusted browsers) across codes, flows, IPs and instances. A new code never resets
-/// a count; a success on the key does, and so does an operator.
+/// a count; a successful sign-in to the account (or sign-up with the identifier) does, and so
+/// does an operator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutConfig {
@@ -17,7 +18,8 @@ pub struct LockoutConfig {
     pub cooldown_secs: u64,
     pub max_cooldown_secs: u64,
     /// Consecutive wrong codes after which a key stays locked (a lock running out does not
-    /// reset the count) until a successful sign-in on it or an operator's reset.
+    /// reset the count) until a successful sign-in to the account (from a trusted browser, whose
+    /// share is apart) or an operator's reset.
     pub stop_after_failures: u32,
     /// Consecutive wrong codes kept for the account's trusted browsers (those holding the device
     /// cookie of an earlier sign-in to the account): counted apart from everyone else's, so an

@@ -6,8 +6,8 @@
 //!   a success in between) lasts twice as long as the one before, up to `max_cooldown`;
 //! - `stop_after` consecutive wrong codes lock it for good: a lock running out does not reset
 //!   the count, only a success on the account or an operator's reset does (deleting the key's
-//!   row; SECURITY.md gives the statement) (NIST SP 800-63B-4 §3.2.2: at most 100 consecutive
-//!   failures on an account).
+//!   row; SECURITY.md gives the statement). NIST SP 800-63B-4 §3.2.2: at most 100 consecutive
+//!   failures on an account.
 //!
 //! The count is read and written inside the unit of work that takes the try, under the key's
 //! advisory lock on PostgreSQL (`lockout:<key>`, taken sorted with the unit's other locks), and
@@ -87,7 +87,7 @@ pub struct LockState {
 pub enum Lock {
     /// Until this time.
     Until(OffsetDateTime),
-    /// Until a success on the key or an operator's reset.
+    /// Until a success on the account or an operator's reset.
     Stopped,
 }
 
