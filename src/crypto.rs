@@ -76,14 +76,35 @@ impl Keys {
     }
 
     /// A CSRF token for a form bound to `binding` (the browser cookie and the flow or session).
+    /// The bound value is masked with fresh random bytes every time (`mask ‖ value ⊕ mask`), so
+    /// no two pages carry the same bytes: a compressed page that also reflects input cannot leak
+    /// the token byte by byte through its size (BREACH).
     pub fn csrf_token(&self, binding: &[&str]) -> String {
-        let parts: Vec<&[u8]> = binding.iter().map(|s| s.as_bytes()).collect();
-        URL_SAFE_NO_PAD.encode(mac(&self.csrf, &parts))
+        let value = self.csrf_value(binding);
+        let mut mask = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut mask);
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&mask);
+        out.extend(value.iter().zip(mask.iter()).map(|(v, m)| v ^ m));
+        URL_SAFE_NO_PAD.encode(out)
     }
 
+    /// Whether `presented` is a (masked) CSRF token for `binding`; compared in constant time.
     pub fn csrf_valid(&self, binding: &[&str], presented: &str) -> bool {
-        let expected = self.csrf_token(binding);
-        expected.as_bytes().ct_eq(presented.as_bytes()).into()
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(presented) else {
+            return false;
+        };
+        if raw.len() != 64 {
+            return false;
+        }
+        let (mask, masked) = raw.split_at(32);
+        let value: Vec<u8> = masked.iter().zip(mask).map(|(v, m)| v ^ m).collect();
+        self.csrf_value(binding).ct_eq(value.as_slice()).into()
+    }
+
+    fn csrf_value(&self, binding: &[&str]) -> [u8; 32] {
+        let parts: Vec<&[u8]> = binding.iter().map(|s| s.as_bytes()).collect();
+        mac(&self.csrf, &parts)
     }
 
     /// The stored form of the browser cookie a flow is bound to.
@@ -229,5 +250,25 @@ mod tests {
         let a = random_token(32);
         assert_eq!(a.len(), 43);
         assert_ne!(a, random_token(32));
+    }
+
+    #[test]
+    fn csrf_tokens_are_masked_afresh_each_time_and_bound_to_their_binding() {
+        let k = Keys::derive("0123456789abcdef0123456789abcdef");
+        let a = k.csrf_token(&["browser", "b1", "sign_in"]);
+        let b = k.csrf_token(&["browser", "b1", "sign_in"]);
+        assert_ne!(a, b, "no two pages carry the same token bytes");
+        assert!(k.csrf_valid(&["browser", "b1", "sign_in"], &a));
+        assert!(k.csrf_valid(&["browser", "b1", "sign_in"], &b));
+        assert!(!k.csrf_valid(&["browser", "b2", "sign_in"], &a));
+        assert!(!k.csrf_valid(&["browser", "b1", "sign_up"], &a));
+        let other = Keys::derive("0123456789abcdef0123456789abcdeX");
+        assert!(!other.csrf_valid(&["browser", "b1", "sign_in"], &a));
+        // The unmasked value alone, a truncated token and garbage are refused.
+        let unmasked = URL_SAFE_NO_PAD.encode(k.csrf_value(&["browser", "b1", "sign_in"]));
+        assert!(!k.csrf_valid(&["browser", "b1", "sign_in"], &unmasked));
+        assert!(!k.csrf_valid(&["browser", "b1", "sign_in"], &a[..a.len() - 2]));
+        assert!(!k.csrf_valid(&["browser", "b1", "sign_in"], "not base64!"));
+        assert!(!k.csrf_valid(&["browser", "b1", "sign_in"], ""));
     }
 }

@@ -76,13 +76,14 @@ impl Application {
         );
         let (stop_worker, stop_rx) = watch::channel(false);
         let worker = OutboxWorker {
-            store: store.clone(),
+            store: store.counted_apart(),
             keys: keys.clone(),
             clock: clock.clone(),
             mailer,
             sms,
             config: settings.delivery.outbox.clone(),
             product_name: settings.product_name.clone(),
+            code_in_subject: settings.auth.code_in_email_subject,
             public_host: settings
                 .public_url
                 .host_str()
@@ -94,7 +95,7 @@ impl Application {
         }
         .spawn(handed, stop_rx.clone());
         let janitor = spawn_janitor(
-            store.clone(),
+            store.counted_apart(),
             clock.clone(),
             settings.janitor_interval,
             settings.audit_retention,

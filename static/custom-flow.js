@@ -22,6 +22,10 @@ const ui = {
   signedIn: $("signed-in"),
   user: $("user"),
   signOut: $("sign-out"),
+  hosted: $("hosted"),
+  hostedSignIn: $("hosted-sign-in"),
+  hostedSignUp: $("hosted-sign-up"),
+  manageAccount: $("manage-account"),
 };
 
 const FIELD_NAMES = { email_address: "email address", phone_number: "phone number" };
@@ -95,6 +99,7 @@ function setMode(next) {
 function render() {
   const user = latchkey.user;
   ui.signedIn.hidden = !user;
+  ui.hosted.hidden = Boolean(user);
   document.querySelector(".modes").hidden = Boolean(user);
   if (user) {
     const identifiers = [
@@ -193,6 +198,11 @@ ui.resend.addEventListener("click", () =>
 ui.restart.addEventListener("click", () => setMode(mode));
 ui.modeSignUp.addEventListener("click", () => setMode("sign-up"));
 ui.modeSignIn.addEventListener("click", () => setMode("sign-in"));
+
+// The hosted pages, for comparison: they come back to this page (`redirect_url`) when done.
+ui.hostedSignIn.addEventListener("click", () => latchkey.redirectToSignIn());
+ui.hostedSignUp.addEventListener("click", () => latchkey.redirectToSignUp());
+ui.manageAccount.addEventListener("click", () => latchkey.redirectToUserProfile());
 
 ui.signOut.addEventListener("click", () =>
   busy(async () => {

@@ -218,6 +218,59 @@ export class Latchkey {
     this.user = null;
   }
 
+  /**
+   * The URL of the hosted sign-in page that comes back to `redirectUrl` (default: the current
+   * page) once the person is signed in. `initialValues` prefills the form (`emailAddress`,
+   * `phoneNumber` or `identifier`).
+   * @param {{redirectUrl?: string, initialValues?: {emailAddress?: string, phoneNumber?: string, identifier?: string}}} [options]
+   * @returns {string}
+   */
+  buildSignInUrl(options = {}) {
+    return this.#hostedUrl("/sign-in", options);
+  }
+
+  /** Like {@link Latchkey#buildSignInUrl}, for the hosted sign-up page. @returns {string} */
+  buildSignUpUrl(options = {}) {
+    return this.#hostedUrl("/sign-up", options);
+  }
+
+  /** The hosted profile page, with a way back to `redirectUrl` (default: the current page). */
+  buildUserProfileUrl(options = {}) {
+    return this.#hostedUrl("/user", options);
+  }
+
+  /** Sends the browser to the hosted sign-in page (see {@link Latchkey#buildSignInUrl}). */
+  redirectToSignIn(options = {}) {
+    window.location.assign(this.buildSignInUrl(options));
+  }
+
+  /** Sends the browser to the hosted sign-up page. */
+  redirectToSignUp(options = {}) {
+    window.location.assign(this.buildSignUpUrl(options));
+  }
+
+  /** Sends the browser to the hosted profile page. */
+  redirectToUserProfile(options = {}) {
+    window.location.assign(this.buildUserProfileUrl(options));
+  }
+
+  /** `path` on this instance with `redirect_url` and any prefilled values. */
+  #hostedUrl(path, { redirectUrl, initialValues } = {}) {
+    const url = new URL(path, this.#frontendApi + "/");
+    const back = redirectUrl ?? (typeof window === "undefined" ? null : window.location.href);
+    if (back) url.searchParams.set("redirect_url", String(back));
+    const prefill = {
+      emailAddress: "email_address",
+      phoneNumber: "phone_number",
+      identifier: "identifier",
+    };
+    for (const [key, param] of Object.entries(prefill)) {
+      const value = initialValues?.[key];
+      if (value) url.searchParams.set(param, String(value));
+    }
+    return url.toString();
+  }
+
   /** Ends the current session, then clears `session` and `user`. @returns {Promise<void>} */
   async signOut() {
     if (this.session) {

@@ -67,6 +67,7 @@ pub async fn start(config: &ServerConfig<'_>) -> anyhow::Result<(Server, Duratio
             format!("smtp://127.0.0.1:{}", config.smtp_port),
         )
         .env("LATCHKEY_DEV_MODE", "false")
+        .env("LATCHKEY_SECRET", "latchkey-bench-secret-0123456789abcdef")
         // One loopback client runs every flow, so the per-IP limits are off (they would refuse
         // it by design); the per-address limits stay on (their statement is part of the
         // measured cost) with ceilings no run reaches. Except the interval between two sends

@@ -1,5 +1,5 @@
 //! A minimal SMTP receiver on loopback for the benchmark: accepts every message, finds the
-//! recipient and the code in the subject, and hands the code to whoever is waiting for it.
+//! recipient and the code in the text part, and hands the code to whoever is waiting for it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,9 +95,7 @@ impl Receiver {
                         break;
                     }
                     if code.is_empty() {
-                        if let Some(subject) = line.strip_prefix("Subject: ") {
-                            code = subject.chars().take_while(|c| c.is_ascii_digit()).collect();
-                        }
+                        code = code_on_line(&line);
                     }
                 }
                 let at = Instant::now();
@@ -136,4 +134,15 @@ async fn next_line(
         write.flush().await?;
     }
     Ok(lines.read_line(line).await? != 0)
+}
+
+/// The code where a line of the mail starts with it ("042137 is your Acme verification code.",
+/// the first line of the text part), or nothing.
+fn code_on_line(line: &str) -> String {
+    let digits: String = line.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.len() >= 6 && line[digits.len()..].starts_with(" is your ") {
+        digits
+    } else {
+        String::new()
+    }
 }

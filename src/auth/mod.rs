@@ -27,7 +27,8 @@ use crate::config::{LimitsConfig, LockoutConfig, Settings};
 use crate::crypto::Keys;
 use crate::delivery::OutboxSignal;
 use crate::domain::{
-    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, PhonePolicy, SessionId, UserId,
+    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, PhonePolicy, SessionId, TestMode,
+    UserId,
 };
 use crate::store::{Store, StoredIdentifier};
 
@@ -43,7 +44,7 @@ pub struct Policy {
     /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
     pub lockout: LockoutConfig,
     /// Test identifiers get no message and accept [`TEST_CODE`].
-    pub test_mode: bool,
+    pub test_mode: TestMode,
     /// Kinds of identifiers a sign-in code may be sent to.
     pub factor_kinds: Accepts,
     /// Kinds of identifiers a sign-up must have.
@@ -78,7 +79,7 @@ impl Policy {
             flow_idle_ttl: auth.flow_idle_ttl,
             session_ttl: auth.session_ttl,
             lockout: auth.lockout.clone(),
-            test_mode: auth.test_mode,
+            test_mode: auth.test_mode.clone(),
             factor_kinds: settings.identifiers.sign_in(),
             required: settings.identifiers.sign_up_required(),
             limits: auth.limits.clone(),

@@ -18,7 +18,7 @@ mod limits;
 mod lockout;
 mod sms;
 
-use crate::domain::{Origin, PhonePolicy};
+use crate::domain::{AllowedOrigin, Origin, PhonePolicy, RedirectTarget, TestMode};
 pub use identifiers::{
     IdentifierConfig, IdentifierRules, IdentifiersConfig, PhoneConfig, StrategiesConfig,
 };
@@ -40,8 +40,16 @@ pub struct RawConfig {
     pub dev_mode: Option<bool>,
     pub secret: Option<String>,
     pub secret_file: Option<PathBuf>,
+    /// Origins a `redirect_url` may lead to besides Latchkey's own: exact
+    /// (`https://app.example.com`) or every subdomain of a domain (`https://*.example.com`).
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_redirect_origins: Vec<String>,
+    /// Where a sign-in without a `redirect_url` lands (a local path or an allowed URL).
+    pub after_sign_in_url: String,
+    /// Where a sign-up without a `redirect_url` lands.
+    pub after_sign_up_url: String,
+    /// Where a sign-out without a `redirect_url` lands.
+    pub after_sign_out_url: String,
     /// Origins (besides Latchkey's own) whose pages may call the JSON API with credentials
     /// (exact-origin CORS). Unset: none (an explicit opt-in; a redirect target is not trusted
     /// to read people's accounts).
@@ -90,8 +98,17 @@ pub struct RawConfig {
     /// notified by email). "off": friendlier messages that say so.
     pub enumeration_protection: String,
     /// Test identifiers (`+latchkey_test` emails, +1 XXX 555-0100…0199) get no message and accept
-    /// the fixed code 424242. Default: on in dev mode only.
+    /// the fixed code 424242. Default: on in dev mode only. Outside dev mode it also needs
+    /// `test_mode_outside_dev_mode = true` and `test_email_domains`.
     pub test_mode: Option<bool>,
+    /// The second opt-in for test mode on an instance that is not in dev mode (a staging
+    /// instance): without it, `test_mode = true` outside dev mode stops the start.
+    pub test_mode_outside_dev_mode: bool,
+    /// Domains whose `+latchkey_test` addresses are test identifiers. Required for test mode
+    /// outside dev mode when email is on (so nobody can use `ceo+latchkey_test@bigcorp.com`);
+    /// in dev mode, unset means any domain.
+    #[serde(deserialize_with = "string_or_list")]
+    pub test_email_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +122,9 @@ pub struct CodeConfig {
     pub max_attempts: u32,
     /// Seconds between two sends for one flow.
     pub resend_cooldown_secs: u64,
+    /// Put the code in the email's subject ("042137 is your Acme code"): handy in a
+    /// notification, but subjects reach lock screens, mail logs and message lists. Default off.
+    pub in_email_subject: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +168,9 @@ impl Default for RawConfig {
             secret: None,
             secret_file: None,
             allowed_redirect_origins: Vec::new(),
+            after_sign_in_url: "/user".into(),
+            after_sign_up_url: "/user".into(),
+            after_sign_out_url: "/sign-in".into(),
             cors_allowed_origins: None,
             trusted_proxies: Vec::new(),
             log_format: "pretty".into(),
@@ -171,6 +194,8 @@ impl Default for RawConfig {
             phone: PhoneConfig::default(),
             sms: SmsConfig::default(),
             test_mode: None,
+            test_mode_outside_dev_mode: false,
+            test_email_domains: Vec::new(),
             enumeration_protection: "strict".into(),
         }
     }
@@ -183,6 +208,7 @@ impl Default for CodeConfig {
             ttl_secs: 600,
             max_attempts: 3,
             resend_cooldown_secs: 30,
+            in_email_subject: false,
         }
     }
 }
@@ -285,8 +311,10 @@ pub struct AuthSettings {
     /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
     pub lockout: LockoutConfig,
     pub limits: LimitsConfig,
-    /// Test identifiers get no message and accept the fixed test code.
-    pub test_mode: bool,
+    /// Which identifiers get no message and accept the fixed test code.
+    pub test_mode: TestMode,
+    /// Whether an email's subject carries the code.
+    pub code_in_email_subject: bool,
     /// Enumeration protection "strict" (decoys).
     pub enumeration_strict: bool,
 }
@@ -301,7 +329,9 @@ pub struct Settings {
     /// The server secret if the operator gave one; otherwise one is generated and kept in the database.
     pub secret: Option<String>,
     pub log_json: bool,
-    pub allowed_redirect_origins: Vec<Origin>,
+    pub allowed_redirect_origins: Vec<AllowedOrigin>,
+    /// Where people land without a `redirect_url`.
+    pub after: AfterUrls,
     pub database: crate::store::DatabaseOptions,
     pub janitor_interval: Duration,
     pub audit_retention: Duration,
@@ -317,6 +347,14 @@ pub struct Settings {
     pub phone_policy: PhonePolicy,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
+}
+
+/// Where people land after a sign-in, a sign-up or a sign-out that named no `redirect_url`.
+#[derive(Debug, Clone)]
+pub struct AfterUrls {
+    pub sign_in: RedirectTarget,
+    pub sign_up: RedirectTarget,
+    pub sign_out: RedirectTarget,
 }
 
 /// The validated HTTP settings.
@@ -401,13 +439,16 @@ impl Settings {
             }
         }
         // Dev mode (codes logged and listed on /dev/outbox) only switches itself on for a local,
-        // plain-http instance; anywhere else it must be asked for explicitly.
-        let local_only = listen.ip().is_loopback() && public_url.scheme() == "http";
+        // plain-http instance that also calls itself local (an instance behind a reverse proxy
+        // has a public URL); anywhere else it must be asked for explicitly.
+        let local_only = listen.ip().is_loopback()
+            && public_url.scheme() == "http"
+            && is_loopback_host(&public_url);
         let dev_mode = raw
             .dev_mode
             .unwrap_or(!had_file && smtp_url.is_none() && local_only);
         let mut warnings = Vec::new();
-        let test_mode = raw.test_mode.unwrap_or(dev_mode);
+        let test_mode_on = raw.test_mode.unwrap_or(dev_mode);
         let enumeration_strict = match raw.enumeration_protection.as_str() {
             "strict" => true,
             "off" => false,
@@ -417,13 +458,17 @@ impl Settings {
         };
         let (identifiers, phone_policy, sms) =
             identifiers::identifier_rules(&raw, dev_mode, &mut warnings)?;
-        let phone_policy = phone_policy.with_test_numbers(test_mode);
+        let phone_policy = phone_policy.with_test_numbers(test_mode_on);
         if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
         }
-        if test_mode && !dev_mode {
-            warnings.push("TEST MODE IS ON: addresses with +latchkey_test and numbers +1 XXX 555-0100…0199 receive no message and accept the code 424242. Turn `test_mode` off before real people use this instance.".into());
-        }
+        let test_mode = test_mode_rules(
+            &raw,
+            test_mode_on,
+            dev_mode,
+            identifiers.email.enabled,
+            &mut warnings,
+        )?;
         let mail_from: lettre::message::Mailbox = raw.mail_from.parse().with_context(|| {
             format!(
                 "`mail_from`: {:?} is not a mailbox like \"Acme <no-reply@acme.example>\"",
@@ -446,11 +491,30 @@ impl Settings {
                 bail!("`secret`: must be at least 32 characters (keys are derived from it)");
             }
         }
+        // A secret generated into the database sits beside the code HMACs and sealed messages
+        // it protects: a stolen copy of the database could then brute-force live codes and
+        // open queued messages. Only a development instance may rely on it.
+        if secret.is_none() && !dev_mode {
+            bail!("`secret` or `secret_file`: required outside dev mode (at least 32 random characters, kept outside the database, e.g. `openssl rand -base64 48`); without it a copy of the database would hold the key to its own codes and queued messages");
+        }
         let allowed_redirect_origins = raw
             .allowed_redirect_origins
             .iter()
-            .map(|o| Origin::parse(o).with_context(|| format!("`allowed_redirect_origins`: {o:?}")))
+            .map(|o| {
+                AllowedOrigin::parse(o)
+                    .with_context(|| format!("`allowed_redirect_origins`: {o:?}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let after = |key: &str, raw: &str| {
+            RedirectTarget::parse(raw, &public_url, &allowed_redirect_origins).ok_or_else(|| {
+                anyhow::anyhow!("`{key}`: {raw:?} is neither a path on this server (starting with one /) nor a URL on `public_url` or an allowed redirect origin")
+            })
+        };
+        let after = AfterUrls {
+            sign_in: after("after_sign_in_url", &raw.after_sign_in_url)?,
+            sign_up: after("after_sign_up_url", &raw.after_sign_up_url)?,
+            sign_out: after("after_sign_out_url", &raw.after_sign_out_url)?,
+        };
         let cors_allowed_origins = match &raw.cors_allowed_origins {
             None => Vec::new(),
             Some(list) => list
@@ -546,6 +610,7 @@ impl Settings {
             secret,
             log_json,
             allowed_redirect_origins,
+            after,
             database: crate::store::DatabaseOptions {
                 url: raw.database_url,
                 max_connections: raw.database_max_connections,
@@ -573,6 +638,7 @@ impl Settings {
                 lockout: raw.lockout.clone(),
                 limits: raw.limits.clone(),
                 test_mode,
+                code_in_email_subject: c.in_email_subject,
                 enumeration_strict,
             },
             delivery: DeliverySettings {
@@ -587,6 +653,56 @@ impl Settings {
             warnings,
         })
     }
+}
+
+/// Whether the URL's host names this machine (`localhost`, a loopback address).
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Test mode as configured. Outside dev mode it takes two opt-ins and, where email addresses are
+/// used, a list of the operator's own test domains; in dev mode the list is optional.
+fn test_mode_rules(
+    raw: &RawConfig,
+    on: bool,
+    dev_mode: bool,
+    email_enabled: bool,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<TestMode> {
+    if !on {
+        return Ok(TestMode::Off);
+    }
+    let domains = raw
+        .test_email_domains
+        .iter()
+        .map(|d| {
+            let probe = format!("probe@{}", d.trim());
+            crate::domain::EmailAddress::parse(&probe)
+                .ok()
+                .and_then(|e| e.canonical().rsplit_once('@').map(|(_, d)| d.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("`test_email_domains`: {d:?} is not a domain"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if dev_mode {
+        return Ok(TestMode::On {
+            email_domains: (!domains.is_empty()).then_some(domains),
+        });
+    }
+    if !raw.test_mode_outside_dev_mode {
+        bail!("`test_mode`: on outside dev mode, where test identifiers accept the code 424242; if this is a staging instance, also set `test_mode_outside_dev_mode = true` and list your own `test_email_domains`");
+    }
+    if email_enabled && domains.is_empty() {
+        bail!("`test_email_domains`: required for test mode outside dev mode (the domains whose +latchkey_test addresses accept 424242; never a domain other people use)");
+    }
+    warnings.push(format!("TEST MODE IS ON: +latchkey_test addresses at {} and numbers +1 XXX 555-0100…0199 receive no message and accept the code 424242. Turn `test_mode` off before real people use this instance.", if domains.is_empty() { "no domain".to_string() } else { domains.join(", ") }));
+    Ok(TestMode::On {
+        email_domains: Some(domains),
+    })
 }
 
 #[cfg(test)]
@@ -662,6 +778,46 @@ mod tests {
     }
 
     #[test]
+    fn after_urls_default_to_the_profile_and_sign_in_and_are_validated_like_redirects() {
+        let s = Settings::from_raw(production(), true).unwrap();
+        assert_eq!(
+            (
+                s.after.sign_in.as_str(),
+                s.after.sign_up.as_str(),
+                s.after.sign_out.as_str()
+            ),
+            ("/user", "/user", "/sign-in")
+        );
+        let mut raw = production();
+        raw.allowed_redirect_origins = vec!["https://*.example.com".into()];
+        raw.after_sign_in_url = "https://app.example.com/home".into();
+        raw.after_sign_out_url = "https://www.example.com/".into();
+        let s = Settings::from_raw(raw, true).unwrap();
+        assert_eq!(s.after.sign_in.as_str(), "https://app.example.com/home");
+        for (key, bad) in [
+            ("after_sign_in_url", "https://evil.test/"),
+            ("after_sign_up_url", "//evil.test"),
+            ("after_sign_out_url", "javascript:alert(1)"),
+        ] {
+            let mut raw = production();
+            match key {
+                "after_sign_in_url" => raw.after_sign_in_url = bad.into(),
+                "after_sign_up_url" => raw.after_sign_up_url = bad.into(),
+                _ => raw.after_sign_out_url = bad.into(),
+            }
+            let err = refusal(raw);
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_wildcard_origin_is_refused_naming_the_key() {
+        let mut raw = production();
+        raw.allowed_redirect_origins = vec!["https://*.com".into()];
+        assert!(refusal(raw).contains("allowed_redirect_origins"));
+    }
+
+    #[test]
     fn an_unknown_key_is_named() {
         let err = Figment::from(Serialized::defaults(RawConfig::default()))
             .merge(("smpt_url", "smtp://x"))
@@ -674,6 +830,7 @@ mod tests {
     fn production() -> RawConfig {
         RawConfig {
             smtp_url: Some("smtp://127.0.0.1:25".into()),
+            secret: Some("a-test-secret-of-at-least-32-characters".into()),
             ..RawConfig::default()
         }
     }
@@ -691,7 +848,10 @@ mod tests {
         assert!(s.identifiers.email.enabled && s.identifiers.email.used_for_sign_in);
         assert!(s.identifiers.phone.enabled && s.identifiers.phone.used_for_sign_in);
         assert!(s.strategies.email_code && s.strategies.phone_code);
-        assert!(s.auth.test_mode, "test mode is on by default in dev mode");
+        assert!(
+            s.auth.test_mode.is_on(),
+            "test mode is on by default in dev mode"
+        );
         assert_eq!(s.delivery.sms.name(), "log");
     }
 
@@ -699,7 +859,10 @@ mod tests {
     fn without_allowed_countries_phone_numbers_are_off_with_a_warning() {
         let s = Settings::from_raw(production(), true).unwrap();
         assert!(!s.identifiers.phone.enabled && !s.identifiers.sign_in().phone);
-        assert!(!s.auth.test_mode, "test mode is off outside dev mode");
+        assert!(
+            !s.auth.test_mode.is_on(),
+            "test mode is off outside dev mode"
+        );
         assert!(
             s.warnings
                 .iter()
@@ -777,15 +940,104 @@ mod tests {
     }
 
     #[test]
-    fn test_mode_outside_dev_mode_is_warned_about() {
+    fn test_mode_outside_dev_mode_needs_a_second_opt_in_and_test_domains() {
         let mut raw = production();
         raw.test_mode = Some(true);
+        let err = refusal(raw.clone());
+        assert!(err.contains("test_mode_outside_dev_mode"), "{err}");
+        raw.test_mode_outside_dev_mode = true;
+        let err = refusal(raw.clone());
+        assert!(err.contains("test_email_domains"), "{err}");
+        raw.test_email_domains = vec!["Staging.Acme.test".into(), "not a domain".into()];
+        let err = refusal(raw.clone());
+        assert!(err.contains("not a domain"), "{err}");
+        raw.test_email_domains = vec!["Staging.Acme.test".into()];
         let s = Settings::from_raw(raw, true).unwrap();
-        assert!(s.auth.test_mode);
+        assert_eq!(
+            s.auth.test_mode,
+            TestMode::On {
+                email_domains: Some(vec!["staging.acme.test".into()])
+            }
+        );
         assert!(
-            s.warnings.iter().any(|w| w.contains("TEST MODE")),
+            s.warnings
+                .iter()
+                .any(|w| w.contains("TEST MODE") && w.contains("staging.acme.test")),
             "{:?}",
             s.warnings
+        );
+    }
+
+    #[test]
+    fn in_dev_mode_test_mode_covers_any_domain_unless_domains_are_listed() {
+        let s = Settings::from_raw(RawConfig::default(), false).unwrap();
+        assert_eq!(
+            s.auth.test_mode,
+            TestMode::On {
+                email_domains: None
+            }
+        );
+        let raw = RawConfig {
+            test_email_domains: vec!["example.test".into()],
+            ..RawConfig::default()
+        };
+        let s = Settings::from_raw(raw, false).unwrap();
+        assert_eq!(
+            s.auth.test_mode,
+            TestMode::On {
+                email_domains: Some(vec!["example.test".into()])
+            }
+        );
+    }
+
+    #[test]
+    fn outside_dev_mode_a_secret_kept_outside_the_database_is_required() {
+        let mut raw = production();
+        raw.secret = None;
+        let err = refusal(raw);
+        assert!(
+            err.contains("`secret` or `secret_file`") && err.contains("outside dev mode"),
+            "{err}"
+        );
+        let s = Settings::from_raw(RawConfig::default(), false).unwrap();
+        assert!(
+            s.dev_mode && s.secret.is_none(),
+            "dev mode may generate one"
+        );
+    }
+
+    #[test]
+    fn dev_mode_does_not_switch_itself_on_for_a_public_url_behind_a_local_proxy() {
+        let raw = RawConfig {
+            public_url: "http://accounts.example.com".into(),
+            ..RawConfig::default()
+        };
+        let err = Settings::from_raw(raw, false).unwrap_err().to_string();
+        assert!(err.contains("smtp_url"), "not dev mode: {err}");
+        for local in [
+            "http://localhost:8080",
+            "http://127.0.0.1:3000",
+            "http://[::1]:8080",
+        ] {
+            let raw = RawConfig {
+                public_url: local.into(),
+                ..RawConfig::default()
+            };
+            assert!(Settings::from_raw(raw, false).unwrap().dev_mode, "{local}");
+        }
+    }
+
+    #[test]
+    fn the_code_stays_out_of_email_subjects_unless_asked_for() {
+        let s = Settings::from_raw(production(), true).unwrap();
+        assert!(!s.auth.code_in_email_subject);
+        let mut raw = production();
+        raw.codes.in_email_subject = true;
+        assert!(
+            Settings::from_raw(raw, true)
+                .unwrap()
+                .auth
+                .code_in_email_subject
         );
     }
 
@@ -881,7 +1133,7 @@ mod tests {
         assert!(s.http.cors_allowed_origins.is_empty(), "CORS is opt-in");
         assert!(s.http.trusted_proxies.is_empty() && !s.http.trusted_proxy_forwarded);
         assert_eq!(s.audit_retention.as_secs(), 90 * 24 * 3600);
-        assert!(!s.auth.test_mode);
+        assert!(!s.auth.test_mode.is_on());
     }
 
     #[test]

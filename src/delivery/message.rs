@@ -81,7 +81,13 @@ impl CodeMessage {
         super::sms::sms_text(&self.code, product_name, host)
     }
 
-    pub fn render_email(&self, product_name: &str) -> anyhow::Result<RenderedEmail> {
+    /// The email; `code_in_subject` puts the code in the subject line too (the
+    /// `codes.in_email_subject` setting).
+    pub fn render_email(
+        &self,
+        product_name: &str,
+        code_in_subject: bool,
+    ) -> anyhow::Result<RenderedEmail> {
         let link = self.link.as_deref().unwrap_or_default();
         let notice = match self.purpose {
             Purpose::UnknownAccount => Some((
@@ -136,7 +142,11 @@ impl CodeMessage {
             ttl_minutes: self.ttl_minutes,
         };
         Ok(RenderedEmail {
-            subject: format!("{} is your verification code", self.code),
+            subject: if code_in_subject {
+                format!("{} is your {product_name} verification code", self.code)
+            } else {
+                format!("Your {product_name} verification code")
+            },
             text: ctx.render()?,
             html: CodeEmailHtml { inner: &ctx }.render()?,
         })
@@ -214,7 +224,7 @@ mod tests {
                 link: Some("https://accounts.example.com/sign-in".into()),
             };
             assert!(purpose.is_notice());
-            let r = m.render_email("Acme").unwrap();
+            let r = m.render_email("Acme", true).unwrap();
             assert!(!r.subject.contains("verification code"), "{}", r.subject);
             for body in [&r.text, &r.html] {
                 assert!(
@@ -228,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn the_code_is_in_the_subject_and_both_bodies() {
+    fn the_code_is_in_both_bodies_and_in_the_subject_only_when_asked_for() {
         let m = CodeMessage {
             to: "a@example.com".into(),
             code: "042137".into(),
@@ -237,8 +247,11 @@ mod tests {
             ttl_minutes: 10,
             link: None,
         };
-        let r = m.render_email("Acme <Accounts>").unwrap();
-        assert_eq!(r.subject, "042137 is your verification code");
+        let r = m.render_email("Acme <Accounts>", true).unwrap();
+        assert_eq!(
+            r.subject,
+            "042137 is your Acme <Accounts> verification code"
+        );
         assert!(
             r.text.contains("042137")
                 && r.text.contains("10 minutes")
@@ -249,5 +262,20 @@ mod tests {
             "{}",
             r.html
         );
+    }
+
+    #[test]
+    fn by_default_the_subject_names_the_product_but_not_the_code() {
+        let m = CodeMessage {
+            to: "a@example.com".into(),
+            code: "042137".into(),
+            purpose: Purpose::SignIn,
+            expires_at: 0,
+            ttl_minutes: 10,
+            link: None,
+        };
+        let r = m.render_email("Acme", false).unwrap();
+        assert_eq!(r.subject, "Your Acme verification code");
+        assert!(r.text.contains("042137") && r.html.contains("042137"));
     }
 }

@@ -56,6 +56,9 @@ impl OutboxSignal {
     /// Call after the message's transaction committed: a claimed message goes to the worker in
     /// memory; any other makes the worker look at the table.
     pub fn hand_over(&self, message: &NewMessage) {
+        if message.withheld {
+            return;
+        }
         match message.handed_over() {
             // A stopped worker cannot take it: the claim's lease runs out and the table has it.
             Some(m) => {
@@ -85,6 +88,8 @@ pub struct OutboxWorker {
     pub sms: Arc<SmsSender>,
     pub config: OutboxConfig,
     pub product_name: String,
+    /// Whether email subjects carry the code (`codes.in_email_subject`).
+    pub code_in_subject: bool,
     /// The public host SMS codes are bound to (the last line of the text).
     pub public_host: String,
     /// The countries SMS may go to, checked again before every send.
@@ -287,7 +292,7 @@ impl OutboxWorker {
         let dev = match msg.channel {
             Channel::Email => {
                 let email = content
-                    .render_email(&self.product_name)
+                    .render_email(&self.product_name, self.code_in_subject)
                     .map_err(|e| Failure::Send(format!("rendering failed: {e}")))?;
                 match tokio::time::timeout(timeout, self.mailer.send(&content.to, &email)).await {
                     Ok(Ok(())) => self.mailer.is_dev(),

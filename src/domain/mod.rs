@@ -7,6 +7,7 @@ mod identifier;
 mod ids;
 mod phone;
 mod redirect;
+mod test_mode;
 
 pub use code::{CodeError, OtpCode};
 pub use email::{EmailAddress, EmailError};
@@ -14,4 +15,5 @@ pub use flow::{AuditKind, AuditOutcome, Channel, CodeStatus, FlowKind, FlowStatu
 pub use identifier::{Accepts, Identifier, IdentifierError, IdentifierKind};
 pub use ids::{FlowId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber, PhonePolicy};
-pub use redirect::{Origin, RedirectTarget};
+pub use redirect::{AllowedOrigin, Origin, RedirectTarget};
+pub use test_mode::TestMode;

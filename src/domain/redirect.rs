@@ -32,6 +32,9 @@ impl Origin {
             anyhow::bail!("an origin has no credentials");
         }
         let host = url.host_str().ok_or_else(|| anyhow::anyhow!("no host"))?;
+        if host.contains('*') {
+            anyhow::bail!("a host has no `*` (a wildcard is written https://*.example.com)");
+        }
         Ok(Self {
             scheme: url.scheme().to_string(),
             host: host.to_ascii_lowercase(),
@@ -64,6 +67,87 @@ impl fmt::Display for Origin {
     }
 }
 
+/// An entry of `allowed_redirect_origins`: one origin exactly, or every subdomain of a domain
+/// (`https://*.example.com`: `https://app.example.com` and `https://a.b.example.com`, with the
+/// same scheme and port; never `https://example.com` itself, `https://evilexample.com` or
+/// `https://example.com.evil.test`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigin {
+    Exact(Origin),
+    Subdomains {
+        scheme: String,
+        /// Lowercase, in punycode, at least two labels (`*.com` is refused).
+        domain: String,
+        port: u16,
+    },
+}
+
+impl AllowedOrigin {
+    /// Parses `https://app.example.com` or `https://*.example.com[:port]`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let s = s.trim();
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Ok(Self::Exact(Origin::parse(s)?));
+        };
+        let Some(rest) = rest.strip_prefix("*.") else {
+            return Ok(Self::Exact(Origin::parse(s)?));
+        };
+        // Parse the rest as an origin of its own: the same rules for scheme, host and port.
+        let origin = Origin::parse(&format!("{scheme}://{rest}"))?;
+        if origin.host.parse::<std::net::IpAddr>().is_ok() || origin.host.starts_with('[') {
+            anyhow::bail!("a wildcard needs a domain name, not an IP address");
+        }
+        if !origin.host.contains('.') || origin.host.contains('*') {
+            anyhow::bail!(
+                "a wildcard covers the subdomains of a domain with at least two labels, like https://*.example.com"
+            );
+        }
+        Ok(Self::Subdomains {
+            scheme: origin.scheme,
+            domain: origin.host,
+            port: origin.port,
+        })
+    }
+
+    /// Whether `origin` is allowed by this entry.
+    pub fn allows(&self, origin: &Origin) -> bool {
+        match self {
+            Self::Exact(o) => o == origin,
+            Self::Subdomains {
+                scheme,
+                domain,
+                port,
+            } => {
+                origin.scheme == *scheme
+                    && origin.port == *port
+                    && origin.host.len() > domain.len() + 1
+                    && origin.host.ends_with(domain.as_str())
+                    && origin.host.as_bytes()[origin.host.len() - domain.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+impl fmt::Display for AllowedOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(o) => o.fmt(f),
+            Self::Subdomains {
+                scheme,
+                domain,
+                port,
+            } => {
+                let default = if scheme == "https" { 443 } else { 80 };
+                if *port == default {
+                    write!(f, "{scheme}://*.{domain}")
+                } else {
+                    write!(f, "{scheme}://*.{domain}:{port}")
+                }
+            }
+        }
+    }
+}
+
 /// Where to send the person after a flow completes: a path on this server or a URL on an allowed
 /// origin. Built only by [`RedirectTarget::parse`], so holding one means it is safe to redirect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +161,7 @@ impl RedirectTarget {
     ///
     /// Everything else (other schemes such as `javascript:`, protocol-relative URLs, backslashes,
     /// control characters, encoded variants) returns `None`.
-    pub fn parse(raw: &str, public: &Url, allowed: &[Origin]) -> Option<Self> {
+    pub fn parse(raw: &str, public: &Url, allowed: &[AllowedOrigin]) -> Option<Self> {
         if raw.is_empty() || raw.len() > 2048 {
             return None;
         }
@@ -119,7 +203,7 @@ impl RedirectTarget {
         }
         let origin = Origin::from_url(&url).ok()?;
         let public_origin = Origin::from_url(public).ok()?;
-        if origin == public_origin || allowed.contains(&origin) {
+        if origin == public_origin || allowed.iter().any(|a| a.allows(&origin)) {
             Some(Self(url.to_string()))
         } else {
             None
@@ -144,8 +228,8 @@ mod tests {
         Url::parse("https://accounts.example.com").unwrap()
     }
 
-    fn allowed() -> Vec<Origin> {
-        vec![Origin::parse("https://app.example.com").unwrap()]
+    fn allowed() -> Vec<AllowedOrigin> {
+        vec![AllowedOrigin::parse("https://app.example.com").unwrap()]
     }
 
     fn parse(s: &str) -> Option<String> {
@@ -211,5 +295,47 @@ mod tests {
         assert!(!o.matches_header("http://app.example.com"));
         assert!(!o.matches_header("null"));
         assert_eq!(o.to_string(), "https://app.example.com");
+    }
+
+    #[test]
+    fn a_wildcard_allows_subdomains_of_its_domain_only() {
+        let wild = vec![AllowedOrigin::parse("https://*.Example.com").unwrap()];
+        let ok = |s: &str| RedirectTarget::parse(s, &public(), &wild).is_some();
+        assert!(ok("https://app.example.com/x"));
+        assert!(ok("https://a.b.example.com/"));
+        assert!(ok("https://APP.example.com:443/"));
+        for s in [
+            "https://example.com/",
+            "https://example.com.evil.test/",
+            "https://evilexample.com/",
+            "https://app.evilexample.com/",
+            "http://app.example.com/",
+            "https://app.example.com:8443/",
+            "https://app.example.com@evil.test/",
+            "https://app.example.com.evil.test/",
+            "//app.example.com/",
+            "https:app.example.com",
+        ] {
+            assert!(!ok(s), "{s} must be refused");
+        }
+        let port = AllowedOrigin::parse("http://*.example.test:3000").unwrap();
+        assert!(port.allows(&Origin::parse("http://a.example.test:3000").unwrap()));
+        assert!(!port.allows(&Origin::parse("http://a.example.test").unwrap()));
+        assert_eq!(port.to_string(), "http://*.example.test:3000");
+        assert_eq!(wild[0].to_string(), "https://*.example.com");
+    }
+
+    #[test]
+    fn a_wildcard_needs_a_real_domain() {
+        for s in [
+            "https://*.com",
+            "https://*.127.0.0.1",
+            "https://*.*.example.com",
+            "https://*.example.com/path",
+            "ftp://*.example.com",
+            "https://*",
+        ] {
+            assert!(AllowedOrigin::parse(s).is_err(), "{s} must be refused");
+        }
     }
 }

@@ -297,7 +297,16 @@ impl Ctx {
         let (text, link) = match e {
             PageError::FormExpired => (ErrorText::FormExpired, Some(paths::SIGN_IN.to_string())),
             PageError::FlowNotFound(kind) => (ErrorText::FlowNotFound, start_again(*kind)),
-            PageError::FlowExpired(kind) => (ErrorText::FlowExpired, start_again(*kind)),
+            PageError::FlowExpired(kind, redirect) => (
+                ErrorText::FlowExpired,
+                Some(paths::with_query(
+                    paths::start(*kind),
+                    &[(
+                        "redirect_url",
+                        redirect.as_ref().map(|r| r.as_str()).unwrap_or_default(),
+                    )],
+                )),
+            ),
             PageError::CodeUsed(kind) => (ErrorText::CodeUsed, start_again(*kind)),
             PageError::NotFound => (ErrorText::NotFound, Some(paths::SIGN_IN.to_string())),
             PageError::Internal(e) => {

@@ -1,4 +1,8 @@
-//! `/dev/outbox`: the messages a development instance would have sent. 404 outside dev mode.
+//! `/dev/outbox`: the messages a development instance would have sent; `/dev/settings`. Both
+//! answer 404 outside dev mode, and in dev mode to anyone but a browser on this machine: the
+//! peer must be a loopback address that sends no forwarding header and asks for a loopback
+//! host, so a reverse proxy in front of an instance that wrongly runs in dev mode does not hand
+//! live codes to whoever it forwards.
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
@@ -6,15 +10,68 @@ use actix_web::HttpResponse;
 use super::pages::{DevOutboxPage, DevSettingsPage, OutboxRow};
 use super::{Ctx, PageError};
 use crate::delivery::CodeMessage;
-use crate::domain::Channel;
+use crate::domain::{Channel, TestMode};
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
 
-pub async fn outbox(ctx: Ctx) -> Result<HttpResponse, PageError> {
-    if !ctx.state.settings.dev_mode {
-        return Err(PageError::NotFound);
+/// Headers a proxy adds to say whom it forwards for (or for which host).
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "via",
+];
+
+/// Whether a request may see the dev pages: dev mode, a loopback peer, no forwarding header and
+/// a `Host` that names this machine (`localhost`, `127.0.0.1`, `[::1]`, any port).
+fn dev_pages_allowed(
+    dev_mode: bool,
+    peer: Option<std::net::IpAddr>,
+    header_names: &[&str],
+    host: Option<&str>,
+) -> bool {
+    let loopback_peer = peer.is_some_and(|ip| ip.to_canonical().is_loopback());
+    let forwarded = header_names
+        .iter()
+        .any(|h| FORWARDING_HEADERS.iter().any(|f| h.eq_ignore_ascii_case(f)));
+    let local_host = host.is_some_and(|h| {
+        let name = match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => h.rsplit_once(':').map_or(h, |(name, _)| name),
+        };
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    dev_mode && loopback_peer && !forwarded && local_host
+}
+
+fn check_dev(ctx: &Ctx) -> Result<(), PageError> {
+    let names: Vec<&str> = ctx.req.headers().keys().map(|k| k.as_str()).collect();
+    let host = ctx
+        .req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let peer = ctx.req.peer_addr().map(|a| a.ip());
+    if dev_pages_allowed(ctx.state.settings.dev_mode, peer, &names, host) {
+        Ok(())
+    } else {
+        Err(PageError::NotFound)
     }
+}
+
+pub async fn outbox(ctx: Ctx) -> Result<HttpResponse, PageError> {
+    check_dev(&ctx)?;
     let entries = ctx
         .state
         .store
@@ -51,7 +108,10 @@ pub async fn outbox(ctx: Ctx) -> Result<HttpResponse, PageError> {
                     .as_ref()
                     .map(|c| match e.channel {
                         Channel::Sms => format!("SMS: {}", c.render_sms(product, host)),
-                        Channel::Email => format!("{} is your verification code", c.code),
+                        Channel::Email => c
+                            .render_email(product, ctx.state.settings.auth.code_in_email_subject)
+                            .map(|m| m.subject)
+                            .unwrap_or_default(),
                     })
                     .unwrap_or_default(),
                 status: e.status.as_str().to_string(),
@@ -71,9 +131,7 @@ pub async fn outbox(ctx: Ctx) -> Result<HttpResponse, PageError> {
 
 /// `/dev/settings`: the identifier, strategy and delivery settings in force, read-only.
 pub async fn settings(ctx: Ctx) -> Result<HttpResponse, PageError> {
-    if !ctx.state.settings.dev_mode {
-        return Err(PageError::NotFound);
-    }
+    check_dev(&ctx)?;
     let s = &ctx.state.settings;
     let on = |b: bool| if b { "on" } else { "off" }.to_string();
     let mut rows = Vec::new();
@@ -113,10 +171,10 @@ pub async fn settings(ctx: Ctx) -> Result<HttpResponse, PageError> {
     ));
     rows.push((
         "test_mode".into(),
-        if s.auth.test_mode {
-            "on: +latchkey_test addresses and +1 XXX 555-0100…0199 numbers get no message and accept 424242".into()
-        } else {
-            "off".into()
+        match &s.auth.test_mode {
+            TestMode::Off => "off".into(),
+            TestMode::On { email_domains: None } => "on: +latchkey_test addresses and +1 XXX 555-0100…0199 numbers get no message and accept 424242".into(),
+            TestMode::On { email_domains: Some(domains) } => format!("on: +latchkey_test addresses at {} and +1 XXX 555-0100…0199 numbers get no message and accept 424242", domains.join(", ")),
         },
     ));
     rows.push(("codes.length".into(), s.auth.code_length.to_string()));
@@ -142,4 +200,94 @@ pub async fn settings(ctx: Ctx) -> Result<HttpResponse, PageError> {
             rows,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dev_pages_allowed;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_local_browser_sees_the_dev_pages_in_dev_mode_only() {
+        let headers = ["host", "user-agent", "accept"];
+        for host in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "LOCALHOST",
+        ] {
+            assert!(
+                dev_pages_allowed(true, ip("127.0.0.1"), &headers, Some(host)),
+                "{host}"
+            );
+        }
+        assert!(dev_pages_allowed(
+            true,
+            ip("::1"),
+            &headers,
+            Some("localhost")
+        ));
+        assert!(dev_pages_allowed(
+            true,
+            ip("::ffff:127.0.0.1"),
+            &headers,
+            Some("localhost")
+        ));
+        assert!(!dev_pages_allowed(
+            false,
+            ip("127.0.0.1"),
+            &headers,
+            Some("localhost")
+        ));
+    }
+
+    #[test]
+    fn a_remote_peer_never_sees_the_dev_pages() {
+        let headers = ["host"];
+        assert!(!dev_pages_allowed(
+            true,
+            ip("192.0.2.7"),
+            &headers,
+            Some("localhost")
+        ));
+        assert!(!dev_pages_allowed(
+            true,
+            ip("2001:db8::1"),
+            &headers,
+            Some("localhost")
+        ));
+        assert!(!dev_pages_allowed(true, None, &headers, Some("localhost")));
+    }
+
+    #[test]
+    fn a_request_through_a_local_proxy_never_sees_the_dev_pages() {
+        for header in [
+            "X-Forwarded-For",
+            "forwarded",
+            "x-real-ip",
+            "via",
+            "x-forwarded-host",
+        ] {
+            assert!(
+                !dev_pages_allowed(true, ip("127.0.0.1"), &["host", header], Some("localhost")),
+                "{header}"
+            );
+        }
+        for host in [
+            "accounts.example.com",
+            "accounts.example.com:8080",
+            "localhost.evil.test",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(
+                !dev_pages_allowed(true, ip("127.0.0.1"), &["host"], Some(host)),
+                "{host}"
+            );
+        }
+        assert!(!dev_pages_allowed(true, ip("127.0.0.1"), &[], None));
+    }
 }

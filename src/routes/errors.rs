@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::auth::{FlowError, FlowKind};
+use crate::domain::RedirectTarget;
 
 /// A page that cannot be shown, or a post that is refused outright (not re-rendered in place).
 /// `templates/pages/error.html` holds the words.
@@ -19,9 +20,9 @@ pub enum PageError {
     /// No such flow for this browser (404).
     #[error("flow not found")]
     FlowNotFound(FlowKind),
-    /// The flow expired while idle (404).
+    /// The flow expired while idle (404); "Start again" keeps where it would have led.
     #[error("flow expired")]
-    FlowExpired(FlowKind),
+    FlowExpired(FlowKind, Option<RedirectTarget>),
     /// The code already finished this flow, and this browser is not the one signed in (409).
     #[error("code already used")]
     CodeUsed(FlowKind),
@@ -39,7 +40,7 @@ impl PageError {
     pub fn flow(kind: FlowKind, e: FlowError) -> Self {
         match e {
             FlowError::NotFound => Self::FlowNotFound(kind),
-            FlowError::Expired => Self::FlowExpired(kind),
+            FlowError::Expired { redirect } => Self::FlowExpired(kind, redirect),
             FlowError::Internal(e) => Self::Internal(e.context("loading a flow")),
         }
     }
@@ -55,7 +56,7 @@ impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::FormExpired => StatusCode::FORBIDDEN,
-            Self::FlowNotFound(_) | Self::FlowExpired(_) | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::FlowNotFound(_) | Self::FlowExpired(..) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::CodeUsed(_) => StatusCode::CONFLICT,
             Self::Internal(e) => Unexpected::of(e).status(),
         }
@@ -119,7 +120,7 @@ mod tests {
         let cases = [
             (PageError::FormExpired, 403),
             (PageError::FlowNotFound(FlowKind::SignIn), 404),
-            (PageError::FlowExpired(FlowKind::SignUp), 404),
+            (PageError::FlowExpired(FlowKind::SignUp, None), 404),
             (PageError::CodeUsed(FlowKind::SignIn), 409),
             (PageError::NotFound, 404),
             (PageError::Internal(anyhow::anyhow!("boom")), 500),
@@ -137,8 +138,8 @@ mod tests {
             PageError::FlowNotFound(FlowKind::SignUp)
         ));
         assert!(matches!(
-            PageError::flow(FlowKind::SignIn, FlowError::Expired),
-            PageError::FlowExpired(FlowKind::SignIn)
+            PageError::flow(FlowKind::SignIn, FlowError::Expired { redirect: None }),
+            PageError::FlowExpired(FlowKind::SignIn, None)
         ));
     }
 }

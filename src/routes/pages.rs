@@ -126,6 +126,10 @@ pub struct UserPage {
     pub joined: String,
     pub sign_out_action: &'static str,
     pub csrf_token: String,
+    /// The `redirect_url` the page was opened with: a way back, and where signing out lands.
+    pub redirect_url: String,
+    /// The way back's text ("Continue to app.example.com"); empty without a `redirect_url`.
+    pub back_label: String,
 }
 
 /// One line of "Recent security activity".

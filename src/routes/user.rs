@@ -3,10 +3,12 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use super::flow_pages::TokenForm;
+use serde::Deserialize;
+
+use super::flow_pages::redirect_target;
 use super::pages::{ActivityRow, ProfileIdentifier, UserPage};
 use super::{paths, Ctx, PageError};
-use crate::domain::{AuditKind, IdentifierKind};
+use crate::domain::{AuditKind, IdentifierKind, RedirectTarget};
 
 const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[day padding:none] [month repr:long] [year]");
@@ -33,9 +35,26 @@ fn describe(event: AuditKind) -> &'static str {
     }
 }
 
-pub async fn page(ctx: Ctx) -> Result<HttpResponse, PageError> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UserQuery {
+    redirect_url: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct SignOutForm {
+    pub csrf_token: String,
+    redirect_url: String,
+}
+
+pub async fn page(ctx: Ctx, query: web::Query<UserQuery>) -> Result<HttpResponse, PageError> {
+    let redirect = redirect_target(&ctx, query.redirect_url.as_deref());
+    let redirect_url = redirect.as_ref().map(|r| r.as_str()).unwrap_or_default();
     let Some(user) = ctx.current_user().await? else {
-        let sign_in = paths::with_query(paths::SIGN_IN, &[("redirect_url", paths::USER)]);
+        // Back here after signing in, with the same way back.
+        let here = paths::with_query(paths::USER, &[("redirect_url", redirect_url)]);
+        let sign_in = paths::with_query(paths::SIGN_IN, &[("redirect_url", &here)]);
         return ctx.redirect(&sign_in);
     };
     let of_kind = |kind: IdentifierKind| {
@@ -75,8 +94,21 @@ pub async fn page(ctx: Ctx) -> Result<HttpResponse, PageError> {
         joined: user.joined_at.format(JOINED_FORMAT).unwrap_or_default(),
         sign_out_action: paths::SIGN_OUT,
         csrf_token: ctx.session_csrf_token(&user),
+        redirect_url: redirect_url.to_string(),
+        back_label: redirect.as_ref().map(back_label).unwrap_or_default(),
     };
     ctx.render(StatusCode::OK, &page)
+}
+
+/// "Continue to app.example.com" for a target on another origin; "Continue" for a path here.
+fn back_label(target: &RedirectTarget) -> String {
+    match url::Url::parse(target.as_str()) {
+        Ok(u) => match u.host_str() {
+            Some(host) => format!("Continue to {host}"),
+            None => "Continue".into(),
+        },
+        Err(_) => "Continue".into(),
+    }
 }
 
 /// Signing out is a POST; a GET only goes back to the profile.
@@ -84,7 +116,8 @@ pub async fn sign_out_get(ctx: Ctx) -> Result<HttpResponse, PageError> {
     ctx.redirect(paths::USER)
 }
 
-pub async fn sign_out(ctx: Ctx, form: web::Form<TokenForm>) -> Result<HttpResponse, PageError> {
+/// Ends the session; lands on the form's `redirect_url`, else `after_sign_out_url`.
+pub async fn sign_out(ctx: Ctx, form: web::Form<SignOutForm>) -> Result<HttpResponse, PageError> {
     if let Some(user) = ctx.current_user().await? {
         ctx.check_session_form(&user, &form.csrf_token)?;
         ctx.state
@@ -94,5 +127,11 @@ pub async fn sign_out(ctx: Ctx, form: web::Form<TokenForm>) -> Result<HttpRespon
             .map_err(|e| e.context("signing out"))?;
     }
     ctx.remove_session_cookie();
-    ctx.redirect(paths::SIGN_IN)
+    let target = redirect_target(&ctx, Some(&form.redirect_url));
+    ctx.redirect(
+        target
+            .as_ref()
+            .unwrap_or(&ctx.state.settings.after.sign_out)
+            .as_str(),
+    )
 }

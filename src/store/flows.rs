@@ -666,8 +666,8 @@ impl Store {
                 if let Some(msg) = &msg {
                     tx.execute(insert_message(msg)).await?;
                 }
-                for event in &audit {
-                    tx.execute(event.statement(flow.now)).await?;
+                for stmt in AuditEvent::statements(&audit, flow.now) {
+                    tx.execute(stmt).await?;
                 }
                 Ok(Unit::Commit(None))
             })

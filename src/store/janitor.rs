@@ -28,7 +28,7 @@ const FLOWS: &str = "DELETE FROM flows WHERE id IN (SELECT id FROM flows WHERE \
 const SESSIONS: &str =
     "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $2)";
 const MESSAGES: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE \
-     status IN ('sent', 'failed', 'expired', 'superseded') AND created_at < $1 LIMIT $2)";
+     status IN ('sent', 'failed', 'expired', 'superseded', 'withheld') AND created_at < $1 LIMIT $2)";
 /// How long a failure count is kept after its last failure. A count is *consecutive* failures
 /// (NIST SP 800-63B-4 §3.2.2): neither a lock running out nor a quiet day resets it, or an
 /// attacker could pace their guesses below the stop. After a year without a failure it is

@@ -57,19 +57,47 @@ pub struct Store {
     units: std::sync::Arc<UnitCounts>,
 }
 
-/// How many units of work this store has run: an observable of how much work a request did
-/// (tests check that a decoy does the same work as the real thing).
+/// How many units of work and statements this store has run: an observable of how much work
+/// a request did (tests check that a decoy does the same work as the real thing).
 #[derive(Debug, Default)]
 struct UnitCounts {
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
+    statements: std::sync::atomic::AtomicU64,
 }
 
-/// Units of work run so far, by kind.
+/// Units of work run so far, by kind, and the statements they ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitsRun {
     pub reads: u64,
     pub writes: u64,
+    pub statements: u64,
+}
+
+/// A unit's transaction that counts the statements run through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Tx,
+    counts: &'a UnitCounts,
+}
+
+impl Tx for Counted<'_> {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    fn execute(&mut self, stmt: stmt::Stmt) -> BoxFuture<'_, Result<u64, DbError>> {
+        self.counts
+            .statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.execute(stmt)
+    }
+
+    fn fetch_all(&mut self, stmt: stmt::Stmt) -> BoxFuture<'_, Result<Vec<stmt::Row>, DbError>> {
+        self.counts
+            .statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.fetch_all(stmt)
+    }
 }
 
 /// How to reach the database.
@@ -171,12 +199,23 @@ impl Store {
         }
     }
 
+    /// The same database with counts of its own: background work (the outbox worker, the
+    /// janitor) runs on such a handle, so the counts of the requests' handle show only what
+    /// requests did.
+    pub fn counted_apart(&self) -> Store {
+        Store {
+            db: self.db.clone(),
+            units: Default::default(),
+        }
+    }
+
     /// The units of work this store (and its clones) ran so far.
     pub fn units_run(&self) -> UnitsRun {
         use std::sync::atomic::Ordering::Relaxed;
         UnitsRun {
             reads: self.units.reads.load(Relaxed),
             writes: self.units.writes.load(Relaxed),
+            statements: self.units.statements.load(Relaxed),
         }
     }
 
@@ -200,10 +239,27 @@ impl Store {
             .writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.db {
-            Db::Sqlite { writer, .. } => writer.run(unit).await,
+            Db::Sqlite { writer, .. } => {
+                let counts = self.units.clone();
+                writer
+                    .run(move |tx| {
+                        Box::pin(async move {
+                            unit(&mut Counted {
+                                inner: tx,
+                                counts: &counts,
+                            })
+                            .await
+                        })
+                    })
+                    .await
+            }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(DbError::from)?;
-                let outcome = unit(&mut postgres::PgTx { conn: &mut tx }).await?;
+                let outcome = unit(&mut Counted {
+                    inner: &mut postgres::PgTx { conn: &mut tx },
+                    counts: &self.units,
+                })
+                .await?;
                 match outcome {
                     Unit::Commit(r) => {
                         tx.commit().await.map_err(DbError::from)?;
@@ -229,11 +285,28 @@ impl Store {
             .reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.db {
-            Db::Sqlite { readers, .. } => readers.run(move |tx| read(tx)).await,
+            Db::Sqlite { readers, .. } => {
+                let counts = self.units.clone();
+                readers
+                    .run(move |tx| {
+                        Box::pin(async move {
+                            read(&mut Counted {
+                                inner: tx,
+                                counts: &counts,
+                            })
+                            .await
+                        })
+                    })
+                    .await
+            }
             Db::Postgres(pool) => {
                 let once = || async {
                     let mut conn = pool.acquire().await.map_err(DbError::from)?;
-                    read(&mut postgres::PgTx { conn: &mut conn }).await
+                    read(&mut Counted {
+                        inner: &mut postgres::PgTx { conn: &mut conn },
+                        counts: &self.units,
+                    })
+                    .await
                 };
                 match once().await {
                     Err(e) if is_unavailable_error(&e) => {

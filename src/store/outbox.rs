@@ -25,6 +25,8 @@ pub struct NewMessage {
     /// transaction commits (no claim transaction, no wait for a poll). If the process dies
     /// first, the lease runs out and any worker claims it from the table.
     pub claim: Option<Claim>,
+    /// A decoy's message: stored as [`MessageStatus::Withheld`], with no payload and no claim.
+    pub withheld: bool,
 }
 
 impl std::fmt::Debug for NewMessage {
@@ -47,6 +49,9 @@ pub struct Claim {
 impl NewMessage {
     /// The message as its worker receives it, if it is stored claimed.
     pub fn handed_over(&self) -> Option<ClaimedMessage> {
+        if self.withheld {
+            return None;
+        }
         let claim = self.claim.as_ref()?;
         Some(ClaimedMessage {
             id: self.id.clone(),
@@ -86,6 +91,9 @@ pub enum MessageStatus {
     Expired,
     /// A newer code replaced it before delivery.
     Superseded,
+    /// Never to be delivered: a decoy's SMS, stored so that a decoy writes what a real send
+    /// writes (the same statements, so the same time on a networked database).
+    Withheld,
 }
 
 impl Stored for MessageStatus {
@@ -97,6 +105,7 @@ impl Stored for MessageStatus {
         Self::Failed,
         Self::Expired,
         Self::Superseded,
+        Self::Withheld,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -106,6 +115,7 @@ impl Stored for MessageStatus {
             Self::Failed => "failed",
             Self::Expired => "expired",
             Self::Superseded => "superseded",
+            Self::Withheld => "withheld",
         }
     }
 }
@@ -138,9 +148,10 @@ impl MessageStatus {
 }
 
 pub(super) fn insert_message(m: &NewMessage) -> Stmt {
-    let (status, attempts) = match m.claim {
-        Some(_) => (MessageStatus::Sending, 1i64),
-        None => (MessageStatus::Pending, 0),
+    let (status, attempts) = match (&m.claim, m.withheld) {
+        (_, true) => (MessageStatus::Withheld, 0i64),
+        (Some(_), false) => (MessageStatus::Sending, 1),
+        (None, false) => (MessageStatus::Pending, 0),
     };
     Stmt::new(
         "INSERT INTO outbox (id, channel, recipient_masked, verification_id, payload, status, attempts, created_at, \

@@ -48,9 +48,10 @@ impl rusqlite::ToSql for Value {
 /// in the text (they are names to it, not positions), so a statement that uses `$7` before
 /// `$4` must not be bound positionally.
 fn bind(st: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Result<(), DbError> {
-    const NAMES: [&str; 16] = [
+    const NAMES: [&str; 32] = [
         "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14",
-        "$15", "$16",
+        "$15", "$16", "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$25", "$26", "$27",
+        "$28", "$29", "$30", "$31", "$32",
     ];
     if params.len() != st.parameter_count() || params.len() > NAMES.len() {
         return Err(DbError {

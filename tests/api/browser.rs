@@ -685,3 +685,84 @@ async fn a_person_signs_up_and_in_with_a_phone_number_through_the_sdk_in_real_ch
 
     browser.quit().await;
 }
+
+#[tokio::test]
+#[ignore = "browser: needs Chromium and chromedriver; run with --ignored browser::"]
+async fn the_sdk_sends_a_person_to_the_hosted_pages_and_they_come_back_signed_in_in_real_chromium()
+{
+    require_browser();
+    let app = spawn_app().await;
+    let browser = Browser::builder().javascript(true).start().await;
+    let email = "hosted.person@example.com";
+    let page = format!("{}/examples/custom-flow", app.address);
+    app.create_account(email).await;
+
+    // redirectToSignIn(): the hosted sign-in page, with a way back to this page.
+    browser.goto(&page).await;
+    browser.wait_for("body[data-ready=true]").await;
+    browser.click("#hosted-sign-in").await;
+    let sign_in = browser.wait_for_url("/sign-in").await;
+    let expected = format!(
+        "{}/sign-in?redirect_url={}",
+        app.address,
+        url::form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>()
+    );
+    assert_eq!(sign_in, expected);
+
+    // The hosted pages, then straight back to the app's page, signed in.
+    browser.type_into("#email_address", email).await;
+    browser
+        .click("form[action=\"/sign-in\"] button[type=submit]")
+        .await;
+    let verify = browser.wait_for_url("/sign-in/verify/").await;
+    let code = app.smtp.wait_for(email, 2).await.code();
+    browser.type_into("#code", &code).await;
+    browser
+        .click(&format!(
+            "form[action=\"{}\"] button[type=submit]",
+            verify.strip_prefix(&app.address).unwrap()
+        ))
+        .await;
+    browser.wait_for_url("/examples/custom-flow").await;
+    browser.wait_for("body[data-ready=true]").await;
+    browser
+        .wait_for_text("#user", "the signed-in address", |t| t.contains(email))
+        .await;
+
+    // redirectToUserProfile(): the profile offers the way back, and signing out there comes back.
+    browser.click("#manage-account").await;
+    browser.wait_for_url("/user").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Your account") && text.contains("Continue to 127.0.0.1"),
+        "{text}"
+    );
+    browser
+        .click("form[action=\"/sign-out\"] button[type=submit]")
+        .await;
+    browser.wait_for_url("/examples/custom-flow").await;
+    browser.wait_for("body[data-ready=true]").await;
+    browser
+        .wait_for_text("#status", "the signed-out status", |t| t == "Ready.")
+        .await;
+    assert_eq!(browser.element_text("#user").await, "");
+
+    // buildSignUpUrl() with prefilled values, read from the SDK itself.
+    let built = browser
+        .post(
+            "/execute/sync",
+            json!({
+                "script": "return import('/static/latchkey.js').then(m => new m.Latchkey(location.origin).buildSignUpUrl({redirectUrl: '/user', initialValues: {emailAddress: 'new@example.com'}}));",
+                "args": []
+            }),
+        )
+        .await;
+    assert_eq!(
+        built,
+        format!(
+            "{}/sign-up?redirect_url=%2Fuser&email_address=new%40example.com",
+            app.address
+        )
+    );
+    browser.quit().await;
+}

@@ -8,6 +8,20 @@ use serde_json::{json, Value};
 use crate::helpers::{browser, location, spawn_app_with, TestApp};
 use crate::sms_server::TestSms;
 
+/// Form fields of one submission.
+type Fields = &'static [(&'static str, &'static str)];
+
+/// The units of work and statements the requests' store ran since `before` (background work,
+/// such as the outbox worker's, is counted apart).
+fn work_since(app: &TestApp, before: latchkey::store::UnitsRun) -> (u64, u64, u64) {
+    let now = app.store.units_run();
+    (
+        now.reads - before.reads,
+        now.writes - before.writes,
+        now.statements - before.statements,
+    )
+}
+
 async fn strict_app() -> TestApp {
     spawn_app_with(|raw| raw.enumeration_protection = "strict".into()).await
 }
@@ -122,7 +136,7 @@ crate::backend_tests! {
                 .set("identifier_id", &latchkey::domain::IdentifierId::generate().to_string());
             let before = app.store.units_run();
             let resp = app.submit_with(&client, &form).await;
-            let reads = app.store.units_run().reads - before.reads;
+            let work = work_since(&app, before);
             let status = resp.status();
             let body = normalise(&resp.text().await.unwrap(), typed);
             // Each answer names its own request id.
@@ -130,10 +144,57 @@ crate::backend_tests! {
                 Some((head, tail)) => format!("{head}{}", &tail[tail.find('<').unwrap_or(0)..]),
                 None => body,
             };
-            answers.push((status, body, reads));
+            answers.push((status, body, work));
         }
         assert_eq!(answers[0].0, StatusCode::NOT_FOUND, "{}", answers[0].1);
-        assert_eq!(answers[0], answers[1], "the answers or the reads differ");
+        assert_eq!(answers[0], answers[1], "the answers or the database work differ");
+    }
+
+    async fn a_decoy_runs_the_same_statements_as_the_real_thing() {
+        // On a networked database every statement is a round trip: a decoy that ran one
+        // statement less (a phone number's withheld SMS) or a real sign-up one more (the taken
+        // address's audit event for its owner) would answer measurably faster or slower.
+        let sms = TestSms::start();
+        let app = spawn_app_with({
+            let sms = sms.clone();
+            move |raw| {
+                crate::phone::with_twilio(&sms, raw);
+                raw.enumeration_protection = "strict".into();
+            }
+        })
+        .await;
+        app.create_account("known@example.com").await;
+        let client = browser();
+        let resp = app.submit_fields_with(&client, "/sign-up", &[("email_address", "phone.owner@example.com"), ("phone_number", "+1 201 555 0123")]).await;
+        let verify = location(&resp);
+        let code = app.smtp.wait_for("phone.owner@example.com", 1).await.code();
+        app.enter_code_with(&client, &verify, &code).await;
+        let code = sms.wait_for("+12015550123", 1).await.code();
+        assert_eq!(location(&app.enter_code_with(&client, &verify, &code).await), "/user");
+
+        let cases: [(&str, Fields, Fields); 3] = [
+            ("sign-in with a phone number", &[("identifier", "+1 201 555 0123")], &[("identifier", "+1 201 555 0234")]),
+            ("sign-up with an email address", &[("email_address", "known@example.com")], &[("email_address", "free@example.com")]),
+            ("sign-up with an email address and a phone number", &[("email_address", "known@example.com"), ("phone_number", "+1 201 555 0123")], &[("email_address", "free2@example.com"), ("phone_number", "+1 201 555 0345")]),
+        ];
+        for (what, real, decoy) in cases {
+            let path = if what.starts_with("sign-in") { "/sign-in" } else { "/sign-up" };
+            let mut work = Vec::new();
+            let mut rows = Vec::new();
+            for fields in [real, decoy] {
+                let client = browser();
+                app.page_with(&client, path).await;
+                let outbox_before = app.count("SELECT COUNT(*) FROM outbox").await;
+                let before = app.store.units_run();
+                let resp = app.submit_fields_with(&client, path, fields).await;
+                work.push(work_since(&app, before));
+                assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{what}");
+                rows.push(app.count("SELECT COUNT(*) FROM outbox").await - outbox_before);
+            }
+            assert_eq!(work[0], work[1], "{what}: the real one and the decoy ran different database work");
+            assert_eq!(rows, [1, 1], "{what}: each stored one message");
+        }
+        sms.assert_count_stays("+12015550234", 0).await;
     }
 
     async fn an_unknown_phone_number_gets_the_same_code_page_and_no_sms() {

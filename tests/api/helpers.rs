@@ -75,12 +75,27 @@ impl ReceivedMail {
             .to_string()
     }
 
-    /// The code, read from the subject ("123456 is your verification code").
+    /// The code, read from the first line of the text part ("123456 is your Acme verification
+    /// code."); the subject does not carry it by default.
     pub fn code(&self) -> String {
-        let subject = self.subject();
-        let code: String = subject.chars().take_while(|c| c.is_ascii_digit()).collect();
-        assert_eq!(code.len(), 6, "no code in subject {subject:?}");
+        let code = self.code_of_length(6);
+        assert!(
+            !self.subject().contains(&code),
+            "the code stays out of the subject by default: {:?}",
+            self.subject()
+        );
         code
+    }
+
+    /// The code of `len` digits at the start of a body line.
+    pub fn code_of_length(&self, len: usize) -> String {
+        self.data
+            .lines()
+            .find_map(|l| {
+                let digits: String = l.chars().take_while(|c| c.is_ascii_digit()).collect();
+                (digits.len() == len && l[len..].starts_with(" is your ")).then_some(digits)
+            })
+            .unwrap_or_else(|| panic!("no {len}-digit code in the mail: {}", self.data))
     }
 }
 
@@ -414,6 +429,7 @@ pub async fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig 
         mail_from: "Latchkey Test <no-reply@latchkey.test>".into(),
         product_name: "Acme".into(),
         dev_mode: Some(false),
+        secret: Some("latchkey-integration-test-secret-0123456789".into()),
         allowed_redirect_origins: vec!["https://app.example.com".into()],
         cors_allowed_origins: Some(vec!["https://app.example.com".into()]),
         ..RawConfig::default()

@@ -82,6 +82,7 @@ impl Cluster {
             .env("LATCHKEY_DATABASE_URL", &self.database_url)
             .env("LATCHKEY_SMTP_URL", self.smtp.url())
             .env("LATCHKEY_DEV_MODE", "false")
+            .env("LATCHKEY_SECRET", "instances-test-secret-0123456789abcdef")
             .env("LATCHKEY_OUTBOX__POLL_INTERVAL_MS", "50")
             // Many flows from 127.0.0.1 at once: the rate limits have their own tests.
             .env("LATCHKEY_LIMITS__SEND_INTERVAL_SECS", "0")

@@ -206,6 +206,8 @@ crate::backend_tests! {
                 crate::phone::with_twilio(&sms, raw);
                 raw.identifiers.email.required = false;
                 raw.test_mode = Some(true);
+                raw.test_mode_outside_dev_mode = true;
+                raw.test_email_domains = vec!["example.com".into()];
                 only(raw, |l| l.sms_per_hour = 2);
             }
         })

@@ -57,7 +57,7 @@ async fn code_mail(app: &TestApp, address: &str, n: usize) -> String {
             .smtp
             .messages_to(address)
             .into_iter()
-            .filter(|m| m.subject().ends_with("is your verification code"))
+            .filter(|m| m.subject().ends_with("verification code"))
             .collect();
         codes.get(n - 1).map(|m| m.code())
     })
@@ -68,7 +68,7 @@ fn codes_mailed(app: &TestApp, address: &str) -> usize {
     app.smtp
         .messages_to(address)
         .iter()
-        .filter(|m| m.subject().ends_with("is your verification code"))
+        .filter(|m| m.subject().ends_with("verification code"))
         .count()
 }
 
@@ -264,6 +264,36 @@ crate::backend_tests! {
         let verify = start(&app, &owner, "identifier", "+1 201 555 0234").await;
         let code = sms.wait_for(PHONE, 3).await.code();
         assert_eq!(app.enter_code_with(&owner, &verify, &code).await.status(), StatusCode::SEE_OTHER);
+    }
+
+    async fn a_wrong_code_runs_the_same_statements_for_an_account_and_a_decoy_through_the_lock() {
+        let app = spawn_app_with(|raw| raw.enumeration_protection = "strict".into()).await;
+        app.create_account("known@example.com").await;
+        let mut work = Vec::new();
+        for typed in ["known@example.com", "nobody@example.com"] {
+            let mut per_try = Vec::new();
+            // Twelve wrong codes on four sign-ins: the tenth locks the identifier and the
+            // account (a decoy's stand-in), the last two are refused.
+            for _ in 0..4 {
+                let client = browser();
+                let sent = codes_mailed(&app, typed);
+                let verify = start(&app, &client, "email_address", typed).await;
+                let guess = match typed {
+                    "known@example.com" => wrong(&code_mail(&app, typed, sent + 1).await),
+                    _ => "000000".to_string(),
+                };
+                for _ in 0..3 {
+                    let form = app.page_with(&client, &verify).await.form(&verify).set("code", &guess);
+                    let before = app.store.units_run();
+                    let status = app.submit_with(&client, &form).await.status();
+                    let after = app.store.units_run();
+                    per_try.push((status.as_u16(), after.reads - before.reads, after.writes - before.writes, after.statements - before.statements));
+                }
+            }
+            work.push(per_try);
+        }
+        assert_eq!(work[0].iter().map(|w| w.0).collect::<Vec<_>>(), [[422; 9].as_slice(), &[429; 3]].concat());
+        assert_eq!(work[0], work[1], "an account and a decoy ran different database work");
     }
 
     async fn parallel_tries_through_both_identifiers_of_an_account_stop_at_each_count() {

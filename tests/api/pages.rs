@@ -109,6 +109,27 @@ crate::backend_tests! {
             page.contains("sent").then_some(code)
         })
         .await;
+        // The same instance behind a reverse proxy on this machine: whatever the proxy forwards
+        // (a forwarding header, or the public host name) never sees the outbox.
+        for path in ["/dev/outbox", "/dev/settings"] {
+            assert_eq!(dev.page(path).await.status, StatusCode::OK, "{path}");
+            for (name, value) in [
+                ("X-Forwarded-For", "203.0.113.9"),
+                ("Forwarded", "for=203.0.113.9"),
+                ("X-Real-IP", "203.0.113.9"),
+                ("Host", "accounts.example.com"),
+            ] {
+                let resp = dev
+                    .client
+                    .get(dev.url(path))
+                    .header(name, value)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path} with {name}");
+                assert!(!resp.text().await.unwrap().contains(&code), "{path} with {name}");
+            }
+        }
         assert_eq!(
             dev.enter_code(&verify, &code).await.status(),
             StatusCode::SEE_OTHER

@@ -52,6 +52,14 @@ async fn create_phone_account(app: &TestApp, sms: &TestSms, number: &str, e164: 
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
 }
 
+/// Test mode on a staging instance: both opt-ins, and test addresses only at the operator's own
+/// domain.
+fn staging_test_mode(raw: &mut RawConfig) {
+    raw.test_mode = Some(true);
+    raw.test_mode_outside_dev_mode = true;
+    raw.test_email_domains = vec!["example.com".into()];
+}
+
 crate::backend_tests! {
     async fn a_person_signs_up_with_a_phone_number_and_an_sms_code() {
         let sms = TestSms::start();
@@ -391,7 +399,7 @@ crate::backend_tests! {
 
     async fn test_identifiers_get_no_message_and_accept_the_fixed_code_in_test_mode() {
         let sms = TestSms::start();
-        let app = phone_app(&sms, |raw| raw.test_mode = Some(true)).await;
+        let app = phone_app(&sms, staging_test_mode).await;
         let health = app.page("/healthz").await;
         assert!(health.html.contains("TEST MODE IS ON"), "{}", health.html);
 
@@ -427,6 +435,24 @@ crate::backend_tests! {
         if text.code() != "424242" {
             assert_eq!(app.enter_code(&verify, "424242").await.status(), StatusCode::UNPROCESSABLE_ENTITY, "a real number needs its real code");
         }
+    }
+
+    async fn outside_dev_mode_test_addresses_work_only_at_the_configured_test_domains() {
+        let sms = TestSms::start();
+        let app = phone_app(&sms, staging_test_mode).await;
+        // Someone else's domain: an ordinary address, whatever its tag.
+        let verify = app.start_flow("/sign-up", "ceo+latchkey_test@bigcorp.example").await;
+        let mail = app.smtp.wait_for("ceo+latchkey_test@bigcorp.example", 1).await;
+        if mail.code() != "424242" {
+            let resp = app.enter_code(&verify, "424242").await;
+            assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "the fixed code opens nothing at another domain");
+        }
+        assert_eq!(location(&app.enter_code(&verify, &mail.code()).await), "/user");
+        // The configured domain: the fixed code, no mail.
+        let client = browser();
+        let resp = app.submit_fields_with(&client, "/sign-up", &[("email_address", "qa+latchkey_test@Example.com")]).await;
+        assert_eq!(location(&app.enter_code_with(&client, &location(&resp), "424242").await), "/user");
+        assert_eq!(app.smtp.all().len(), 1, "no mail to the test address");
     }
 
     async fn without_test_mode_the_fixed_code_opens_nothing() {

@@ -78,13 +78,15 @@ pub(super) struct Plan<'r> {
 }
 
 /// Plans a code submission, without I/O. `trusted`: the client is a trusted browser of the
-/// flow's account.
+/// flow's account. `stand_in`: the account a decoy counts on in its place (a keyed hash of its
+/// identifier), so a decoy reads, writes and locks exactly the keys a real account does.
 pub(super) fn plan<'r>(
     record: &'r FlowRecord,
     kind: FlowKind,
     target: &AttemptTarget,
     policy: &Policy,
     trusted: bool,
+    stand_in: &UserId,
 ) -> Result<Plan<'r>, AttemptError> {
     if record.status == FlowStatus::Complete {
         return Err(AttemptError::AlreadyUsed);
@@ -122,14 +124,16 @@ pub(super) fn plan<'r>(
             };
             // Everyone's keys, and the account's trusted browsers' key.
             let (everyone, devices) = match (&user, policy.enumeration_strict) {
-                (Some(user), true) => (
-                    vec![
-                        Counted::SignInIdentifier(identifier.clone()),
-                        Counted::SilentAccount(user.clone()),
-                    ],
-                    Some(Counted::Devices(user.clone())),
-                ),
-                (None, true) => (vec![Counted::SignInIdentifier(identifier.clone())], None),
+                (user, true) => {
+                    let account = user.as_ref().unwrap_or(stand_in);
+                    (
+                        vec![
+                            Counted::SignInIdentifier(identifier.clone()),
+                            Counted::SilentAccount(account.clone()),
+                        ],
+                        Some(Counted::Devices(account.clone())),
+                    )
+                }
                 (Some(user), false) => (
                     vec![Counted::Account(user.clone())],
                     Some(Counted::Devices(user.clone())),
@@ -139,7 +143,7 @@ pub(super) fn plan<'r>(
             };
             // A trusted browser counts on its share alone; a success from anywhere resets both.
             let (counted, reset) = match devices {
-                Some(devices) if trusted => (vec![devices], everyone),
+                Some(devices) if trusted && user.is_some() => (vec![devices], everyone),
                 Some(devices) => (everyone, vec![devices]),
                 None => (everyone, vec![]),
             };
@@ -281,7 +285,14 @@ impl Auth {
                 .user_id
                 .as_ref()
                 .is_some_and(|user| self.trusted_by(client, user, now));
-        let plan = plan(&record, kind, target, &self.policy, trusted)?;
+        let plan = plan(
+            &record,
+            kind,
+            target,
+            &self.policy,
+            trusted,
+            &self.stand_in_account(&record),
+        )?;
         let v = plan.v;
         let identifier = &plan.identifier;
         let user_id = plan.user.clone().unwrap_or_else(UserId::generate);
@@ -308,9 +319,9 @@ impl Auth {
                 let prepared = self
                     .prepare_send(kind, &w.id, &to, w.decoy, expires)
                     .await?;
-                let message = prepared.message.map(|(msg_id, sealed)| {
-                    self.new_message(msg_id, &to, &w.id, sealed, now, expires)
-                });
+                let message = prepared
+                    .message
+                    .map(|m| self.new_message(m, &to, &w.id, now, expires));
                 Some((w, to, prepared.code_hash, expires, message))
             }
             None => None,
@@ -444,8 +455,7 @@ impl Auth {
         match classify(outcome, kind, plan.completes, plan.auto_next, now) {
             Verdict::NextStep => {
                 if let Some((_, to, _, _, Some(message))) = &next {
-                    self.outbox.hand_over(message);
-                    self.watch_sms(to, now);
+                    self.dispatch(message, to, now);
                 }
                 tracing::info!(event = "identifier_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), next = %next.as_ref().map(|n| n.1.masked()).unwrap_or_else(|| "-".into()), ip = client.ip.unwrap_or("-"));
                 Ok(Attempted::NextVerification)
@@ -512,7 +522,7 @@ mod tests {
             flow_idle_ttl: StdDuration::from_secs(1800),
             session_ttl: StdDuration::from_secs(7 * 86400),
             lockout: crate::config::LockoutConfig::default(),
-            test_mode: false,
+            test_mode: crate::domain::TestMode::Off,
             factor_kinds: Accepts {
                 email: true,
                 phone: true,
@@ -589,6 +599,9 @@ mod tests {
 
     const PAGE: AttemptTarget = AttemptTarget::Page(None);
 
+    static STAND_IN: std::sync::LazyLock<UserId> =
+        std::sync::LazyLock::new(|| UserId::from_bytes([7; 16]));
+
     fn keys(p: &Plan<'_>) -> Vec<(String, bool)> {
         p.counted.iter().map(|c| (c.key(), c.silent())).collect()
     }
@@ -601,12 +614,28 @@ mod tests {
             Some(user.clone()),
             vec![email(CodeStatus::Pending)],
         );
-        let p = plan(&r, FlowKind::SignIn, &PAGE, &policy(false, false), false).unwrap();
+        let p = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(false, false),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
         assert_eq!(p.counted, vec![Counted::Account(user.clone())]);
         assert_eq!(keys(&p), [(format!("user:{user}"), false)]);
         assert_eq!(p.reset, [Counted::Devices(user.clone())]);
         assert!(p.completes);
-        let p = plan(&r, FlowKind::SignIn, &PAGE, &policy(true, false), false).unwrap();
+        let p = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(true, false),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
         assert_eq!(
             keys(&p),
             [
@@ -627,7 +656,15 @@ mod tests {
             vec![email(CodeStatus::Pending)],
         );
         for strict in [true, false] {
-            let p = plan(&r, FlowKind::SignIn, &PAGE, &policy(strict, false), true).unwrap();
+            let p = plan(
+                &r,
+                FlowKind::SignIn,
+                &PAGE,
+                &policy(strict, false),
+                true,
+                &STAND_IN,
+            )
+            .unwrap();
             assert_eq!(keys(&p), [(format!("device:user:{user}"), false)]);
             let resets: Vec<String> = p.reset.iter().map(Counted::key).collect();
             let expected = match strict {
@@ -644,7 +681,15 @@ mod tests {
         }
         // A sign-up has no account to trust a browser for.
         let r = record(FlowKind::SignUp, None, vec![email(CodeStatus::Pending)]);
-        let p = plan(&r, FlowKind::SignUp, &PAGE, &policy(true, false), true).unwrap();
+        let p = plan(
+            &r,
+            FlowKind::SignUp,
+            &PAGE,
+            &policy(true, false),
+            true,
+            &STAND_IN,
+        )
+        .unwrap();
         assert_eq!(keys(&p), [("email:jane@example.com".to_string(), false)]);
     }
 
@@ -660,15 +705,35 @@ mod tests {
                 true,
             )],
         );
-        let p = plan(&r, FlowKind::SignIn, &PAGE, &policy(true, false), true).unwrap();
+        let p = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(true, false),
+            true,
+            &STAND_IN,
+        )
+        .unwrap();
         assert_eq!(
             keys(&p),
-            [("signin:email:nobody@example.com".to_string(), false)],
-            "its one visible key is the one a real sign-in shows"
+            [
+                ("signin:email:nobody@example.com".to_string(), false),
+                (format!("user:{}", *STAND_IN), true)
+            ],
+            "the keys a real sign-in counts on, the account's a stand-in's"
         );
-        assert_eq!(p.user, None);
+        assert_eq!(p.reset, [Counted::Devices(STAND_IN.clone())]);
+        assert_eq!(p.user, None, "and nobody to sign in");
         // Outside strict mode a sign-in without an account cannot exist.
-        let refused = plan(&r, FlowKind::SignIn, &PAGE, &policy(false, false), false).unwrap_err();
+        let refused = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(false, false),
+            false,
+            &STAND_IN,
+        )
+        .unwrap_err();
         assert!(matches!(refused, AttemptError::Flow(FlowError::NotFound)));
     }
 
@@ -679,7 +744,15 @@ mod tests {
             None,
             vec![email(CodeStatus::Pending), phone(CodeStatus::Waiting)],
         );
-        let p = plan(&r, FlowKind::SignUp, &PAGE, &policy(false, true), false).unwrap();
+        let p = plan(
+            &r,
+            FlowKind::SignUp,
+            &PAGE,
+            &policy(false, true),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
         assert_eq!(keys(&p), [("email:jane@example.com".to_string(), false)]);
         assert!(!p.completes, "the phone number is still to verify");
         assert_eq!(p.next.map(|n| &n.id), Some(&r.verifications[1].id));
@@ -690,6 +763,7 @@ mod tests {
             &AttemptTarget::Kind(crate::domain::IdentifierKind::Email),
             &policy(false, true),
             false,
+            &STAND_IN,
         )
         .unwrap();
         assert!(p.next.is_none() && !p.auto_next);
@@ -699,7 +773,15 @@ mod tests {
             None,
             vec![email(CodeStatus::Verified), phone(CodeStatus::Pending)],
         );
-        let p = plan(&r, FlowKind::SignUp, &PAGE, &policy(false, true), false).unwrap();
+        let p = plan(
+            &r,
+            FlowKind::SignUp,
+            &PAGE,
+            &policy(false, true),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
         assert!(p.completes);
         assert_eq!(keys(&p), [("phone:+14155550123".to_string(), false)]);
     }
@@ -708,14 +790,28 @@ mod tests {
     fn a_sign_up_missing_a_required_identifier_never_completes() {
         let r = record(FlowKind::SignUp, None, vec![email(CodeStatus::Pending)]);
         assert!(
-            !plan(&r, FlowKind::SignUp, &PAGE, &policy(false, true), false)
-                .unwrap()
-                .completes
+            !plan(
+                &r,
+                FlowKind::SignUp,
+                &PAGE,
+                &policy(false, true),
+                false,
+                &STAND_IN
+            )
+            .unwrap()
+            .completes
         );
         assert!(
-            plan(&r, FlowKind::SignUp, &PAGE, &policy(false, false), false)
-                .unwrap()
-                .completes
+            plan(
+                &r,
+                FlowKind::SignUp,
+                &PAGE,
+                &policy(false, false),
+                false,
+                &STAND_IN
+            )
+            .unwrap()
+            .completes
         );
     }
 
@@ -729,23 +825,30 @@ mod tests {
         let earlier = AttemptTarget::Page(Some(r.verifications[0].id.clone()));
         let p = policy(false, true);
         assert!(matches!(
-            plan(&r, FlowKind::SignUp, &earlier, &p, false),
+            plan(&r, FlowKind::SignUp, &earlier, &p, false, &STAND_IN),
             Err(AttemptError::StepDone)
         ));
         let by_kind = |k| AttemptTarget::Kind(k);
         use crate::domain::IdentifierKind::{Email, Phone};
         assert!(matches!(
-            plan(&r, FlowKind::SignUp, &by_kind(Email), &p, false),
+            plan(&r, FlowKind::SignUp, &by_kind(Email), &p, false, &STAND_IN),
             Err(AttemptError::AlreadyUsed)
         ));
-        assert!(plan(&r, FlowKind::SignUp, &by_kind(Phone), &p, false).is_ok());
+        assert!(plan(&r, FlowKind::SignUp, &by_kind(Phone), &p, false, &STAND_IN).is_ok());
         let waiting = record(
             FlowKind::SignUp,
             None,
             vec![email(CodeStatus::Pending), phone(CodeStatus::Waiting)],
         );
         assert!(matches!(
-            plan(&waiting, FlowKind::SignUp, &by_kind(Phone), &p, false),
+            plan(
+                &waiting,
+                FlowKind::SignUp,
+                &by_kind(Phone),
+                &p,
+                false,
+                &STAND_IN
+            ),
             Err(AttemptError::NotPrepared)
         ));
         let mut done = record(
@@ -755,7 +858,7 @@ mod tests {
         );
         done.status = FlowStatus::Complete;
         assert!(matches!(
-            plan(&done, FlowKind::SignIn, &PAGE, &p, false),
+            plan(&done, FlowKind::SignIn, &PAGE, &p, false, &STAND_IN),
             Err(AttemptError::AlreadyUsed)
         ));
     }

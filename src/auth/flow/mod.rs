@@ -216,8 +216,9 @@ pub enum FlowError {
     /// Unknown id, another kind of flow, or a flow bound to another browser.
     #[error("flow not found")]
     NotFound,
+    /// Past its idle expiry; where it would have led, so that starting again keeps it.
     #[error("flow expired")]
-    Expired,
+    Expired { redirect: Option<RedirectTarget> },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -289,7 +290,25 @@ impl From<anyhow::Error> for ResendError {
 /// fixed code and no message.
 struct PreparedCode {
     code_hash: String,
-    message: Option<(MessageId, Vec<u8>)>,
+    message: Option<PreparedMessage>,
+}
+
+/// The message that goes with a code: sealed for the worker, or withheld (a decoy's SMS, stored
+/// so that a decoy writes what a real send writes, never delivered).
+struct PreparedMessage {
+    id: MessageId,
+    sealed: Vec<u8>,
+    withheld: bool,
+}
+
+impl PreparedMessage {
+    fn sealed(sealed: Vec<u8>) -> Self {
+        Self {
+            id: MessageId::generate(),
+            sealed,
+            withheld: false,
+        }
+    }
 }
 
 impl Auth {
@@ -313,7 +332,9 @@ impl Auth {
             }
         }
         if flow_expired(&record, now) {
-            return Err(FlowError::Expired);
+            return Err(FlowError::Expired {
+                redirect: record.redirect_url.map(RedirectTarget::from_trusted),
+            });
         }
         Ok(record)
     }

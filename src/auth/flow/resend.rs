@@ -168,9 +168,9 @@ impl Auth {
                 .user_id
                 .as_ref()
                 .is_some_and(|user| self.trusted_by(client, user, now));
-        let message = prepared.message.map(|(msg_id, sealed)| {
-            self.new_message(msg_id, &destination, &v.id, sealed, now, code_expires)
-        });
+        let message = prepared
+            .message
+            .map(|m| self.new_message(m, &destination, &v.id, now, code_expires));
         // A switch to another identifier waits for the cooldown too: otherwise alternating
         // between two identifiers would send a message per request.
         let replaced = self
@@ -222,8 +222,7 @@ impl Auth {
             });
         }
         if let Some(message) = &message {
-            self.outbox.hand_over(message);
-            self.watch_sms(&destination, now);
+            self.dispatch(message, &destination, now);
         }
         tracing::info!(event = %event, flow = kind.as_str(), flow_id = %record.id, identifier = %destination.masked(), channel = %Channel::of(destination.kind()), ip = client.ip.unwrap_or("-"));
         self.flow_at(id, kind, client, now)

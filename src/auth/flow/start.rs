@@ -2,7 +2,10 @@
 
 use time::OffsetDateTime;
 
-use super::{code_binding, purpose, FlowKind, PreparedCode, StartError, DECOY_HASH, TEST_CODE};
+use super::{
+    code_binding, purpose, FlowKind, PreparedCode, PreparedMessage, StartError, DECOY_HASH,
+    TEST_CODE,
+};
 use crate::auth::{Auth, Client};
 use crate::delivery::{unix_ms, CodeMessage, Purpose};
 use crate::domain::{
@@ -147,9 +150,10 @@ impl Auth {
                 expires_at: code_expires,
             })
             .collect();
-        let message = prepared.message.filter(|_| send_first).map(|(id, sealed)| {
-            self.new_message(id, &destination, &ver_ids[0], sealed, now, code_expires)
-        });
+        let message = prepared
+            .message
+            .filter(|_| send_first)
+            .map(|m| self.new_message(m, &destination, &ver_ids[0], now, code_expires));
         // A trusted browser of the account signing in sends from its own bucket.
         let trusted = user_id
             .as_ref()
@@ -200,8 +204,7 @@ impl Auth {
             return Err(StartError::Limited { retry_after_secs });
         }
         if let Some(message) = &message {
-            self.outbox.hand_over(message);
-            self.watch_sms(&destination, now);
+            self.dispatch(message, &destination, now);
         }
         if send_first {
             tracing::info!(event = "code_sent", flow = kind.as_str(), flow_id = %flow_id, identifier = %destination.masked(), channel = %Channel::of(destination.kind()), test = message.is_none(), ip = client.ip.unwrap_or("-"));
@@ -211,26 +214,37 @@ impl Auth {
         Ok(flow_id)
     }
 
-    /// The outbox row of a code (or notice) for `to`, stored claimed by this process's worker.
+    /// The outbox row of a code (or notice) for `to`, stored claimed by this process's worker;
+    /// a withheld one unclaimed and empty.
     pub(super) fn new_message(
         &self,
-        id: MessageId,
+        prepared: PreparedMessage,
         to: &Identifier,
         ver_id: &VerificationId,
-        sealed: Vec<u8>,
         now: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> NewMessage {
         NewMessage {
-            id,
+            id: prepared.id,
             channel: Channel::of(to.kind()),
             recipient_masked: to.masked(),
             verification_id: Some(ver_id.clone()),
-            payload: sealed,
+            payload: prepared.sealed,
             now,
             not_after,
-            claim: Some(self.outbox.claim(now)),
+            claim: (!prepared.withheld).then(|| self.outbox.claim(now)),
+            withheld: prepared.withheld,
         }
+    }
+
+    /// After the message's unit committed: hands it to this process's worker and counts an SMS
+    /// for the prefix alarm (off the request's path); a withheld message goes nowhere.
+    pub(super) fn dispatch(&self, message: &NewMessage, to: &Identifier, now: OffsetDateTime) {
+        if message.withheld {
+            return;
+        }
+        self.outbox.hand_over(message);
+        self.watch_sms(to, now);
     }
 
     /// Like [`prepare_code`](Self::prepare_code), and for a decoy: a hash no code matches and,
@@ -271,12 +285,18 @@ impl Auth {
             code_hash: DECOY_HASH.to_string(),
             message: None,
         };
-        let Identifier::Email(typed) = to else {
-            return prepared;
-        };
-        if self.policy.test_mode && to.is_test() {
+        if self.policy.test_mode.covers(to) {
             return prepared;
         }
+        let Identifier::Email(typed) = to else {
+            // Phone numbers get no SMS (SMS costs money), but the row a real send would store.
+            prepared.message = Some(PreparedMessage {
+                id: MessageId::generate(),
+                sealed: Vec::new(),
+                withheld: true,
+            });
+            return prepared;
+        };
         let (recipient, purpose, link) = match kind {
             FlowKind::SignIn => (
                 typed.clone(),
@@ -305,7 +325,7 @@ impl Auth {
             ttl_minutes: self.policy.code_ttl.as_secs().div_ceil(60),
             link: Some(link.clone()),
         };
-        prepared.message = Some((MessageId::generate(), message.seal(&self.keys)));
+        prepared.message = Some(PreparedMessage::sealed(message.seal(&self.keys)));
         prepared
     }
 
@@ -318,7 +338,7 @@ impl Auth {
         expires: OffsetDateTime,
     ) -> PreparedCode {
         let len = self.policy.code_length;
-        if self.policy.test_mode && to.is_test() {
+        if self.policy.test_mode.covers(to) {
             return PreparedCode {
                 code_hash: self
                     .keys
@@ -346,7 +366,7 @@ impl Auth {
             code_hash: self
                 .keys
                 .code_hash(&code_binding(ver_id, to), code.expose()),
-            message: Some((MessageId::generate(), message.seal(&self.keys))),
+            message: Some(PreparedMessage::sealed(message.seal(&self.keys))),
         }
     }
 }

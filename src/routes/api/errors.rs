@@ -124,6 +124,8 @@ pub struct Refusal {
     pub status: StatusCode,
     pub item: ErrorItem,
     pub retry_after: Option<u64>,
+    /// The methods a known endpoint takes (`Allow`, with 405).
+    pub allow: Option<String>,
 }
 
 impl Refusal {
@@ -137,14 +139,18 @@ impl Refusal {
                 meta: ErrorMeta::default(),
             },
             retry_after: None,
+            allow: None,
         }
     }
 
-    /// The JSON answer, with `Retry-After` when the refusal says to wait.
+    /// The JSON answer, with `Retry-After` when the refusal says to wait and `Allow` with 405.
     pub fn response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status);
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.max(1)));
+        }
+        if let Some(allow) = &self.allow {
+            resp.insert_header((header::ALLOW, allow.as_str()));
         }
         resp.json(self.body())
     }
@@ -297,7 +303,7 @@ impl Refusal {
 impl From<FlowError> for ApiError {
     fn from(e: FlowError) -> Self {
         match e {
-            FlowError::NotFound | FlowError::Expired => Refusal::not_found().into(),
+            FlowError::NotFound | FlowError::Expired { .. } => Refusal::not_found().into(),
             FlowError::Internal(e) => Self::Internal(e),
         }
     }

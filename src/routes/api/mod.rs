@@ -25,7 +25,7 @@ use super::finish::{pending, Cors};
 use super::flow_input::{from_allowed_site, hand_over_session, plausible_token};
 use super::paths::api as paths;
 use super::Ctx;
-use crate::auth::{AttemptTarget, Attempted, Client, CurrentUser, FlowKind};
+use crate::auth::{AttemptTarget, Attempted, Client, CurrentUser, FlowError, FlowKind, FlowView};
 use crate::crypto::random_token;
 use crate::domain::{FlowId, OtpCode};
 
@@ -194,6 +194,23 @@ impl ApiCtx {
     }
 
     /// The signed-in user of this client, if any.
+    /// A sign-in or sign-up as its client sees it. A finished one stays readable by the client
+    /// that holds the session it created (its cookie or token changed at the sign-in), with
+    /// `status: "complete"` and `created_session_id`, so a client that lost the answer learns
+    /// the outcome; no token is handed out by the read.
+    pub async fn readable_flow(&self, id: &FlowId, kind: FlowKind) -> Result<FlowView, ApiError> {
+        let auth = &self.ctx.state.auth;
+        match auth.flow_for_api(id, kind, &self.client()).await {
+            Err(FlowError::NotFound) => match self.current_user().await? {
+                Some(user) => Ok(auth
+                    .finished_flow_for_session(id, kind, &user.session_id)
+                    .await?),
+                None => Err(FlowError::NotFound.into()),
+            },
+            other => Ok(other?),
+        }
+    }
+
     pub async fn current_user(&self) -> Result<Option<CurrentUser>, ApiError> {
         let auth = &self.ctx.state.auth;
         let found = match &self.identity {
@@ -275,14 +292,31 @@ fn origin_not_allowed() -> Refusal {
 }
 
 /// Any other path or method under `/v1`: a structured 404, like every API error.
-async fn unknown(_: ApiCtx) -> Result<HttpResponse, ApiError> {
-    Err(Refusal::new(
-        StatusCode::NOT_FOUND,
-        "resource_not_found",
-        "Not found.",
-        "There is no such endpoint (see /v1/openapi.json).",
-    )
-    .into())
+/// A path no route took: 405 with `Allow` for an endpoint of the API with another method, else
+/// 404.
+async fn unknown(api: ApiCtx) -> Result<HttpResponse, ApiError> {
+    let allowed = openapi::methods_of(api.ctx.req.path());
+    if allowed.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            "Not found.",
+            "There is no such endpoint (see /v1/openapi.json).",
+        )
+        .into());
+    }
+    let allow = allowed.join(", ");
+    let mut refusal = Refusal::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This request is not supported.",
+        &format!(
+            "{} is not supported here; this endpoint takes {allow}.",
+            api.ctx.req.method()
+        ),
+    );
+    refusal.allow = Some(allow);
+    Err(refusal.into())
 }
 
 /// CORS preflight: only for allowed origins, and never a wildcard. A preflight carries no

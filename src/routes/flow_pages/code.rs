@@ -137,7 +137,7 @@ pub async fn code_page(
     let flow = parse_flow(kind, &flow)?;
     let view = load(&ctx, kind, &flow).await?;
     if view.complete {
-        return ctx.redirect(&landing(view.redirect.as_ref()));
+        return ctx.redirect(&landing(&ctx, kind, view.redirect.as_ref()));
     }
     let notice = if query.verified.is_some() {
         Some(FlowNotice::Verified(view.verification.kind))
@@ -175,7 +175,7 @@ pub async fn attempt(
     let message = match attempted {
         Ok(Attempted::SignedIn(signed_in)) => {
             hand_over_session(&ctx, &ctx.client(), &signed_in, previous_session).await;
-            return ctx.redirect(&landing(signed_in.redirect.as_ref()));
+            return ctx.redirect(&landing(&ctx, kind, signed_in.redirect.as_ref()));
         }
         Ok(Attempted::NextVerification) => {
             return ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)))

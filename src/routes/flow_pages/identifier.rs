@@ -219,13 +219,16 @@ pub async fn start_page(
 ) -> Result<HttpResponse, PageError> {
     let mut redirect = redirect_target(&ctx, query.redirect_url.as_deref());
     if ctx.current_user().await?.is_some() {
-        return ctx.redirect(&landing(redirect.as_ref()));
+        return ctx.redirect(&landing(&ctx, kind, redirect.as_ref()));
     }
     let mut typed = Typed {
         identifier: query.identifier.clone().unwrap_or_default(),
         email: query.email_address.clone().unwrap_or_default(),
         phone: query.phone_number.clone().unwrap_or_default(),
     };
+    // Prefilled from the query string (as an app linking here may do): a value that does not
+    // parse is shown as given, with its error.
+    let error = prefill_error(&ctx, kind, &typed);
     // "Edit" from the code page: prefill from the flow (only this browser's own flows).
     if let Some(flow) = query.flow.as_deref().and_then(FlowId::parse) {
         if let Ok(view) = ctx.state.auth.flow(&flow, kind, &ctx.client()).await {
@@ -243,8 +246,37 @@ pub async fn start_page(
     }
     ctx.render(
         StatusCode::OK,
-        &identifier_page(&ctx, kind, &typed.clipped(), redirect.as_ref(), None),
+        &identifier_page(&ctx, kind, &typed.clipped(), redirect.as_ref(), error),
     )
+}
+
+/// The error of a prefilled value that does not parse; a value that is missing is no error
+/// (the person has not submitted anything yet).
+fn prefill_error(ctx: &Ctx, kind: FlowKind, typed: &Typed) -> Option<Refusal> {
+    let given = |v: &str| (!v.trim().is_empty()).then(|| v.to_string());
+    match kind {
+        FlowKind::SignIn => {
+            let (name, _, input) = sign_in_field(ctx, typed);
+            given(&input)?;
+            sign_in_identifier(ctx, &input)
+                .err()
+                .map(|e| (FlowMessage::Invalid(e), Some(name)))
+        }
+        FlowKind::SignUp => {
+            let rules = &ctx.state.settings.identifiers;
+            let email = given(&typed.email).filter(|_| rules.email.enabled);
+            let phone = given(&typed.phone).filter(|_| rules.phone.enabled);
+            if email.is_none() && phone.is_none() {
+                return None;
+            }
+            match sign_up_identifiers(ctx, email.as_deref(), phone.as_deref()) {
+                Err(SignUpInputError::Invalid(kind, e)) => {
+                    Some((FlowMessage::Invalid(e), Some(FieldName::of(kind))))
+                }
+                _ => None,
+            }
+        }
+    }
 }
 
 type Refusal = (FlowMessage, Option<FieldName>);

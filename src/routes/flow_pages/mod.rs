@@ -16,8 +16,9 @@ pub use identifier::{start, start_page};
 pub use messages::{FlowMessage, FlowNotice};
 
 use super::context::with_retry_after;
-use super::paths::{self, with_query};
+use super::paths::with_query;
 use super::{Ctx, PageError};
+use crate::auth::FlowKind;
 use crate::domain::RedirectTarget;
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,8 +71,9 @@ pub struct CodePageQuery {
     verified: Option<String>,
 }
 
-/// Validates a `redirect_url`; anything unsafe is dropped (the flow falls back to `/user`) and logged.
-fn redirect_target(ctx: &Ctx, raw: Option<&str>) -> Option<RedirectTarget> {
+/// Validates a `redirect_url`; anything unsafe is dropped (the flow falls back to the
+/// `after_*_url`) and logged.
+pub(super) fn redirect_target(ctx: &Ctx, raw: Option<&str>) -> Option<RedirectTarget> {
     let raw = raw.filter(|s| !s.is_empty())?;
     let s = &ctx.state.settings;
     let target = RedirectTarget::parse(raw, &s.public_url, &s.allowed_redirect_origins);
@@ -82,11 +84,17 @@ fn redirect_target(ctx: &Ctx, raw: Option<&str>) -> Option<RedirectTarget> {
     target
 }
 
-/// Where a completed flow (or a signed-in visitor) goes.
-fn landing(redirect: Option<&RedirectTarget>) -> String {
+/// Where a completed flow of `kind` (or a signed-in visitor) goes: its `redirect_url`, else
+/// `after_sign_in_url` / `after_sign_up_url`.
+fn landing(ctx: &Ctx, kind: FlowKind, redirect: Option<&RedirectTarget>) -> String {
+    let after = &ctx.state.settings.after;
     redirect
-        .map(|r| r.as_str().to_string())
-        .unwrap_or_else(|| paths::USER.to_string())
+        .unwrap_or(match kind {
+            FlowKind::SignIn => &after.sign_in,
+            FlowKind::SignUp => &after.sign_up,
+        })
+        .as_str()
+        .to_string()
 }
 
 /// A step re-rendered in place with `message` (`page` builds it): the message's status, and
