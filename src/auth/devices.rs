@@ -15,7 +15,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{Auth, Client};
 use crate::domain::UserId;
-use crate::store::{FlowRecord, LockRules};
+use crate::store::LockRules;
 
 /// Clock skew between instances a device cookie's issue time may show.
 const SKEW: Duration = Duration::MINUTE;
@@ -60,18 +60,6 @@ impl Auth {
             self.keys
                 .device_token(account.as_str(), now.unix_timestamp())
         })
-    }
-
-    /// The account a decoy sign-in (strict mode) counts its failures on in place of one: a keyed
-    /// hash of the identifier, the same in every flow, so a decoy reads, writes and locks as many
-    /// keys as a real account, and no account's id.
-    pub(super) fn stand_in_account(&self, record: &FlowRecord) -> UserId {
-        let bytes = self.keys.derived_bytes(&[
-            "stand-in account",
-            record.identifier_kind.as_str(),
-            &record.identifier_canonical,
-        ]);
-        UserId::from_bytes(bytes)
     }
 
     /// The rules of every key but the trusted browsers'.

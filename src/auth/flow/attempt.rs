@@ -493,6 +493,18 @@ impl Auth {
         }
     }
 
+    /// The account a decoy sign-in (strict mode) counts its failures on in place of one: a keyed
+    /// hash of the identifier, the same in every flow, so a decoy reads, writes and locks as many
+    /// keys as a real account, and no account's id.
+    fn stand_in_account(&self, record: &FlowRecord) -> UserId {
+        let bytes = self.keys.derived_bytes(&[
+            "stand-in account",
+            record.identifier_kind.as_str(),
+            &record.identifier_canonical,
+        ]);
+        UserId::from_bytes(bytes)
+    }
+
     /// A fresh session token (256 bits from the OS CSPRNG) and the hash that is stored.
     fn new_session_token(&self) -> (String, String) {
         let token = random_token(32);
