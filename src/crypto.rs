@@ -24,6 +24,7 @@ pub struct Keys {
     outbox: [u8; 32],
     signing: [u8; 32],
     api_key: [u8; 32],
+    device: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -54,6 +55,7 @@ impl Keys {
             outbox: k("outbox-seal"),
             signing: k("signing-key-seal"),
             api_key: k("api-secret-key"),
+            device: k("device-trust"),
         }
     }
 
@@ -112,6 +114,36 @@ impl Keys {
     /// The stored form of the browser cookie a flow is bound to.
     pub fn browser_binding(&self, browser_cookie: &str) -> String {
         hex::encode(mac(&self.binding, &[browser_cookie.as_bytes()]))
+    }
+
+    /// A device cookie for `account`: a random id (128 bits) and the issue time (Unix seconds),
+    /// with an HMAC binding both to the account, `<id>.<issued>.<mac>`. Nothing is stored: only
+    /// the server's key can make one, and it verifies for this account only (the cookie does
+    /// not name the account).
+    pub fn device_token(&self, account: &str, issued_unix: i64) -> String {
+        let id = random_token(16);
+        let issued = issued_unix.to_string();
+        let mac = mac(
+            &self.device,
+            &[account.as_bytes(), id.as_bytes(), issued.as_bytes()],
+        );
+        format!("{id}.{issued}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// The issue time (Unix seconds) of a device cookie made by [`device_token`](Self::device_token)
+    /// for `account` under this secret; `None` for anything else.
+    pub fn device_issued(&self, account: &str, token: &str) -> Option<i64> {
+        let mut parts = token.split('.');
+        let (id, issued, presented) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || id.len() != 22 || presented.len() != 43 {
+            return None;
+        }
+        let issued_unix: i64 = issued.parse().ok()?;
+        let expected = URL_SAFE_NO_PAD.encode(mac(
+            &self.device,
+            &[account.as_bytes(), id.as_bytes(), issued.as_bytes()],
+        ));
+        bool::from(expected.as_bytes().ct_eq(presented.as_bytes())).then_some(issued_unix)
     }
 
     /// 128 bits that look random but are fixed for `parts` under this secret (ids of decoys,
@@ -212,6 +244,33 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert!(k.open(&sealed).is_none());
+    }
+
+    #[test]
+    fn a_device_token_verifies_only_for_its_account_and_secret_and_unaltered() {
+        let k = Keys::derive("0123456789abcdef0123456789abcdef");
+        let t = k.device_token("usr_a", 1_700_000_000);
+        assert_eq!(k.device_issued("usr_a", &t), Some(1_700_000_000));
+        assert!(!t.contains("usr_a"), "the cookie does not name the account");
+        assert_eq!(k.device_issued("usr_b", &t), None, "another account");
+        let other = Keys::derive("0123456789abcdef0123456789abcdeX");
+        assert_eq!(other.device_issued("usr_a", &t), None, "another secret");
+        let (id, rest) = t.split_once('.').unwrap();
+        let (_, mac) = rest.split_once('.').unwrap();
+        let later = format!("{id}.1800000000.{mac}");
+        assert_eq!(
+            k.device_issued("usr_a", &later),
+            None,
+            "a changed issue time"
+        );
+        assert_ne!(
+            t,
+            k.device_token("usr_a", 1_700_000_000),
+            "a new id each time"
+        );
+        for bad in ["", "a.b.c", &format!("{t}.x"), &t[1..]] {
+            assert_eq!(k.device_issued("usr_a", bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use url::Url;
 
 mod identifiers;
 mod limits;
+mod lockout;
 mod secret_files;
 mod sms;
 mod smtp;
@@ -24,6 +25,7 @@ pub use identifiers::{
     IdentifierConfig, IdentifierRules, IdentifiersConfig, PhoneConfig, StrategiesConfig,
 };
 pub use limits::LimitsConfig;
+pub use lockout::LockoutConfig;
 pub use sms::{SmsConfig, SmsProvider, TwilioConfig, TwilioSender, WebhookConfig};
 pub use smtp::{SmtpCredentials, SmtpSecurity, SmtpSettings};
 
@@ -180,25 +182,6 @@ pub struct FlowConfig {
 pub struct SessionConfig {
     /// Absolute lifetime of a session in seconds.
     pub ttl_secs: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LockoutConfig {
-    /// Consecutive wrong codes for one identifier, across codes and flows, before it is locked.
-    /// A new code does not reset the count; a success does (NIST SP 800-63B §3.2.2: ≤ 100).
-    pub max_failures: u32,
-    /// How long the lock lasts; afterwards the person can sign in again without any admin action.
-    pub cooldown_secs: u64,
-}
-
-impl Default for LockoutConfig {
-    fn default() -> Self {
-        Self {
-            max_failures: 10,
-            cooldown_secs: 3600,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -378,9 +361,8 @@ pub struct AuthSettings {
     pub resend_cooldown: Duration,
     pub flow_idle_ttl: Duration,
     pub session_ttl: Duration,
-    /// Consecutive wrong codes (across codes and flows) that lock an identifier.
-    pub lockout_max_failures: u32,
-    pub lockout_cooldown: Duration,
+    /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
+    pub lockout: LockoutConfig,
     pub limits: LimitsConfig,
     /// Which identifiers get no message and accept the fixed test code.
     pub test_mode: TestMode,
@@ -644,21 +626,8 @@ impl Settings {
         if raw.flows.idle_ttl_secs < c.ttl_secs {
             bail!("`flows.idle_ttl_secs`: must be at least `codes.ttl_secs`");
         }
-        if raw.lockout.max_failures == 0 || raw.lockout.max_failures > 100 {
-            bail!("`lockout.max_failures`: must be between 1 and 100 (NIST SP 800-63B §3.2.2)");
-        }
-        if raw.lockout.cooldown_secs == 0 {
-            bail!("`lockout.cooldown_secs`: must be positive");
-        }
-        // Hard cap (NIST SP 800-63B §3.2.2): never more than 100 failed tries per hour for one
-        // account, however the two settings combine.
-        let per_hour =
-            raw.lockout.max_failures as u64 * 3600u64.div_ceil(raw.lockout.cooldown_secs);
-        if per_hour > 100 {
-            bail!(
-                "`lockout.max_failures` and `lockout.cooldown_secs`: together they allow {per_hour} failed codes per hour for one account; at most 100 are allowed (raise the cooldown or lower the failures)"
-            );
-        }
+        raw.lockout.validate()?;
+        raw.limits.validate()?;
         if raw.sessions.ttl_secs < 60 {
             bail!("`sessions.ttl_secs`: must be at least 60");
         }
@@ -746,8 +715,7 @@ impl Settings {
                 resend_cooldown: Duration::from_secs(c.resend_cooldown_secs),
                 flow_idle_ttl: Duration::from_secs(raw.flows.idle_ttl_secs),
                 session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
-                lockout_max_failures: raw.lockout.max_failures,
-                lockout_cooldown: Duration::from_secs(raw.lockout.cooldown_secs),
+                lockout: raw.lockout.clone(),
                 limits: raw.limits.clone(),
                 test_mode,
                 code_in_email_subject: c.in_email_subject,
@@ -1198,6 +1166,8 @@ mod tests {
         let mut raw = production();
         raw.lockout.max_failures = 100;
         raw.lockout.cooldown_secs = 3600;
+        raw.lockout.stop_after_failures = 100;
+        raw.lockout.device_failures = 0;
         assert!(Settings::from_raw(raw, true).is_ok());
     }
 
@@ -1225,12 +1195,31 @@ mod tests {
         );
         assert_eq!((l.sms_per_hour, l.sms_prefix_alarm_per_hour), (30, 10));
         assert!(s.auth.enumeration_strict);
+        let lock = &s.auth.lockout;
         assert_eq!(
             (
-                s.auth.lockout_max_failures,
-                s.auth.lockout_cooldown.as_secs()
+                lock.max_failures,
+                lock.cooldown_secs,
+                lock.max_cooldown_secs
             ),
-            (10, 3600)
+            (10, 3600, 86400)
+        );
+        assert_eq!(
+            (
+                lock.stop_after_failures,
+                lock.device_failures,
+                lock.device_ttl_days
+            ),
+            (80, 20, 365)
+        );
+        assert_eq!(
+            (
+                l.ipv6_prefix_len,
+                l.ipv6_wide_prefix_len,
+                l.ipv6_wide_factor,
+                l.owner_notice_interval_secs
+            ),
+            (64, 48, 8, 86400)
         );
         assert_eq!(
             (

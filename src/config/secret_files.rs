@@ -46,6 +46,7 @@ mod tests {
     fn production() -> RawConfig {
         RawConfig {
             smtp_url: Some("smtp://127.0.0.1".into()),
+            secret: Some("a-test-secret-of-at-least-32-characters".into()),
             ..RawConfig::default()
         }
     }

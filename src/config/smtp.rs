@@ -265,6 +265,7 @@ mod tests {
     fn production(url: &str) -> RawConfig {
         RawConfig {
             smtp_url: Some(url.into()),
+            secret: Some("a-test-secret-of-at-least-32-characters".into()),
             ..RawConfig::default()
         }
     }

@@ -7,8 +7,8 @@
 //!   the instance's settings. The finished answer no longer carries the error, so the request
 //!   logger does not log it a second time.
 //! - What the request asked to hand to the client ([`Pending`]: the browser cookie, the session
-//!   cookie or its removal, a native client's token, the API's CORS headers) is added to every
-//!   answer, errors included.
+//!   cookie or its removal, the device cookie, a native client's token, the API's CORS headers)
+//!   is added to every answer, errors included.
 //!
 //! Security headers come from `DefaultHeaders`, outside this.
 
@@ -29,6 +29,8 @@ pub(super) struct Pending {
     /// sign-in. One value: a later one replaces an earlier.
     pub browser: Option<String>,
     pub session: Option<SessionCookie>,
+    /// The device cookie of a sign-in (a trusted browser of the account from now on).
+    pub device: Option<String>,
     /// `Authorization: Bearer …` for a native client: its first token, or a sign-in's new one.
     pub client_token: Option<String>,
     /// Set on API requests: `Vary: Origin`, and the CORS headers when the origin is allowed.
@@ -95,7 +97,10 @@ fn hand_over(res: &mut ServiceResponse) {
         SessionCookie::Remove => cookies.session_removal(),
     });
     let browser = pending.browser.map(|value| cookies.browser(&value));
-    for cookie in session.iter().chain(browser.iter()) {
+    let device = pending
+        .device
+        .map(|value| cookies.device(&value, state.settings.auth.lockout.device_ttl_days));
+    for cookie in session.iter().chain(browser.iter()).chain(device.iter()) {
         if let Err(e) = resp.add_cookie(cookie) {
             tracing::error!(error = %e, "could not set a cookie");
         }

@@ -170,6 +170,19 @@ impl Store {
         .await
     }
 
+    /// How many events `bucket` holds after `since`.
+    pub async fn events_since(&self, bucket: &str, since: OffsetDateTime) -> anyhow::Result<i64> {
+        let stmt = Stmt::new(
+            "SELECT COUNT(*) AS n FROM rate_events WHERE bucket = $1 AND at > $2",
+            vec![bucket.into(), since.into()],
+        );
+        self.read(move |tx| {
+            let stmt = stmt.clone();
+            Box::pin(async move { tx.fetch_one(stmt).await?.int("n") })
+        })
+        .await
+    }
+
     /// Records an event that is only watched, never refused (the SMS velocity alarm), and
     /// returns how many the bucket now has within the window.
     pub async fn count_event(

@@ -12,6 +12,7 @@ mod audit;
 mod flows;
 mod janitor;
 mod limits;
+mod lockout;
 mod outbox;
 mod postgres;
 mod secrets;
@@ -34,6 +35,7 @@ pub use flows::{
 };
 pub use janitor::Purged;
 pub use limits::{Guard, Limited};
+pub use lockout::{keys as lockout_keys, CountedKey, Lock, LockRules};
 pub use outbox::{Claim, ClaimedMessage, GiveUp, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
 pub use signing_keys::StoredSigningKey;

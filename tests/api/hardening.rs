@@ -785,6 +785,14 @@ impl Secrets {
             match name {
                 "latchkey_session" => self.add("session token", value),
                 "latchkey_browser" => self.add("browser cookie", value),
+                "latchkey_device" => {
+                    // `<id>.<issued>.<mac>`: the whole value, and its id and MAC on their own.
+                    self.add("device cookie", value);
+                    let parts: Vec<&str> = value.split('.').collect();
+                    assert_eq!(parts.len(), 3, "{value}");
+                    self.add("device cookie id", parts[0]);
+                    self.add("device cookie MAC", parts[2]);
+                }
                 other => panic!("unexpected cookie {other}"),
             }
         }
@@ -963,7 +971,7 @@ crate::backend_tests! {
         post_form(&bin, &client, &profile.form("/sign-out"), &mut secrets).await;
         complete_flow(&bin, &smtp, &client, "/sign-in", email, 2, &mut secrets).await;
         assert!(open(&bin, &client, "/user", &mut secrets).await.contains(email));
-        for (kind, n) in [("code", 2), ("session token", 2), ("browser cookie", 2), ("CSRF token", 4)] {
+        for (kind, n) in [("code", 2), ("session token", 2), ("browser cookie", 2), ("device cookie", 2), ("CSRF token", 4)] {
             assert!(secrets.of(kind) >= n, "collected {} {kind}s", secrets.of(kind));
         }
 

@@ -15,6 +15,7 @@ mod hardening;
 mod instances;
 mod janitor;
 mod limits;
+mod lockout;
 mod overload;
 mod pages;
 mod phone;

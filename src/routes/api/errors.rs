@@ -386,6 +386,12 @@ impl From<AttemptError> for ApiError {
                 retry_after_secs,
                 "Too many incorrect codes. Try again later.",
             ),
+            AttemptError::Blocked => Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many incorrect codes. Sign in from a browser you have used before.",
+                "Sign-in with this identifier stays blocked until a sign-in from a trusted browser succeeds or an administrator unblocks it.",
+            ),
         };
         refusal.into()
     }

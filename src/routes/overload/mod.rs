@@ -147,8 +147,11 @@ impl Admission {
             self.rules.use_forwarded,
         )
         .map(|ip| ip.to_string());
-        // The rate limits' key: IPv6 addresses count per /64 (one subscriber).
-        let key = crate::auth::ip_key(ip.as_deref()).unwrap_or_else(|| "unknown".into());
+        // The rate limits' narrow key: IPv6 addresses count per /64 (one subscriber).
+        let key = crate::auth::ip_buckets(ip.as_deref(), &crate::config::LimitsConfig::default())
+            .into_iter()
+            .next()
+            .map_or_else(|| "unknown".to_string(), |(key, _)| key);
         match self.per_ip.take(key) {
             Ok(place) => Ok(Some(place)),
             Err(key) => {
