@@ -22,6 +22,16 @@ fn work_since(app: &TestApp, before: latchkey::store::UnitsRun) -> (u64, u64, u6
     )
 }
 
+/// Strict protection with phone numbers on, SMS through the Twilio-speaking receiver.
+async fn strict_phone_app(sms: &TestSms) -> TestApp {
+    let sms = sms.clone();
+    spawn_app_with(move |raw| {
+        crate::phone::with_twilio(&sms, raw);
+        raw.enumeration_protection = "strict".into();
+    })
+    .await
+}
+
 async fn strict_app() -> TestApp {
     spawn_app_with(|raw| raw.enumeration_protection = "strict".into()).await
 }
@@ -204,14 +214,7 @@ crate::backend_tests! {
         // statement less (a phone number's withheld SMS) or a real sign-up one more (the taken
         // address's audit event for its owner) would answer measurably faster or slower.
         let sms = TestSms::start();
-        let app = spawn_app_with({
-            let sms = sms.clone();
-            move |raw| {
-                crate::phone::with_twilio(&sms, raw);
-                raw.enumeration_protection = "strict".into();
-            }
-        })
-        .await;
+        let app = strict_phone_app(&sms).await;
         app.create_account("known@example.com").await;
         let client = browser();
         let resp = app.submit_fields_with(&client, "/sign-up", &[("email_address", "phone.owner@example.com"), ("phone_number", "+1 201 555 0123")]).await;
@@ -248,14 +251,7 @@ crate::backend_tests! {
 
     async fn an_unknown_phone_number_gets_the_same_code_page_and_no_sms() {
         let sms = TestSms::start();
-        let app = spawn_app_with({
-            let sms = sms.clone();
-            move |raw| {
-                crate::phone::with_twilio(&sms, raw);
-                raw.enumeration_protection = "strict".into();
-            }
-        })
-        .await;
+        let app = strict_phone_app(&sms).await;
         let resp = app.submit_fields("/sign-in", &[("identifier", "+1 201 555 0234")]).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         let page = app.page(&location(&resp)).await;
