@@ -162,6 +162,14 @@ impl Auth {
         Ok(session.map(Self::signed_in_user))
     }
 
+    /// An account by id: when it was created and its identifiers.
+    pub async fn user(
+        &self,
+        id: &UserId,
+    ) -> anyhow::Result<Option<(OffsetDateTime, Vec<StoredIdentifier>)>> {
+        self.store.find_user(id).await
+    }
+
     /// The live session `id` (named by a session token), with its user.
     pub async fn session_by_id(&self, id: &SessionId) -> anyhow::Result<Option<CurrentUser>> {
         let session = self.store.find_session_by_id(id, self.now()).await?;

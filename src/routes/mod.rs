@@ -92,6 +92,7 @@ pub mod paths {
         pub const CLIENT_SESSION_TOKENS: &str = "/v1/client/sessions/{id}/tokens";
         /// The backend API (a secret key, from the operator's servers).
         pub const SESSIONS_VERIFY: &str = "/v1/sessions/verify";
+        pub const USER: &str = "/v1/users/{id}";
         /// Everything else under `/v1` (preflights, and the structured 404).
         pub const ANY: &str = "/v1/{tail:.*}";
     }

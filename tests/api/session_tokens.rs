@@ -179,3 +179,27 @@ crate::backend_tests! {
 async fn token_status(app: &TestApp, client: &reqwest::Client, sid: &str) -> StatusCode {
     token(app, client, sid, &app.address).await.status()
 }
+
+crate::backend_tests! {
+    async fn the_backend_reads_the_user_a_token_names() {
+        let app = app().await;
+        let (client, sid) = signed_in(&app, "Backend.User@example.com").await;
+        let token = jwt(&app, &client, &sid).await;
+        let sub = verify(&app, Some(SECRET_KEY), &token).await.1["sub"].as_str().unwrap().to_string();
+        let http = reqwest::Client::new();
+        let resp = http.get(app.url(&format!("/v1/users/{sub}"))).bearer_auth(SECRET_KEY).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let user: Value = resp.json().await.unwrap();
+        assert_eq!(user["object"], "user");
+        assert_eq!(user["id"], sub.as_str());
+        assert_eq!(user["email_addresses"][0]["email_address"], "Backend.User@example.com");
+        assert_eq!(user["primary_email_address_id"], user["email_addresses"][0]["id"]);
+        let missing = http.get(app.url("/v1/users/usr_00000000000000000000000000")).bearer_auth(SECRET_KEY).send().await.unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let unauthorized = http.get(app.url(&format!("/v1/users/{sub}"))).send().await.unwrap();
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+        // A browser's own cookies are no key.
+        let with_cookies = client.get(app.url(&format!("/v1/users/{sub}"))).send().await.unwrap();
+        assert_eq!(with_cookies.status(), StatusCode::UNAUTHORIZED);
+    }
+}

@@ -6,9 +6,9 @@ use actix_web::web::{self, Json};
 use subtle::ConstantTimeEq;
 
 use super::errors::{ApiError, ErrorsBody, Refusal};
-use super::objects::{VerifiedToken, VerifyToken};
+use super::objects::{User, VerifiedToken, VerifyToken};
 use super::ApiCtx;
-use crate::domain::{AuditKind, AuditOutcome, SessionId};
+use crate::domain::{AuditKind, AuditOutcome, SessionId, UserId};
 use crate::tokens::check_claims;
 
 /// Refuses a call without one of the configured secret keys (401, written to the audit log).
@@ -91,4 +91,21 @@ pub async fn verify(api: ApiCtx, payload: web::Payload) -> Result<Json<VerifiedT
         iat: Some(claims.iat),
         exp: Some(claims.exp),
     }))
+}
+
+#[utoipa::path(get, path = super::paths::USER, tag = "backend",
+    params(("id" = String, Path, description = "The user's id (`sub` of a session token)")),
+    responses((status = 200, body = User), (status = 401, body = ErrorsBody), (status = 404, body = ErrorsBody)))]
+/// A user by id, for the operator's servers: the same User object the client API shows.
+pub async fn user(api: ApiCtx, id: web::Path<String>) -> Result<Json<User>, ApiError> {
+    authorize(&api).await?;
+    let id = UserId::parse(&id).ok_or_else(Refusal::not_found)?;
+    let (created_at, identifiers) = api
+        .ctx
+        .state
+        .auth
+        .user(&id)
+        .await?
+        .ok_or_else(Refusal::not_found)?;
+    Ok(Json(User::new(&id, &identifiers, created_at)))
 }

@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(client::issue_token),
         )
         .route(paths::SESSIONS_VERIFY, web::post().to(backend::verify))
+        .route(paths::USER, web::get().to(backend::user))
         .route(paths::SIGN_UPS, web::post().to(sign_ups::create))
         .route(paths::SIGN_UP, web::get().to(sign_ups::show))
         .route(paths::SIGN_UP_PREPARE, web::post().to(sign_ups::prepare))

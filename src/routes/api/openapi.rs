@@ -25,6 +25,7 @@ use super::objects::*;
         super::client::end_session,
         super::client::issue_token,
         super::backend::verify,
+        super::backend::user,
     ),
     components(schemas(
         SignUp,
