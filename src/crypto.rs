@@ -22,6 +22,9 @@ pub struct Keys {
     csrf: [u8; 32],
     binding: [u8; 32],
     outbox: [u8; 32],
+    signing: [u8; 32],
+    api_key: [u8; 32],
+    device: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -50,6 +53,9 @@ impl Keys {
             csrf: k("csrf"),
             binding: k("browser-binding"),
             outbox: k("outbox-seal"),
+            signing: k("signing-key-seal"),
+            api_key: k("api-secret-key"),
+            device: k("device-trust"),
         }
     }
 
@@ -110,6 +116,36 @@ impl Keys {
         hex::encode(mac(&self.binding, &[browser_cookie.as_bytes()]))
     }
 
+    /// A device cookie for `account`: a random id (128 bits) and the issue time (Unix seconds),
+    /// with an HMAC binding both to the account, `<id>.<issued>.<mac>`. Nothing is stored: only
+    /// the server's key can make one, and it verifies for this account only (the cookie does
+    /// not name the account).
+    pub fn device_token(&self, account: &str, issued_unix: i64) -> String {
+        let id = random_token(16);
+        let issued = issued_unix.to_string();
+        let mac = mac(
+            &self.device,
+            &[account.as_bytes(), id.as_bytes(), issued.as_bytes()],
+        );
+        format!("{id}.{issued}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// The issue time (Unix seconds) of a device cookie made by [`device_token`](Self::device_token)
+    /// for `account` under this secret; `None` for anything else.
+    pub fn device_issued(&self, account: &str, token: &str) -> Option<i64> {
+        let mut parts = token.split('.');
+        let (id, issued, presented) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || id.len() != 22 || presented.len() != 43 {
+            return None;
+        }
+        let issued_unix: i64 = issued.parse().ok()?;
+        let expected = URL_SAFE_NO_PAD.encode(mac(
+            &self.device,
+            &[account.as_bytes(), id.as_bytes(), issued.as_bytes()],
+        ));
+        bool::from(expected.as_bytes().ct_eq(presented.as_bytes())).then_some(issued_unix)
+    }
+
     /// 128 bits that look random but are fixed for `parts` under this secret (ids of decoys,
     /// which must be stable across requests yet indistinguishable from real ones).
     pub fn derived_bytes(&self, parts: &[&str]) -> [u8; 16] {
@@ -124,27 +160,51 @@ impl Keys {
 
     /// Seals a payload: 12-byte random nonce followed by the ciphertext.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        let cipher = ChaCha20Poly1305::new((&self.outbox).into());
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut out = nonce.to_vec();
-        out.extend(
-            cipher
-                .encrypt(Nonce::from_slice(&nonce), plaintext)
-                .expect("chacha20poly1305 encryption cannot fail for in-memory buffers"),
-        );
-        out
+        seal_with(&self.outbox, plaintext)
     }
 
     /// Opens a sealed payload; `None` if it was tampered with or sealed under another secret.
     pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < 12 {
-            return None;
-        }
-        let cipher = ChaCha20Poly1305::new((&self.outbox).into());
-        let (nonce, ct) = sealed.split_at(12);
-        cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+        open_with(&self.outbox, sealed)
     }
+
+    /// Seals a private signing key for the database (its own key: an outbox payload can never
+    /// be opened as a key, nor the other way round).
+    pub fn seal_signing_key(&self, pkcs8: &[u8]) -> Vec<u8> {
+        seal_with(&self.signing, pkcs8)
+    }
+
+    pub fn open_signing_key(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        open_with(&self.signing, sealed)
+    }
+
+    /// The form a backend secret key (`sk_…`) is compared in: its keyed hash, so that the
+    /// comparison takes the same time whatever the key and a key is never kept in clear.
+    pub fn api_key_hash(&self, key: &str) -> [u8; 32] {
+        mac(&self.api_key, &[key.as_bytes()])
+    }
+}
+
+fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = ChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut out = nonce.to_vec();
+    out.extend(
+        cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .expect("chacha20poly1305 encryption cannot fail for in-memory buffers"),
+    );
+    out
+}
+
+fn open_with(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 12 {
+        return None;
+    }
+    let cipher = ChaCha20Poly1305::new(key.into());
+    let (nonce, ct) = sealed.split_at(12);
+    cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
 }
 
 /// `n` bytes from the operating system's CSPRNG, base64url without padding.
@@ -184,6 +244,33 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert!(k.open(&sealed).is_none());
+    }
+
+    #[test]
+    fn a_device_token_verifies_only_for_its_account_and_secret_and_unaltered() {
+        let k = Keys::derive("0123456789abcdef0123456789abcdef");
+        let t = k.device_token("usr_a", 1_700_000_000);
+        assert_eq!(k.device_issued("usr_a", &t), Some(1_700_000_000));
+        assert!(!t.contains("usr_a"), "the cookie does not name the account");
+        assert_eq!(k.device_issued("usr_b", &t), None, "another account");
+        let other = Keys::derive("0123456789abcdef0123456789abcdeX");
+        assert_eq!(other.device_issued("usr_a", &t), None, "another secret");
+        let (id, rest) = t.split_once('.').unwrap();
+        let (_, mac) = rest.split_once('.').unwrap();
+        let later = format!("{id}.1800000000.{mac}");
+        assert_eq!(
+            k.device_issued("usr_a", &later),
+            None,
+            "a changed issue time"
+        );
+        assert_ne!(
+            t,
+            k.device_token("usr_a", 1_700_000_000),
+            "a new id each time"
+        );
+        for bad in ["", "a.b.c", &format!("{t}.x"), &t[1..]] {
+            assert_eq!(k.device_issued("usr_a", bad), None, "{bad:?}");
+        }
     }
 
     #[test]

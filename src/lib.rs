@@ -14,3 +14,4 @@ pub mod session;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

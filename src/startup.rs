@@ -22,7 +22,8 @@ use crate::crypto::{random_token, Keys};
 use crate::delivery::{DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsSender, SmtpMailer};
 use crate::routes::{self, AppState, Ctx};
 use crate::session::Cookies;
-use crate::store::Store;
+use crate::store::{Store, StoredSigningKey};
+use crate::tokens::{KeySet, SigningKey};
 
 pub struct Application {
     port: u16,
@@ -31,7 +32,7 @@ pub struct Application {
     janitor: JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
     store: Store,
-    in_flight: routes::InFlight,
+    admission: routes::Admission,
 }
 
 impl Application {
@@ -56,11 +57,11 @@ impl Application {
                 .context("reading the server secret")?,
         };
         let keys = Arc::new(Keys::derive(&secret));
-        let mailer = Arc::new(match &settings.delivery.smtp_url {
-            Some(url) => Mailer::Smtp(Box::new(SmtpMailer::new(
-                url,
+        let signing = Arc::new(signing_keys(&store, &keys, clock.now()).await?);
+        let mailer = Arc::new(match &settings.delivery.smtp {
+            Some(smtp) => Mailer::Smtp(Box::new(SmtpMailer::new(
+                smtp.clone(),
                 settings.delivery.mail_from.clone(),
-                std::time::Duration::from_secs(settings.delivery.outbox.send_timeout_secs),
             )?)),
             None => Mailer::Dev(DevTransport),
         });
@@ -108,7 +109,13 @@ impl Application {
         let policy = Policy::from_settings(&settings, links);
         let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));
         let state = web::Data::new(AppState {
+            backend_keys: settings
+                .api_secret_keys
+                .iter()
+                .map(|k| auth.keys().api_key_hash(k))
+                .collect(),
             auth,
+            signing,
             store: store.clone(),
             cookies: Cookies::new(settings.secure_cookies()),
             settings: settings.clone(),
@@ -116,10 +123,10 @@ impl Application {
         let port = listener.local_addr()?.port();
         let headers = security_headers(&settings);
         let max_body = settings.http.max_body_bytes;
-        let in_flight = routes::InFlight::new(settings.http.max_in_flight_requests);
-        let requests = in_flight.clone();
+        let admission = routes::Admission::new(&settings.http);
+        let admitted = admission.clone();
         let server = HttpServer::new(move || {
-            let in_flight = in_flight.clone();
+            let admission = admission.clone();
             let mut default_headers = DefaultHeaders::new();
             for (k, v) in &headers {
                 default_headers = default_headers.add((*k, v.clone()));
@@ -132,8 +139,11 @@ impl Application {
                         .error_handler(form_error),
                 )
                 .app_data(web::PayloadConfig::default().limit(max_body))
-                // Innermost, so the 503 it answers still gets the security headers.
-                .wrap_fn(move |req, srv| in_flight.call(req, srv))
+                // Innermost, so that its refusals (503, 429, 408) are written by `finish` and get
+                // the security headers, and the request span covers the body's arrival.
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    admission.clone().admit(req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(routes::finish))
                 .wrap(default_headers)
                 .wrap(Compress::default())
@@ -149,6 +159,10 @@ impl Application {
         // Without it, a compressed page (written in two parts) waited ~40 ms for the client's
         // delayed ACK (Nagle's algorithm) before its second part went out (BENCHMARKS.md).
         .tcp_nodelay(true)
+        // The head's deadline (408 past it; the body's is the admission's), and how long a
+        // closing connection waits for its client.
+        .client_request_timeout(settings.http.request_head_timeout)
+        .client_disconnect_timeout(settings.http.client_disconnect_timeout)
         .listen(listener)?
         .shutdown_timeout(30)
         .run();
@@ -169,7 +183,7 @@ impl Application {
             janitor,
             stop_worker,
             store,
-            in_flight: requests,
+            admission: admitted,
         })
     }
 
@@ -182,9 +196,10 @@ impl Application {
         self.store.clone()
     }
 
-    /// The requests this server is working on (load shedding's count).
-    pub fn in_flight(&self) -> routes::InFlight {
-        self.in_flight.clone()
+    /// The server's admission counts: requests in flight (load shedding's count) and bodies
+    /// being received.
+    pub fn admission(&self) -> routes::Admission {
+        self.admission.clone()
     }
 
     /// Stops the server (gracefully or not) from another task.
@@ -241,6 +256,39 @@ fn spawn_janitor(
             }
         }
     })
+}
+
+/// The session-token keys in force: the stored ones, or a first one generated now (the first
+/// instance to start stores it; the others read it).
+async fn signing_keys(
+    store: &Store,
+    keys: &Keys,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<KeySet> {
+    let (fresh, pkcs8) = SigningKey::generate()?;
+    let stored = store
+        .signing_keys_or_create(
+            StoredSigningKey {
+                kid: fresh.kid().to_string(),
+                private_sealed: keys.seal_signing_key(&pkcs8),
+            },
+            now,
+        )
+        .await
+        .context("reading the signing keys")?;
+    let opened = stored
+        .iter()
+        .map(|k| {
+            let pkcs8 = keys.open_signing_key(&k.private_sealed).with_context(|| {
+                format!(
+                    "signing key {} cannot be opened: it was sealed under another server secret",
+                    k.kid
+                )
+            })?;
+            SigningKey::from_pkcs8(&pkcs8)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    KeySet::new(opened)
 }
 
 fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {

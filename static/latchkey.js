@@ -291,6 +291,18 @@ export class Latchkey {
       status: active.status,
       userId: active.userId,
       expireAt: active.expireAt,
+      /**
+       * A session token for your backend: a JWT valid for 60 seconds (verify it against
+       * `/.well-known/jwks.json`, or with `POST /v1/sessions/verify`). A new one per call.
+       * @returns {Promise<string>}
+       */
+      getToken: async () => {
+        const token = await this.#request(
+          "POST",
+          `/v1/client/sessions/${encodeURIComponent(active.id)}/tokens`,
+        );
+        return token.jwt;
+      },
     };
     this.user = client.user ?? null;
   }

@@ -82,6 +82,8 @@ pub async fn start(config: &ServerConfig<'_>) -> anyhow::Result<(Server, Duratio
         .env("LATCHKEY_LIMITS__IP_FLOWS_PER_10_SECONDS", "0")
         .env("LATCHKEY_LIMITS__IP_ATTEMPTS_PER_10_SECONDS", "0")
         .env("LATCHKEY_LIMITS__IP_SENDS_PER_HOUR", "0")
+        // So is the cap on one client's open requests (a run may have more virtual users).
+        .env("LATCHKEY_MAX_IN_FLIGHT_PER_IP", "0")
         .env("LATCHKEY_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,11 +1,12 @@
 //! Which rate limits apply to what (the buckets), and turning a refusal into a coarse wait.
 //! The counting itself is in the database (`store::limits`), inside the unit of work it guards.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use time::{Duration, OffsetDateTime};
 
 use super::{Auth, Client};
+use crate::config::LimitsConfig;
 use crate::domain::Identifier;
 use crate::store::{Guard, Limited};
 
@@ -18,22 +19,67 @@ fn guard(out: &mut Vec<Guard>, bucket: String, windows: &[(Duration, u32)]) {
     out.extend(Guard::new(bucket, windows));
 }
 
-/// The rate-limit key of a client address: IPv6 addresses count per /64 (one subscriber).
-pub fn ip_key(ip: Option<&str>) -> Option<String> {
+/// One guard per bucket of the client's address, named `<name>:<bucket>`, of `limit` events per
+/// `window` times the bucket's factor.
+fn ip_guards(
+    out: &mut Vec<Guard>,
+    client: &Client<'_>,
+    l: &LimitsConfig,
+    name: &str,
+    window: Duration,
+    limit: u32,
+) {
+    for (bucket, factor) in ip_buckets(client.ip, l) {
+        guard(
+            out,
+            format!("{name}:{bucket}"),
+            &[(window, limit.saturating_mul(factor))],
+        );
+    }
+}
+
+/// The rate-limit buckets of a client address, each with the factor its limits are multiplied
+/// by: an IPv4 address (or an IPv4-mapped IPv6 one) alone, ×1; an IPv6 address by its
+/// `ipv6_prefix_len` prefix (one subscriber's network), ×1, and by its `ipv6_wide_prefix_len`
+/// prefix (one customer's allocation), ×`ipv6_wide_factor`, so hopping between the 256–65,536
+/// /64s of a /56 or /48 multiplies nothing beyond that factor. An address that does not parse
+/// has none.
+pub fn ip_buckets(ip: Option<&str>, limits: &LimitsConfig) -> Vec<(String, u32)> {
     // No address (never on TCP): one shared bucket, so the limits fail closed, not open.
     let Some(ip) = ip else {
-        return Some("unknown".into());
+        return vec![("unknown".into(), 1)];
     };
-    match ip.parse::<IpAddr>().ok()? {
-        IpAddr::V4(v4) => Some(v4.to_string()),
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return Vec::new();
+    };
+    let v6 = match ip {
+        IpAddr::V4(v4) => return vec![(v4.to_string(), 1)],
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Some(v4.to_string()),
-            None => {
-                let s = v6.segments();
-                Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
-            }
+            Some(v4) => return vec![(v4.to_string(), 1)],
+            None => v6,
         },
+    };
+    let mut out = vec![(ipv6_prefix(v6, limits.ipv6_prefix_len), 1)];
+    if limits.ipv6_wide_factor > 0 {
+        out.push((
+            ipv6_prefix(v6, limits.ipv6_wide_prefix_len),
+            limits.ipv6_wide_factor,
+        ));
     }
+    out
+}
+
+/// `addr`'s network of prefix length `len` in CIDR notation (`2001:db8:1::/48`).
+fn ipv6_prefix(addr: Ipv6Addr, len: u8) -> String {
+    let len = u32::from(len.min(128));
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    format!("{}/{len}", Ipv6Addr::from(u128::from(addr) & mask))
+}
+
+/// The send bucket of an identifier: everyone's, or its account's trusted browsers'.
+pub(super) fn send_bucket(to: &Identifier, trusted: bool) -> String {
+    let share = if trusted { "senddevice" } else { "send" };
+    format!("{share}:{}:{}", to.kind().as_str(), to.canonical())
 }
 
 /// The prefix an SMS pumping alarm watches: "+" and the first five digits.
@@ -46,10 +92,14 @@ impl Auth {
     pub(super) fn creation_guards(&self, client: &Client<'_>) -> Vec<Guard> {
         let l = &self.policy.limits;
         let mut out = Vec::new();
-        if let Some(ip) = ip_key(client.ip) {
-            let windows = [(10 * SECOND, l.ip_flows_per_10_seconds)];
-            guard(&mut out, format!("ipflow:{ip}"), &windows);
-        }
+        ip_guards(
+            &mut out,
+            client,
+            l,
+            "ipflow",
+            10 * SECOND,
+            l.ip_flows_per_10_seconds,
+        );
         out
     }
 
@@ -57,16 +107,27 @@ impl Auth {
     pub(super) fn attempt_guards(&self, client: &Client<'_>) -> Vec<Guard> {
         let l = &self.policy.limits;
         let mut out = Vec::new();
-        if let Some(ip) = ip_key(client.ip) {
-            let windows = [(10 * SECOND, l.ip_attempts_per_10_seconds)];
-            guard(&mut out, format!("ipcode:{ip}"), &windows);
-        }
+        ip_guards(
+            &mut out,
+            client,
+            l,
+            "ipcode",
+            10 * SECOND,
+            l.ip_attempts_per_10_seconds,
+        );
         out
     }
 
     /// Sending a message to `to`: per identifier (canonical form; one bucket, three windows),
-    /// per client IP, and the instance's SMS budget (test numbers in test mode excluded).
-    pub(super) fn send_guards(&self, to: &Identifier, client: &Client<'_>) -> Vec<Guard> {
+    /// per client IP, and the instance's SMS budget (test numbers in test mode excluded). A
+    /// trusted browser of the identifier's account (`trusted`) has a bucket of its own per
+    /// identifier, with the same windows: everyone else's sends do not use it up.
+    pub(super) fn send_guards(
+        &self,
+        to: &Identifier,
+        client: &Client<'_>,
+        trusted: bool,
+    ) -> Vec<Guard> {
         let l = &self.policy.limits;
         let mut out = Vec::new();
         let windows = [
@@ -74,15 +135,8 @@ impl Auth {
             (10 * MINUTE, l.sends_per_10_minutes),
             (DAY, l.sends_per_day),
         ];
-        let key = format!("send:{}:{}", to.kind().as_str(), to.canonical());
-        guard(&mut out, key, &windows);
-        if let Some(ip) = ip_key(client.ip) {
-            guard(
-                &mut out,
-                format!("ipsend:{ip}"),
-                &[(HOUR, l.ip_sends_per_hour)],
-            );
-        }
+        guard(&mut out, send_bucket(to, trusted), &windows);
+        ip_guards(&mut out, client, l, "ipsend", HOUR, l.ip_sends_per_hour);
         let test = self.policy.test_mode.covers(to);
         if matches!(to, Identifier::Phone(_)) && !test {
             guard(&mut out, "sms:all".into(), &[(HOUR, l.sms_per_hour)]);
@@ -175,26 +229,76 @@ mod tests {
         assert_eq!(coarse_wait(Duration::HOUR), 3600);
     }
 
+    fn keys(ip: &str, l: &LimitsConfig) -> Vec<(String, u32)> {
+        ip_buckets(Some(ip), l)
+    }
+
     #[test]
-    fn ipv6_addresses_share_their_64_bit_prefix() {
+    fn ipv6_addresses_count_per_64_and_eight_times_as_much_per_48() {
+        let l = LimitsConfig::default();
         assert_eq!(
-            ip_key(Some("2001:db8:1:2:aaaa::1")),
-            ip_key(Some("2001:db8:1:2:bbbb::2"))
-        );
-        assert_ne!(
-            ip_key(Some("2001:db8:1:2::1")),
-            ip_key(Some("2001:db8:1:3::1"))
+            keys("2001:db8:1:2:aaaa::1", &l),
+            [
+                ("2001:db8:1:2::/64".to_string(), 1),
+                ("2001:db8:1::/48".to_string(), 8)
+            ]
         );
         assert_eq!(
-            ip_key(Some("::ffff:203.0.113.7")).as_deref(),
-            Some("203.0.113.7")
+            keys("2001:db8:1:2:aaaa::1", &l),
+            keys("2001:db8:1:2:bbbb::2", &l)
         );
-        assert_eq!(ip_key(Some("203.0.113.7")).as_deref(), Some("203.0.113.7"));
-        assert_eq!(ip_key(Some("not an ip")), None);
+        let (a, b) = (keys("2001:db8:1:2::1", &l), keys("2001:db8:1:ff00::1", &l));
+        assert_ne!(a[0], b[0], "another /64 is another subscriber");
+        assert_eq!(a[1], b[1], "but the same /48");
+        assert_ne!(keys("2001:db8:2::1", &l)[1], a[1]);
+    }
+
+    #[test]
+    fn the_prefix_lengths_and_the_factor_are_settings() {
+        let l = LimitsConfig {
+            ipv6_prefix_len: 56,
+            ipv6_wide_prefix_len: 40,
+            ipv6_wide_factor: 4,
+            ..LimitsConfig::default()
+        };
         assert_eq!(
-            ip_key(None).as_deref(),
-            Some("unknown"),
+            keys("2001:db8:abcd:12ff::1", &l),
+            [
+                ("2001:db8:abcd:1200::/56".to_string(), 1),
+                ("2001:db8:ab00::/40".to_string(), 4)
+            ]
+        );
+        let whole = LimitsConfig {
+            ipv6_prefix_len: 128,
+            ipv6_wide_factor: 0,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(
+            keys("2001:db8::1", &whole),
+            [("2001:db8::1/128".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn ipv4_and_mapped_addresses_are_one_bucket_and_no_address_fails_closed() {
+        let l = LimitsConfig::default();
+        assert_eq!(
+            keys("::ffff:203.0.113.7", &l),
+            [("203.0.113.7".to_string(), 1)]
+        );
+        assert_eq!(keys("203.0.113.7", &l), [("203.0.113.7".to_string(), 1)]);
+        assert!(keys("not an ip", &l).is_empty());
+        assert_eq!(
+            ip_buckets(None, &l),
+            [("unknown".to_string(), 1)],
             "no address fails closed"
         );
+    }
+
+    #[test]
+    fn a_trusted_browser_sends_from_a_bucket_of_its_own() {
+        let to = Identifier::Email(crate::domain::EmailAddress::parse("Jane@Example.com").unwrap());
+        assert_eq!(send_bucket(&to, false), "send:email:jane@example.com");
+        assert_eq!(send_bucket(&to, true), "senddevice:email:jane@example.com");
     }
 }

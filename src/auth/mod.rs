@@ -6,8 +6,10 @@
 //! same transaction that consumes the code). All state is in the database, referenced by the
 //! flow id, so refresh, back, a second tab or a restart never corrupt it.
 
+mod devices;
 mod flow;
 mod limits;
+mod notices;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,10 @@ pub use flow::{
     AttemptError, AttemptTarget, Attempted, Factor, FlowError, FlowKind, FlowView, PrepareTarget,
     ResendError, SignedIn, StartError, VerificationState, VerificationStatus, TEST_CODE,
 };
-pub use limits::ip_key;
+pub use limits::ip_buckets;
 
 use crate::clock::SharedClock;
-use crate::config::{LimitsConfig, Settings};
+use crate::config::{LimitsConfig, LockoutConfig, Settings};
 use crate::crypto::Keys;
 use crate::delivery::OutboxSignal;
 use crate::domain::{
@@ -39,9 +41,8 @@ pub struct Policy {
     pub resend_cooldown: Duration,
     pub flow_idle_ttl: Duration,
     pub session_ttl: Duration,
-    /// Consecutive wrong codes (across codes and flows) that lock an identifier.
-    pub lockout_max_failures: u32,
-    pub lockout_cooldown: Duration,
+    /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
+    pub lockout: LockoutConfig,
     /// Test identifiers get no message and accept [`TEST_CODE`].
     pub test_mode: TestMode,
     /// Kinds of identifiers a sign-in code may be sent to.
@@ -77,8 +78,7 @@ impl Policy {
             resend_cooldown: auth.resend_cooldown,
             flow_idle_ttl: auth.flow_idle_ttl,
             session_ttl: auth.session_ttl,
-            lockout_max_failures: auth.lockout_max_failures,
-            lockout_cooldown: auth.lockout_cooldown,
+            lockout: auth.lockout.clone(),
             test_mode: auth.test_mode.clone(),
             factor_kinds: settings.identifiers.sign_in(),
             required: settings.identifiers.sign_up_required(),
@@ -100,6 +100,8 @@ pub struct Client<'a> {
     /// A native app (the API with a bearer client token instead of cookies): `browser` is its
     /// client token, which also holds the session; a completed flow issues a new one.
     pub native: bool,
+    /// The browser's device cookie, as presented (checked against an account when it matters).
+    pub device: Option<&'a str>,
 }
 
 /// The signed-in person behind a session cookie.
@@ -157,6 +159,20 @@ impl Auth {
         }
         let hash = self.keys.token_hash(token);
         let session = self.store.find_session(&hash, self.now()).await?;
+        Ok(session.map(Self::signed_in_user))
+    }
+
+    /// An account by id: when it was created and its identifiers.
+    pub async fn user(
+        &self,
+        id: &UserId,
+    ) -> anyhow::Result<Option<(OffsetDateTime, Vec<StoredIdentifier>)>> {
+        self.store.find_user(id).await
+    }
+
+    /// The live session `id` (named by a session token), with its user.
+    pub async fn session_by_id(&self, id: &SessionId) -> anyhow::Result<Option<CurrentUser>> {
+        let session = self.store.find_session_by_id(id, self.now()).await?;
         Ok(session.map(Self::signed_in_user))
     }
 

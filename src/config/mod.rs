@@ -15,14 +15,19 @@ use url::Url;
 
 mod identifiers;
 mod limits;
+mod lockout;
+mod secret_files;
 mod sms;
+mod smtp;
 
 use crate::domain::{AllowedOrigin, Origin, PhonePolicy, RedirectTarget, TestMode};
 pub use identifiers::{
     IdentifierConfig, IdentifierRules, IdentifiersConfig, PhoneConfig, StrategiesConfig,
 };
 pub use limits::LimitsConfig;
+pub use lockout::LockoutConfig;
 pub use sms::{SmsConfig, SmsProvider, TwilioConfig, TwilioSender, WebhookConfig};
+pub use smtp::{SmtpCredentials, SmtpSecurity, SmtpSettings};
 
 /// The raw, serde-shaped configuration. See [`Settings`] for the validated form. No `Debug`:
 /// it holds the secret and credentials.
@@ -32,7 +37,21 @@ pub struct RawConfig {
     pub listen: String,
     pub public_url: String,
     pub database_url: String,
+    /// The password for `database_url`'s user, read from a file (PostgreSQL only).
+    pub database_password_file: Option<PathBuf>,
+    /// `smtp://host:25` (a relay on this machine), `smtp://user@host:587?tls=required`
+    /// (STARTTLS), `smtps://user@host:465`. Outside dev mode, other hosts need TLS.
     pub smtp_url: Option<String>,
+    /// The password for `smtp_url`'s user, read from a file (a mounted secret).
+    pub smtp_password_file: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) that sign the SMTP server's certificate (a private CA).
+    /// Set, only these are trusted for SMTP; unset, the public web PKI roots.
+    pub smtp_ca_file: Option<PathBuf>,
+    /// SMTP connections open at once, at the most (1–256).
+    pub smtp_max_connections: usize,
+    /// Seconds an idle SMTP connection is kept for the next message (0–300; 0: a new
+    /// connection for every message).
+    pub smtp_idle_timeout_secs: u64,
     pub mail_from: String,
     pub product_name: String,
     pub dev_mode: Option<bool>,
@@ -65,8 +84,22 @@ pub struct RawConfig {
     /// HTTP worker threads; 0 means one per CPU core.
     pub http_workers: usize,
     /// Requests this process works on at once; beyond that a request is answered 503 with
-    /// `Retry-After` at once instead of waiting (load shedding). 0 turns the limit off.
+    /// `Retry-After` at once instead of waiting (load shedding). 0 turns the limit off. A
+    /// request counts once its body has arrived, so slow clients cannot fill it.
     pub max_in_flight_requests: usize,
+    /// Requests one client IP (IPv6: per /64) may have open in this process at once, from its
+    /// head to its answer, body reading included; beyond that 429 with `Retry-After`. 0 turns
+    /// the limit off.
+    pub max_in_flight_per_ip: usize,
+    /// Milliseconds a client has to send a request's head (line and headers); then 408 and the
+    /// connection is closed.
+    pub request_head_timeout_ms: u64,
+    /// Milliseconds a client has, once the head is read, to send the whole body; then 408 and
+    /// the connection is closed.
+    pub request_body_timeout_ms: u64,
+    /// Milliseconds a finished connection waits for the client to close its side before it is
+    /// dropped.
+    pub client_disconnect_timeout_ms: u64,
     /// How often expired flows, sessions and old outbox rows are deleted, in milliseconds.
     pub janitor_interval_ms: u64,
     /// Days the audit log keeps security events.
@@ -91,6 +124,8 @@ pub struct RawConfig {
     pub strategies: StrategiesConfig,
     pub phone: PhoneConfig,
     pub sms: SmsConfig,
+    /// The backend API's secret keys.
+    pub api: ApiConfig,
     /// "strict" (default): whether an identifier has an account never shows (sign-in with an
     /// unknown one and sign-up with a taken one get the ordinary code page; the owner is
     /// notified by email). "off": friendlier messages that say so.
@@ -125,6 +160,16 @@ pub struct CodeConfig {
     pub in_email_subject: bool,
 }
 
+/// The `[api]` section. No `Debug`: it holds secret keys.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Secret keys (`sk_…`, at least 32 characters) the operator's servers call the backend API
+    /// with; a list, so that a new key can be added before the old one is removed.
+    #[serde(deserialize_with = "string_or_list")]
+    pub secret_keys: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowConfig {
@@ -137,25 +182,6 @@ pub struct FlowConfig {
 pub struct SessionConfig {
     /// Absolute lifetime of a session in seconds.
     pub ttl_secs: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LockoutConfig {
-    /// Consecutive wrong codes for one identifier, across codes and flows, before it is locked.
-    /// A new code does not reset the count; a success does (NIST SP 800-63B §3.2.2: ≤ 100).
-    pub max_failures: u32,
-    /// How long the lock lasts; afterwards the person can sign in again without any admin action.
-    pub cooldown_secs: u64,
-}
-
-impl Default for LockoutConfig {
-    fn default() -> Self {
-        Self {
-            max_failures: 10,
-            cooldown_secs: 3600,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,7 +204,12 @@ impl Default for RawConfig {
             listen: "127.0.0.1:8080".into(),
             public_url: "http://localhost:8080".into(),
             database_url: "sqlite://latchkey.db".into(),
+            database_password_file: None,
             smtp_url: None,
+            smtp_password_file: None,
+            smtp_ca_file: None,
+            smtp_max_connections: 16,
+            smtp_idle_timeout_secs: 30,
             mail_from: "Latchkey <no-reply@localhost>".into(),
             product_name: "Latchkey".into(),
             dev_mode: None,
@@ -194,6 +225,10 @@ impl Default for RawConfig {
             max_body_bytes: 16 * 1024,
             http_workers: 0,
             max_in_flight_requests: 1024,
+            max_in_flight_per_ip: 32,
+            request_head_timeout_ms: 5000,
+            request_body_timeout_ms: 5000,
+            client_disconnect_timeout_ms: 1000,
             janitor_interval_ms: 300_000,
             audit_retention_days: 90,
             trusted_proxy_header: "x-forwarded-for".into(),
@@ -210,6 +245,7 @@ impl Default for RawConfig {
             strategies: StrategiesConfig::default(),
             phone: PhoneConfig::default(),
             sms: SmsConfig::default(),
+            api: ApiConfig::default(),
             test_mode: None,
             test_mode_outside_dev_mode: false,
             test_email_domains: Vec::new(),
@@ -325,9 +361,8 @@ pub struct AuthSettings {
     pub resend_cooldown: Duration,
     pub flow_idle_ttl: Duration,
     pub session_ttl: Duration,
-    /// Consecutive wrong codes (across codes and flows) that lock an identifier.
-    pub lockout_max_failures: u32,
-    pub lockout_cooldown: Duration,
+    /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
+    pub lockout: LockoutConfig,
     pub limits: LimitsConfig,
     /// Which identifiers get no message and accept the fixed test code.
     pub test_mode: TestMode,
@@ -363,6 +398,8 @@ pub struct Settings {
     pub identifiers: IdentifierRules,
     pub strategies: StrategiesConfig,
     pub phone_policy: PhonePolicy,
+    /// The backend API's secret keys (`api.secret_keys`).
+    pub api_secret_keys: Vec<String>,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
 }
@@ -382,17 +419,25 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub http_workers: usize,
     pub max_in_flight_requests: usize,
+    /// Concurrent requests per client IP (IPv6 per /64), body reading included; 0: no limit.
+    pub max_in_flight_per_ip: usize,
+    /// Time to send a request's head (actix's `client_request_timeout`).
+    pub request_head_timeout: Duration,
+    /// Time to send a request's whole body, from the moment its head is read.
+    pub request_body_timeout: Duration,
+    /// Time a closing connection waits for the client (actix's `client_disconnect_timeout`).
+    pub client_disconnect_timeout: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Read only this header from trusted proxies (`true`: `Forwarded`, else `X-Forwarded-For`).
     pub trusted_proxy_forwarded: bool,
     pub cors_allowed_origins: Vec<Origin>,
 }
 
-/// The validated delivery settings. No `Debug`: the SMTP URL and the SMS provider hold
-/// credentials.
+/// The validated delivery settings. No `Debug`: the SMS provider holds credentials.
 #[derive(Clone)]
 pub struct DeliverySettings {
-    pub smtp_url: Option<String>,
+    /// Unset: the development transport (dev mode only).
+    pub smtp: Option<SmtpSettings>,
     pub mail_from: lettre::message::Mailbox,
     pub outbox: OutboxConfig,
     pub sms: SmsProvider,
@@ -404,10 +449,7 @@ impl std::fmt::Debug for Settings {
             .field("http", &self.http)
             .field("public_url", &self.public_url.as_str())
             .field("database", &self.database)
-            .field(
-                "smtp_url",
-                &self.delivery.smtp_url.as_ref().map(|_| "(set, redacted)"),
-            )
+            .field("smtp", &self.delivery.smtp)
             .field("dev_mode", &self.dev_mode)
             .field("secret", &self.secret.as_ref().map(|_| "(set, redacted)"))
             .field("auth", &self.auth)
@@ -447,15 +489,6 @@ impl Settings {
         }
         let public_origin = Origin::from_url(&public_url).context("`public_url`")?;
         let smtp_url = raw.smtp_url.clone().filter(|s| !s.trim().is_empty());
-        if let Some(url) = &smtp_url {
-            let parsed = Url::parse(url).with_context(|| "`smtp_url`: not a URL".to_string())?;
-            if !matches!(parsed.scheme(), "smtp" | "smtps") {
-                bail!(
-                    "`smtp_url`: scheme must be smtp:// or smtps://, got {}://",
-                    parsed.scheme()
-                );
-            }
-        }
         // Dev mode (codes logged and listed on /dev/outbox) only switches itself on for a local,
         // plain-http instance that also calls itself local (an instance behind a reverse proxy
         // has a public URL); anywhere else it must be asked for explicitly.
@@ -465,6 +498,9 @@ impl Settings {
         let dev_mode = raw
             .dev_mode
             .unwrap_or(!had_file && smtp_url.is_none() && local_only);
+        let smtp = smtp::smtp_settings(&raw, smtp_url.as_deref(), dev_mode)?;
+        let database_url =
+            secret_files::database_url(&raw.database_url, raw.database_password_file.as_ref())?;
         let mut warnings = Vec::new();
         let test_mode_on = raw.test_mode.unwrap_or(dev_mode);
         let enumeration_strict = match raw.enumeration_protection.as_str() {
@@ -477,7 +513,7 @@ impl Settings {
         let (identifiers, phone_policy, sms) =
             identifiers::identifier_rules(&raw, dev_mode, &mut warnings)?;
         let phone_policy = phone_policy.with_test_numbers(test_mode_on);
-        if smtp_url.is_none() && !dev_mode && identifiers.email.enabled {
+        if smtp.is_none() && !dev_mode && identifiers.email.enabled {
             bail!("`smtp_url`: required unless `dev_mode` is on (without it no code can be delivered)");
         }
         let test_mode = test_mode_rules(
@@ -590,26 +626,27 @@ impl Settings {
         if raw.flows.idle_ttl_secs < c.ttl_secs {
             bail!("`flows.idle_ttl_secs`: must be at least `codes.ttl_secs`");
         }
-        if raw.lockout.max_failures == 0 || raw.lockout.max_failures > 100 {
-            bail!("`lockout.max_failures`: must be between 1 and 100 (NIST SP 800-63B §3.2.2)");
-        }
-        if raw.lockout.cooldown_secs == 0 {
-            bail!("`lockout.cooldown_secs`: must be positive");
-        }
-        // Hard cap (NIST SP 800-63B §3.2.2): never more than 100 failed tries per hour for one
-        // account, however the two settings combine.
-        let per_hour =
-            raw.lockout.max_failures as u64 * 3600u64.div_ceil(raw.lockout.cooldown_secs);
-        if per_hour > 100 {
-            bail!(
-                "`lockout.max_failures` and `lockout.cooldown_secs`: together they allow {per_hour} failed codes per hour for one account; at most 100 are allowed (raise the cooldown or lower the failures)"
-            );
-        }
+        raw.lockout.validate()?;
+        raw.limits.validate()?;
         if raw.sessions.ttl_secs < 60 {
             bail!("`sessions.ttl_secs`: must be at least 60");
         }
         if raw.max_body_bytes < 1024 {
             bail!("`max_body_bytes`: must be at least 1024");
+        }
+        for (key, ms) in [
+            ("request_head_timeout_ms", raw.request_head_timeout_ms),
+            ("request_body_timeout_ms", raw.request_body_timeout_ms),
+        ] {
+            if !(100..=300_000).contains(&ms) {
+                bail!("`{key}`: must be between 100 and 300000 (5 minutes), got {ms}");
+            }
+        }
+        if raw.client_disconnect_timeout_ms > 60_000 {
+            bail!(
+                "`client_disconnect_timeout_ms`: must be at most 60000, got {}",
+                raw.client_disconnect_timeout_ms
+            );
         }
         if raw.database_max_connections == 0 {
             bail!("`database_max_connections`: must be at least 1");
@@ -630,6 +667,14 @@ impl Settings {
         {
             bail!("`outbox.*`: max_attempts, retry_base_ms and poll_interval_ms must be positive");
         }
+        for key in &raw.api.secret_keys {
+            if !key.starts_with("sk_")
+                || key.chars().count() < 32
+                || key.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                bail!("`api.secret_keys`: each key starts with `sk_` and has at least 32 characters without white space (e.g. `sk_` followed by `openssl rand -hex 24`)");
+            }
+        }
         if raw.product_name.trim().is_empty() || raw.product_name.chars().any(char::is_control) {
             bail!("`product_name`: must be a non-empty single line");
         }
@@ -643,7 +688,7 @@ impl Settings {
             allowed_redirect_origins,
             after,
             database: crate::store::DatabaseOptions {
-                url: raw.database_url,
+                url: database_url,
                 max_connections: raw.database_max_connections,
                 acquire_timeout: Duration::from_secs(raw.database_acquire_timeout_secs),
                 sqlite_synchronous_full,
@@ -655,6 +700,10 @@ impl Settings {
                 max_body_bytes: raw.max_body_bytes,
                 http_workers: raw.http_workers,
                 max_in_flight_requests: raw.max_in_flight_requests,
+                max_in_flight_per_ip: raw.max_in_flight_per_ip,
+                request_head_timeout: Duration::from_millis(raw.request_head_timeout_ms),
+                request_body_timeout: Duration::from_millis(raw.request_body_timeout_ms),
+                client_disconnect_timeout: Duration::from_millis(raw.client_disconnect_timeout_ms),
                 trusted_proxies,
                 trusted_proxy_forwarded,
                 cors_allowed_origins,
@@ -666,15 +715,14 @@ impl Settings {
                 resend_cooldown: Duration::from_secs(c.resend_cooldown_secs),
                 flow_idle_ttl: Duration::from_secs(raw.flows.idle_ttl_secs),
                 session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
-                lockout_max_failures: raw.lockout.max_failures,
-                lockout_cooldown: Duration::from_secs(raw.lockout.cooldown_secs),
+                lockout: raw.lockout.clone(),
                 limits: raw.limits.clone(),
                 test_mode,
                 code_in_email_subject: c.in_email_subject,
                 enumeration_strict,
             },
             delivery: DeliverySettings {
-                smtp_url,
+                smtp,
                 mail_from,
                 outbox: raw.outbox,
                 sms,
@@ -682,6 +730,7 @@ impl Settings {
             identifiers,
             strategies: raw.strategies.clone(),
             phone_policy,
+            api_secret_keys: raw.api.secret_keys.clone(),
             warnings,
         })
     }
@@ -770,7 +819,7 @@ mod tests {
     fn debug_output_redacts_secrets() {
         let raw = RawConfig {
             secret: Some("s".repeat(40)),
-            smtp_url: Some("smtp://user:hunter2@smtp.example.com".into()),
+            smtp_url: Some("smtps://user:hunter2@smtp.example.com".into()),
             database_url: "postgres://app:pgpass@db/latchkey".into(),
             ..RawConfig::default()
         };
@@ -847,6 +896,25 @@ mod tests {
         let mut raw = production();
         raw.allowed_redirect_origins = vec!["https://*.com".into()];
         assert!(refusal(raw).contains("allowed_redirect_origins"));
+    }
+
+    #[test]
+    fn secret_keys_must_look_like_secret_keys() {
+        for bad in [
+            "sk_short",
+            "not-sk-0123456789abcdef0123456789abcdef",
+            "sk_0123456789 abcdef0123456789abcdef",
+        ] {
+            let mut raw = production();
+            raw.api.secret_keys = vec![bad.into()];
+            assert!(refusal(raw).contains("api.secret_keys"), "{bad}");
+        }
+        let mut raw = production();
+        raw.api.secret_keys = vec!["sk_0123456789abcdef0123456789abcdef".into()];
+        assert_eq!(
+            Settings::from_raw(raw, true).unwrap().api_secret_keys.len(),
+            1
+        );
     }
 
     #[test]
@@ -1098,6 +1166,8 @@ mod tests {
         let mut raw = production();
         raw.lockout.max_failures = 100;
         raw.lockout.cooldown_secs = 3600;
+        raw.lockout.stop_after_failures = 100;
+        raw.lockout.device_failures = 0;
         assert!(Settings::from_raw(raw, true).is_ok());
     }
 
@@ -1125,12 +1195,31 @@ mod tests {
         );
         assert_eq!((l.sms_per_hour, l.sms_prefix_alarm_per_hour), (30, 10));
         assert!(s.auth.enumeration_strict);
+        let lock = &s.auth.lockout;
         assert_eq!(
             (
-                s.auth.lockout_max_failures,
-                s.auth.lockout_cooldown.as_secs()
+                lock.max_failures,
+                lock.cooldown_secs,
+                lock.max_cooldown_secs
             ),
-            (10, 3600)
+            (10, 3600, 86400)
+        );
+        assert_eq!(
+            (
+                lock.stop_after_failures,
+                lock.device_failures,
+                lock.device_ttl_days
+            ),
+            (80, 20, 365)
+        );
+        assert_eq!(
+            (
+                l.ipv6_prefix_len,
+                l.ipv6_wide_prefix_len,
+                l.ipv6_wide_factor,
+                l.owner_notice_interval_secs
+            ),
+            (64, 48, 8, 86400)
         );
         assert_eq!(
             (
@@ -1145,6 +1234,24 @@ mod tests {
         assert!(s.http.trusted_proxies.is_empty() && !s.http.trusted_proxy_forwarded);
         assert_eq!(s.audit_retention.as_secs(), 90 * 24 * 3600);
         assert!(!s.auth.test_mode.is_on());
+    }
+
+    #[test]
+    fn request_timeouts_default_to_seconds_and_out_of_range_values_are_refused_naming_the_key() {
+        let s = Settings::from_raw(production(), true).unwrap();
+        assert_eq!(s.http.request_head_timeout, Duration::from_secs(5));
+        assert_eq!(s.http.request_body_timeout, Duration::from_secs(5));
+        assert_eq!(s.http.client_disconnect_timeout, Duration::from_secs(1));
+        assert_eq!(s.http.max_in_flight_per_ip, 32);
+        let mut raw = production();
+        raw.request_body_timeout_ms = 0;
+        assert!(refusal(raw).contains("`request_body_timeout_ms`"));
+        let mut raw = production();
+        raw.request_head_timeout_ms = 3_600_000;
+        assert!(refusal(raw).contains("`request_head_timeout_ms`"));
+        let mut raw = production();
+        raw.client_disconnect_timeout_ms = 120_000;
+        assert!(refusal(raw).contains("`client_disconnect_timeout_ms`"));
     }
 
     #[test]

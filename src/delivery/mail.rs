@@ -1,13 +1,13 @@
-//! Mail transports: SMTP through lettre, and the development transport that only logs.
-
-use std::time::Duration;
+//! Mail transports: SMTP (messages built by lettre, sent by our client), and the development
+//! transport that only logs.
 
 use anyhow::Context;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 
 use super::message::RenderedEmail;
 use super::smtp_client::SmtpClient;
+use crate::config::SmtpSettings;
 
 /// Where rendered mail goes.
 pub enum Mailer {
@@ -28,32 +28,18 @@ impl Mailer {
     }
 }
 
-/// SMTP configured by one URL: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
-/// (STARTTLS), `smtps://user:pass@host:465` (implicit TLS).
+/// SMTP as configured by `smtp_url` and its companions (see [`SmtpClient`]).
 pub struct SmtpMailer {
-    transport: Transport,
+    client: SmtpClient,
     from: Mailbox,
 }
 
-enum Transport {
-    /// `smtp://`: our pooled no-delay client (see `smtp_client.rs`).
-    NoDelay(SmtpClient),
-    /// `smtps://`: lettre's pooled transport.
-    Lettre(AsyncSmtpTransport<Tokio1Executor>),
-}
-
 impl SmtpMailer {
-    pub fn new(url: &str, from: Mailbox, timeout: Duration) -> anyhow::Result<Self> {
-        let transport = match SmtpClient::from_url(url, timeout)? {
-            Some(client) => Transport::NoDelay(client),
-            None => Transport::Lettre(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .context("`smtp_url`: lettre could not use it (expected smtp:// or smtps://, optional user:password@, ?tls=required for STARTTLS)")?
-                    .timeout(Some(timeout))
-                    .build(),
-            ),
-        };
-        Ok(Self { transport, from })
+    pub fn new(settings: SmtpSettings, from: Mailbox) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: SmtpClient::new(settings)?,
+            from,
+        })
     }
 
     async fn send(&self, to: &str, mail: &RenderedEmail) -> anyhow::Result<()> {
@@ -76,35 +62,10 @@ impl SmtpMailer {
                     ),
             )
             .context("building the message")?;
-        match &self.transport {
-            Transport::NoDelay(client) => {
-                client.send(message.envelope(), &message.formatted()).await
-            }
-            Transport::Lettre(transport) => {
-                transport.send(message).await.map_err(explain_smtp_error)?;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Rewrites transport errors into advice an operator can act on (the recipient is never included).
-pub(super) fn explain_smtp_error(e: lettre::transport::smtp::Error) -> anyhow::Error {
-    let hint = if e.is_permanent() {
-        "the SMTP server refused the message permanently (check mail_from is allowed to send, and credentials)"
-    } else if e.is_transient() {
-        "the SMTP server deferred the message; it will be retried"
-    } else if e.is_timeout() {
-        "the SMTP server did not answer in time; check smtp_url host and port"
-    } else if e.is_tls() {
-        "TLS with the SMTP server failed; check smtps:// vs ?tls=required and the server certificate"
-    } else {
-        "could not talk to the SMTP server; check smtp_url host, port and that it is running"
-    };
-    // The server's reply text can quote the recipient, so only its status code is kept.
-    match e.status() {
-        Some(code) => anyhow::anyhow!("{hint} (SMTP {code})"),
-        None => anyhow::anyhow!("{hint}"),
+        self.client
+            .send(message.envelope(), &message.formatted())
+            .await?;
+        Ok(())
     }
 }
 

@@ -13,14 +13,30 @@ pub enum Purpose {
     UnknownAccount,
     /// Enumeration protection: someone tried to sign up with an address an account has.
     AccountExists,
+    /// The owner's identifier reached its daily send cap (sent to the account's address).
+    SendsThrottled,
+    /// Wrong codes locked sign-in to the owner's account (sent to the account's address).
+    SignInLocked,
 }
 
 impl Purpose {
     /// A notice carries no code.
     pub fn is_notice(self) -> bool {
-        matches!(self, Purpose::UnknownAccount | Purpose::AccountExists)
+        matches!(
+            self,
+            Purpose::UnknownAccount
+                | Purpose::AccountExists
+                | Purpose::SendsThrottled
+                | Purpose::SignInLocked
+        )
     }
 }
+
+/// Closes a notice about an attempt nobody else can continue.
+const NOTHING_CHANGED: &str =
+    "If this was not you, you can ignore this message: nothing has changed.";
+/// Closes a throttling notice.
+const THROTTLED: &str = "If this was not you, someone else is asking for codes or guessing them. Your account stays safe as long as only you can read your messages and texts; you need not do anything.";
 
 /// A time as the messages carry it: Unix milliseconds.
 pub fn unix_ms(t: time::OffsetDateTime) -> i64 {
@@ -78,21 +94,36 @@ impl CodeMessage {
                 format!("Sign-in attempt on {product_name}"),
                 format!("Someone, hopefully you, tried to sign in to {product_name} with this email address, but there is no {product_name} account for it."),
                 "If it was you, create an account instead:",
+                NOTHING_CHANGED,
             )),
             Purpose::AccountExists => Some((
                 format!("Sign-up attempt on {product_name}"),
                 format!("Someone, hopefully you, tried to create a {product_name} account with this email address, but it already has an account."),
                 "If it was you, sign in instead:",
+                NOTHING_CHANGED,
+            )),
+            Purpose::SendsThrottled => Some((
+                format!("Too many sign-in codes requested on {product_name}"),
+                format!("Many sign-in codes were requested for your {product_name} account today, so for your security no more are sent to this address or number for up to a day, except to browsers you have signed in with before."),
+                "If it was you, sign in from a browser you have used before, or try again tomorrow:",
+                THROTTLED,
+            )),
+            Purpose::SignInLocked => Some((
+                format!("Sign-in to {product_name} paused after incorrect codes"),
+                format!("Several incorrect codes were entered to sign in to your {product_name} account, so for your security sign-in is paused for a while, except from browsers you have signed in with before."),
+                "If it was you, sign in from a browser you have used before, or try again later:",
+                THROTTLED,
             )),
             Purpose::SignUp | Purpose::SignIn => None,
         };
-        if let Some((subject, lead, advice)) = notice {
+        if let Some((subject, lead, advice, closing)) = notice {
             let ctx = NoticeEmailText {
                 product_name,
                 subject: &subject,
                 lead: &lead,
                 advice,
                 link,
+                closing,
             };
             return Ok(RenderedEmail {
                 text: ctx.render()?,
@@ -146,6 +177,7 @@ struct NoticeEmailText<'a> {
     lead: &'a str,
     advice: &'a str,
     link: &'a str,
+    closing: &'a str,
 }
 
 #[derive(Template)]
@@ -178,6 +210,31 @@ mod tests {
             m.render_sms("Acme", "accounts.example.com"),
             "042137 is your Acme verification code.\n\n@accounts.example.com #042137"
         );
+    }
+
+    #[test]
+    fn a_throttling_notice_carries_no_code_and_points_to_a_trusted_browser() {
+        for purpose in [Purpose::SendsThrottled, Purpose::SignInLocked] {
+            let m = CodeMessage {
+                to: "a@example.com".into(),
+                code: String::new(),
+                purpose,
+                expires_at: 0,
+                ttl_minutes: 0,
+                link: Some("https://accounts.example.com/sign-in".into()),
+            };
+            assert!(purpose.is_notice());
+            let r = m.render_email("Acme", true).unwrap();
+            assert!(!r.subject.contains("verification code"), "{}", r.subject);
+            for body in [&r.text, &r.html] {
+                assert!(
+                    body.contains("browser you have used before")
+                        && body.contains("https://accounts.example.com/sign-in")
+                        && !body.contains("nothing has changed"),
+                    "{body}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -294,6 +294,9 @@ impl OutboxWorker {
                 let email = content
                     .render_email(&self.product_name, self.code_in_subject)
                     .map_err(|e| Failure::Send(format!("rendering failed: {e}")))?;
+                // A send whose final answer was lost (or timed out) may have been delivered; it
+                // is retried after the backoff all the same: a duplicate of the same code is a
+                // far smaller harm than a lost one, and the backoff keeps it from looping.
                 match tokio::time::timeout(timeout, self.mailer.send(&content.to, &email)).await {
                     Ok(Ok(())) => self.mailer.is_dev(),
                     Ok(Err(e)) => return Err(Failure::Send(format!("{e:#}"))),

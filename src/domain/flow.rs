@@ -137,6 +137,8 @@ stored_enum! {
         SignOut => "sign_out",
         /// Someone tried to sign up with an identifier of this account.
         SignUpWithTakenIdentifier => "sign_up_with_taken_identifier",
+        /// A backend API call with a wrong or missing secret key.
+        BackendKeyRefused => "backend_key_refused",
     }
 }
 

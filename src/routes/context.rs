@@ -24,6 +24,8 @@ pub struct Ctx {
     pub state: web::Data<AppState>,
     pub request_id: String,
     browser: Option<String>,
+    /// The device cookie (a trusted browser's), if the request had one of a plausible size.
+    device: Option<String>,
     user_agent: Option<String>,
     ip: Option<String>,
 }
@@ -112,6 +114,11 @@ impl FromRequest for Ctx {
             .cookie(&state.cookies.browser_name())
             .map(|c| c.value().to_string())
             .filter(|v| plausible_token(v));
+        // Checked against an account (an HMAC) only where it matters; here only bounded.
+        let device = req
+            .cookie(&state.cookies.device_name())
+            .map(|c| c.value().to_string())
+            .filter(|v| v.len() <= 128);
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -128,6 +135,7 @@ impl FromRequest for Ctx {
             state,
             request_id: request_id(req),
             browser,
+            device,
             user_agent,
             ip,
         }))
@@ -158,6 +166,12 @@ impl Ctx {
         });
     }
 
+    /// A device cookie on the answer (at sign-in): this browser becomes a trusted browser of
+    /// the account.
+    pub(super) fn issue_device_cookie(&self, token: &str) {
+        pending(&self.req, |p| p.device = Some(token.to_string()));
+    }
+
     /// The session cookie's removal on the answer.
     pub(super) fn remove_session_cookie(&self) {
         pending(&self.req, |p| p.session = Some(SessionCookie::Remove));
@@ -174,6 +188,7 @@ impl Ctx {
             user_agent: self.user_agent.as_deref(),
             ip: self.ip.as_deref(),
             native: false,
+            device: self.device.as_deref(),
         }
     }
 
@@ -326,7 +341,7 @@ impl Ctx {
         self.error_page_of(status, text, href)
     }
 
-    fn error_page_of(
+    pub(super) fn error_page_of(
         &self,
         status: StatusCode,
         text: ErrorText,

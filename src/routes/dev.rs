@@ -162,7 +162,7 @@ pub async fn settings(ctx: Ctx) -> Result<HttpResponse, PageError> {
     rows.push(("sms.provider".into(), s.delivery.sms.name().to_string()));
     rows.push((
         "smtp_url".into(),
-        if s.delivery.smtp_url.is_some() {
+        if s.delivery.smtp.is_some() {
             "set"
         } else {
             "unset (codes are logged and listed on /dev/outbox)"

@@ -1,13 +1,14 @@
 //! The one place every answer is finished, whatever produced it (a page, a redirect, JSON, an
 //! extractor's refusal, a typed error): registered once around the whole app in `startup.rs`.
 //!
-//! - A typed error ([`PageError`], [`ApiError`]) becomes its page or JSON body here, because
+//! - A typed error ([`PageError`], [`ApiError`], and [`NotAdmitted`] from admission: load
+//!   shedding, the per-client cap, slow bodies) becomes its page or JSON body here, because
 //!   only here is the request known: its id (shown, and logged with an unexpected failure) and
 //!   the instance's settings. The finished answer no longer carries the error, so the request
 //!   logger does not log it a second time.
 //! - What the request asked to hand to the client ([`Pending`]: the browser cookie, the session
-//!   cookie or its removal, a native client's token, the API's CORS headers) is added to every
-//!   answer, errors included.
+//!   cookie or its removal, the device cookie, a native client's token, the API's CORS headers)
+//!   is added to every answer, errors included.
 //!
 //! Security headers come from `DefaultHeaders`, outside this.
 
@@ -18,7 +19,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 
 use super::api::ApiError;
-use super::{AppState, Ctx, PageError};
+use super::{AppState, Ctx, NotAdmitted, PageError};
 
 /// What a request hands to its client, on whatever answer it gets. Filled by [`Ctx`] and the
 /// API's context; written by [`finish`].
@@ -28,6 +29,8 @@ pub(super) struct Pending {
     /// sign-in. One value: a later one replaces an earlier.
     pub browser: Option<String>,
     pub session: Option<SessionCookie>,
+    /// The device cookie of a sign-in (a trusted browser of the account from now on).
+    pub device: Option<String>,
     /// `Authorization: Bearer …` for a native client: its first token, or a sign-in's new one.
     pub client_token: Option<String>,
     /// Set on API requests: `Vary: Origin`, and the CORS headers when the origin is allowed.
@@ -69,6 +72,9 @@ pub async fn finish(
 /// The page or JSON body of a typed error, if the answer is one.
 fn written_error(res: &ServiceResponse) -> Option<HttpResponse> {
     let error = res.response().error()?;
+    if let Some(refused) = error.as_error::<NotAdmitted>() {
+        return Some(refused.answer(res.request()));
+    }
     if let Some(e) = error.as_error::<PageError>() {
         let ctx = Ctx::extract(res.request()).into_inner().ok()?;
         return Some(ctx.error_response(e));
@@ -91,7 +97,10 @@ fn hand_over(res: &mut ServiceResponse) {
         SessionCookie::Remove => cookies.session_removal(),
     });
     let browser = pending.browser.map(|value| cookies.browser(&value));
-    for cookie in session.iter().chain(browser.iter()) {
+    let device = pending
+        .device
+        .map(|value| cookies.device(&value, state.settings.auth.lockout.device_ttl_days));
+    for cookie in session.iter().chain(browser.iter()).chain(device.iter()) {
         if let Err(e) = resp.add_cookie(cookie) {
             tracing::error!(error = %e, "could not set a cookie");
         }

@@ -138,7 +138,8 @@ fn parse_sign_up(
 /// Hands a completed flow's session to the client, whichever face completed it. The session the
 /// client held before is ended: a client holds one session, never an earlier one reused. A
 /// browser gets the session cookie and a fresh browser cookie, so nothing planted before sign-in
-/// survives it; a native client gets its new client token (the old one is dead).
+/// survives it, and a device cookie that makes it a trusted browser of the account; a native
+/// client gets its new client token (the old one is dead).
 pub async fn hand_over_session(
     ctx: &Ctx,
     client: &Client<'_>,
@@ -155,6 +156,9 @@ pub async fn hand_over_session(
         None => {
             ctx.issue_session_cookie(&signed_in.token);
             ctx.replace_browser_cookie();
+            if let Some(device) = &signed_in.device_token {
+                ctx.issue_device_cookie(device);
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ mod pages;
 mod sign_in;
 mod sign_up;
 mod user;
+mod well_known;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use actix_web::web;
 pub use context::Ctx;
 pub use errors::PageError;
 pub use finish::finish;
-pub use overload::InFlight;
+pub use overload::{Admission, NotAdmitted};
 pub use pages::not_found;
 
 use crate::auth::Auth;
@@ -40,6 +41,10 @@ use crate::store::Store;
 /// Shared state of the web layer.
 pub struct AppState {
     pub auth: Arc<Auth>,
+    /// The keys that sign session tokens.
+    pub signing: Arc<crate::tokens::KeySet>,
+    /// Keyed hashes of the backend API's secret keys.
+    pub backend_keys: Vec<[u8; 32]>,
     pub store: Store,
     pub settings: Settings,
     pub cookies: Cookies,
@@ -68,6 +73,8 @@ pub mod paths {
     pub const DEV_SETTINGS: &str = "/dev/settings";
     pub const EXAMPLES_CUSTOM_FLOW: &str = "/examples/custom-flow";
     pub const STATIC_ASSET: &str = "/static/{name}";
+    /// The session-token key set (RFC 7517).
+    pub const JWKS: &str = "/.well-known/jwks.json";
 
     /// The custom-flow JSON API (docs/api.md).
     pub mod api {
@@ -82,6 +89,10 @@ pub mod paths {
         pub const SIGN_IN: &str = "/v1/client/sign_ins/{id}";
         pub const SIGN_IN_PREPARE: &str = "/v1/client/sign_ins/{id}/prepare_first_factor";
         pub const SIGN_IN_ATTEMPT: &str = "/v1/client/sign_ins/{id}/attempt_first_factor";
+        pub const CLIENT_SESSION_TOKENS: &str = "/v1/client/sessions/{id}/tokens";
+        /// The backend API (a secret key, from the operator's servers).
+        pub const SESSIONS_VERIFY: &str = "/v1/sessions/verify";
+        pub const USER: &str = "/v1/users/{id}";
         /// Everything else under `/v1` (preflights, and the structured 404).
         pub const ANY: &str = "/v1/{tail:.*}";
     }
@@ -228,6 +239,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(user::sign_out_get))
                 .route(web::post().to(user::sign_out)),
         )
+        .route(paths::JWKS, web::get().to(well_known::jwks))
         .route(paths::HEALTHZ, web::get().to(health::healthz))
         .route(paths::READYZ, web::get().to(health::readyz))
         .route(paths::DEV_OUTBOX, web::get().to(dev::outbox))

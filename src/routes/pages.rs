@@ -171,6 +171,14 @@ pub enum ErrorText {
     NotFound,
     Unavailable,
     Failed,
+    /// Load shedding: the process is working on all the requests it takes at once (503).
+    Busy,
+    /// The client's address has too many requests open at once (429).
+    TooManyAtOnce,
+    /// The form's body did not arrive in time (408).
+    TooSlow,
+    /// The form's body could not be read (400).
+    Unreadable,
     /// The caller's own words (the form reader in `startup.rs`).
     Given {
         title: String,

@@ -29,6 +29,7 @@ fn describe(event: AuditKind) -> &'static str {
         AuditKind::SignUp => "Account created",
         AuditKind::IdentifierAdded => "Email address or phone number added",
         AuditKind::SignOut => "Signed out",
+        AuditKind::BackendKeyRefused => "A server call with a wrong key was refused",
         AuditKind::SignUpWithTakenIdentifier => {
             "Someone tried to create an account with your email address or phone number"
         }

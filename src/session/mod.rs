@@ -15,6 +15,9 @@ pub struct Cookies {
 const SESSION: &str = "latchkey_session";
 /// The browser cookie: a random value that CSRF tokens and flows are bound to (the pre-session).
 const BROWSER: &str = "latchkey_browser";
+/// The device cookie: set at every sign-in, it makes this browser one of the account's trusted
+/// browsers, which keep a share of the send and lockout budgets of their own.
+const DEVICE: &str = "latchkey_device";
 
 const BROWSER_MAX_AGE_DAYS: i64 = 30;
 
@@ -37,6 +40,10 @@ impl Cookies {
 
     pub fn browser_name(&self) -> String {
         self.name(BROWSER)
+    }
+
+    pub fn device_name(&self) -> String {
+        self.name(DEVICE)
     }
 
     fn build(&self, name: String, value: String, max_age: CookieDuration) -> Cookie<'static> {
@@ -68,6 +75,16 @@ impl Cookies {
             CookieDuration::days(BROWSER_MAX_AGE_DAYS),
         )
     }
+
+    /// The device cookie, kept for `days` (`lockout.device_ttl_days`; the server checks the
+    /// age itself too).
+    pub fn device(&self, value: &str, days: u32) -> Cookie<'static> {
+        self.build(
+            self.device_name(),
+            value.to_string(),
+            CookieDuration::days(i64::from(days)),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +97,22 @@ mod tests {
         let s = c.to_string();
         assert!(s.starts_with("__Host-latchkey_session=tok"), "{s}");
         for part in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=60"] {
+            assert!(s.contains(part), "{s} lacks {part}");
+        }
+        assert!(!s.contains("Domain"), "{s}");
+    }
+
+    #[test]
+    fn the_device_cookie_is_host_only_http_only_secure_lax_and_long_lived() {
+        let s = Cookies::new(true).device("dev", 365).to_string();
+        assert!(s.starts_with("__Host-latchkey_device=dev"), "{s}");
+        for part in [
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/",
+            "Max-Age=31536000",
+        ] {
             assert!(s.contains(part), "{s} lacks {part}");
         }
         assert!(!s.contains("Domain"), "{s}");

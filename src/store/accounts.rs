@@ -56,6 +56,37 @@ impl Store {
         .await
     }
 
+    /// An account: when it was created and its identifiers (emails first, primary first);
+    /// `None` if there is no such account.
+    pub async fn find_user(
+        &self,
+        user: &UserId,
+    ) -> anyhow::Result<Option<(time::OffsetDateTime, Vec<StoredIdentifier>)>> {
+        let user = user.clone();
+        self.read(move |tx| {
+            let user = user.clone();
+            Box::pin(async move {
+                let Some(row) = tx
+                    .fetch_optional(Stmt::new(
+                        "SELECT created_at FROM users WHERE id = $1",
+                        vec![user.as_str().into()],
+                    ))
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let identifiers = tx
+                    .fetch_all(Stmt::new(USER_IDENTIFIERS, vec![user.as_str().into()]))
+                    .await?
+                    .iter()
+                    .map(identifier_from_row)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(Some((row.time("created_at")?, identifiers)))
+            })
+        })
+        .await
+    }
+
     /// Every identifier of an account: emails first, primary first.
     pub async fn user_identifiers(&self, user: &UserId) -> anyhow::Result<Vec<StoredIdentifier>> {
         let user = user.clone();

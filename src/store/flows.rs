@@ -6,7 +6,8 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::audit::AuditEvent;
-use super::limits::{checks, locks, refusal, Guard, Limited};
+use super::limits::{check, checks, lock_all, locks, refusal, Guard, Limited};
+use super::lockout::{self, after_failure, is_locked, CountedKey, Lock, LockState};
 use super::outbox::{insert_message, supersede_messages, NewMessage};
 use super::sessions::{insert_session, NewSession};
 use super::stmt::{Row, Stmt};
@@ -173,18 +174,19 @@ pub struct CodeAttempt {
     pub ver_id: VerificationId,
     /// The keyed hash of the submitted code (computed before the unit: the unit only compares).
     pub submitted_hash: String,
-    /// The identifier whose consecutive failures are counted (e.g. `email:<canonical>`).
-    pub lock_key: String,
+    /// The keys whose consecutive failures a wrong code counts (an identifier, an account, the
+    /// account's trusted browsers), each with its rules; never empty.
+    pub counted: Vec<CountedKey>,
+    /// Further keys a success resets (not counted on by a wrong code).
+    pub reset: Vec<String>,
     pub now: OffsetDateTime,
     pub flow_expires_at: OffsetDateTime,
-    pub max_failures: i64,
-    pub lockout: time::Duration,
     /// Rate limits on code submissions (per client IP), checked before anything else.
     pub guards: Vec<Guard>,
     /// Rate limits of what a correct code sends (the next sign-up step's code), checked only
     /// once the code is consumed: a full bucket rolls the whole submission back.
     pub success_guards: Vec<Guard>,
-    /// Written with a wrong code; `audit_locked` too when that failure locks the identifier.
+    /// Written with a wrong code; `audit_locked` too when that failure locks a key.
     pub audit_wrong: AuditEvent,
     pub audit_locked: AuditEvent,
     /// Written with the completion.
@@ -195,8 +197,8 @@ pub struct CodeAttempt {
 /// The outcome of [`Store::attempt_code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
-    /// The identifier is locked out until this time; no try was used.
-    Locked { until: OffsetDateTime },
+    /// A counted key that shows its lock is locked; no try was used.
+    Locked(Lock),
     /// No try could be taken: the code is expired, used up, verified or replaced, or the flow
     /// is complete. The verification and flow as they are now, to tell which.
     Unavailable {
@@ -204,11 +206,13 @@ pub enum AttemptOutcome {
         code: CodeStatus,
         code_expires_at: OffsetDateTime,
     },
-    /// A wrong code; the try was counted. `locked_until` is set when this failure locked the
-    /// identifier.
+    /// A wrong code (or a try while a silent key is locked, whatever the code); the try was
+    /// counted. `locked` is set when this failure locked a key that shows its lock;
+    /// `newly_locked` when it locked any key (a silent one too).
     Wrong {
         remaining: u32,
-        locked_until: Option<OffsetDateTime>,
+        locked: Option<Lock>,
+        newly_locked: bool,
     },
     /// The code was consumed and the completion applied.
     Completed,
@@ -349,7 +353,6 @@ const SWITCH_CODE: &str = "UPDATE verifications SET code_hash = $1, attempts = 0
      channel = $7, destination = $8, canonical = $9, identifier_id = $10 \
      WHERE id = $4 AND flow_id = $5 AND (status = 'waiting' OR (status IN ('pending', 'failed') AND sent_at <= $6))";
 
-const SELECT_LOCK: &str = "SELECT locked_until FROM identifier_lockouts WHERE identifier = $1";
 /// Reserves a try before the comparison, so parallel guesses can never evaluate more than
 /// `max_attempts` (the row stays locked until the unit ends).
 const TAKE_TRY: &str = "UPDATE verifications SET attempts = attempts + 1 \
@@ -358,41 +361,11 @@ const TAKE_TRY: &str = "UPDATE verifications SET attempts = attempts + 1 \
 const CODE_STATE: &str =
     "SELECT v.status AS v_status, v.expires_at AS v_expires_at, f.status AS f_status \
      FROM verifications v JOIN flows f ON f.id = v.flow_id WHERE v.id = $1 AND f.id = $2";
-const RECORD_FAILURE: &str = "INSERT INTO identifier_lockouts (identifier, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2) \
-     ON CONFLICT (identifier) DO UPDATE SET \
-       failures = CASE WHEN identifier_lockouts.locked_until <= $2 THEN 1 ELSE identifier_lockouts.failures + 1 END, \
-       locked_until = CASE WHEN identifier_lockouts.locked_until <= $2 THEN NULL ELSE identifier_lockouts.locked_until END, \
-       updated_at = $2 \
-     RETURNING failures, locked_until";
 /// Single use: this conditional update succeeds for exactly one request.
 const CONSUME: &str = "UPDATE verifications SET status = 'verified', code_hash = NULL \
      WHERE id = $1 AND status = 'pending' AND code_hash = $2";
-const CLEAR_FAILURES: &str = "DELETE FROM identifier_lockouts WHERE identifier = $1";
 const KILL_CODE: &str =
     "UPDATE verifications SET status = 'failed', code_hash = NULL WHERE id = $1";
-const LOCK: &str = "UPDATE identifier_lockouts SET locked_until = $1 WHERE identifier = $2";
-
-/// Whether a stored lock still holds at `now`.
-pub(crate) fn lock_holds(locked_until: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
-    locked_until.is_some_and(|until| until > now)
-}
-
-/// After a wrong code counted as the identifier's `failures`-th consecutive one: the time the
-/// identifier is locked until, if this failure locks it. A lock already running is kept (never
-/// extended by more failures); reaching `max_failures` starts one of `lockout`.
-pub(crate) fn lock_after_failure(
-    failures: i64,
-    locked_until: Option<OffsetDateTime>,
-    max_failures: i64,
-    lockout: time::Duration,
-    now: OffsetDateTime,
-) -> Option<OffsetDateTime> {
-    match locked_until {
-        Some(until) => Some(until).filter(|u| *u > now),
-        None if failures >= max_failures => Some(now + lockout),
-        None => None,
-    }
-}
 
 /// Whether a stored code hash equals the submitted one, in constant time. A decoy's stored
 /// value is not a hash and never equals one.
@@ -491,49 +464,54 @@ fn ran(result: &Result<Vec<Done>, Failed>) -> &[Done] {
     }
 }
 
-/// The unit of work of a code submission (see [`Store::attempt_code`]). Three round trips on
-/// PostgreSQL for a correct code: the locks, rate limits, lockout and try together; the
-/// consumption and completion together; the commit. Statements that run before a decision
-/// could stop them (the try taken while the identifier is locked out, the completion of a code
-/// someone else consumed) are undone by discarding the unit.
+/// The unit of work of a code submission (see [`Store::attempt_code`]).
 async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<AttemptOutcome>> {
     use Unit::{Commit, Discard};
-    // The identifier's failure count is read, then counted on: on PostgreSQL, parallel tries of
-    // one identifier (on several live codes, from several IPs) wait for each other here, so each
-    // sees the failures committed before it and no more than `max_failures` are evaluated.
-    // (Named apart from the rate-limit buckets, which share the advisory locks' key space.)
-    let failures_lock = format!("lockout:{}", a.lock_key);
-    let mut stmts = locks(
-        tx.backend(),
-        &[&a.guards, &a.success_guards],
-        &[&failures_lock],
-    );
-    let guards_at = stmts.len();
-    stmts.extend(checks(&a.guards, a.now));
-    stmts.push(Stmt::new(SELECT_LOCK, vec![a.lock_key.as_str().into()]));
-    stmts.push(Stmt::new(
-        TAKE_TRY,
-        vec![
-            a.ver_id.as_str().into(),
-            a.flow_id.as_str().into(),
-            a.now.into(),
-        ],
-    ));
-    let result = tx.run(stmts).await;
-    if let Some(limited) = refusal(&a.guards, ran(&result).get(guards_at..).unwrap_or(&[])) {
+    // The keys' failure counts are read, then counted on: on PostgreSQL, parallel tries on one
+    // key (on several live codes, from several IPs) wait for each other here, so each sees the
+    // failures committed before it and no more than the rules allow are evaluated.
+    let names: Vec<String> = a
+        .counted
+        .iter()
+        .map(|k| k.key.as_str())
+        .chain(a.reset.iter().map(String::as_str))
+        .map(lockout::advisory_name)
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    lock_all(tx, &[&a.guards, &a.success_guards], &names).await?;
+    if let Some(limited) = check(tx, &a.guards, a.now).await? {
         return Ok(Discard(AttemptOutcome::Limited(limited)));
     }
-    let mut done = result?;
-    let taken = done.pop().and_then(|d| d.rows.into_iter().next());
-    let lock_row = done.pop().and_then(|d| d.rows.into_iter().next());
-    let locked_until = match &lock_row {
-        Some(r) => r.opt_time("locked_until")?,
-        None => None,
-    };
-    if lock_holds(locked_until, a.now) {
-        let until = locked_until.expect("a lock that holds has an end");
-        return Ok(Discard(AttemptOutcome::Locked { until }));
+    let mut counts: Vec<(&CountedKey, Option<LockState>)> = Vec::new();
+    for key in &a.counted {
+        counts.push((key, lockout::read(tx, &key.key).await?));
     }
+    // A key that shows its lock refuses the try; a silent one lets it be taken, uncompared.
+    let mut shown: Option<Lock> = None;
+    let mut silenced = false;
+    for (key, state) in &counts {
+        let Some(lock) = is_locked(&state.unwrap_or_default(), &key.rules, a.now) else {
+            continue;
+        };
+        if key.silent {
+            silenced = true;
+        } else {
+            shown = Some(shown.map_or(lock, |l| l.longer(lock)));
+        }
+    }
+    if let Some(lock) = shown {
+        return Ok(Discard(AttemptOutcome::Locked(lock)));
+    }
+    let taken = tx
+        .fetch_optional(Stmt::new(
+            TAKE_TRY,
+            vec![
+                a.ver_id.as_str().into(),
+                a.flow_id.as_str().into(),
+                a.now.into(),
+            ],
+        ))
+        .await?;
     let stored = match &taken {
         Some(r) => r.opt_text("code_hash")?,
         None => None,
@@ -554,78 +532,78 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
             code_expires_at: state.time("v_expires_at")?,
         }));
     };
-    if !same_hash(&stored, &a.submitted_hash) {
+    if silenced || !same_hash(&stored, &a.submitted_hash) {
         let remaining = (r.int("max_attempts")? - r.int("attempts")?).max(0);
-        let mut stmts = Vec::new();
         if remaining == 0 {
-            stmts.push(Stmt::new(KILL_CODE, vec![a.ver_id.as_str().into()]));
+            tx.execute(Stmt::new(KILL_CODE, vec![a.ver_id.as_str().into()]))
+                .await?;
         }
-        stmts.push(touch_flow(&a.flow_id, a.now, a.flow_expires_at));
-        stmts.push(a.audit_wrong.statement(a.now));
-        stmts.push(Stmt::new(
-            RECORD_FAILURE,
-            vec![a.lock_key.as_str().into(), a.now.into()],
-        ));
-        let done = tx.run(stmts).await?;
-        let failure = done
-            .last()
-            .and_then(|d| d.rows.first())
-            .ok_or_else(|| anyhow::anyhow!("no row returned by {RECORD_FAILURE}"))?;
-        let previous_lock = failure.opt_time("locked_until")?;
-        let locked_until = lock_after_failure(
-            failure.int("failures")?,
-            previous_lock,
-            a.max_failures,
-            a.lockout,
-            a.now,
-        );
-        if let (None, Some(until)) = (previous_lock, locked_until) {
-            tx.run(vec![
-                Stmt::new(LOCK, vec![until.into(), a.lock_key.as_str().into()]),
-                a.audit_locked.statement(a.now),
-            ])
+        tx.execute(touch_flow(&a.flow_id, a.now, a.flow_expires_at))
             .await?;
+        tx.execute(a.audit_wrong.statement(a.now)).await?;
+        // Counted on every key that is not locked: a silent key under its lock counts nothing,
+        // since the code was not compared.
+        let mut locked = None;
+        let mut newly_locked = false;
+        for (key, state) in &counts {
+            let state = state.unwrap_or_default();
+            if is_locked(&state, &key.rules, a.now).is_some() {
+                continue;
+            }
+            let (next, lock) = after_failure(&state, &key.rules, a.now);
+            lockout::write(tx, &key.key, &next, a.now).await?;
+            if let Some(lock) = lock {
+                newly_locked = true;
+                if !key.silent {
+                    locked = Some(locked.map_or(lock, |l: Lock| l.longer(lock)));
+                }
+            }
+        }
+        if newly_locked {
+            tx.execute(a.audit_locked.statement(a.now)).await?;
         }
         return Ok(Commit(AttemptOutcome::Wrong {
             remaining: remaining as u32,
-            locked_until,
+            locked,
+            newly_locked,
         }));
     }
-    let mut stmts = vec![Stmt::new(
-        CONSUME,
-        vec![a.ver_id.as_str().into(), stored.into()],
-    )];
-    stmts.extend(checks(&a.success_guards, a.now));
-    if lock_row.is_some() {
-        stmts.push(Stmt::new(CLEAR_FAILURES, vec![a.lock_key.as_str().into()]));
+    let consumed = tx
+        .execute(Stmt::new(
+            CONSUME,
+            vec![a.ver_id.as_str().into(), stored.into()],
+        ))
+        .await?;
+    if consumed != 1 {
+        return Ok(Discard(AttemptOutcome::LostRace));
     }
-    let writes_at = stmts.len();
-    let (writes, taken_on_conflict): (Vec<Stmt>, Vec<bool>) = a
+    if let Some(limited) = check(tx, &a.success_guards, a.now).await? {
+        return Ok(Discard(AttemptOutcome::Limited(limited)));
+    }
+    // A success resets the keys it was counted on, and the account's others.
+    for (key, state) in &counts {
+        if state.is_some() {
+            lockout::clear(tx, &key.key).await?;
+        }
+    }
+    for key in &a.reset {
+        lockout::clear(tx, key).await?;
+    }
+    let writes = a
         .completion
         .statements(&a.flow_id, a.now)
         .into_iter()
-        .chain(a.audit_success.iter().map(|e| (e.statement(a.now), false)))
-        .unzip();
-    stmts.extend(writes);
-    let result = tx.run(stmts).await;
-    let done = ran(&result);
-    if done.first().is_some_and(|consumed| consumed.changed != 1) {
-        return Ok(Discard(AttemptOutcome::LostRace));
-    }
-    if let Some(limited) = refusal(&a.success_guards, done.get(1..).unwrap_or(&[])) {
-        return Ok(Discard(AttemptOutcome::Limited(limited)));
-    }
-    match result {
-        Ok(_) => Ok(Commit(AttemptOutcome::Completed)),
-        Err(f)
-            if f.error.is_unique_violation()
-                && f.at >= writes_at
-                && taken_on_conflict[f.at - writes_at] =>
-        {
-            Ok(Discard(AttemptOutcome::IdentifierTaken))
+        .chain(a.audit_success.iter().map(|e| (e.statement(a.now), false)));
+    for (stmt, taken_on_conflict) in writes {
+        match tx.execute(stmt).await {
+            Ok(_) => {}
+            Err(e) if taken_on_conflict && e.is_unique_violation() => {
+                return Ok(Discard(AttemptOutcome::IdentifierTaken))
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(f) => Err(f.into()),
     }
+    Ok(Commit(AttemptOutcome::Completed))
 }
 
 /// The unit of work of a new code (see [`Store::replace_code`]): one batch, then the commit.
@@ -736,14 +714,15 @@ impl Store {
     }
 
     /// Checks a code in one transaction, the whole unit of work of a code submission:
-    /// - refuses without using a try while the identifier is locked out;
+    /// - refuses without using a try while a counted key that shows its lock is locked (see
+    ///   [`lockout`](super::lockout) for the rules: escalating locks, then a stop);
     /// - reserves a try by incrementing the counter *before* comparing, so parallel guesses can
     ///   never evaluate more than `max_attempts` (the row is locked for the comparison);
-    /// - on a wrong code, counts a failure for the identifier (locking it once `max_failures`
-    ///   consecutive failures are reached; a lock that ran out starts a new count) and kills the
-    ///   code when its tries are used up;
-    /// - on the right code, consumes it (exactly one request can), clears the identifier's
-    ///   failures and applies the completion: the user (sign-up) and the session are created and
+    /// - while a silent key is locked, takes the try without comparing: a wrong code's answer;
+    /// - on a wrong code, counts a failure on every counted key that is not locked (which may
+    ///   lock it) and kills the code when its tries are used up;
+    /// - on the right code, consumes it (exactly one request can), clears the failures of the
+    ///   counted keys and of `reset`, and applies the completion: the user (sign-up) and the session are created and
     ///   the flow completed, together or not at all.
     pub async fn attempt_code(&self, attempt: CodeAttempt) -> anyhow::Result<AttemptOutcome> {
         self.write(move |tx| Box::pin(attempt_code(tx, attempt)))
@@ -754,46 +733,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
-    use time::Duration;
-
-    const NOW: OffsetDateTime = datetime!(2026-12-02 12:00 UTC);
-
-    #[test]
-    fn a_lock_holds_until_its_end_and_not_at_it() {
-        assert!(!lock_holds(None, NOW));
-        assert!(lock_holds(Some(NOW + Duration::SECOND), NOW));
-        assert!(!lock_holds(Some(NOW), NOW));
-        assert!(!lock_holds(Some(NOW - Duration::SECOND), NOW));
-    }
-
-    #[test]
-    fn the_failure_that_reaches_the_limit_locks_for_the_lockout() {
-        let hour = Duration::HOUR;
-        assert_eq!(lock_after_failure(9, None, 10, hour, NOW), None);
-        assert_eq!(
-            lock_after_failure(10, None, 10, hour, NOW),
-            Some(NOW + hour)
-        );
-        assert_eq!(
-            lock_after_failure(11, None, 10, hour, NOW),
-            Some(NOW + hour)
-        );
-    }
-
-    #[test]
-    fn a_running_lock_is_reported_and_never_extended() {
-        let until = NOW + Duration::minutes(5);
-        assert_eq!(
-            lock_after_failure(50, Some(until), 10, Duration::HOUR, NOW),
-            Some(until)
-        );
-        // A lock that ended is not reported (the store restarts the count in that case).
-        assert_eq!(
-            lock_after_failure(1, Some(NOW - Duration::SECOND), 10, Duration::HOUR, NOW),
-            None
-        );
-    }
 
     #[test]
     fn only_the_same_hash_matches_and_a_decoy_never_does() {

@@ -29,6 +29,13 @@ const SESSIONS: &str =
     "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $2)";
 const MESSAGES: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE \
      status IN ('sent', 'failed', 'expired', 'superseded', 'withheld') AND created_at < $1 LIMIT $2)";
+/// How long a failure count is kept after its last failure. A count is *consecutive* failures
+/// (NIST SP 800-63B-4 §3.2.2): neither a lock running out nor a quiet day resets it, or an
+/// attacker could pace their guesses below the stop. After a year without a failure it is
+/// forgotten, so the table does not keep every mistyped identifier forever; that makes the stop
+/// a bound per key per year.
+pub const KEEP_FAILURE_COUNTS: time::Duration = time::Duration::days(365);
+
 const LOCKOUTS: &str = "DELETE FROM identifier_lockouts WHERE identifier IN (SELECT identifier FROM identifier_lockouts WHERE \
      updated_at < $1 AND (locked_until IS NULL OR locked_until < $1) LIMIT $2)";
 // Rate-limit events outlive no window (the longest is a day); audit events their retention.
@@ -62,8 +69,8 @@ impl Store {
 
     /// Deletes flows (with their verifications) expired or finished more than a day ago (until
     /// then a stale link still gets the "expired" page), expired sessions, outbox messages
-    /// finished more than a day ago, and failure counts with no activity for a day whose lock
-    /// (if any) has ended. Audit events are kept for `audit_retention`.
+    /// finished more than a day ago, and failure counts without a failure for a year
+    /// ([`KEEP_FAILURE_COUNTS`]). Audit events are kept for `audit_retention`.
     pub async fn purge(
         &self,
         now: OffsetDateTime,
@@ -74,7 +81,9 @@ impl Store {
             flows: self.delete_in_batches(FLOWS, day_ago).await?,
             sessions: self.delete_in_batches(SESSIONS, now).await?,
             messages: self.delete_in_batches(MESSAGES, day_ago).await?,
-            lockouts: self.delete_in_batches(LOCKOUTS, day_ago).await?,
+            lockouts: self
+                .delete_in_batches(LOCKOUTS, now - KEEP_FAILURE_COUNTS)
+                .await?,
             rate_events: self.delete_in_batches(RATE_EVENTS, day_ago).await?,
             audit_events: self
                 .delete_in_batches(AUDIT_EVENTS, now - audit_retention)

@@ -7,7 +7,7 @@
 use time::OffsetDateTime;
 
 use super::stmt::{Stmt, P};
-use super::tx::{Backend, Done, Unit};
+use super::tx::{Backend, Done, Tx, Unit};
 use super::Store;
 
 /// "At most `limit` events of `bucket` within `window_ms`", for each of up to three windows
@@ -138,6 +138,42 @@ pub(super) fn refusal(guards: &[Guard], done: &[Done]) -> Option<Limited> {
         .map(|(g, _)| g.refusal())
 }
 
+/// Takes the locks of [`locks`] in one round trip (units whose next statements depend on what
+/// the locks protect).
+pub(super) async fn lock_all(
+    tx: &mut dyn Tx,
+    guards: &[&[Guard]],
+    also: &[&str],
+) -> anyhow::Result<()> {
+    let stmts = locks(tx.backend(), guards, also);
+    if !stmts.is_empty() {
+        tx.run(stmts).await?;
+    }
+    Ok(())
+}
+
+/// Records one event per guard in one round trip; `Some(refusal)` means a bucket was full and
+/// the unit must be discarded (rolled back).
+pub(super) async fn check(
+    tx: &mut dyn Tx,
+    guards: &[Guard],
+    now: OffsetDateTime,
+) -> anyhow::Result<Option<Limited>> {
+    if guards.is_empty() {
+        return Ok(None);
+    }
+    let result = tx.run(checks(guards, now)).await;
+    let done = match &result {
+        Ok(done) => done.as_slice(),
+        Err(failed) => failed.done.as_slice(),
+    };
+    if let Some(limited) = refusal(guards, done) {
+        return Ok(Some(limited));
+    }
+    result?;
+    Ok(None)
+}
+
 impl Store {
     /// When the refused bucket has room again: for every full window, when its oldest event
     /// leaves it; the latest of those.
@@ -175,6 +211,19 @@ impl Store {
                 }
                 Ok(reopens)
             })
+        })
+        .await
+    }
+
+    /// How many events `bucket` holds after `since`.
+    pub async fn events_since(&self, bucket: &str, since: OffsetDateTime) -> anyhow::Result<i64> {
+        let stmt = Stmt::new(
+            "SELECT COUNT(*) AS n FROM rate_events WHERE bucket = $1 AND at > $2",
+            vec![bucket.into(), since.into()],
+        );
+        self.read(move |tx| {
+            let stmt = stmt.clone();
+            Box::pin(async move { tx.fetch_one(stmt).await?.int("n") })
         })
         .await
     }

@@ -13,10 +13,12 @@ mod audit;
 mod flows;
 mod janitor;
 mod limits;
+mod lockout;
 mod outbox;
 mod postgres;
 mod secrets;
 mod sessions;
+mod signing_keys;
 mod sqlite;
 mod stmt;
 mod tx;
@@ -34,8 +36,10 @@ pub use flows::{
 };
 pub use janitor::Purged;
 pub use limits::{Guard, Limited};
+pub use lockout::{keys as lockout_keys, CountedKey, Lock, LockRules};
 pub use outbox::{Claim, ClaimedMessage, GiveUp, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
+pub use signing_keys::StoredSigningKey;
 pub use tx::{is_unavailable_error, Backend, DbError, DbErrorKind};
 
 use tx::{Tx, Unit};

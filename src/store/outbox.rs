@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 
+use super::limits::{check, lock_all, Guard};
 use super::stmt::{Row, Stmt};
 use super::tx::{Backend, Tx, Unit};
 use super::Store;
@@ -222,6 +223,23 @@ async fn commit_all(tx: &mut dyn Tx, stmts: Vec<Stmt>) -> anyhow::Result<Unit<u6
 }
 
 impl Store {
+    /// Queues a message that belongs to no code (an owner notice) if `guard` has room (e.g. one
+    /// per account per day); returns whether it was queued. A full bucket writes nothing.
+    pub async fn queue_notice(&self, message: NewMessage, guard: Guard) -> anyhow::Result<bool> {
+        self.write(move |tx| {
+            Box::pin(async move {
+                let guards = [guard];
+                lock_all(tx, &[&guards], &[]).await?;
+                if check(tx, &guards, message.now).await?.is_some() {
+                    return Ok(Unit::Discard(false));
+                }
+                tx.execute(insert_message(&message)).await?;
+                Ok(Unit::Commit(true))
+            })
+        })
+        .await
+    }
+
     /// Claims up to `limit` due messages for `worker` until `lease_until`. Rows whose lease ran out
     /// (a worker that died mid-send) are claimed again.
     pub async fn claim_messages(

@@ -60,23 +60,37 @@ pub(super) fn insert_session(s: &NewSession) -> Stmt {
     )
 }
 
-/// One row per identifier of the user (at least one row: the join is a LEFT JOIN).
-const FIND_SESSION: &str =
-    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, \
-     u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
-     FROM sessions s JOIN users u ON u.id = s.user_id \
-     LEFT JOIN identifiers i ON i.user_id = u.id \
-     WHERE s.token_hash = $1 AND s.expires_at > $2 \
-     ORDER BY i.kind, i.is_primary DESC, i.created_at";
+/// A session with its user, one row per identifier of the user (at least one row: the join is a
+/// LEFT JOIN), for the sessions `$where` selects (`$1` the key, `$2` now), ordered by `$order`.
+macro_rules! session_query {
+    ($where:literal, $order:literal) => {
+        concat!(
+            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, \
+             u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             LEFT JOIN identifiers i ON i.user_id = u.id WHERE ",
+            $where,
+            " AND s.expires_at > $2 ORDER BY ",
+            $order
+        )
+    };
+}
 
-/// The same, for a native client's session.
-const FIND_CLIENT_SESSION: &str =
-    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, \
-     u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
-     FROM sessions s JOIN users u ON u.id = s.user_id \
-     LEFT JOIN identifiers i ON i.user_id = u.id \
-     WHERE s.client_binding = $1 AND s.expires_at > $2 \
-     ORDER BY s.created_at DESC, i.kind, i.is_primary DESC, i.created_at";
+/// The session a cookie's token hashes to.
+const FIND_SESSION: &str = session_query!(
+    "s.token_hash = $1",
+    "i.kind, i.is_primary DESC, i.created_at"
+);
+
+/// The newest session a native client's token holds.
+const FIND_CLIENT_SESSION: &str = session_query!(
+    "s.client_binding = $1",
+    "s.created_at DESC, i.kind, i.is_primary DESC, i.created_at"
+);
+
+/// The session a session token names.
+const FIND_SESSION_BY_ID: &str =
+    session_query!("s.id = $1", "i.kind, i.is_primary DESC, i.created_at");
 
 fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
     Ok(SessionUser {
@@ -100,6 +114,15 @@ impl Store {
         now: OffsetDateTime,
     ) -> anyhow::Result<Option<SessionUser>> {
         self.session_by(FIND_SESSION, token_hash, now).await
+    }
+
+    /// The unexpired session `id`, with its user.
+    pub async fn find_session_by_id(
+        &self,
+        id: &SessionId,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Option<SessionUser>> {
+        self.session_by(FIND_SESSION_BY_ID, id.as_str(), now).await
     }
 
     /// The newest unexpired session a native client's token (by its binding) holds.

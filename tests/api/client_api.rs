@@ -100,6 +100,10 @@ crate::backend_tests! {
         let session_id = done.body["created_session_id"].as_str().unwrap().to_string();
         assert!(done.headers.get_all("set-cookie").iter().count() >= 2, "session cookie and a fresh browser cookie");
 
+        let outcome = get(&app, &client, &format!("/v1/client/sign_ups/{id}")).await;
+        assert_eq!((outcome.status, &outcome.body["status"]), (StatusCode::OK, &json!("complete")), "{}", outcome.body);
+        assert_eq!(outcome.body["created_session_id"], session_id.as_str());
+
         let me = get(&app, &client, "/v1/client").await;
         assert_eq!(me.body["object"], "client");
         assert_eq!(me.body["sessions"][0]["id"], session_id.as_str());
@@ -151,6 +155,15 @@ crate::backend_tests! {
         // gone for this browser (a parallel submit gets 409, see the race test).
         let used = post(&app, &client, &format!("/v1/client/sign_ins/{id}/attempt_first_factor"), json!({"strategy": "email_code", "code": code})).await;
         assert_eq!((used.status, used.code()), (StatusCode::NOT_FOUND, "resource_not_found"));
+        // But the client that finished it can read the outcome back (a lost answer), without
+        // being handed anything new; another client cannot.
+        let outcome = get(&app, &client, &format!("/v1/client/sign_ins/{id}")).await;
+        assert_eq!(outcome.status, StatusCode::OK, "{}", outcome.body);
+        assert_eq!(outcome.body["status"], "complete");
+        assert_eq!(outcome.body["created_session_id"], done.body["created_session_id"]);
+        assert!(outcome.headers.get("set-cookie").is_none(), "the read hands out no cookie");
+        let stranger = get(&app, &browser(), &format!("/v1/client/sign_ins/{id}")).await;
+        assert_eq!((stranger.status, stranger.code()), (StatusCode::NOT_FOUND, "resource_not_found"));
 
         let me = get(&app, &client, "/v1/client").await;
         let session = me.body["sessions"][0]["id"].as_str().unwrap().to_string();
@@ -385,6 +398,9 @@ crate::backend_tests! {
         assert_ne!(renewed, token, "a new client token at sign-in");
         let me = read(http.get(app.url("/v1/client")).header("Authorization", &renewed).send().await.unwrap()).await;
         assert_eq!(me.body["user"]["email_addresses"][0]["email_address"], "native@example.com", "{}", me.body);
+        let outcome = read(http.get(app.url(&format!("/v1/client/sign_ins/{id}"))).header("Authorization", &renewed).send().await.unwrap()).await;
+        assert_eq!((outcome.status, &outcome.body["status"]), (StatusCode::OK, &json!("complete")), "{}", outcome.body);
+        assert_eq!(outcome.body["created_session_id"], done.body["created_session_id"]);
         let old = read(http.get(app.url("/v1/client")).header("Authorization", &token).send().await.unwrap()).await;
         assert_eq!(old.body["user"], Value::Null, "the pre-sign-in token holds no session");
         let session = me.body["sessions"][0]["id"].as_str().unwrap().to_string();
@@ -432,12 +448,25 @@ crate::backend_tests! {
         }
     }
 
-    async fn unknown_api_paths_get_a_structured_404() {
+    async fn unknown_api_paths_get_a_structured_404_and_wrong_methods_a_405_with_allow() {
         let app = spawn_app().await;
         let client = browser();
-        for (method, path) in [(reqwest::Method::GET, "/v1/nothing"), (reqwest::Method::DELETE, "/v1/client/sign_ups"), (reqwest::Method::PUT, "/v1/client")] {
+        for (method, path) in [(reqwest::Method::GET, "/v1/nothing"), (reqwest::Method::GET, "/v1/client/sign_ups/flw_x/nothing")] {
             let a = read(client.request(method.clone(), app.url(path)).header("Origin", &app.address).send().await.unwrap()).await;
             assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "resource_not_found"), "{method} {path}");
+        }
+        for (method, path, allow) in [
+            (reqwest::Method::DELETE, "/v1/client/sign_ups", "POST, OPTIONS"),
+            (reqwest::Method::PUT, "/v1/client", "GET, OPTIONS"),
+            (reqwest::Method::POST, "/v1/client/sign_ins/sia_anything", "GET, OPTIONS"),
+            (reqwest::Method::GET, "/v1/client/sign_ins/x/attempt_first_factor", "POST, OPTIONS"),
+            (reqwest::Method::GET, "/v1/client/sessions/ses_x", "DELETE, OPTIONS"),
+            (reqwest::Method::POST, "/v1/openapi.json", "GET, OPTIONS"),
+        ] {
+            let a = read(client.request(method.clone(), app.url(path)).header("Origin", &app.address).send().await.unwrap()).await;
+            assert_eq!((a.status, a.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"), "{method} {path}: {}", a.body);
+            assert_eq!(a.headers.get("allow").and_then(|v| v.to_str().ok()), Some(allow), "{method} {path}");
+            assert!(a.body["errors"][0]["long_message"].as_str().unwrap().contains(method.as_str()), "{}", a.body);
         }
     }
 

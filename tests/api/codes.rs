@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use crate::helpers::{location, spawn_app, TestApp};
 
 /// A code that is certainly not `code`.
-fn wrong(code: &str) -> String {
+pub(crate) fn wrong(code: &str) -> String {
     code.chars()
         .map(|c| {
             if c == '9' {

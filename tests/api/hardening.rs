@@ -322,7 +322,8 @@ crate::backend_tests! {
         // (A GET-only route added with `cfg.route` answers other methods with the 404 page.)
         expect(StatusCode::NOT_FOUND, scan.call(Method::POST, "/user", Body::Empty).await);
         expect(StatusCode::METHOD_NOT_ALLOWED, scan.call(Method::DELETE, "/sign-out", Body::Empty).await);
-        expect(StatusCode::NOT_FOUND, scan.call(Method::DELETE, "/v1/client/sign_ups", Body::Empty).await);
+        expect(StatusCode::METHOD_NOT_ALLOWED, scan.call(Method::DELETE, "/v1/client/sign_ups", Body::Empty).await);
+        expect(StatusCode::NOT_FOUND, scan.call(Method::DELETE, "/v1/nothing", Body::Empty).await);
         // 413: a form and a JSON body over max_body_bytes.
         let big = sign_up.fields.iter().cloned().chain([("email_address".to_string(), "a".repeat(app.raw.max_body_bytes + 1))]).collect();
         expect(StatusCode::PAYLOAD_TOO_LARGE, scan.call(Method::POST, "/sign-up", Body::Form(big)).await);
@@ -784,6 +785,14 @@ impl Secrets {
             match name {
                 "latchkey_session" => self.add("session token", value),
                 "latchkey_browser" => self.add("browser cookie", value),
+                "latchkey_device" => {
+                    // `<id>.<issued>.<mac>`: the whole value, and its id and MAC on their own.
+                    self.add("device cookie", value);
+                    let parts: Vec<&str> = value.split('.').collect();
+                    assert_eq!(parts.len(), 3, "{value}");
+                    self.add("device cookie id", parts[0]);
+                    self.add("device cookie MAC", parts[2]);
+                }
                 other => panic!("unexpected cookie {other}"),
             }
         }
@@ -962,7 +971,7 @@ crate::backend_tests! {
         post_form(&bin, &client, &profile.form("/sign-out"), &mut secrets).await;
         complete_flow(&bin, &smtp, &client, "/sign-in", email, 2, &mut secrets).await;
         assert!(open(&bin, &client, "/user", &mut secrets).await.contains(email));
-        for (kind, n) in [("code", 2), ("session token", 2), ("browser cookie", 2), ("CSRF token", 4)] {
+        for (kind, n) in [("code", 2), ("session token", 2), ("browser cookie", 2), ("device cookie", 2), ("CSRF token", 4)] {
             assert!(secrets.of(kind) >= n, "collected {} {kind}s", secrets.of(kind));
         }
 

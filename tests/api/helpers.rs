@@ -104,6 +104,10 @@ struct Collector {
     messages: Arc<Mutex<Vec<ReceivedMail>>>,
     current_to: Vec<String>,
     current: Vec<u8>,
+    /// The user and password AUTH PLAIN accepts (mailin offers AUTH only over TLS).
+    credentials: Option<(String, String)>,
+    /// The users that authenticated.
+    authenticated: Arc<Mutex<Vec<String>>>,
 }
 
 impl mailin_embedded::Handler for Collector {
@@ -124,6 +128,20 @@ impl mailin_embedded::Handler for Collector {
         Ok(())
     }
 
+    fn auth_plain(
+        &mut self,
+        _authorization_id: &str,
+        user: &str,
+        password: &str,
+    ) -> mailin_embedded::Response {
+        if self.credentials.as_ref() == Some(&(user.to_string(), password.to_string())) {
+            self.authenticated.lock().unwrap().push(user.to_string());
+            mailin_embedded::response::AUTH_OK
+        } else {
+            mailin_embedded::response::INVALID_CREDENTIALS
+        }
+    }
+
     fn data_end(&mut self) -> mailin_embedded::Response {
         let mail = ReceivedMail {
             to: std::mem::take(&mut self.current_to),
@@ -139,6 +157,7 @@ impl mailin_embedded::Handler for Collector {
 pub struct TestSmtp {
     pub port: u16,
     messages: Arc<Mutex<Vec<ReceivedMail>>>,
+    authenticated: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestSmtp {
@@ -159,13 +178,39 @@ impl TestSmtp {
         Self {
             port,
             messages: Arc::default(),
+            authenticated: Arc::default(),
         }
     }
 
     pub fn listen(&self) {
+        self.serve(None, None);
+    }
+
+    /// Starts a server that offers STARTTLS with the certificate `ca` signed for 127.0.0.1, and
+    /// takes mail only after AUTH PLAIN with `user` and `password` (offered only over TLS).
+    pub fn start_with_tls(ca: &crate::smtp_server::TestCa, user: &str, password: &str) -> Self {
+        let smtp = Self::reserve();
+        let (cert_path, key_path) = ca.leaf_files();
+        smtp.serve(
+            Some(mailin_embedded::SslConfig::SelfSigned {
+                cert_path: cert_path.display().to_string(),
+                key_path: key_path.display().to_string(),
+            }),
+            Some((user.to_string(), password.to_string())),
+        );
+        smtp
+    }
+
+    fn serve(
+        &self,
+        tls: Option<mailin_embedded::SslConfig>,
+        credentials: Option<(String, String)>,
+    ) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("SMTP port still free");
         let mut server = mailin_embedded::Server::new(Collector {
             messages: self.messages.clone(),
+            authenticated: self.authenticated.clone(),
+            credentials: credentials.clone(),
             ..Collector::default()
         });
         server
@@ -174,9 +219,22 @@ impl TestSmtp {
             // test's server keeps its threads until the test binary exits, so not more.
             .with_num_threads(40)
             .with_tcp_listener(listener);
+        if let Some(tls) = tls {
+            // mailin builds its TLS settings with the process's default crypto provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            server.with_ssl(tls).expect("TLS settings");
+        }
+        if credentials.is_some() {
+            server.with_auth(mailin_embedded::AuthMechanism::Plain);
+        }
         std::thread::spawn(move || {
             let _ = server.serve();
         });
+    }
+
+    /// The users that authenticated, one entry per AUTH.
+    pub fn authenticated(&self) -> Vec<String> {
+        self.authenticated.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -388,8 +446,8 @@ pub struct TestApp {
     pub db_path: PathBuf,
     pub backend: Backend,
     pub raw: RawConfig,
-    /// The server's count of requests in flight (load shedding).
-    pub in_flight: latchkey::routes::InFlight,
+    /// The server's admission counts: requests in flight (load shedding), bodies being received.
+    pub admission: latchkey::routes::Admission,
     /// The server's store (to read how many units of work requests ran).
     pub store: latchkey::store::Store,
     handle: ServerHandle,
@@ -440,6 +498,9 @@ pub async fn test_config(smtp: &TestSmtp, dir: &tempfile::TempDir) -> RawConfig 
     // The friendly "no account" / "already registered" answers are what most tests check;
     // strict enumeration protection (the default) has its own tests (tests/api/enumeration.rs).
     raw.enumeration_protection = "off".into();
+    // Some tests send 100 requests at once from 127.0.0.1; the per-client cap on open requests
+    // has its own tests (tests/api/overload.rs), which turn it on.
+    raw.max_in_flight_per_ip = 0;
     raw.outbox.poll_interval_ms = 50;
     raw.outbox.retry_base_ms = 100;
     raw.outbox.retry_max_ms = 1000;
@@ -484,7 +545,7 @@ async fn launch(
         .await
         .expect("app builds");
     let handle = app.handle();
-    let in_flight = app.in_flight();
+    let admission = app.admission();
     let store = app.store();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -495,7 +556,7 @@ async fn launch(
         db_path: dir.path().join("latchkey.db"),
         backend: current_backend(),
         raw,
-        in_flight,
+        admission,
         store,
         _stop: StopOnDrop(handle.clone()),
         handle,
@@ -816,6 +877,16 @@ impl TestApp {
         let code = self.smtp.wait_for(email, before + 1).await.code();
         let resp = self.enter_code_with(&other, &verify, &code).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    }
+
+    /// Completes a sign-in for an existing `email` in `client`.
+    pub async fn sign_in_with(&self, client: &reqwest::Client, email: &str) -> Response {
+        let before = self.smtp.messages_to(email).len();
+        let resp = self.submit_identifier_with(client, "/sign-in", email).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let verify = location(&resp);
+        let code = self.smtp.wait_for(email, before + 1).await.code();
+        self.enter_code_with(client, &verify, &code).await
     }
 
     /// Completes a sign-in for an existing `email`.

@@ -14,6 +14,9 @@ use crate::helpers::{
     TestSmtp, GUARD,
 };
 
+/// The backend API key every instance takes.
+const SECRET_KEY: &str = "sk_instances_0123456789abcdef0123456789";
+
 /// One `latchkey` process.
 struct Instance {
     child: Child,
@@ -83,6 +86,7 @@ impl Cluster {
             .env("LATCHKEY_SMTP_URL", self.smtp.url())
             .env("LATCHKEY_DEV_MODE", "false")
             .env("LATCHKEY_SECRET", "instances-test-secret-0123456789abcdef")
+            .env("LATCHKEY_API__SECRET_KEYS", SECRET_KEY)
             .env("LATCHKEY_OUTBOX__POLL_INTERVAL_MS", "50")
             // Many flows from 127.0.0.1 at once: the rate limits have their own tests.
             .env("LATCHKEY_LIMITS__SEND_INTERVAL_SECS", "0")
@@ -195,6 +199,27 @@ crate::backend_tests! {
         let code = cluster.smtp.wait_for("both@example.com", 1).await.code();
         let resp = cluster.enter_code(&client, &b.address, &verify, &code).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+        // They agree on one signing key: the same key set, and a session token issued by A
+        // verifies on B.
+        let jwks = |i: &Instance| reqwest::get(i.url("/.well-known/jwks.json"));
+        let (ja, jb): (serde_json::Value, serde_json::Value) = (jwks(&a).await.unwrap().json().await.unwrap(), jwks(&b).await.unwrap().json().await.unwrap());
+        assert_eq!(ja, jb);
+        assert_eq!(ja["keys"].as_array().map(Vec::len), Some(1), "{ja}");
+        let me: serde_json::Value = client.get(a.url("/v1/client")).send().await.unwrap().json().await.unwrap();
+        let sid = me["sessions"][0]["id"].as_str().expect("signed in").to_string();
+        let token: serde_json::Value = client
+            .post(a.url(&format!("/v1/client/sessions/{sid}/tokens")))
+            .header("Origin", &cluster.public_url)
+            .json(&serde_json::json!({}))
+            .send().await.unwrap().json().await.unwrap();
+        let verified: serde_json::Value = reqwest::Client::new()
+            .post(b.url("/v1/sessions/verify"))
+            .bearer_auth(SECRET_KEY)
+            .json(&serde_json::json!({"token": token["jwt"]}))
+            .send().await.unwrap().json().await.unwrap();
+        assert_eq!(verified["active"], true, "{token} {verified}");
+        assert_eq!(verified["sid"], sid.as_str());
     }
 
     async fn a_code_requested_on_one_instance_is_verified_on_another() {

@@ -339,4 +339,36 @@ crate::backend_tests! {
         let resp = app.submit_identifier_with(&browser(), "/sign-up", "s3@example.com").await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "the hour has passed");
     }
+
+    async fn ipv6_clients_count_per_64_and_eight_times_as_much_per_48_through_a_trusted_proxy() {
+        let app = spawn_app_with(|raw| {
+            raw.trusted_proxies = vec!["127.0.0.1".into()];
+            only(raw, |l| l.ip_flows_per_10_seconds = 1);
+        })
+        .await;
+        let sign_up_from = |ip: String| {
+            let app = &app;
+            async move {
+                let client = browser();
+                let page = app.page_with(&client, "/sign-up").await;
+                let email = format!("{}@example.com", ip.replace(':', "-"));
+                let form = page.form("/sign-up").set("email_address", &email);
+                app.submit_with_headers(&client, &form, &[("X-Forwarded-For", &ip)]).await
+            }
+        };
+        // One subscriber's /64: one flow per 10 s, whatever the interface identifier.
+        assert_eq!(sign_up_from("2001:db8:aa:1::1".into()).await.status(), StatusCode::SEE_OTHER);
+        assert_eq!(sign_up_from("2001:db8:aa:1:ffff::2".into()).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Other /64s of the same /48: eight flows between them, not one each.
+        for net in 2..=8 {
+            assert_eq!(sign_up_from(format!("2001:db8:aa:{net:x}::1")).await.status(), StatusCode::SEE_OTHER, "/64 number {net}");
+        }
+        let ninth = sign_up_from("2001:db8:aa:ff00::1".into()).await;
+        assert_eq!(ninth.status(), StatusCode::TOO_MANY_REQUESTS, "the ninth /64 of one /48 within 10 s");
+        assert_generic_429(ninth).await;
+        // Another /48 is another customer.
+        assert_eq!(sign_up_from("2001:db8:bb:1::1".into()).await.status(), StatusCode::SEE_OTHER);
+        app.clock.advance(Duration::from_secs(10));
+        assert_eq!(sign_up_from("2001:db8:aa:ff00::1".into()).await.status(), StatusCode::SEE_OTHER);
+    }
 }

@@ -16,30 +16,42 @@ use crate::domain::{
     RedirectTarget, SessionId, UserId,
 };
 use crate::store::{
-    AttemptOutcome, CodeAttempt, Completion, FlowRecord, Limited, NewIdentifier, NewSession,
-    NextCode, VerificationRecord,
+    lockout_keys, AttemptOutcome, CodeAttempt, Completion, CountedKey, FlowRecord, Limited, Lock,
+    NewIdentifier, NewSession, NextCode, VerificationRecord,
 };
 
 /// Whose failures a wrong code counts against, and so what it locks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Counted {
     /// A sign-up's identifier: `email:…` / `phone:…`.
-    Identifier(String),
+    Identifier(Identifier),
     /// A sign-in's account, whichever identifier got the code: `user:<id>`.
     Account(UserId),
-    /// Strict enumeration protection: sign-in failures per identifier, in a namespace of their
-    /// own (`signin:…`), so a decoy (no account) locks exactly like a real sign-in, and locking
-    /// one identifier says nothing about which others share its account.
-    SignInIdentifier(String),
+    /// Strict enumeration protection: sign-in failures per identifier typed, in a namespace of
+    /// their own (`signin:…`), so a decoy (no account) locks exactly like a real sign-in, and
+    /// locking one identifier says nothing about which others share its account.
+    SignInIdentifier(Identifier),
+    /// Strict enumeration protection: the account's count too (`user:<id>`), so its
+    /// identifiers share one budget, but silently: while it is locked, a try is taken and
+    /// answered as a wrong code, as a decoy's would be (see `store::CountedKey::silent`).
+    SilentAccount(UserId),
+    /// A trusted browser of the account (its device cookie): a count of its own
+    /// (`device:user:<id>`), apart from everyone else's.
+    Devices(UserId),
 }
 
 impl Counted {
-    fn key(&self) -> String {
+    pub(super) fn key(&self) -> String {
         match self {
-            Counted::Identifier(k) => k.clone(),
-            Counted::Account(user) => format!("user:{user}"),
-            Counted::SignInIdentifier(k) => format!("signin:{k}"),
+            Counted::Identifier(i) => lockout_keys::sign_up(i.kind(), i.canonical()),
+            Counted::Account(user) | Counted::SilentAccount(user) => lockout_keys::account(user),
+            Counted::SignInIdentifier(i) => lockout_keys::sign_in(i.kind(), i.canonical()),
+            Counted::Devices(user) => lockout_keys::devices(user),
         }
+    }
+
+    fn silent(&self) -> bool {
+        matches!(self, Counted::SilentAccount(_))
     }
 }
 
@@ -55,17 +67,26 @@ pub(super) struct Plan<'r> {
     pub completes: bool,
     /// The next sign-up step, whose code a correct code sends.
     pub next: Option<&'r VerificationRecord>,
-    pub counted: Counted,
+    /// Never empty.
+    pub counted: Vec<Counted>,
+    /// The other keys a success resets (NIST SP 800-63B-4 §3.2.2: a successful authentication
+    /// disregards earlier failures): a success in a trusted browser lifts everyone's locks on
+    /// the account, and any success resets the trusted browsers' count.
+    pub reset: Vec<Counted>,
     /// The account a completion signs in; `None` = a new one (sign-up, or a decoy's).
     pub user: Option<UserId>,
 }
 
-/// Plans a code submission, without I/O.
+/// Plans a code submission, without I/O. `trusted`: the client is a trusted browser of the
+/// flow's account. `stand_in`: the account a decoy counts on in its place (a keyed hash of its
+/// identifier), so a decoy reads, writes and locks exactly the keys a real account does.
 pub(super) fn plan<'r>(
     record: &'r FlowRecord,
     kind: FlowKind,
     target: &AttemptTarget,
     policy: &Policy,
+    trusted: bool,
+    stand_in: &UserId,
 ) -> Result<Plan<'r>, AttemptError> {
     if record.status == FlowStatus::Complete {
         return Err(AttemptError::AlreadyUsed);
@@ -93,22 +114,40 @@ pub(super) fn plan<'r>(
     };
     let auto_next = matches!(target, AttemptTarget::Page(_));
     let identifier = verification_identifier(record, v);
-    let spelled = format!("{}:{}", identifier.kind().as_str(), identifier.canonical());
-    let (counted, user) = match kind {
-        FlowKind::SignUp => (Counted::Identifier(spelled), None),
+    let (counted, reset, user) = match kind {
+        FlowKind::SignUp => (vec![Counted::Identifier(identifier.clone())], vec![], None),
         FlowKind::SignIn => {
             let user = match (&record.user_id, v.decoy) {
                 (Some(user), _) => Some(user.clone()),
                 (None, true) => None,
                 (None, false) => return Err(FlowError::NotFound.into()),
             };
-            let counted = match (&user, policy.enumeration_strict) {
-                (_, true) => Counted::SignInIdentifier(spelled),
-                (Some(user), false) => Counted::Account(user.clone()),
+            // Everyone's keys, and the account's trusted browsers' key.
+            let (everyone, devices) = match (&user, policy.enumeration_strict) {
+                (user, true) => {
+                    let account = user.as_ref().unwrap_or(stand_in);
+                    (
+                        vec![
+                            Counted::SignInIdentifier(identifier.clone()),
+                            Counted::SilentAccount(account.clone()),
+                        ],
+                        Some(Counted::Devices(account.clone())),
+                    )
+                }
+                (Some(user), false) => (
+                    vec![Counted::Account(user.clone())],
+                    Some(Counted::Devices(user.clone())),
+                ),
                 // A decoy exists only in strict mode.
                 (None, false) => return Err(FlowError::NotFound.into()),
             };
-            (counted, user)
+            // A trusted browser counts on its share alone; a success from anywhere resets both.
+            let (counted, reset) = match devices {
+                Some(devices) if trusted && user.is_some() => (vec![devices], everyone),
+                Some(devices) => (everyone, vec![devices]),
+                None => (everyone, vec![]),
+            };
+            (counted, reset, user)
         }
     };
     // A sign-up completes with its last unverified identifier, if nothing required is missing.
@@ -129,6 +168,7 @@ pub(super) fn plan<'r>(
         completes,
         next,
         counted,
+        reset,
         user,
     })
 }
@@ -156,18 +196,20 @@ pub(super) fn classify(
     auto_next: bool,
     now: OffsetDateTime,
 ) -> Verdict {
-    let locked = |until| AttemptError::Locked {
-        retry_after_secs: secs_until(until, now).max(1),
+    let locked = |lock| match lock {
+        Lock::Until(until) => AttemptError::Locked {
+            retry_after_secs: secs_until(until, now).max(1),
+        },
+        Lock::Stopped => AttemptError::Blocked,
     };
     match outcome {
         AttemptOutcome::Completed if plan_completes => Verdict::SignedIn,
         AttemptOutcome::Completed => Verdict::NextStep,
         AttemptOutcome::Limited(limited) => Verdict::Limited(limited),
-        AttemptOutcome::Locked { until } => Verdict::Refused(locked(until), "identifier_locked"),
+        AttemptOutcome::Locked(lock) => Verdict::Refused(locked(lock), "identifier_locked"),
         AttemptOutcome::Wrong {
-            locked_until: Some(until),
-            ..
-        } => Verdict::Wrong(locked(until), "identifier locked"),
+            locked: Some(lock), ..
+        } => Verdict::Wrong(locked(lock), "identifier locked"),
         AttemptOutcome::Wrong { remaining: 0, .. } => {
             Verdict::Wrong(AttemptError::TriesExhausted, "no tries left")
         }
@@ -238,7 +280,19 @@ impl Auth {
     ) -> Result<Attempted, AttemptError> {
         let now = self.now();
         let record = self.load_record(id, kind, client, now).await?;
-        let plan = plan(&record, kind, target, &self.policy)?;
+        let trusted = kind == FlowKind::SignIn
+            && record
+                .user_id
+                .as_ref()
+                .is_some_and(|user| self.trusted_by(client, user, now));
+        let plan = plan(
+            &record,
+            kind,
+            target,
+            &self.policy,
+            trusted,
+            &self.stand_in_account(&record),
+        )?;
         let v = plan.v;
         let identifier = &plan.identifier;
         let user_id = plan.user.clone().unwrap_or_else(UserId::generate);
@@ -349,15 +403,25 @@ impl Auth {
             submitted_hash: self
                 .keys
                 .code_hash(&code_binding(&v.id, identifier), code.expose()),
-            lock_key: plan.counted.key(),
+            counted: plan
+                .counted
+                .iter()
+                .map(|c| CountedKey {
+                    key: c.key(),
+                    silent: c.silent(),
+                    rules: match c {
+                        Counted::Devices(_) => self.device_lock_rules(),
+                        _ => self.shared_lock_rules(),
+                    },
+                })
+                .collect(),
+            reset: plan.reset.iter().map(Counted::key).collect(),
             now,
             flow_expires_at,
-            max_failures: self.policy.lockout_max_failures as i64,
-            lockout: crate::auth::duration(self.policy.lockout_cooldown),
             guards: self.attempt_guards(client),
             // The next step's code is a send like any other, counted only if this code is right.
             success_guards: match &next {
-                Some((_, to, ..)) => self.send_guards(to, client),
+                Some((_, to, ..)) => self.send_guards(to, client, false),
                 None => Vec::new(),
             },
             audit_wrong: event(
@@ -376,6 +440,15 @@ impl Auth {
             completion,
         };
         let outcome = self.store.attempt_code(attempt).await?;
+        if let (
+            AttemptOutcome::Wrong {
+                newly_locked: true, ..
+            },
+            Some(account),
+        ) = (&outcome, &record.user_id)
+        {
+            self.notice_locked(account, identifier, now);
+        }
         let log = |event: &str, reason: &str| {
             tracing::info!(event, reason, flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), ip = client.ip.unwrap_or("-"));
         };
@@ -392,6 +465,7 @@ impl Auth {
                 Ok(Attempted::SignedIn(SignedIn {
                     token,
                     client_token,
+                    device_token: self.new_device_token(client, &user_id, now),
                     session_id,
                     user_id,
                     redirect: record
@@ -407,7 +481,7 @@ impl Auth {
             }
             Verdict::Wrong(err, reason) => {
                 log("code_incorrect", reason);
-                if matches!(err, AttemptError::Locked { .. }) {
+                if matches!(err, AttemptError::Locked { .. } | AttemptError::Blocked) {
                     tracing::warn!(event = "identifier_locked", identifier = %identifier.masked(), "too many consecutive wrong codes; locked");
                 }
                 Err(err)
@@ -417,6 +491,18 @@ impl Auth {
                 Err(err)
             }
         }
+    }
+
+    /// The account a decoy sign-in (strict mode) counts its failures on in place of one: a keyed
+    /// hash of the identifier, the same in every flow, so a decoy reads, writes and locks as many
+    /// keys as a real account, and no account's id.
+    fn stand_in_account(&self, record: &FlowRecord) -> UserId {
+        let bytes = self.keys.derived_bytes(&[
+            "stand-in account",
+            record.identifier_kind.as_str(),
+            &record.identifier_canonical,
+        ]);
+        UserId::from_bytes(bytes)
     }
 
     /// A fresh session token (256 bits from the OS CSPRNG) and the hash that is stored.
@@ -447,8 +533,7 @@ mod tests {
             resend_cooldown: StdDuration::from_secs(30),
             flow_idle_ttl: StdDuration::from_secs(1800),
             session_ttl: StdDuration::from_secs(7 * 86400),
-            lockout_max_failures: 10,
-            lockout_cooldown: StdDuration::from_secs(3600),
+            lockout: crate::config::LockoutConfig::default(),
             test_mode: crate::domain::TestMode::Off,
             factor_kinds: Accepts {
                 email: true,
@@ -526,21 +611,98 @@ mod tests {
 
     const PAGE: AttemptTarget = AttemptTarget::Page(None);
 
+    static STAND_IN: std::sync::LazyLock<UserId> =
+        std::sync::LazyLock::new(|| UserId::from_bytes([7; 16]));
+
+    fn keys(p: &Plan<'_>) -> Vec<(String, bool)> {
+        p.counted.iter().map(|c| (c.key(), c.silent())).collect()
+    }
+
     #[test]
-    fn a_sign_in_counts_failures_against_the_account_or_in_strict_mode_the_identifier() {
+    fn sign_in_failures_count_per_account_or_per_identifier_and_silently_per_account_if_strict() {
         let user = UserId::generate();
         let r = record(
             FlowKind::SignIn,
             Some(user.clone()),
             vec![email(CodeStatus::Pending)],
         );
-        let p = plan(&r, FlowKind::SignIn, &PAGE, &policy(false, false)).unwrap();
-        assert_eq!(p.counted, Counted::Account(user.clone()));
-        assert_eq!(p.counted.key(), format!("user:{user}"));
+        let p = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(false, false),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
+        assert_eq!(p.counted, vec![Counted::Account(user.clone())]);
+        assert_eq!(keys(&p), [(format!("user:{user}"), false)]);
+        assert_eq!(p.reset, [Counted::Devices(user.clone())]);
         assert!(p.completes);
-        let p = plan(&r, FlowKind::SignIn, &PAGE, &policy(true, false)).unwrap();
-        assert_eq!(p.counted.key(), "signin:email:jane@example.com");
+        let p = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(true, false),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&p),
+            [
+                ("signin:email:jane@example.com".to_string(), false),
+                (format!("user:{user}"), true)
+            ],
+            "the account's identifiers share one budget, whose lock never shows"
+        );
         assert_eq!(p.user, Some(user));
+    }
+
+    #[test]
+    fn a_trusted_browser_counts_on_its_accounts_device_share_alone() {
+        let user = UserId::generate();
+        let r = record(
+            FlowKind::SignIn,
+            Some(user.clone()),
+            vec![email(CodeStatus::Pending)],
+        );
+        for strict in [true, false] {
+            let p = plan(
+                &r,
+                FlowKind::SignIn,
+                &PAGE,
+                &policy(strict, false),
+                true,
+                &STAND_IN,
+            )
+            .unwrap();
+            assert_eq!(keys(&p), [(format!("device:user:{user}"), false)]);
+            let resets: Vec<String> = p.reset.iter().map(Counted::key).collect();
+            let expected = match strict {
+                true => vec![
+                    "signin:email:jane@example.com".to_string(),
+                    format!("user:{user}"),
+                ],
+                false => vec![format!("user:{user}")],
+            };
+            assert_eq!(
+                resets, expected,
+                "its success lifts everyone's locks on the account"
+            );
+        }
+        // A sign-up has no account to trust a browser for.
+        let r = record(FlowKind::SignUp, None, vec![email(CodeStatus::Pending)]);
+        let p = plan(
+            &r,
+            FlowKind::SignUp,
+            &PAGE,
+            &policy(true, false),
+            true,
+            &STAND_IN,
+        )
+        .unwrap();
+        assert_eq!(keys(&p), [("email:jane@example.com".to_string(), false)]);
     }
 
     #[test]
@@ -555,11 +717,35 @@ mod tests {
                 true,
             )],
         );
-        let p = plan(&r, FlowKind::SignIn, &PAGE, &policy(true, false)).unwrap();
-        assert_eq!(p.counted.key(), "signin:email:nobody@example.com");
-        assert_eq!(p.user, None);
+        let p = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(true, false),
+            true,
+            &STAND_IN,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&p),
+            [
+                ("signin:email:nobody@example.com".to_string(), false),
+                (format!("user:{}", *STAND_IN), true)
+            ],
+            "the keys a real sign-in counts on, the account's a stand-in's"
+        );
+        assert_eq!(p.reset, [Counted::Devices(STAND_IN.clone())]);
+        assert_eq!(p.user, None, "and nobody to sign in");
         // Outside strict mode a sign-in without an account cannot exist.
-        let refused = plan(&r, FlowKind::SignIn, &PAGE, &policy(false, false)).unwrap_err();
+        let refused = plan(
+            &r,
+            FlowKind::SignIn,
+            &PAGE,
+            &policy(false, false),
+            false,
+            &STAND_IN,
+        )
+        .unwrap_err();
         assert!(matches!(refused, AttemptError::Flow(FlowError::NotFound)));
     }
 
@@ -570,8 +756,16 @@ mod tests {
             None,
             vec![email(CodeStatus::Pending), phone(CodeStatus::Waiting)],
         );
-        let p = plan(&r, FlowKind::SignUp, &PAGE, &policy(false, true)).unwrap();
-        assert_eq!(p.counted.key(), "email:jane@example.com");
+        let p = plan(
+            &r,
+            FlowKind::SignUp,
+            &PAGE,
+            &policy(false, true),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
+        assert_eq!(keys(&p), [("email:jane@example.com".to_string(), false)]);
         assert!(!p.completes, "the phone number is still to verify");
         assert_eq!(p.next.map(|n| &n.id), Some(&r.verifications[1].id));
         // Through the API the client prepares the next step itself.
@@ -580,6 +774,8 @@ mod tests {
             FlowKind::SignUp,
             &AttemptTarget::Kind(crate::domain::IdentifierKind::Email),
             &policy(false, true),
+            false,
+            &STAND_IN,
         )
         .unwrap();
         assert!(p.next.is_none() && !p.auto_next);
@@ -589,23 +785,45 @@ mod tests {
             None,
             vec![email(CodeStatus::Verified), phone(CodeStatus::Pending)],
         );
-        let p = plan(&r, FlowKind::SignUp, &PAGE, &policy(false, true)).unwrap();
+        let p = plan(
+            &r,
+            FlowKind::SignUp,
+            &PAGE,
+            &policy(false, true),
+            false,
+            &STAND_IN,
+        )
+        .unwrap();
         assert!(p.completes);
-        assert_eq!(p.counted.key(), "phone:+14155550123");
+        assert_eq!(keys(&p), [("phone:+14155550123".to_string(), false)]);
     }
 
     #[test]
     fn a_sign_up_missing_a_required_identifier_never_completes() {
         let r = record(FlowKind::SignUp, None, vec![email(CodeStatus::Pending)]);
         assert!(
-            !plan(&r, FlowKind::SignUp, &PAGE, &policy(false, true))
-                .unwrap()
-                .completes
+            !plan(
+                &r,
+                FlowKind::SignUp,
+                &PAGE,
+                &policy(false, true),
+                false,
+                &STAND_IN
+            )
+            .unwrap()
+            .completes
         );
         assert!(
-            plan(&r, FlowKind::SignUp, &PAGE, &policy(false, false))
-                .unwrap()
-                .completes
+            plan(
+                &r,
+                FlowKind::SignUp,
+                &PAGE,
+                &policy(false, false),
+                false,
+                &STAND_IN
+            )
+            .unwrap()
+            .completes
         );
     }
 
@@ -619,23 +837,30 @@ mod tests {
         let earlier = AttemptTarget::Page(Some(r.verifications[0].id.clone()));
         let p = policy(false, true);
         assert!(matches!(
-            plan(&r, FlowKind::SignUp, &earlier, &p),
+            plan(&r, FlowKind::SignUp, &earlier, &p, false, &STAND_IN),
             Err(AttemptError::StepDone)
         ));
         let by_kind = |k| AttemptTarget::Kind(k);
         use crate::domain::IdentifierKind::{Email, Phone};
         assert!(matches!(
-            plan(&r, FlowKind::SignUp, &by_kind(Email), &p),
+            plan(&r, FlowKind::SignUp, &by_kind(Email), &p, false, &STAND_IN),
             Err(AttemptError::AlreadyUsed)
         ));
-        assert!(plan(&r, FlowKind::SignUp, &by_kind(Phone), &p).is_ok());
+        assert!(plan(&r, FlowKind::SignUp, &by_kind(Phone), &p, false, &STAND_IN).is_ok());
         let waiting = record(
             FlowKind::SignUp,
             None,
             vec![email(CodeStatus::Pending), phone(CodeStatus::Waiting)],
         );
         assert!(matches!(
-            plan(&waiting, FlowKind::SignUp, &by_kind(Phone), &p),
+            plan(
+                &waiting,
+                FlowKind::SignUp,
+                &by_kind(Phone),
+                &p,
+                false,
+                &STAND_IN
+            ),
             Err(AttemptError::NotPrepared)
         ));
         let mut done = record(
@@ -645,7 +870,7 @@ mod tests {
         );
         done.status = FlowStatus::Complete;
         assert!(matches!(
-            plan(&done, FlowKind::SignIn, &PAGE, &p),
+            plan(&done, FlowKind::SignIn, &PAGE, &p, false, &STAND_IN),
             Err(AttemptError::AlreadyUsed)
         ));
     }
@@ -658,10 +883,11 @@ mod tests {
     }
 
     #[test]
-    fn wrong_codes_count_down_then_exhaust_then_lock() {
-        let wrong = |remaining, locked_until| AttemptOutcome::Wrong {
+    fn wrong_codes_count_down_then_exhaust_then_lock_then_stop() {
+        let wrong = |remaining, locked| AttemptOutcome::Wrong {
             remaining,
-            locked_until,
+            locked,
+            newly_locked: locked.is_some(),
         };
         let c = |o| classify(o, FlowKind::SignIn, true, true, NOW);
         assert!(matches!(
@@ -674,18 +900,35 @@ mod tests {
         ));
         let until = NOW + Duration::HOUR;
         assert!(matches!(
-            refused(c(wrong(1, Some(until)))),
+            refused(c(wrong(1, Some(Lock::Until(until))))),
             AttemptError::Locked {
                 retry_after_secs: 3600
             }
         ));
         assert!(matches!(
-            refused(c(AttemptOutcome::Locked {
-                until: NOW + Duration::milliseconds(1)
-            })),
+            refused(c(AttemptOutcome::Locked(Lock::Until(
+                NOW + Duration::milliseconds(1)
+            )))),
             AttemptError::Locked {
                 retry_after_secs: 1
             }
+        ));
+        assert!(matches!(
+            refused(c(wrong(1, Some(Lock::Stopped)))),
+            AttemptError::Blocked
+        ));
+        assert!(matches!(
+            refused(c(AttemptOutcome::Locked(Lock::Stopped))),
+            AttemptError::Blocked
+        ));
+        // A silent key's new lock shows nothing: a wrong code's answer.
+        assert!(matches!(
+            refused(c(AttemptOutcome::Wrong {
+                remaining: 2,
+                locked: None,
+                newly_locked: true
+            })),
+            AttemptError::Incorrect { remaining: 2 }
         ));
     }
 

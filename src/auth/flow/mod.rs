@@ -182,6 +182,9 @@ pub struct SignedIn {
     pub token: String,
     /// Native clients: their new client token, which holds the session (the old one is dead).
     pub client_token: Option<String>,
+    /// Browsers: a new device cookie, which makes this browser one of the account's trusted
+    /// browsers (`None` for native clients, or with trusted browsers off).
+    pub device_token: Option<String>,
     pub session_id: SessionId,
     pub user_id: UserId,
     pub redirect: Option<RedirectTarget>,
@@ -265,6 +268,10 @@ pub enum AttemptError {
     /// Too many consecutive wrong codes for this identifier, across codes and flows.
     #[error("identifier locked for {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
+    /// So many consecutive wrong codes that the identifier stays locked until a success (from a
+    /// trusted browser) or an operator's reset.
+    #[error("identifier locked until reset")]
+    Blocked,
 }
 
 impl From<anyhow::Error> for AttemptError {

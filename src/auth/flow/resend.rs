@@ -162,6 +162,12 @@ impl Auth {
         let prepared = self
             .prepare_send(kind, &v.id, &destination, v.decoy, code_expires)
             .await?;
+        // A trusted browser of the account signing in sends from its own bucket.
+        let trusted = kind == FlowKind::SignIn
+            && record
+                .user_id
+                .as_ref()
+                .is_some_and(|user| self.trusted_by(client, user, now));
         let message = prepared
             .message
             .map(|m| self.new_message(m, &destination, &v.id, now, code_expires));
@@ -179,7 +185,7 @@ impl Auth {
                 flow_expires_at: now + self.policy.flow_idle_ttl,
                 switch,
                 message: message.clone(),
-                guards: self.send_guards(&destination, client),
+                guards: self.send_guards(&destination, client, trusted),
                 audit: self.audit_event(
                     event,
                     AuditOutcome::Success,
@@ -193,6 +199,7 @@ impl Auth {
         let replaced = match replaced {
             Ok(replaced) => replaced,
             Err(limited) => {
+                self.notice_send_cap(&destination, &limited, now);
                 let retry_after_secs = self.retry_after(&limited, now).await;
                 return Err(ResendError::Limited { retry_after_secs });
             }

@@ -154,9 +154,13 @@ impl Auth {
             .message
             .filter(|_| send_first)
             .map(|m| self.new_message(m, &destination, &ver_ids[0], now, code_expires));
+        // A trusted browser of the account signing in sends from its own bucket.
+        let trusted = user_id
+            .as_ref()
+            .is_some_and(|user| self.trusted_by(client, user, now));
         let mut guards = self.creation_guards(client);
         if send_first {
-            guards.extend(self.send_guards(&destination, client));
+            guards.extend(self.send_guards(&destination, client, trusted));
         }
         let mut audit = vec![self.audit_event(
             if send_first {
@@ -195,6 +199,7 @@ impl Auth {
             .create_flow(flow, vers, message.clone(), guards, audit)
             .await?;
         if let Some(limited) = refused {
+            self.notice_send_cap(&destination, &limited, now);
             let retry_after_secs = self.retry_after(&limited, now).await;
             return Err(StartError::Limited { retry_after_secs });
         }

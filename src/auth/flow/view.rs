@@ -9,7 +9,7 @@ use super::{
 use crate::auth::{Auth, Client, Policy};
 use crate::domain::{
     CodeStatus, FlowId, FlowStatus, Identifier, IdentifierId, IdentifierKind, PhoneNumber,
-    RedirectTarget,
+    RedirectTarget, SessionId,
 };
 use crate::store::{FlowRecord, VerificationRecord};
 
@@ -239,6 +239,26 @@ impl Auth {
     ) -> Result<FlowView, FlowError> {
         let record = self.load_record(id, kind, client, now).await?;
         self.full_view(&record, kind, false, now).await
+    }
+
+    /// A finished flow read back by the client that finished it: its browser cookie or client
+    /// token was replaced at the sign-in, so the flow's binding no longer matches, but the
+    /// session the flow created does. Anything else is `NotFound`.
+    pub async fn finished_flow_for_session(
+        &self,
+        id: &FlowId,
+        kind: FlowKind,
+        session: &SessionId,
+    ) -> Result<FlowView, FlowError> {
+        let now = self.now();
+        let record = self.store.load_flow(id).await?.ok_or(FlowError::NotFound)?;
+        if record.kind != kind
+            || record.status != FlowStatus::Complete
+            || record.session_id.as_ref() != Some(session)
+        {
+            return Err(FlowError::NotFound);
+        }
+        Ok(self.view(&record, kind, now))
     }
 
     /// A flow for the API: like [`flow`](Self::flow), but an expired flow is shown (as

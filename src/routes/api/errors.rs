@@ -124,6 +124,8 @@ pub struct Refusal {
     pub status: StatusCode,
     pub item: ErrorItem,
     pub retry_after: Option<u64>,
+    /// The methods a known endpoint takes (`Allow`, with 405).
+    pub allow: Option<String>,
 }
 
 impl Refusal {
@@ -137,14 +139,18 @@ impl Refusal {
                 meta: ErrorMeta::default(),
             },
             retry_after: None,
+            allow: None,
         }
     }
 
-    /// The JSON answer, with `Retry-After` when the refusal says to wait.
+    /// The JSON answer, with `Retry-After` when the refusal says to wait and `Allow` with 405.
     pub fn response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status);
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.max(1)));
+        }
+        if let Some(allow) = &self.allow {
+            resp.insert_header((header::ALLOW, allow.as_str()));
         }
         resp.json(self.body())
     }
@@ -379,6 +385,12 @@ impl From<AttemptError> for ApiError {
             AttemptError::Locked { retry_after_secs } => Refusal::too_many(
                 retry_after_secs,
                 "Too many incorrect codes. Try again later.",
+            ),
+            AttemptError::Blocked => Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many incorrect codes. Sign in from a browser you have used before.",
+                "Sign-in with this identifier stays blocked until a sign-in from a trusted browser succeeds or an administrator unblocks it.",
             ),
         };
         refusal.into()

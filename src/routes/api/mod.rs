@@ -5,6 +5,7 @@
 //! Cookies, tokens and CORS headers are written on every answer, errors included, by
 //! `routes::finish`.
 
+mod backend;
 mod client;
 mod errors;
 mod objects;
@@ -25,7 +26,7 @@ use super::finish::{pending, Cors};
 use super::flow_input::{from_allowed_site, hand_over_session, plausible_token};
 use super::paths::api as paths;
 use super::Ctx;
-use crate::auth::{AttemptTarget, Attempted, Client, CurrentUser, FlowKind};
+use crate::auth::{AttemptTarget, Attempted, Client, CurrentUser, FlowError, FlowKind, FlowView};
 use crate::crypto::random_token;
 use crate::domain::{FlowId, OtpCode};
 
@@ -34,6 +35,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(paths::OPENAPI, web::get().to(openapi::document))
         .route(paths::CLIENT, web::get().to(client::show))
         .route(paths::CLIENT_SESSION, web::delete().to(client::end_session))
+        .route(
+            paths::CLIENT_SESSION_TOKENS,
+            web::post().to(client::issue_token),
+        )
+        .route(paths::SESSIONS_VERIFY, web::post().to(backend::verify))
+        .route(paths::USER, web::get().to(backend::user))
         .route(paths::SIGN_UPS, web::post().to(sign_ups::create))
         .route(paths::SIGN_UP, web::get().to(sign_ups::show))
         .route(paths::SIGN_UP_PREPARE, web::post().to(sign_ups::prepare))
@@ -53,6 +60,9 @@ enum Identity {
     /// `Authorization: Bearer <client token>` (minted, and handed back, on first contact with
     /// `?_is_native=1`).
     Native(String),
+    /// `Authorization: Bearer sk_…`: the operator's server on the backend API (checked by
+    /// the handler against `api.secret_keys`; the client API refuses it).
+    Backend(String),
 }
 
 /// The per-request context of an API handler.
@@ -64,7 +74,7 @@ pub struct ApiCtx {
 
 /// Records the API's CORS decision for `finish`: the request's `Origin` is answered with CORS
 /// headers when it is this instance's or one in `cors_allowed_origins`. Returns that origin.
-fn decide_cors(ctx: &Ctx) -> Option<String> {
+pub(super) fn decide_cors(ctx: &Ctx) -> Option<String> {
     let settings = &ctx.state.settings;
     let allowed_origin = ctx
         .req
@@ -99,14 +109,15 @@ impl FromRequest for ApiCtx {
         };
         decide_cors(&ctx);
         let mut bad_authorization = false;
-        let identity = match req.headers().get(header::AUTHORIZATION) {
-            Some(value) => match value
-                .to_str()
+        let bearer = req.headers().get(header::AUTHORIZATION).map(|v| {
+            v.to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
-                .filter(|t| plausible_token(t))
-            {
+        });
+        let identity = match bearer {
+            Some(Some(key)) if key.starts_with("sk_") => Identity::Backend(key.to_string()),
+            Some(value) => match value.filter(|t| plausible_token(t)) {
                 Some(token) => Identity::Native(token.to_string()),
                 None => {
                     bad_authorization = true;
@@ -138,8 +149,22 @@ impl ApiCtx {
                 client.native = true;
             }
             Identity::Browser(browser) => client.browser = Some(browser),
+            Identity::Backend(_) => {}
         }
         client
+    }
+
+    /// The secret key of a backend API call (`Authorization: Bearer sk_…`).
+    pub fn secret_key(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Backend(key) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The request's `Origin` when it is Latchkey's own or an allowed CORS origin.
+    pub fn allowed_origin(&self) -> Option<String> {
+        decide_cors(&self.ctx)
     }
 
     /// Whether this client uses cookies (a browser) rather than a bearer token.
@@ -151,7 +176,7 @@ impl ApiCtx {
     /// origin outside the allowlist (or one a browser says is cross-site) and, for requests with
     /// a body, anything but JSON.
     pub fn check(&self, with_body: bool) -> Result<(), ApiError> {
-        if self.bad_authorization {
+        if self.bad_authorization || self.secret_key().is_some() {
             return Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "authorization_invalid",
@@ -194,6 +219,23 @@ impl ApiCtx {
     }
 
     /// The signed-in user of this client, if any.
+    /// A sign-in or sign-up as its client sees it. A finished one stays readable by the client
+    /// that holds the session it created (its cookie or token changed at the sign-in), with
+    /// `status: "complete"` and `created_session_id`, so a client that lost the answer learns
+    /// the outcome; no token is handed out by the read.
+    pub async fn readable_flow(&self, id: &FlowId, kind: FlowKind) -> Result<FlowView, ApiError> {
+        let auth = &self.ctx.state.auth;
+        match auth.flow_for_api(id, kind, &self.client()).await {
+            Err(FlowError::NotFound) => match self.current_user().await? {
+                Some(user) => Ok(auth
+                    .finished_flow_for_session(id, kind, &user.session_id)
+                    .await?),
+                None => Err(FlowError::NotFound.into()),
+            },
+            other => Ok(other?),
+        }
+    }
+
     pub async fn current_user(&self) -> Result<Option<CurrentUser>, ApiError> {
         let auth = &self.ctx.state.auth;
         let found = match &self.identity {
@@ -202,6 +244,8 @@ impl ApiCtx {
                 Some(token) => auth.current_user(&token).await?,
                 None => None,
             },
+            // A server holds no session of its own.
+            Identity::Backend(_) => None,
         };
         Ok(found)
     }
@@ -275,14 +319,31 @@ fn origin_not_allowed() -> Refusal {
 }
 
 /// Any other path or method under `/v1`: a structured 404, like every API error.
-async fn unknown(_: ApiCtx) -> Result<HttpResponse, ApiError> {
-    Err(Refusal::new(
-        StatusCode::NOT_FOUND,
-        "resource_not_found",
-        "Not found.",
-        "There is no such endpoint (see /v1/openapi.json).",
-    )
-    .into())
+/// A path no route took: 405 with `Allow` for an endpoint of the API with another method, else
+/// 404.
+async fn unknown(api: ApiCtx) -> Result<HttpResponse, ApiError> {
+    let allowed = openapi::methods_of(api.ctx.req.path());
+    if allowed.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            "Not found.",
+            "There is no such endpoint (see /v1/openapi.json).",
+        )
+        .into());
+    }
+    let allow = allowed.join(", ");
+    let mut refusal = Refusal::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This request is not supported.",
+        &format!(
+            "{} is not supported here; this endpoint takes {allow}.",
+            api.ctx.req.method()
+        ),
+    );
+    refusal.allow = Some(allow);
+    Err(refusal.into())
 }
 
 /// CORS preflight: only for allowed origins, and never a wildcard. A preflight carries no

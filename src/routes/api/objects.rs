@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 
 use crate::auth::{CurrentUser, FlowView, VerificationState, VerificationStatus};
 use crate::config::IdentifierRules;
-use crate::domain::{Identifier, IdentifierKind};
+use crate::domain::{Identifier, IdentifierKind, UserId};
+use crate::store::StoredIdentifier;
 
 /// The API's time encoding, as Clerk's: Unix milliseconds.
 fn ms(t: time::OffsetDateTime) -> i64 {
@@ -286,6 +287,41 @@ pub struct Session {
     pub created_at: i64,
 }
 
+/// A session token (`POST /v1/client/sessions/{id}/tokens`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionToken {
+    /// Always `"token"`.
+    pub object: &'static str,
+    /// A compact JWS (EdDSA): `iss`, `sub` (user id), `sid`, `azp`, `iat`, `nbf`, `exp` (60 s).
+    pub jwt: String,
+}
+
+/// The answer of `POST /v1/sessions/verify` (RFC 7662's shape): only `active: false` for
+/// anything that is not a live session's valid token.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifiedToken {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+}
+
+/// The body of `POST /v1/sessions/verify`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyToken {
+    pub token: String,
+}
+
 /// The client: the browser or app calling the API, its session and user.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ClientObject {
@@ -306,10 +342,33 @@ impl ClientObject {
                 user: None,
             };
         };
+        Self {
+            object: "client",
+            sessions: vec![Session {
+                id: u.session_id.to_string(),
+                object: "session",
+                status: "active",
+                user_id: u.user_id.to_string(),
+                expire_at: ms(u.session_expires_at),
+                created_at: ms(u.session_created_at),
+            }],
+            last_active_session_id: Some(u.session_id.to_string()),
+            user: Some(User::new(&u.user_id, &u.identifiers, u.joined_at)),
+        }
+    }
+}
+
+impl User {
+    /// The User object of an account with these identifiers (emails first, primary first).
+    pub fn new(
+        id: &UserId,
+        identifiers: &[StoredIdentifier],
+        created_at: time::OffsetDateTime,
+    ) -> Self {
         let mut emails = Vec::new();
         let mut phones = Vec::new();
         let mut primary: BTreeMap<&str, String> = BTreeMap::new();
-        for s in &u.identifiers {
+        for s in identifiers {
             let verification = IdentifierVerification {
                 status: "verified",
                 strategy: strategy_name(s.identifier.kind()),
@@ -334,26 +393,14 @@ impl ClientObject {
                 }),
             }
         }
-        Self {
-            object: "client",
-            sessions: vec![Session {
-                id: u.session_id.to_string(),
-                object: "session",
-                status: "active",
-                user_id: u.user_id.to_string(),
-                expire_at: ms(u.session_expires_at),
-                created_at: ms(u.session_created_at),
-            }],
-            last_active_session_id: Some(u.session_id.to_string()),
-            user: Some(User {
-                id: u.user_id.to_string(),
-                object: "user",
-                primary_email_address_id: primary.get("email_address").cloned(),
-                primary_phone_number_id: primary.get("phone_number").cloned(),
-                email_addresses: emails,
-                phone_numbers: phones,
-                created_at: ms(u.joined_at),
-            }),
+        User {
+            id: id.to_string(),
+            object: "user",
+            primary_email_address_id: primary.get("email_address").cloned(),
+            primary_phone_number_id: primary.get("phone_number").cloned(),
+            email_addresses: emails,
+            phone_numbers: phones,
+            created_at: ms(created_at),
         }
     }
 }

@@ -23,6 +23,9 @@ use super::objects::*;
         super::sign_ins::attempt,
         super::client::show,
         super::client::end_session,
+        super::client::issue_token,
+        super::backend::verify,
+        super::backend::user,
     ),
     components(schemas(
         SignUp,
@@ -42,12 +45,58 @@ use super::objects::*;
         CreateSignIn,
         PrepareFirstFactor,
         Strategy,
+        SessionToken,
+        VerifiedToken,
+        VerifyToken,
         ErrorsBody,
         ErrorItem,
         ErrorMeta
     ))
 )]
 pub struct ApiDoc;
+
+/// The methods the API takes at `path` (from this document, which a test keeps equal to the
+/// routes), with `OPTIONS` (CORS preflight); empty for a path that is no endpoint.
+pub fn methods_of(path: &str) -> Vec<&'static str> {
+    use std::sync::OnceLock;
+    static ENDPOINTS: OnceLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> =
+        OnceLock::new();
+    let endpoints = ENDPOINTS.get_or_init(|| {
+        let doc = ApiDoc::openapi();
+        let mut out: Vec<_> = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(pattern, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(m, on)| on.then_some(m))
+                .collect();
+                (actix_web::dev::ResourceDef::new(pattern.as_str()), methods)
+            })
+            .collect();
+        out.push((
+            actix_web::dev::ResourceDef::new(crate::routes::paths::api::OPENAPI),
+            vec!["GET"],
+        ));
+        out
+    });
+    let mut methods: Vec<&'static str> = endpoints
+        .iter()
+        .filter(|(def, _)| def.is_match(path))
+        .flat_map(|(_, m)| m.iter().copied())
+        .collect();
+    if !methods.is_empty() {
+        methods.push("OPTIONS");
+    }
+    methods
+}
 
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok()

@@ -46,7 +46,9 @@ pub async fn create(api: ApiCtx, payload: web::Payload) -> Result<Json<SignIn>, 
 pub async fn show(api: ApiCtx, id: web::Path<String>) -> Result<Json<SignIn>, ApiError> {
     api.check(false)?;
     let id = flow_id(&id)?;
-    Ok(Json(current(&api, &id).await?))
+    Ok(Json(SignIn::from_view(
+        &api.readable_flow(&id, KIND).await?,
+    )))
 }
 
 #[utoipa::path(post, path = super::paths::SIGN_IN_PREPARE, tag = "sign_in",

@@ -76,7 +76,11 @@ pub async fn create(api: ApiCtx, payload: web::Payload) -> Result<Json<SignUp>, 
 pub async fn show(api: ApiCtx, id: web::Path<String>) -> Result<Json<SignUp>, ApiError> {
     api.check(false)?;
     let id = flow_id(&id)?;
-    Ok(Json(current(&api, &id).await?))
+    let view = api.readable_flow(&id, KIND).await?;
+    Ok(Json(SignUp::from_view(
+        &view,
+        &api.ctx.state.settings.identifiers,
+    )))
 }
 
 #[utoipa::path(post, path = super::paths::SIGN_UP_PREPARE, tag = "sign_up",

@@ -200,6 +200,7 @@ pub async fn attempt(
             FlowMessage::Limited { retry_after_secs }
         }
         Err(AttemptError::Locked { retry_after_secs }) => FlowMessage::Locked { retry_after_secs },
+        Err(AttemptError::Blocked) => FlowMessage::Blocked,
     };
     rerender(&ctx, kind, &flow, &form.code, message).await
 }

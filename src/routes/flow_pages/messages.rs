@@ -43,6 +43,9 @@ pub enum FlowMessage {
     Locked {
         retry_after_secs: u64,
     },
+    /// So many wrong codes that sign-in stays blocked until a success from a trusted browser or
+    /// an operator's reset (no `Retry-After`: waiting does not help).
+    Blocked,
     /// "Resend code" within the cooldown.
     Cooldown {
         wait_secs: u64,
@@ -52,7 +55,7 @@ pub enum FlowMessage {
 impl FlowMessage {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Limited { .. } | Self::Locked { .. } | Self::Cooldown { .. } => {
+            Self::Limited { .. } | Self::Locked { .. } | Self::Blocked | Self::Cooldown { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::TakenMeanwhile => StatusCode::CONFLICT,
