@@ -6,7 +6,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::audit::AuditEvent;
-use super::limits::{check, checks, lock_all, locks, refusal, Guard, Limited};
+use super::limits::{checks, locks, refusal, Guard, Limited};
 use super::lockout::{self, after_failure, is_locked, CountedKey, Lock, LockState};
 use super::outbox::{insert_message, supersede_messages, NewMessage};
 use super::sessions::{insert_session, NewSession};
@@ -464,12 +464,16 @@ fn ran(result: &Result<Vec<Done>, Failed>) -> &[Done] {
     }
 }
 
-/// The unit of work of a code submission (see [`Store::attempt_code`]).
+/// The unit of work of a code submission (see [`Store::attempt_code`]). Three round trips on
+/// PostgreSQL: the locks, rate limits, failure counts and the try together; the wrong code's
+/// counts, or the right code's consumption and completion, together; the commit. Statements
+/// that ran before a decision could stop them (a try taken while a key shows its lock, a
+/// completion after someone else consumed the code) are undone by discarding the unit.
 async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<AttemptOutcome>> {
     use Unit::{Commit, Discard};
     // The keys' failure counts are read, then counted on: on PostgreSQL, parallel tries on one
-    // key (on several live codes, from several IPs) wait for each other here, so each sees the
-    // failures committed before it and no more than the rules allow are evaluated.
+    // key (on several live codes, from several IPs) wait for each other at these locks, so each
+    // sees the failures committed before it and no more than the rules allow are evaluated.
     let names: Vec<String> = a
         .counted
         .iter()
@@ -478,13 +482,29 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
         .map(lockout::advisory_name)
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    lock_all(tx, &[&a.guards, &a.success_guards], &names).await?;
-    if let Some(limited) = check(tx, &a.guards, a.now).await? {
+    let mut stmts = locks(tx.backend(), &[&a.guards, &a.success_guards], &names);
+    let guards_at = stmts.len();
+    stmts.extend(checks(&a.guards, a.now));
+    let counts_at = stmts.len();
+    stmts.extend(a.counted.iter().map(|k| lockout::select(&k.key)));
+    stmts.push(Stmt::new(
+        TAKE_TRY,
+        vec![
+            a.ver_id.as_str().into(),
+            a.flow_id.as_str().into(),
+            a.now.into(),
+        ],
+    ));
+    let result = tx.run(stmts).await;
+    let guard_results = ran(&result).get(guards_at..counts_at).unwrap_or(&[]);
+    if let Some(limited) = refusal(&a.guards, guard_results) {
         return Ok(Discard(AttemptOutcome::Limited(limited)));
     }
+    let mut done = result?;
+    let taken = done.pop().and_then(|d| d.rows.into_iter().next());
     let mut counts: Vec<(&CountedKey, Option<LockState>)> = Vec::new();
-    for key in &a.counted {
-        counts.push((key, lockout::read(tx, &key.key).await?));
+    for (key, d) in a.counted.iter().zip(&done[counts_at..]) {
+        counts.push((key, lockout::state_of(d.rows.first())?));
     }
     // A key that shows its lock refuses the try; a silent one lets it be taken, uncompared.
     let mut shown: Option<Lock> = None;
@@ -502,16 +522,6 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
     if let Some(lock) = shown {
         return Ok(Discard(AttemptOutcome::Locked(lock)));
     }
-    let taken = tx
-        .fetch_optional(Stmt::new(
-            TAKE_TRY,
-            vec![
-                a.ver_id.as_str().into(),
-                a.flow_id.as_str().into(),
-                a.now.into(),
-            ],
-        ))
-        .await?;
     let stored = match &taken {
         Some(r) => r.opt_text("code_hash")?,
         None => None,
@@ -534,15 +544,15 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
     };
     if silenced || !same_hash(&stored, &a.submitted_hash) {
         let remaining = (r.int("max_attempts")? - r.int("attempts")?).max(0);
+        let mut stmts = Vec::new();
         if remaining == 0 {
-            tx.execute(Stmt::new(KILL_CODE, vec![a.ver_id.as_str().into()]))
-                .await?;
+            stmts.push(Stmt::new(KILL_CODE, vec![a.ver_id.as_str().into()]));
         }
-        tx.execute(touch_flow(&a.flow_id, a.now, a.flow_expires_at))
-            .await?;
-        tx.execute(a.audit_wrong.statement(a.now)).await?;
+        stmts.push(touch_flow(&a.flow_id, a.now, a.flow_expires_at));
+        stmts.push(a.audit_wrong.statement(a.now));
         // Counted on every key that is not locked: a silent key under its lock counts nothing,
-        // since the code was not compared.
+        // since the code was not compared. The new counts follow from the ones read (the keys
+        // are locked), so they go in the same round trip.
         let mut locked = None;
         let mut newly_locked = false;
         for (key, state) in &counts {
@@ -551,7 +561,7 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
                 continue;
             }
             let (next, lock) = after_failure(&state, &key.rules, a.now);
-            lockout::write(tx, &key.key, &next, a.now).await?;
+            stmts.push(lockout::write(&key.key, &next, a.now));
             if let Some(lock) = lock {
                 newly_locked = true;
                 if !key.silent {
@@ -560,50 +570,58 @@ async fn attempt_code(tx: &mut dyn Tx, a: CodeAttempt) -> anyhow::Result<Unit<At
             }
         }
         if newly_locked {
-            tx.execute(a.audit_locked.statement(a.now)).await?;
+            stmts.push(a.audit_locked.statement(a.now));
         }
+        tx.run(stmts).await?;
         return Ok(Commit(AttemptOutcome::Wrong {
             remaining: remaining as u32,
             locked,
             newly_locked,
         }));
     }
-    let consumed = tx
-        .execute(Stmt::new(
-            CONSUME,
-            vec![a.ver_id.as_str().into(), stored.into()],
-        ))
-        .await?;
-    if consumed != 1 {
-        return Ok(Discard(AttemptOutcome::LostRace));
-    }
-    if let Some(limited) = check(tx, &a.success_guards, a.now).await? {
-        return Ok(Discard(AttemptOutcome::Limited(limited)));
-    }
+    let mut stmts = vec![Stmt::new(
+        CONSUME,
+        vec![a.ver_id.as_str().into(), stored.into()],
+    )];
+    stmts.extend(checks(&a.success_guards, a.now));
     // A success resets the keys it was counted on, and the account's others.
-    for (key, state) in &counts {
-        if state.is_some() {
-            lockout::clear(tx, &key.key).await?;
-        }
-    }
-    for key in &a.reset {
-        lockout::clear(tx, key).await?;
-    }
-    let writes = a
+    stmts.extend(
+        counts
+            .iter()
+            .filter(|(_, state)| state.is_some())
+            .map(|(key, _)| lockout::clear(&key.key)),
+    );
+    stmts.extend(a.reset.iter().map(|key| lockout::clear(key)));
+    let writes_at = stmts.len();
+    let (writes, taken_on_conflict): (Vec<Stmt>, Vec<bool>) = a
         .completion
         .statements(&a.flow_id, a.now)
         .into_iter()
-        .chain(a.audit_success.iter().map(|e| (e.statement(a.now), false)));
-    for (stmt, taken_on_conflict) in writes {
-        match tx.execute(stmt).await {
-            Ok(_) => {}
-            Err(e) if taken_on_conflict && e.is_unique_violation() => {
-                return Ok(Discard(AttemptOutcome::IdentifierTaken))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        .chain(a.audit_success.iter().map(|e| (e.statement(a.now), false)))
+        .unzip();
+    stmts.extend(writes);
+    let result = tx.run(stmts).await;
+    let done = ran(&result);
+    if done.first().is_some_and(|consumed| consumed.changed != 1) {
+        return Ok(Discard(AttemptOutcome::LostRace));
     }
-    Ok(Commit(AttemptOutcome::Completed))
+    if let Some(limited) = refusal(
+        &a.success_guards,
+        done.get(1..1 + a.success_guards.len()).unwrap_or(&[]),
+    ) {
+        return Ok(Discard(AttemptOutcome::Limited(limited)));
+    }
+    match result {
+        Ok(_) => Ok(Commit(AttemptOutcome::Completed)),
+        Err(f)
+            if f.error.is_unique_violation()
+                && f.at >= writes_at
+                && taken_on_conflict[f.at - writes_at] =>
+        {
+            Ok(Discard(AttemptOutcome::IdentifierTaken))
+        }
+        Err(f) => Err(f.into()),
+    }
 }
 
 /// The unit of work of a new code (see [`Store::replace_code`]): one batch, then the commit.

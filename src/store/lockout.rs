@@ -15,8 +15,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::stmt::Stmt;
-use super::tx::Tx;
+use super::stmt::{Row, Stmt};
 use crate::domain::{IdentifierKind, UserId};
 
 /// The spelling of every key, in one place (an operator resets a key by deleting its row).
@@ -168,12 +167,14 @@ pub(super) fn advisory_name(key: &str) -> String {
     format!("lockout:{key}")
 }
 
-/// A key's count, `None` without a row.
-pub(super) async fn read(tx: &mut dyn Tx, key: &str) -> anyhow::Result<Option<LockState>> {
-    let Some(r) = tx
-        .fetch_optional(Stmt::new(SELECT, vec![key.into()]))
-        .await?
-    else {
+/// The read of a key's count (see [`state_of`]).
+pub(super) fn select(key: &str) -> Stmt {
+    Stmt::new(SELECT, vec![key.into()])
+}
+
+/// A key's count from the row [`select`] returned, `None` without a row.
+pub(super) fn state_of(row: Option<&Row>) -> anyhow::Result<Option<LockState>> {
+    let Some(r) = row else {
         return Ok(None);
     };
     Ok(Some(LockState {
@@ -184,13 +185,9 @@ pub(super) async fn read(tx: &mut dyn Tx, key: &str) -> anyhow::Result<Option<Lo
     }))
 }
 
-pub(super) async fn write(
-    tx: &mut dyn Tx,
-    key: &str,
-    state: &LockState,
-    now: OffsetDateTime,
-) -> anyhow::Result<()> {
-    tx.execute(Stmt::new(
+/// The write of a key's new count.
+pub(super) fn write(key: &str, state: &LockState, now: OffsetDateTime) -> Stmt {
+    Stmt::new(
         UPSERT,
         vec![
             key.into(),
@@ -200,14 +197,12 @@ pub(super) async fn write(
             state.locked_until.into(),
             now.into(),
         ],
-    ))
-    .await?;
-    Ok(())
+    )
 }
 
-pub(super) async fn clear(tx: &mut dyn Tx, key: &str) -> anyhow::Result<()> {
-    tx.execute(Stmt::new(CLEAR, vec![key.into()])).await?;
-    Ok(())
+/// The reset of a key's count.
+pub(super) fn clear(key: &str) -> Stmt {
+    Stmt::new(CLEAR, vec![key.into()])
 }
 
 #[cfg(test)]
