@@ -387,7 +387,7 @@ crate::backend_tests! {
     }
 
     async fn a_head_that_does_not_arrive_in_time_gets_408_and_its_connection_is_closed() {
-        let app = spawn_app_with(|c| c.request_head_timeout_ms = 200).await;
+        let app = spawn_app_with(|c| c.request_head_timeout_ms = 500).await;
         let opened = Instant::now();
         // The head never ends: after its first line, one byte of a header every 100 ms.
         let slow = SlowClient::start(&app, "POST /sign-in HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await;
@@ -395,9 +395,20 @@ crate::backend_tests! {
         assert_eq!(answer.status, 408, "{}", answer.head);
         assert_eq!(answer.header("connection"), Some("close"));
         // actix's default is 5 s: the configured timeout is the one in force.
-        // (A margin for a loaded machine: the answer comes after ~0.2 s, not after 5 s.)
+        // (A margin for a loaded machine: the answer comes after ~0.5 s, not after 5 s.)
         assert!(opened.elapsed() < Duration::from_millis(4500), "{:?}", opened.elapsed());
-        assert_eq!(app.get("/sign-in").await.status(), 200);
+        // The server still answers whole requests. (On a machine loaded by the parallel suite an
+        // ordinary request's head can itself take longer than the short timeout to be read, and
+        // get a 408: a few tries.)
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let status = app.get("/sign-in").await.status();
+            statuses.push(status);
+            if status == 200 {
+                break;
+            }
+        }
+        assert_eq!(statuses.last().copied(), Some(reqwest::StatusCode::OK), "{statuses:?}");
     }
 
     async fn one_client_address_gets_at_most_its_cap_of_open_requests_while_others_are_served() {
