@@ -373,7 +373,7 @@ async fn migrate_postgres(options: &DatabaseOptions) -> anyhow::Result<()> {
     .await
     .map_err(|_| anyhow::anyhow!("no answer within {:?}", options.acquire_timeout))
     .and_then(|c| c.map_err(anyhow::Error::from))
-    .context("connecting to PostgreSQL")?;
+    .context("connecting to PostgreSQL to apply the migrations")?;
     let applied = postgres_migrator().run(&mut conn).await;
     let _ = conn.close().await;
     applied.context("applying database migrations")

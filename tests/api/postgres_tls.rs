@@ -74,6 +74,8 @@ crate::postgres_tests! {
             .await
             .err()
             .expect("127.0.0.1 is not a name of the certificate");
+        // Refused by the server's own connections (checked first), before the migrations'.
+        assert_eq!(err.to_string(), "connecting to PostgreSQL", "{err:#}");
         assert!(format!("{err:#}").contains("not valid for name"), "{err:#}");
     }
 
@@ -82,6 +84,7 @@ crate::postgres_tests! {
             .await
             .err()
             .expect("the self-signed certificate is not under the Mozilla roots");
+        assert_eq!(err.to_string(), "connecting to PostgreSQL", "{err:#}");
         assert!(format!("{err:#}").contains("UnknownIssuer"), "{err:#}");
     }
 }
