@@ -170,10 +170,9 @@ impl Auth {
         self.store.find_user(id).await
     }
 
-    /// The live session `id` (named by a session token), with its user.
-    pub async fn session_by_id(&self, id: &SessionId) -> anyhow::Result<Option<CurrentUser>> {
-        let session = self.store.find_session_by_id(id, self.now()).await?;
-        Ok(session.map(Self::signed_in_user))
+    /// The owner of the live session `id` (named by a session token).
+    pub async fn session_owner(&self, id: &SessionId) -> anyhow::Result<Option<UserId>> {
+        self.store.session_owner(id, self.now()).await
     }
 
     /// The session a native client's token holds, if it is live, with its user.

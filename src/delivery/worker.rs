@@ -56,9 +56,6 @@ impl OutboxSignal {
     /// Call after the message's transaction committed: a claimed message goes to the worker in
     /// memory; any other makes the worker look at the table.
     pub fn hand_over(&self, message: &NewMessage) {
-        if message.withheld {
-            return;
-        }
         match message.handed_over() {
             // A stopped worker cannot take it: the claim's lease runs out and the table has it.
             Some(m) => {

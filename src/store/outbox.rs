@@ -49,9 +49,6 @@ pub struct Claim {
 impl NewMessage {
     /// The message as its worker receives it, if it is stored claimed.
     pub fn handed_over(&self) -> Option<ClaimedMessage> {
-        if self.withheld {
-            return None;
-        }
         let claim = self.claim.as_ref()?;
         Some(ClaimedMessage {
             id: self.id.clone(),

@@ -76,9 +76,9 @@ pub async fn verify(api: ApiCtx, payload: web::Payload) -> Result<Json<VerifiedT
     };
     let live = state
         .auth
-        .session_by_id(&sid)
+        .session_owner(&sid)
         .await?
-        .is_some_and(|u| u.user_id.as_str() == claims.sub);
+        .is_some_and(|owner| owner.as_str() == claims.sub);
     if !live {
         return Ok(Json(inactive));
     }

@@ -51,7 +51,7 @@ pub async fn issue_token(
     };
     let state = &api.ctx.state;
     let public = state.settings.public_origin.to_string();
-    let azp = api.allowed_origin().unwrap_or_else(|| public.clone());
+    let azp = api.allowed_origin().unwrap_or(&public).to_string();
     let claims = Claims::new(
         &public,
         user.user_id.as_str(),

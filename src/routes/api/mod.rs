@@ -70,6 +70,8 @@ pub struct ApiCtx {
     pub ctx: Ctx,
     identity: Identity,
     bad_authorization: bool,
+    /// The request's `Origin` if CORS answers it (decided once, in the extractor).
+    allowed_origin: Option<String>,
 }
 
 /// Records the API's CORS decision for `finish`: the request's `Origin` is answered with CORS
@@ -107,7 +109,7 @@ impl FromRequest for ApiCtx {
             Ok(ctx) => ctx,
             Err(e) => return ready(Err(e)),
         };
-        decide_cors(&ctx);
+        let allowed_origin = decide_cors(&ctx);
         let mut bad_authorization = false;
         let bearer = req.headers().get(header::AUTHORIZATION).map(|v| {
             v.to_str()
@@ -135,6 +137,7 @@ impl FromRequest for ApiCtx {
             ctx,
             identity,
             bad_authorization,
+            allowed_origin,
         }))
     }
 }
@@ -163,8 +166,8 @@ impl ApiCtx {
     }
 
     /// The request's `Origin` when it is Latchkey's own or an allowed CORS origin.
-    pub fn allowed_origin(&self) -> Option<String> {
-        decide_cors(&self.ctx)
+    pub fn allowed_origin(&self) -> Option<&str> {
+        self.allowed_origin.as_deref()
     }
 
     /// Whether this client uses cookies (a browser) rather than a bearer token.
