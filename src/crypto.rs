@@ -74,6 +74,12 @@ impl Keys {
         expected.as_bytes().ct_eq(stored.as_bytes()).into()
     }
 
+    /// The stored form of an OpenID Connect authorization code or refresh token (`kind`
+    /// separates them from each other and from session tokens).
+    pub fn oauth_hash(&self, kind: &str, token: &str) -> String {
+        hex::encode(mac(&self.token, &[b"oauth", kind.as_bytes(), token.as_bytes()]))
+    }
+
     /// The stored form of a session token.
     pub fn token_hash(&self, token: &str) -> String {
         hex::encode(mac(&self.token, &[token.as_bytes()]))

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
+pub mod oidc;
 pub mod domain;
 pub mod routes;
 pub mod session;

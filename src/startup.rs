@@ -23,7 +23,7 @@ use crate::delivery::{DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsSende
 use crate::routes::{self, AppState, Ctx};
 use crate::session::Cookies;
 use crate::store::{Store, StoredSigningKey};
-use crate::tokens::{KeySet, SigningKey};
+use crate::tokens::{Alg, KeySet, SigningKey};
 
 pub struct Application {
     port: u16,
@@ -57,7 +57,9 @@ impl Application {
                 .context("reading the server secret")?,
         };
         let keys = Arc::new(Keys::derive(&secret));
-        let signing = Arc::new(signing_keys(&store, &keys, clock.now()).await?);
+        let signing = Arc::new(
+            signing_keys(&store, &keys, &needed_algs(&settings), clock.now()).await?,
+        );
         let mailer = Arc::new(match &settings.delivery.smtp {
             Some(smtp) => Mailer::Smtp(Box::new(SmtpMailer::new(
                 smtp.clone(),
@@ -107,13 +109,21 @@ impl Application {
             sign_up: public_page(&settings.public_url, routes::paths::SIGN_UP),
         };
         let policy = Policy::from_settings(&settings, links);
-        let auth = Arc::new(Auth::new(store.clone(), keys, clock, policy, signal));
+        let auth = Arc::new(Auth::new(store.clone(), keys, clock.clone(), policy, signal));
         let state = web::Data::new(AppState {
             backend_keys: settings
                 .api_secret_keys
                 .iter()
                 .map(|k| auth.keys().api_key_hash(k))
                 .collect(),
+            oidc: Arc::new(crate::oidc::Provider::new(
+                settings.oidc.clone(),
+                settings.public_origin.to_string(),
+                store.clone(),
+                auth.keys_arc(),
+                signing.clone(),
+                clock.clone(),
+            )),
             auth,
             signing,
             store: store.clone(),
@@ -258,34 +268,49 @@ fn spawn_janitor(
     })
 }
 
-/// The session-token keys in force: the stored ones, or a first one generated now (the first
-/// instance to start stores it; the others read it).
+/// The signing keys in force: the stored ones, plus a first key for every algorithm `needed`
+/// that has none yet (EdDSA for session tokens; RS256, and ES256 where a client chose it, for
+/// OpenID Connect), generated here and stored by the first instance to start (the others read
+/// it). Keys are generated outside the transaction: an RSA key takes a moment.
 async fn signing_keys(
     store: &Store,
     keys: &Keys,
+    needed: &[Alg],
     now: time::OffsetDateTime,
 ) -> anyhow::Result<KeySet> {
-    let (fresh, pkcs8) = SigningKey::generate()?;
-    let stored = store
-        .signing_keys_or_create(
-            StoredSigningKey {
+    let mut stored = store.signing_keys().await.context("reading the signing keys")?;
+    let missing: Vec<Alg> = needed
+        .iter()
+        .copied()
+        .filter(|a| !stored.iter().any(|k| k.alg == a.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        let mut generated = Vec::new();
+        for alg in missing {
+            let (fresh, pkcs8) = SigningKey::generate(alg)?;
+            generated.push(StoredSigningKey {
                 kid: fresh.kid().to_string(),
+                alg: alg.as_str().to_string(),
                 private_sealed: keys.seal_signing_key(&pkcs8),
-            },
-            now,
-        )
-        .await
-        .context("reading the signing keys")?;
+            });
+        }
+        stored = store
+            .add_signing_keys(generated, now)
+            .await
+            .context("storing the signing keys")?;
+    }
     let opened = stored
         .iter()
         .map(|k| {
+            let alg = Alg::parse(&k.alg)
+                .with_context(|| format!("signing key {}: unknown algorithm {:?}", k.kid, k.alg))?;
             let pkcs8 = keys.open_signing_key(&k.private_sealed).with_context(|| {
                 format!(
                     "signing key {} cannot be opened: it was sealed under another server secret",
                     k.kid
                 )
             })?;
-            SigningKey::from_pkcs8(&pkcs8)
+            SigningKey::from_pkcs8(alg, &pkcs8)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     KeySet::new(opened)
@@ -296,6 +321,14 @@ fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {
     for origin in &settings.allowed_redirect_origins {
         form_action.push(' ');
         form_action.push_str(&origin.to_string());
+    }
+    // A form post here may end in a redirect to an OpenID Connect client (a code, a consent's
+    // answer, a sign-out's return), which browsers check against form-action too.
+    for source in oidc_form_sources(settings) {
+        if !form_action.split(' ').any(|s| s == source) {
+            form_action.push(' ');
+            form_action.push_str(&source);
+        }
     }
     let mut headers = vec![
         (
@@ -353,4 +386,30 @@ fn form_error(err: UrlencodedError, req: &actix_web::HttpRequest) -> actix_web::
 /// The full URL of one of the hosted pages, for links in messages.
 fn public_page(public_url: &url::Url, path: &str) -> String {
     format!("{}{path}", public_url.as_str().trim_end_matches('/'))
+}
+
+/// EdDSA signs session tokens; the OpenID Connect clients need their algorithms.
+fn needed_algs(settings: &Settings) -> Vec<Alg> {
+    let mut algs = vec![Alg::EdDSA];
+    algs.extend(settings.oidc.algs().into_iter().filter(|a| *a != Alg::EdDSA));
+    algs
+}
+
+/// The CSP sources of every OpenID Connect client's redirect URIs: the origin of a web URI,
+/// the scheme of a native app's private-use one.
+fn oidc_form_sources(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for client in &settings.oidc.clients {
+        for uri in client.redirect_uris.iter().chain(&client.post_logout_redirect_uris) {
+            let Ok(url) = url::Url::parse(uri) else { continue };
+            let source = match url.scheme() {
+                "http" | "https" => url.origin().ascii_serialization(),
+                scheme => format!("{scheme}:"),
+            };
+            if !out.contains(&source) {
+                out.push(source);
+            }
+        }
+    }
+    out
 }

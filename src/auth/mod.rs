@@ -116,6 +116,8 @@ pub struct CurrentUser {
     pub joined_at: OffsetDateTime,
     pub session_expires_at: OffsetDateTime,
     pub session_created_at: OffsetDateTime,
+    /// How the session was authenticated, besides "otp": "email", "sms".
+    pub amr: Vec<String>,
 }
 
 /// The state machine and everything it needs. Cheap to share behind an `Arc`.
@@ -150,6 +152,11 @@ impl Auth {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The keys, to share with the OpenID Connect provider.
+    pub fn keys_arc(&self) -> Arc<Keys> {
+        self.keys.clone()
     }
 
     /// The session a cookie token belongs to, if it is live, with its user.
@@ -201,6 +208,7 @@ impl Auth {
             joined_at: session.user_created_at,
             session_expires_at: session.expires_at,
             session_created_at: session.created_at,
+            amr: session.amr,
         }
     }
 

@@ -16,6 +16,7 @@ use url::Url;
 mod identifiers;
 mod limits;
 mod lockout;
+mod oidc;
 mod secret_files;
 mod sms;
 mod smtp;
@@ -26,6 +27,7 @@ pub use identifiers::{
 };
 pub use limits::LimitsConfig;
 pub use lockout::LockoutConfig;
+pub use oidc::{OidcClient, OidcClientConfig, OidcConfig, OidcSettings, SCOPES};
 pub use sms::{SmsConfig, SmsProvider, TwilioConfig, TwilioSender, WebhookConfig};
 pub use smtp::{SmtpCredentials, SmtpSecurity, SmtpSettings};
 
@@ -126,6 +128,8 @@ pub struct RawConfig {
     pub sms: SmsConfig,
     /// The backend API's secret keys.
     pub api: ApiConfig,
+    /// The OpenID Connect provider: lifetimes and `[[oidc.clients]]`.
+    pub oidc: OidcConfig,
     /// "strict" (default): whether an identifier has an account never shows (sign-in with an
     /// unknown one and sign-up with a taken one get the ordinary code page; the owner is
     /// notified by email). "off": friendlier messages that say so.
@@ -246,6 +250,7 @@ impl Default for RawConfig {
             phone: PhoneConfig::default(),
             sms: SmsConfig::default(),
             api: ApiConfig::default(),
+            oidc: OidcConfig::default(),
             test_mode: None,
             test_mode_outside_dev_mode: false,
             test_email_domains: Vec::new(),
@@ -400,6 +405,8 @@ pub struct Settings {
     pub phone_policy: PhonePolicy,
     /// The backend API's secret keys (`api.secret_keys`).
     pub api_secret_keys: Vec<String>,
+    /// The OpenID Connect provider and its clients.
+    pub oidc: OidcSettings,
     /// Things the operator should know, logged as warnings at every start.
     pub warnings: Vec<String>,
 }
@@ -675,6 +682,7 @@ impl Settings {
                 bail!("`api.secret_keys`: each key starts with `sk_` and has at least 32 characters without white space (e.g. `sk_` followed by `openssl rand -hex 24`)");
             }
         }
+        let oidc = raw.oidc.validate(dev_mode)?;
         if raw.product_name.trim().is_empty() || raw.product_name.chars().any(char::is_control) {
             bail!("`product_name`: must be a non-empty single line");
         }
@@ -731,6 +739,7 @@ impl Settings {
             strategies: raw.strategies.clone(),
             phone_policy,
             api_secret_keys: raw.api.secret_keys.clone(),
+            oidc,
             warnings,
         })
     }

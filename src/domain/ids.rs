@@ -103,6 +103,12 @@ opaque_id!(
     SessionId, "ses"
 );
 opaque_id!(
+    /// One authorization of an OpenID Connect client by one session (its codes and refresh
+    /// tokens hang off it).
+    GrantId, "grt"
+);
+
+opaque_id!(
     /// A message waiting in the outbox.
     MessageId, "msg"
 );

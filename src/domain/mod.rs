@@ -13,7 +13,7 @@ pub use code::{CodeError, OtpCode};
 pub use email::{EmailAddress, EmailError};
 pub use flow::{AuditKind, AuditOutcome, Channel, CodeStatus, FlowKind, FlowStatus, Stored};
 pub use identifier::{Accepts, Identifier, IdentifierError, IdentifierKind};
-pub use ids::{FlowId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
+pub use ids::{FlowId, GrantId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber, PhonePolicy};
 pub use redirect::{AllowedOrigin, Origin, RedirectTarget};
 pub use test_mode::TestMode;

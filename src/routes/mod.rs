@@ -16,6 +16,7 @@ mod flow_input;
 mod flow_pages;
 mod health;
 mod home;
+mod oauth;
 mod overload;
 mod pages;
 mod sign_in;
@@ -41,8 +42,10 @@ use crate::store::Store;
 /// Shared state of the web layer.
 pub struct AppState {
     pub auth: Arc<Auth>,
-    /// The keys that sign session tokens.
+    /// The keys that sign session tokens, ID tokens and access tokens.
     pub signing: Arc<crate::tokens::KeySet>,
+    /// The OpenID Connect provider.
+    pub oidc: Arc<crate::oidc::Provider>,
     /// Keyed hashes of the backend API's secret keys.
     pub backend_keys: Vec<[u8; 32]>,
     pub store: Store,
@@ -73,8 +76,17 @@ pub mod paths {
     pub const DEV_SETTINGS: &str = "/dev/settings";
     pub const EXAMPLES_CUSTOM_FLOW: &str = "/examples/custom-flow";
     pub const STATIC_ASSET: &str = "/static/{name}";
-    /// The session-token key set (RFC 7517).
-    pub const JWKS: &str = "/.well-known/jwks.json";
+    /// The signing key set (RFC 7517).
+    pub const JWKS: &str = crate::oidc::endpoints::JWKS;
+    /// The OpenID Connect provider (docs/oidc.md).
+    pub const DISCOVERY: &str = crate::oidc::endpoints::DISCOVERY;
+    pub const AUTHORIZE: &str = crate::oidc::endpoints::AUTHORIZE;
+    pub const CONSENT: &str = crate::oidc::endpoints::CONSENT;
+    pub const TOKEN: &str = crate::oidc::endpoints::TOKEN;
+    pub const USERINFO: &str = crate::oidc::endpoints::USERINFO;
+    pub const REVOKE: &str = crate::oidc::endpoints::REVOKE;
+    pub const INTROSPECT: &str = crate::oidc::endpoints::INTROSPECT;
+    pub const END_SESSION: &str = crate::oidc::endpoints::END_SESSION;
 
     /// The custom-flow JSON API (docs/api.md).
     pub mod api {
@@ -240,6 +252,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(user::sign_out)),
         )
         .route(paths::JWKS, web::get().to(well_known::jwks))
+        .route(paths::DISCOVERY, web::get().to(oauth::discovery))
+        .service(
+            web::resource(paths::AUTHORIZE)
+                .route(web::get().to(oauth::authorize_get))
+                .route(web::post().to(oauth::authorize_post)),
+        )
+        .route(paths::CONSENT, web::post().to(oauth::consent))
+        .service(
+            web::resource(paths::TOKEN)
+                .route(web::post().to(oauth::token))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(oauth::preflight)),
+        )
+        .service(
+            web::resource(paths::USERINFO)
+                .route(web::get().to(oauth::userinfo))
+                .route(web::post().to(oauth::userinfo))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(oauth::preflight)),
+        )
+        .service(
+            web::resource(paths::REVOKE)
+                .route(web::post().to(oauth::revoke))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(oauth::preflight)),
+        )
+        .route(paths::INTROSPECT, web::post().to(oauth::introspect))
+        .service(
+            web::resource(paths::END_SESSION)
+                .route(web::get().to(oauth::end_session_get))
+                .route(web::post().to(oauth::end_session_post)),
+        )
         .route(paths::HEALTHZ, web::get().to(health::healthz))
         .route(paths::READYZ, web::get().to(health::readyz))
         .route(paths::DEV_OUTBOX, web::get().to(dev::outbox))

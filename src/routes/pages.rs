@@ -217,3 +217,51 @@ pub struct DevOutboxPage {
 pub async fn not_found() -> Result<HttpResponse, PageError> {
     Err(PageError::NotFound)
 }
+
+/// One thing a client asks for, on the consent page.
+pub struct ScopeLine {
+    pub text: &'static str,
+}
+
+impl ScopeLine {
+    /// What a scope lets the client know or do, in the person's words; `openid` is implied by
+    /// signing in and shown as such.
+    pub fn of(scope: &str) -> Option<Self> {
+        let text = match scope {
+            "openid" => "Know which account you signed in with",
+            "email" => "See your email address",
+            "phone" => "See your phone number",
+            "profile" => "See your name",
+            "offline_access" => "Stay signed in to your account when you are not using it",
+            _ => return None,
+        };
+        Some(Self { text })
+    }
+}
+
+/// "Allow <app> to …": the consent form of a client with `require_consent`.
+#[derive(Template)]
+#[template(path = "pages/consent.html")]
+pub struct ConsentPage {
+    pub page: PageCtx,
+    pub client_name: String,
+    pub scopes: Vec<ScopeLine>,
+    pub action: &'static str,
+    pub csrf_token: String,
+    /// The authorization request, form-encoded.
+    pub request: String,
+}
+
+/// "Sign out?": RP-initiated logout that the person confirms.
+#[derive(Template)]
+#[template(path = "pages/end_session.html")]
+pub struct EndSessionPage {
+    pub page: PageCtx,
+    /// The client that asked, if it named itself.
+    pub client_name: String,
+    pub action: &'static str,
+    pub csrf_token: String,
+    /// The request's parameters, carried as hidden fields.
+    pub fields: Vec<(String, String)>,
+    pub stay_url: &'static str,
+}

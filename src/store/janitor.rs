@@ -16,6 +16,8 @@ pub struct Purged {
     pub lockouts: u64,
     pub rate_events: u64,
     pub audit_events: u64,
+    /// OpenID Connect grants whose session expired, and their codes and refresh tokens.
+    pub grants: u64,
 }
 
 const BATCH: i64 = 1000;
@@ -45,6 +47,15 @@ const RATE_EVENTS: &str = "DELETE FROM rate_events WHERE id IN (SELECT id FROM \
      (SELECT id, at FROM rate_events ORDER BY id LIMIT $2) AS oldest WHERE at < $1)";
 const AUDIT_EVENTS: &str = "DELETE FROM audit_events WHERE id IN (SELECT id FROM \
      (SELECT id, at FROM audit_events ORDER BY id LIMIT $2) AS oldest WHERE at < $1)";
+
+// A grant ends with its session; codes and refresh tokens with their grant, or a day after they
+// expired (a code replayed within that day still revokes its grant).
+const GRANTS: &str =
+    "DELETE FROM oauth_grants WHERE id IN (SELECT id FROM oauth_grants WHERE expires_at < $1 LIMIT $2)";
+const CODES: &str = "DELETE FROM oauth_codes WHERE code_hash IN (SELECT code_hash FROM oauth_codes WHERE \
+     expires_at < $1 OR grant_id NOT IN (SELECT id FROM oauth_grants) LIMIT $2)";
+const REFRESH_TOKENS: &str = "DELETE FROM oauth_refresh_tokens WHERE token_hash IN (SELECT token_hash FROM oauth_refresh_tokens WHERE \
+     expires_at < $1 OR grant_id NOT IN (SELECT id FROM oauth_grants) LIMIT $2)";
 
 impl Store {
     /// Runs one delete batch after another (each its own unit of work) until one deletes less
@@ -88,6 +99,9 @@ impl Store {
             audit_events: self
                 .delete_in_batches(AUDIT_EVENTS, now - audit_retention)
                 .await?,
+            grants: self.delete_in_batches(GRANTS, now).await?
+                + self.delete_in_batches(CODES, day_ago).await?
+                + self.delete_in_batches(REFRESH_TOKENS, day_ago).await?,
         })
     }
 }

@@ -14,6 +14,7 @@ mod flows;
 mod janitor;
 mod limits;
 mod lockout;
+mod oauth;
 mod outbox;
 mod postgres;
 mod secrets;
@@ -37,6 +38,10 @@ pub use flows::{
 pub use janitor::Purged;
 pub use limits::{Guard, Limited};
 pub use lockout::{keys as lockout_keys, CountedKey, Lock, LockRules};
+pub use oauth::{
+    CodeRecord, GrantRecord, NewCode, NewConsent, NewGrant, NewRefreshToken, Redeemed,
+    RefreshTokenState,
+};
 pub use outbox::{Claim, ClaimedMessage, GiveUp, NewMessage, OutboxEntry};
 pub use sessions::{NewSession, SessionUser};
 pub use signing_keys::StoredSigningKey;

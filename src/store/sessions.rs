@@ -20,6 +20,8 @@ pub struct NewSession {
     pub ip: Option<String>,
     /// Native clients: the binding of the client token that holds the session.
     pub client_binding: Option<String>,
+    /// How the person authenticated (OpenID Connect `amr` values after "otp": "email", "sms").
+    pub amr: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for NewSession {
@@ -39,14 +41,16 @@ pub struct SessionUser {
     pub expires_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub user_created_at: OffsetDateTime,
+    /// How the person authenticated: `amr` values besides "otp" ("email", "sms").
+    pub amr: Vec<String>,
     /// Emails first, primary first (as [`Store::user_identifiers`]).
     pub identifiers: Vec<StoredIdentifier>,
 }
 
 pub(super) fn insert_session(s: &NewSession) -> Stmt {
     Stmt::new(
-        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip, client_binding) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8)",
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip, client_binding, amr) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9)",
         vec![
             s.id.as_str().into(),
             s.user_id.as_str().into(),
@@ -56,6 +60,7 @@ pub(super) fn insert_session(s: &NewSession) -> Stmt {
             s.user_agent.as_deref().into(),
             s.ip.as_deref().into(),
             s.client_binding.as_deref().into(),
+            s.amr.join(" ").into(),
         ],
     )
 }
@@ -65,7 +70,7 @@ pub(super) fn insert_session(s: &NewSession) -> Stmt {
 macro_rules! session_query {
     ($where:literal, $order:literal) => {
         concat!(
-            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, \
+            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.amr, \
              u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              LEFT JOIN identifiers i ON i.user_id = u.id WHERE ",
@@ -95,6 +100,12 @@ fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
         expires_at: r.time("expires_at")?,
         created_at: r.time("s_created_at")?,
         user_created_at: r.time("user_created_at")?,
+        amr: r
+            .opt_text("amr")?
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
         identifiers: match r.opt_text("id")? {
             Some(_) => vec![identifier_from_row(r)?],
             None => Vec::new(),
@@ -174,15 +185,25 @@ impl Store {
         Ok(Some(session))
     }
 
-    pub async fn delete_session(&self, id: &SessionId) -> anyhow::Result<()> {
-        let stmt = Stmt::new(
+    /// Ends a session: deletes it with its OpenID Connect grants (their codes and refresh
+    /// tokens die with them), one unit. Answers the clients the session had signed into.
+    pub async fn delete_session(&self, id: &SessionId) -> anyhow::Result<Vec<String>> {
+        let mut stmts = super::oauth::end_session_grants(id.as_str());
+        stmts.push(Stmt::new(
             "DELETE FROM sessions WHERE id = $1",
             vec![id.as_str().into()],
-        );
+        ));
         self.write(move |tx| {
             Box::pin(async move {
-                tx.execute(stmt).await?;
-                Ok(Unit::Commit(()))
+                let done = tx.run(stmts).await?;
+                let mut clients: Vec<String> = Vec::new();
+                for row in &done[2].rows {
+                    let client = row.text("client_id")?;
+                    if !clients.contains(&client) {
+                        clients.push(client);
+                    }
+                }
+                Ok(Unit::Commit(clients))
             })
         })
         .await

@@ -9,5 +9,5 @@
 mod keys;
 mod rules;
 
-pub use keys::{KeySet, SigningKey};
+pub use keys::{Alg, KeySet, SigningKey, Verified};
 pub use rules::{check_claims, Claims, TokenError, SESSION_TOKEN_TTL};

@@ -7,8 +7,10 @@ use time::OffsetDateTime;
 /// that ended stops working soon even where nobody asks the verify endpoint.
 pub const SESSION_TOKEN_TTL: time::Duration = time::Duration::seconds(60);
 
-/// The claims of a session token.
+/// The claims of a session token. Nothing else: an ID token or an access token (which carry
+/// `aud` and more) signed with the same key is never taken for a session token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Claims {
     /// The instance's public URL.
     pub iss: String,

@@ -16,6 +16,7 @@ mod instances;
 mod janitor;
 mod limits;
 mod lockout;
+mod oidc;
 mod overload;
 mod pages;
 mod phone;

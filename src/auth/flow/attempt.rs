@@ -12,7 +12,8 @@ use super::{
 use crate::auth::{Auth, Client, Policy};
 use crate::crypto::random_token;
 use crate::domain::{
-    AuditKind, AuditOutcome, CodeStatus, FlowId, FlowStatus, Identifier, IdentifierId, OtpCode,
+    AuditKind, AuditOutcome, CodeStatus, FlowId, FlowStatus, Identifier, IdentifierId,
+    IdentifierKind, OtpCode,
     RedirectTarget, SessionId, UserId,
 };
 use crate::store::{
@@ -262,6 +263,25 @@ fn new_identifiers(record: &FlowRecord) -> Vec<(Identifier, bool)> {
         .collect()
 }
 
+/// How a completed flow authenticated, as OpenID Connect `amr` values besides "otp": the
+/// channel of the code that signed in, or of every code a sign-up verified.
+fn session_amr(record: &FlowRecord, kind: FlowKind, signed_in_with: IdentifierKind) -> Vec<&'static str> {
+    let amr = |k: IdentifierKind| match k {
+        IdentifierKind::Email => "email",
+        IdentifierKind::Phone => "sms",
+    };
+    let mut out = vec![amr(signed_in_with)];
+    if kind == FlowKind::SignUp {
+        for x in &record.verifications {
+            let a = amr(x.channel.kind());
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
 impl Auth {
     /// Checks a code. A try is counted before the comparison. The right code completes the
     /// flow (creating the user on sign-up) and a new session, all in one transaction, or, for
@@ -311,6 +331,7 @@ impl Auth {
             client_binding: client_token
                 .as_deref()
                 .map(|t| self.keys.browser_binding(t)),
+            amr: session_amr(&record, kind, identifier.kind()),
         };
         let next = match plan.next {
             Some(w) => {

@@ -218,7 +218,8 @@ pub async fn start_page(
     query: web::Query<StartQuery>,
 ) -> Result<HttpResponse, PageError> {
     let mut redirect = redirect_target(&ctx, query.redirect_url.as_deref());
-    if ctx.current_user().await?.is_some() {
+    let fresh_sign_in = kind == FlowKind::SignIn && query.prompt.as_deref() == Some("login");
+    if !fresh_sign_in && ctx.current_user().await?.is_some() {
         return ctx.redirect(&landing(&ctx, kind, redirect.as_ref()));
     }
     let mut typed = Typed {

@@ -29,6 +29,9 @@ pub struct StartQuery {
     phone_number: Option<String>,
     identifier: Option<String>,
     flow: Option<String>,
+    /// `login`: sign in again although signed in (an app asked for a fresh sign-in, OpenID
+    /// Connect's `prompt=login` or `max_age`); the new session replaces the old one.
+    prompt: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

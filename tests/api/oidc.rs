@@ -1,0 +1,598 @@
+//! The OpenID Connect provider, driven by the `openidconnect` crate as the relying party (a
+//! client library none of us wrote): discovery, authorization with PKCE through the hosted
+//! sign-in (a code by email over real SMTP), the token exchange, the ID token verified by the
+//! crate, userinfo, refresh rotation and reuse detection, revocation and RP-initiated logout;
+//! then the refusals, each on its own.
+
+use std::time::Duration;
+
+use base64::Engine;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreUserInfoClaims,
+};
+use openidconnect::{
+    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RevocationUrl, Scope, TokenResponse,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use latchkey::config::OidcClientConfig;
+use openidconnect::{EndpointMaybeSet, EndpointNotSet, EndpointSet};
+
+use crate::helpers::{browser, location, spawn_app_with, TestApp};
+
+/// The crate's client as discovery and a revocation URL leave it.
+type Rp = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+const WEB: &str = "web-app";
+const WEB_SECRET: &str = "web-app-secret-0123456789abcdef0123456789";
+const CALLBACK: &str = "https://app.example.com/callback";
+const LOGGED_OUT: &str = "https://app.example.com/logged-out";
+const SPA: &str = "spa";
+const SPA_CALLBACK: &str = "https://spa.example.com/cb";
+const ES: &str = "es-app";
+const ES_SECRET: &str = "es-app-secret-0123456789abcdef0123456789ab";
+const ES_CALLBACK: &str = "https://app.example.com/es";
+const EMAIL: &str = "ada@example.com";
+
+async fn app() -> TestApp {
+    spawn_app_with(|raw| {
+        raw.oidc.clients = vec![
+            OidcClientConfig {
+                id: WEB.into(),
+                name: "Acme Web".into(),
+                secret: Some(WEB_SECRET.into()),
+                redirect_uris: vec![CALLBACK.into()],
+                post_logout_redirect_uris: vec![LOGGED_OUT.into()],
+                ..OidcClientConfig::default()
+            },
+            OidcClientConfig {
+                id: SPA.into(),
+                name: "Acme SPA".into(),
+                redirect_uris: vec![SPA_CALLBACK.into()],
+                scopes: Some(vec!["openid".into(), "email".into()]),
+                require_consent: true,
+                ..OidcClientConfig::default()
+            },
+            OidcClientConfig {
+                id: ES.into(),
+                secret: Some(ES_SECRET.into()),
+                redirect_uris: vec![ES_CALLBACK.into()],
+                id_token_signed_response_alg: Some("ES256".into()),
+                ..OidcClientConfig::default()
+            },
+        ];
+    })
+    .await
+}
+
+fn http() -> openidconnect::reqwest::Client {
+    openidconnect::reqwest::ClientBuilder::new()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn rp(app: &TestApp, id: &str, secret: Option<&str>, redirect: &str) -> Rp {
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(app.address.clone()).unwrap(), &http())
+            .await
+            .expect("discovery");
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(id.into()),
+        secret.map(|s| ClientSecret::new(s.into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap())
+    .set_revocation_url(RevocationUrl::new(app.url("/oauth/revoke")).unwrap());
+    client
+}
+
+/// The query parameters of a URL.
+fn query(url: &str) -> Vec<(String, String)> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn param(url: &str, name: &str) -> Option<String> {
+    query(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// Follows `url` in `browser` through the hosted sign-in (signing `email` in by a code from
+/// the mailbox when asked) until it leaves for `leaves_for`; answers that URL.
+async fn authorize(app: &TestApp, browser: &reqwest::Client, url: &str, email: &str, leaves_for: &str) -> String {
+    let mut next = url.to_string();
+    for _ in 0..10 {
+        if next.starts_with(leaves_for) {
+            return next;
+        }
+        let resp = app.get_with(browser, &next).await;
+        if resp.status() == StatusCode::OK && next.contains("/oauth/authorize") {
+            // A consent page: the caller answers it.
+            return next;
+        }
+        if resp.status() == StatusCode::OK {
+            // The sign-in page: type the address, then the code.
+            let before = app.smtp.messages_to(email).len();
+            let resp = app.submit_identifier_with(browser, &next, email).await;
+            assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{next}");
+            let verify = location(&resp);
+            let code = app.smtp.wait_for(email, before + 1).await.code();
+            let resp = app.enter_code_with(browser, &verify, &code).await;
+            assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+            next = app.url(&location(&resp));
+            continue;
+        }
+        assert!(resp.status().is_redirection(), "{next}: {}", resp.status());
+        next = app.url(&location(&resp));
+    }
+    panic!("the authorization never left for {leaves_for}: {next}");
+}
+
+struct Login {
+    code: String,
+    verifier: PkceCodeVerifier,
+    nonce: Nonce,
+}
+
+/// The crate's authorization URL for `client`, followed in `browser` to a code.
+async fn log_in(app: &TestApp, client: &Rp, browser: &reqwest::Client, scopes: &[&str], callback: &str) -> Login {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut req = client.authorize_url(
+        CoreAuthenticationFlow::AuthorizationCode,
+        CsrfToken::new_random,
+        Nonce::new_random,
+    );
+    for s in scopes {
+        req = req.add_scope(Scope::new(s.to_string()));
+    }
+    let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
+    let back = authorize(app, browser, url.as_str(), EMAIL, callback).await;
+    assert_eq!(param(&back, "state").as_deref(), Some(state.secret().as_str()));
+    // RFC 9207: the issuer in the response, so a client can tell providers apart.
+    assert_eq!(param(&back, "iss").as_deref(), Some(app.address.as_str()));
+    Login {
+        code: param(&back, "code").expect("a code"),
+        verifier,
+        nonce,
+    }
+}
+
+async fn userinfo_status(app: &TestApp, token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(app.url("/oauth/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn post_form(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(app.url(path))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+crate::backend_tests! {
+    async fn the_whole_code_flow_with_a_stock_client_library() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        let login = log_in(&app, &client, &b, &["email", "offline_access"], CALLBACK).await;
+
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(login.code.clone()))
+            .unwrap()
+            .set_pkce_verifier(login.verifier)
+            .request_async(&http())
+            .await
+            .expect("token exchange");
+        let id_token = tokens.id_token().expect("an ID token");
+        let claims = id_token
+            .claims(&client.id_token_verifier(), &login.nonce)
+            .expect("the crate verifies the ID token (RS256, iss, aud, exp, nonce)");
+        assert_eq!(claims.email().map(|e| e.as_str()), Some(EMAIL));
+        assert_eq!(claims.email_verified(), Some(true));
+        assert!(claims.subject().as_str().starts_with("usr_"));
+        assert!(claims.auth_time().is_some());
+        let amr: Vec<String> = claims.auth_method_references().unwrap().iter().map(|a| a.as_str().to_string()).collect();
+        assert_eq!(amr, vec!["otp", "email"]);
+        assert_eq!(tokens.expires_in(), Some(Duration::from_secs(300)));
+
+        let info: CoreUserInfoClaims = client
+            .user_info(tokens.access_token().clone(), None)
+            .unwrap()
+            .request_async(&http())
+            .await
+            .expect("userinfo");
+        assert_eq!(info.subject(), claims.subject());
+        assert_eq!(info.email().map(|e| e.as_str()), Some(EMAIL));
+
+        // Refresh: a new refresh token each time; the old one, presented again, revokes the
+        // whole family (the newest refresh token and the access tokens included).
+        let first = tokens.refresh_token().expect("offline_access gives a refresh token").clone();
+        let refreshed = client
+            .exchange_refresh_token(&first)
+            .unwrap()
+            .request_async(&http())
+            .await
+            .expect("refresh");
+        let second = refreshed.refresh_token().expect("rotated").clone();
+        assert_ne!(first.secret(), second.secret());
+        let refreshed_id = refreshed.id_token().expect("a refreshed ID token");
+        let again = refreshed_id
+            .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+            .unwrap();
+        assert_eq!(again.subject(), claims.subject());
+        assert_eq!(again.auth_time(), claims.auth_time());
+        assert_eq!(userinfo_status(&app, refreshed.access_token().secret()).await, StatusCode::OK);
+
+        let reuse = client.exchange_refresh_token(&first).unwrap().request_async(&http()).await;
+        assert!(reuse.is_err(), "a used refresh token is refused");
+        let after = client.exchange_refresh_token(&second).unwrap().request_async(&http()).await;
+        assert!(after.is_err(), "the reuse revoked the family");
+        assert_eq!(userinfo_status(&app, refreshed.access_token().secret()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(userinfo_status(&app, tokens.access_token().secret()).await, StatusCode::UNAUTHORIZED);
+
+        // A second login in the same browser needs no code (the session is there); revoking
+        // its refresh token ends that grant.
+        let login = log_in(&app, &client, &b, &["offline_access"], CALLBACK).await;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(login.code))
+            .unwrap()
+            .set_pkce_verifier(login.verifier)
+            .request_async(&http())
+            .await
+            .unwrap();
+        let refresh = tokens.refresh_token().unwrap().clone();
+        client
+            .revoke_token(refresh.clone().into())
+            .unwrap()
+            .request_async(&http())
+            .await
+            .expect("revocation");
+        assert!(client.exchange_refresh_token(&refresh).unwrap().request_async(&http()).await.is_err());
+        assert_eq!(userinfo_status(&app, tokens.access_token().secret()).await, StatusCode::UNAUTHORIZED);
+
+        // RP-initiated logout with the ID token: the session ends, back to the client.
+        let login = log_in(&app, &client, &b, &["offline_access"], CALLBACK).await;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(login.code))
+            .unwrap()
+            .set_pkce_verifier(login.verifier)
+            .request_async(&http())
+            .await
+            .unwrap();
+        let hint = tokens.id_token().unwrap().to_string();
+        let url = format!(
+            "/oauth/end_session?id_token_hint={hint}&post_logout_redirect_uri={}&state=bye",
+            urlencode(LOGGED_OUT)
+        );
+        let resp = app.get_with(&b, &url).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&resp), format!("{LOGGED_OUT}?state=bye"));
+        let resp = app.get_with(&b, "/user").await;
+        assert!(location(&resp).starts_with("/sign-in"), "signed out");
+        assert!(client.exchange_refresh_token(tokens.refresh_token().unwrap()).unwrap().request_async(&http()).await.is_err(),
+            "signing out ends the session's refresh tokens");
+        assert_eq!(userinfo_status(&app, tokens.access_token().secret()).await, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn an_es256_client_gets_es256_tokens_and_the_jwks_has_every_key() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, ES, Some(ES_SECRET), ES_CALLBACK).await;
+        let b = browser();
+        let login = log_in(&app, &client, &b, &[], ES_CALLBACK).await;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(login.code))
+            .unwrap()
+            .set_pkce_verifier(login.verifier)
+            .request_async(&http())
+            .await
+            .unwrap();
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+        tokens.id_token().unwrap().claims(&verifier, &login.nonce).expect("ES256 ID token");
+        // Without the email scope, no email claim.
+        let info: Value = reqwest::Client::new()
+            .get(app.url("/oauth/userinfo"))
+            .bearer_auth(tokens.access_token().secret())
+            .send().await.unwrap().json().await.unwrap();
+        assert!(info.get("email").is_none(), "{info}");
+        assert!(tokens.refresh_token().is_none(), "no offline_access, no refresh token");
+        let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
+        let mut algs: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["alg"].as_str().unwrap()).collect();
+        algs.sort();
+        assert_eq!(algs, vec!["ES256", "EdDSA", "RS256"]);
+        let discovery: Value = reqwest::get(app.url("/.well-known/openid-configuration")).await.unwrap().json().await.unwrap();
+        assert_eq!(discovery["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+        assert_eq!(discovery["response_types_supported"], serde_json::json!(["code"]));
+    }
+
+    async fn a_code_is_single_use_bound_to_client_uri_and_verifier_and_short_lived() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        let exchange = |code: String, verifier: Option<String>| {
+            let mut form = vec![
+                ("grant_type".to_string(), "authorization_code".to_string()),
+                ("code".to_string(), code),
+                ("redirect_uri".to_string(), CALLBACK.to_string()),
+                ("client_id".to_string(), WEB.to_string()),
+                ("client_secret".to_string(), WEB_SECRET.to_string()),
+            ];
+            if let Some(v) = verifier {
+                form.push(("code_verifier".into(), v));
+            }
+            let url = app.url("/oauth/token");
+            async move {
+                let resp = reqwest::Client::new().post(url).form(&form).send().await.unwrap();
+                let status = resp.status();
+                assert_eq!(resp.headers()["cache-control"], "no-store");
+                (status, resp.json::<Value>().await.unwrap())
+            }
+        };
+
+        // A wrong verifier, then none: refused, and the code is used up by the try.
+        for wrong in [Some("x".repeat(43)), None] {
+            let login = log_in(&app, &client, &b, &[], CALLBACK).await;
+            let (status, body) = exchange(login.code.clone(), wrong).await;
+            assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+            let (status, _) = exchange(login.code, Some(login.verifier.secret().clone())).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        }
+
+        // Replay: the second exchange is refused and revokes what the first issued.
+        let login = log_in(&app, &client, &b, &[], CALLBACK).await;
+        let (status, first) = exchange(login.code.clone(), Some(login.verifier.secret().clone())).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        let access = first["access_token"].as_str().unwrap();
+        assert_eq!(userinfo_status(&app, access).await, StatusCode::OK);
+        let (status, body) = exchange(login.code, Some(login.verifier.secret().clone())).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+        assert_eq!(userinfo_status(&app, access).await, StatusCode::UNAUTHORIZED);
+
+        // Expired: 60 s on the injected clock.
+        let login = log_in(&app, &client, &b, &[], CALLBACK).await;
+        app.clock.advance(Duration::from_secs(60));
+        let (status, body) = exchange(login.code, Some(login.verifier.secret().clone())).await;
+        assert_eq!((status, body["error_description"].as_str()), (StatusCode::BAD_REQUEST, Some("the code has expired")));
+
+        // Another client's code, and a wrong redirect URI.
+        let login = log_in(&app, &client, &b, &[], CALLBACK).await;
+        let (status, body) = post_form(&app, "/oauth/token", &[
+            ("grant_type", "authorization_code"), ("code", &login.code), ("redirect_uri", CALLBACK),
+            ("client_id", ES), ("client_secret", ES_SECRET),
+            ("code_verifier", login.verifier.secret()),
+        ]).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+        let login = log_in(&app, &client, &b, &[], CALLBACK).await;
+        let (status, body) = post_form(&app, "/oauth/token", &[
+            ("grant_type", "authorization_code"), ("code", &login.code), ("redirect_uri", "https://app.example.com/callback/"),
+            ("client_id", WEB), ("client_secret", WEB_SECRET), ("code_verifier", login.verifier.secret()),
+        ]).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+
+        // A wrong secret: 401 invalid_client (Basic gets a challenge).
+        let resp = reqwest::Client::new()
+            .post(app.url("/oauth/token"))
+            .basic_auth(WEB, Some("not-the-secret-0123456789abcdef0123456789"))
+            .form(&[("grant_type", "authorization_code"), ("code", "x")])
+            .send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+        let (status, body) = post_form(&app, "/oauth/token", &[("grant_type", "authorization_code"), ("code", "x"), ("client_id", WEB)]).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+        let (status, body) = post_form(&app, "/oauth/token", &[("grant_type", "password"), ("client_id", WEB), ("client_secret", WEB_SECRET)]).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
+    }
+
+    async fn bad_authorization_requests_never_reach_an_unregistered_address() {
+        let app = app().await;
+        let b = browser();
+        let base = format!("/oauth/authorize?client_id={WEB}&response_type=code&scope=openid&state=s1");
+        for bad in [
+            "https://app.example.com/callback/",
+            "https://app.example.com:8443/callback",
+            "https://APP.example.com/callback",
+            "https://app.example.com/Callback",
+            "https://app.example.com.evil.test/callback",
+            "https://app.example.com@evil.test/callback",
+            "//evil.test/callback",
+            "javascript:alert(1)",
+            "https://app.example.com/callback%0d%0aLocation:%20https://evil.test",
+        ] {
+            let resp = app.get_with(&b, &format!("{base}&redirect_uri={}", urlencode(bad))).await;
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(resp.headers().get("location").is_none(), "{bad}");
+        }
+        let resp = app.get_with(&b, &format!("/oauth/authorize?client_id=nobody&redirect_uri={}&response_type=code&scope=openid", urlencode(CALLBACK))).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+        // prompt=none without a session: login_required at the client, with state and iss.
+        let resp = app.get_with(&b, &format!("{base}&redirect_uri={}&prompt=none", urlencode(CALLBACK))).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let to = location(&resp);
+        assert!(to.starts_with(CALLBACK), "{to}");
+        assert_eq!(param(&to, "error").as_deref(), Some("login_required"));
+        assert_eq!(param(&to, "state").as_deref(), Some("s1"));
+        assert_eq!(param(&to, "iss").as_deref(), Some(app.address.as_str()));
+
+        // A public client without PKCE: invalid_request at its redirect URI.
+        let resp = app.get_with(&b, &format!("/oauth/authorize?client_id={SPA}&redirect_uri={}&response_type=code&scope=openid", urlencode(SPA_CALLBACK))).await;
+        assert_eq!(param(&location(&resp), "error").as_deref(), Some("invalid_request"));
+        // Implicit and hybrid flows do not exist.
+        let resp = app.get_with(&b, &format!("/oauth/authorize?client_id={WEB}&redirect_uri={}&response_type=id_token&scope=openid", urlencode(CALLBACK))).await;
+        assert_eq!(param(&location(&resp), "error").as_deref(), Some("unsupported_response_type"));
+    }
+
+    async fn a_client_that_asks_for_consent_gets_it_once_and_a_no_is_access_denied() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let b = browser();
+        let (challenge, _verifier) = PkceCodeChallenge::new_random_sha256();
+        let url = format!(
+            "/oauth/authorize?client_id={SPA}&redirect_uri={}&response_type=code&scope=openid+email&state=c1&code_challenge={}&code_challenge_method=S256",
+            urlencode(SPA_CALLBACK), challenge.as_str()
+        );
+        // Signing in leads to the consent page, which names the client and what it asks.
+        let consent_url = authorize(&app, &b, &url, EMAIL, SPA_CALLBACK).await;
+        let page = app.page_with(&b, &consent_url).await;
+        assert!(page.contains("Allow Acme SPA?") && page.contains("See your email address"), "{}", page.html);
+        let resp = app.submit_with(&b, &page.form("/oauth/consent").set("decision", "allow")).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let to = location(&resp);
+        assert!(to.starts_with(SPA_CALLBACK) && param(&to, "code").is_some(), "{to}");
+        assert_eq!(param(&to, "state").as_deref(), Some("c1"));
+        // Asked once: the next authorization goes straight back with a code.
+        let resp = app.get_with(&b, &url).await;
+        let to = location(&resp);
+        assert!(to.starts_with(SPA_CALLBACK) && param(&to, "code").is_some(), "{to}");
+        // prompt=consent asks again; "Cancel" is access_denied at the client.
+        let page = app.page_with(&b, &format!("{url}&prompt=consent")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let resp = app.submit_with(&b, &page.form("/oauth/consent").set("decision", "deny")).await;
+        let to = location(&resp);
+        assert_eq!(param(&to, "error").as_deref(), Some("access_denied"), "{to}");
+        // The consent form needs the session's CSRF token.
+        let forged = page.form("/oauth/consent").set("decision", "allow").set("csrf_token", "forged");
+        assert_eq!(app.submit_with(&b, &forged).await.status(), StatusCode::FORBIDDEN);
+    }
+
+    async fn prompt_login_signs_in_again_although_signed_in() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        let first = log_in(&app, &client, &b, &[], CALLBACK).await;
+        drop(first);
+        let sent = app.smtp.messages_to(EMAIL).len();
+        let (url, _, _) = client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .add_prompt(openidconnect::core::CoreAuthPrompt::Login)
+            .url();
+        let back = authorize(&app, &b, url.as_str(), EMAIL, CALLBACK).await;
+        assert!(param(&back, "code").is_some());
+        assert_eq!(app.smtp.messages_to(EMAIL).len(), sent + 1, "a new code was needed");
+    }
+
+    async fn tokens_are_not_interchangeable_and_forged_ones_are_refused() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        let login = log_in(&app, &client, &b, &["email"], CALLBACK).await;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(login.code))
+            .unwrap()
+            .set_pkce_verifier(login.verifier)
+            .request_async(&http())
+            .await
+            .unwrap();
+        let access = tokens.access_token().secret().clone();
+        let id_token = tokens.id_token().unwrap().to_string();
+        assert_eq!(userinfo_status(&app, &access).await, StatusCode::OK);
+        // An ID token is not an access token.
+        assert_eq!(userinfo_status(&app, &id_token).await, StatusCode::UNAUTHORIZED);
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (header, rest) = access.split_once('.').unwrap();
+        let (payload, _) = rest.split_once('.').unwrap();
+        let header: Value = serde_json::from_slice(&b64.decode(header).unwrap()).unwrap();
+        let kid = header["kid"].as_str().unwrap();
+        // alg none, HS256 keyed with the public key, an unknown kid.
+        let forged = |h: Value, sig: &str| format!("{}.{payload}.{sig}", b64.encode(h.to_string()));
+        for token in [
+            forged(serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": kid}), ""),
+            forged(serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}), &hs256_with_public_key(&app, kid, &access).await),
+            forged(serde_json::json!({"alg": "RS256", "typ": "at+jwt", "kid": "unknown"}), rest.split_once('.').unwrap().1),
+        ] {
+            assert_eq!(userinfo_status(&app, &token).await, StatusCode::UNAUTHORIZED, "{token}");
+        }
+        // Expired by a second.
+        app.clock.advance(Duration::from_secs(300));
+        assert_eq!(userinfo_status(&app, &access).await, StatusCode::UNAUTHORIZED);
+        // Introspection: active only for the client's own live tokens.
+        let login = log_in(&app, &client, &b, &["offline_access"], CALLBACK).await;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(login.code))
+            .unwrap()
+            .set_pkce_verifier(login.verifier)
+            .request_async(&http())
+            .await
+            .unwrap();
+        let access = tokens.access_token().secret();
+        let refresh = tokens.refresh_token().unwrap().secret();
+        for (token, kind) in [(access.as_str(), "access_token"), (refresh.as_str(), "refresh_token")] {
+            let (status, body) = post_form(&app, "/oauth/introspect", &[("token", token), ("client_id", WEB), ("client_secret", WEB_SECRET)]).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!((body["active"].as_bool(), body["token_type"].as_str()), (Some(true), Some(kind)), "{body}");
+            let (_, body) = post_form(&app, "/oauth/introspect", &[("token", token), ("client_id", ES), ("client_secret", ES_SECRET)]).await;
+            assert_eq!(body, serde_json::json!({"active": false}));
+        }
+        let (_, body) = post_form(&app, "/oauth/introspect", &[("token", &id_token), ("client_id", WEB), ("client_secret", WEB_SECRET)]).await;
+        assert_eq!(body, serde_json::json!({"active": false}));
+    }
+
+    async fn end_session_without_the_clients_id_token_asks_first_and_never_goes_elsewhere() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        log_in(&app, &client, &b, &[], CALLBACK).await;
+        // An unregistered return address: refused, signed in still.
+        let resp = app.get_with(&b, &format!("/oauth/end_session?client_id={WEB}&post_logout_redirect_uri={}", urlencode("https://evil.test/"))).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        // Without an ID token: a confirmation page (a link on another site signs nobody out).
+        let page = app.page_with(&b, &format!("/oauth/end_session?client_id={WEB}&post_logout_redirect_uri={}&state=z", urlencode(LOGGED_OUT))).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(app.get_with(&b, "/user").await.status(), StatusCode::OK, "still signed in");
+        let form = page.form("/oauth/end_session");
+        let resp = app.submit_with(&b, &form).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&resp), format!("{LOGGED_OUT}?state=z"));
+        assert_eq!(app.get_with(&b, "/user").await.status(), StatusCode::SEE_OTHER, "signed out");
+        // A forged confirmation (no valid CSRF token) is refused.
+        log_in(&app, &client, &b, &[], CALLBACK).await;
+        let resp = app.submit_with(&b, &form).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// An HS256 signature of `token`'s signing input keyed with the public key of `kid` (the
+/// algorithm-confusion attack).
+async fn hs256_with_public_key(app: &TestApp, kid: &str, token: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
+    let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).unwrap().to_string();
+    let input = &token[..token.rfind('.').unwrap()];
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
