@@ -12,9 +12,9 @@ use openidconnect::core::{
     CoreUserInfoClaims,
 };
 use openidconnect::{
-    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RevocationUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    Scope, TokenResponse,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -29,7 +29,7 @@ type Rp = CoreClient<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointSet,
+    EndpointNotSet,
     EndpointMaybeSet,
     EndpointMaybeSet,
 >;
@@ -93,8 +93,7 @@ async fn rp(app: &TestApp, id: &str, secret: Option<&str>, redirect: &str) -> Rp
         ClientId::new(id.into()),
         secret.map(|s| ClientSecret::new(s.into())),
     )
-    .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap())
-    .set_revocation_url(RevocationUrl::new(app.url("/oauth/revoke")).unwrap());
+    .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
     client
 }
 
@@ -127,7 +126,8 @@ async fn authorize(app: &TestApp, browser: &reqwest::Client, url: &str, email: &
         if resp.status() == StatusCode::OK {
             // The sign-in page: type the address, then the code.
             let before = app.smtp.messages_to(email).len();
-            let resp = app.submit_identifier_with(browser, &next, email).await;
+            let path = next.strip_prefix(app.address.as_str()).unwrap_or(&next).to_string();
+            let resp = app.submit_identifier_with(browser, &path, email).await;
             assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{next}");
             let verify = location(&resp);
             let code = app.smtp.wait_for(email, before + 1).await.code();
@@ -215,7 +215,7 @@ crate::backend_tests! {
         assert_eq!(claims.email_verified(), Some(true));
         assert!(claims.subject().as_str().starts_with("usr_"));
         assert!(claims.auth_time().is_some());
-        let amr: Vec<String> = claims.auth_method_references().unwrap().iter().map(|a| a.as_str().to_string()).collect();
+        let amr: Vec<String> = claims.auth_method_refs().unwrap().iter().map(|a| a.as_str().to_string()).collect();
         assert_eq!(amr, vec!["otp", "email"]);
         assert_eq!(tokens.expires_in(), Some(Duration::from_secs(300)));
 
@@ -265,12 +265,16 @@ crate::backend_tests! {
             .await
             .unwrap();
         let refresh = tokens.refresh_token().unwrap().clone();
-        client
-            .revoke_token(refresh.clone().into())
-            .unwrap()
-            .request_async(&http())
+        // (The crate sends revocations only over https, RFC 7009 §2: posted by hand here,
+        // with client_secret_basic, on the test's plain-http loopback.)
+        let resp = reqwest::Client::new()
+            .post(app.url("/oauth/revoke"))
+            .basic_auth(WEB, Some(WEB_SECRET))
+            .form(&[("token", refresh.secret().as_str()), ("token_type_hint", "refresh_token")])
+            .send()
             .await
-            .expect("revocation");
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
         assert!(client.exchange_refresh_token(&refresh).unwrap().request_async(&http()).await.is_err());
         assert_eq!(userinfo_status(&app, tokens.access_token().secret()).await, StatusCode::UNAUTHORIZED);
 
