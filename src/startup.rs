@@ -72,6 +72,12 @@ impl Application {
             settings.delivery.sms.clone(),
             std::time::Duration::from_secs(settings.delivery.outbox.send_timeout_secs.min(10)),
         )?);
+        let logout = Arc::new(crate::delivery::LogoutSender::new(
+            &settings.oidc,
+            signing.clone(),
+            settings.public_origin.to_string(),
+            std::time::Duration::from_secs(settings.delivery.outbox.send_timeout_secs.min(10)),
+        )?);
         let worker_id = format!("wrk_{}", random_token(12));
         let (signal, handed) = OutboxSignal::new(
             worker_id.clone(),
@@ -84,6 +90,7 @@ impl Application {
             clock: clock.clone(),
             mailer,
             sms,
+            logout,
             config: settings.delivery.outbox.clone(),
             product_name: settings.product_name.clone(),
             code_in_subject: settings.auth.code_in_email_subject,

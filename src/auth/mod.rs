@@ -25,12 +25,12 @@ pub use limits::ip_buckets;
 use crate::clock::SharedClock;
 use crate::config::{LimitsConfig, LockoutConfig, Settings};
 use crate::crypto::Keys;
-use crate::delivery::OutboxSignal;
+use crate::delivery::{LogoutMessage, OutboxSignal};
 use crate::domain::{
-    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, PhonePolicy, SessionId, TestMode,
-    UserId,
+    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, MessageId, OutboxChannel,
+    PhonePolicy, SessionId, TestMode, UserId,
 };
-use crate::store::{Store, StoredIdentifier};
+use crate::store::{NewMessage, Store, StoredIdentifier};
 
 /// Numbers that govern flows, codes and sessions (all from configuration).
 #[derive(Debug, Clone)]
@@ -56,6 +56,9 @@ pub struct Policy {
     /// The hosted pages notices link to.
     pub links: Links,
     pub phone_policy: PhonePolicy,
+    /// OpenID Connect clients with a `backchannel_logout_uri`: told when a session that signed
+    /// into them ends.
+    pub logout_clients: Vec<String>,
 }
 
 /// Full URLs of the hosted pages a notice sends people to (auth knows no routes).
@@ -86,6 +89,13 @@ impl Policy {
             enumeration_strict: auth.enumeration_strict,
             links,
             phone_policy: settings.phone_policy.clone(),
+            logout_clients: settings
+                .oidc
+                .clients
+                .iter()
+                .filter(|c| c.backchannel_logout_uri.is_some())
+                .map(|c| c.id.clone())
+                .collect(),
         }
     }
 }
@@ -212,9 +222,40 @@ impl Auth {
         }
     }
 
-    /// Ends a session: its row is deleted, so the token stops working everywhere at once.
+    /// Ends a session: its row is deleted, so the token stops working everywhere at once, with
+    /// its OpenID Connect grants (their refresh tokens die with them); in the same transaction
+    /// a back-channel logout is queued for every client it signed into that asked for one.
     pub async fn sign_out(&self, user: &CurrentUser, client: &Client<'_>) -> anyhow::Result<()> {
-        self.store.delete_session(&user.session_id).await?;
+        let now = self.now();
+        let logouts: Vec<(String, NewMessage)> = self
+            .policy
+            .logout_clients
+            .iter()
+            .map(|c| {
+                let payload = LogoutMessage {
+                    client_id: c.clone(),
+                    sub: user.user_id.to_string(),
+                    sid: user.session_id.to_string(),
+                }
+                .seal(&self.keys);
+                let message = NewMessage {
+                    id: MessageId::generate(),
+                    channel: OutboxChannel::BackchannelLogout,
+                    recipient_masked: c.clone(),
+                    verification_id: None,
+                    payload,
+                    now,
+                    not_after: now + LOGOUT_DELIVERY_WINDOW,
+                    claim: Some(self.outbox.claim(now)),
+                    withheld: false,
+                };
+                (c.clone(), message)
+            })
+            .collect();
+        let queued = self.store.delete_session(&user.session_id, logouts).await?;
+        for message in &queued {
+            self.outbox.hand_over(message);
+        }
         tracing::info!(event = "sign_out", session_id = %user.session_id, "signed out");
         let event = self.audit_event(
             AuditKind::SignOut,
@@ -243,6 +284,9 @@ impl Auth {
         self.store.audit_for_user(user, 20).await
     }
 }
+
+/// How long a back-channel logout is retried for a client that is down.
+const LOGOUT_DELIVERY_WINDOW: time::Duration = time::Duration::DAY;
 
 /// A configured duration in the clock's arithmetic (saturating: no setting is that long).
 pub(crate) fn duration(d: Duration) -> time::Duration {

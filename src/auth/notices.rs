@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 use super::Auth;
 use crate::crypto::Keys;
 use crate::delivery::{unix_ms, CodeMessage, OutboxSignal, Purpose};
-use crate::domain::{Channel, Identifier, MessageId, UserId};
+use crate::domain::{Identifier, MessageId, OutboxChannel, UserId};
 use crate::store::{Guard, Limited, NewMessage, Store};
 
 /// A notice is dropped rather than delivered after this long.
@@ -138,7 +138,7 @@ impl Notifier {
         };
         let message = NewMessage {
             id: MessageId::generate(),
-            channel: Channel::Email,
+            channel: OutboxChannel::Email,
             recipient_masked: to.masked(),
             verification_id: None,
             payload: content.seal(&self.keys),

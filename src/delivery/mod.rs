@@ -4,12 +4,14 @@
 //! worker renders it from templates and sends it, retrying with backoff, never after the code
 //! has expired.
 
+mod logout;
 mod mail;
 mod message;
 mod sms;
 mod smtp_client;
 mod worker;
 
+pub use logout::{LogoutMessage, LogoutSender, LOGOUT_EVENT};
 pub use mail::{DevTransport, Mailer, SmtpMailer};
 pub use message::{unix_ms, CodeMessage, Purpose, RenderedEmail};
 pub use sms::{

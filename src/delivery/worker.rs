@@ -12,7 +12,8 @@ use super::sms::{OutgoingSms, SmsError, SmsSender};
 use crate::clock::SharedClock;
 use crate::config::OutboxConfig;
 use crate::crypto::Keys;
-use crate::domain::{Channel, MessageId, PhoneNumber};
+use super::logout::{LogoutError, LogoutMessage, LogoutSender};
+use crate::domain::{Channel, MessageId, OutboxChannel, PhoneNumber};
 use crate::store::{Claim, ClaimedMessage, GiveUp, NewMessage, Store};
 
 /// The request side of the outbox: hands messages stored claimed by this process to its worker
@@ -83,6 +84,8 @@ pub struct OutboxWorker {
     pub clock: SharedClock,
     pub mailer: Arc<Mailer>,
     pub sms: Arc<SmsSender>,
+    /// Back-channel logout tokens to OpenID Connect clients.
+    pub logout: Arc<LogoutSender>,
     pub config: OutboxConfig,
     pub product_name: String,
     /// Whether email subjects carry the code (`codes.in_email_subject`).
@@ -254,7 +257,12 @@ impl OutboxWorker {
                     .abandon_message(&msg.id, GiveUp::Failed, &e)
                     .await
             }
-            Err(Failure::Send(e)) if msg.attempts >= self.config.max_attempts as i64 => {
+            // A logout is retried until its `not_after` (a day): a client may be down longer
+            // than a code's few tries last.
+            Err(Failure::Send(e))
+                if msg.attempts >= self.config.max_attempts as i64
+                    && msg.channel != OutboxChannel::BackchannelLogout =>
+            {
                 tracing::error!(message_id = %msg.id, to = %msg.recipient_masked, attempt = msg.attempts, error = %e, "message given up after the last try");
                 self.store
                     .abandon_message(&msg.id, GiveUp::Failed, &e)
@@ -284,9 +292,14 @@ impl OutboxWorker {
             return Err(Failure::Expired);
         }
         let sealed = msg.payload.as_deref().ok_or(Failure::Unreadable)?;
+        let channel = match msg.channel {
+            OutboxChannel::Email => Channel::Email,
+            OutboxChannel::Sms => Channel::Sms,
+            OutboxChannel::BackchannelLogout => return self.send_logout(sealed).await,
+        };
         let content = CodeMessage::open(&self.keys, sealed).ok_or(Failure::Unreadable)?;
         let timeout = Duration::from_secs(self.config.send_timeout_secs);
-        let dev = match msg.channel {
+        let dev = match channel {
             Channel::Email => {
                 let email = content
                     .render_email(&self.product_name, self.code_in_subject)
@@ -333,6 +346,18 @@ impl OutboxWorker {
             tracing::info!(target: "latchkey::dev_outbox", channel = %msg.channel, to = %msg.recipient_masked, code = %content.code, "dev mode: verification code");
         }
         Ok(dev)
+    }
+}
+
+impl OutboxWorker {
+    /// A back-channel logout token to its client.
+    async fn send_logout(&self, sealed: &[u8]) -> Result<bool, Failure> {
+        let logout = LogoutMessage::open(&self.keys, sealed).ok_or(Failure::Unreadable)?;
+        match self.logout.send(&logout).await {
+            Ok(()) => Ok(false),
+            Err(LogoutError::Temporary(e)) => Err(Failure::Send(e)),
+            Err(LogoutError::Permanent(e)) => Err(Failure::Rejected(e)),
+        }
     }
 }
 

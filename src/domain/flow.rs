@@ -90,6 +90,25 @@ stored_enum! {
     }
 }
 
+stored_enum! {
+    /// Where an outbox message goes: a code's channel, or an OpenID Connect client's
+    /// back-channel logout endpoint.
+    OutboxChannel, "outbox channel" {
+        Email => "email",
+        Sms => "sms",
+        BackchannelLogout => "backchannel_logout",
+    }
+}
+
+impl From<Channel> for OutboxChannel {
+    fn from(c: Channel) -> Self {
+        match c {
+            Channel::Email => OutboxChannel::Email,
+            Channel::Sms => OutboxChannel::Sms,
+        }
+    }
+}
+
 impl Channel {
     /// The channel that reaches an identifier of this kind.
     pub fn of(kind: IdentifierKind) -> Self {

@@ -11,7 +11,9 @@ mod test_mode;
 
 pub use code::{CodeError, OtpCode};
 pub use email::{EmailAddress, EmailError};
-pub use flow::{AuditKind, AuditOutcome, Channel, CodeStatus, FlowKind, FlowStatus, Stored};
+pub use flow::{
+    AuditKind, AuditOutcome, Channel, CodeStatus, FlowKind, FlowStatus, OutboxChannel, Stored,
+};
 pub use identifier::{Accepts, Identifier, IdentifierError, IdentifierKind};
 pub use ids::{FlowId, GrantId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber, PhonePolicy};

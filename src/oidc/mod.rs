@@ -196,7 +196,8 @@ impl Provider {
             "request_uri_parameter_supported": false,
             "claims_parameter_supported": false,
             "frontchannel_logout_supported": false,
-            "backchannel_logout_supported": false,
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
         })
     }
 

@@ -10,7 +10,7 @@ use actix_web::HttpResponse;
 use super::pages::{DevOutboxPage, DevSettingsPage, OutboxRow};
 use super::{Ctx, PageError};
 use crate::delivery::CodeMessage;
-use crate::domain::{Channel, TestMode};
+use crate::domain::{OutboxChannel, TestMode};
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
@@ -107,8 +107,9 @@ pub async fn outbox(ctx: Ctx) -> Result<HttpResponse, PageError> {
                 subject: content
                     .as_ref()
                     .map(|c| match e.channel {
-                        Channel::Sms => format!("SMS: {}", c.render_sms(product, host)),
-                        Channel::Email => c
+                        OutboxChannel::Sms => format!("SMS: {}", c.render_sms(product, host)),
+                        OutboxChannel::BackchannelLogout => String::new(),
+                        OutboxChannel::Email => c
                             .render_email(product, ctx.state.settings.auth.code_in_email_subject)
                             .map(|m| m.subject)
                             .unwrap_or_default(),

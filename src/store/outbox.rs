@@ -7,13 +7,13 @@ use super::limits::{check, lock_all, Guard};
 use super::stmt::{Row, Stmt};
 use super::tx::{Backend, Tx, Unit};
 use super::Store;
-use crate::domain::{Channel, MessageId, Stored, VerificationId};
+use crate::domain::{MessageId, OutboxChannel, Stored, VerificationId};
 
 /// A message to queue (inside the unit of work that creates its code).
 #[derive(Clone)]
 pub struct NewMessage {
     pub id: MessageId,
-    pub channel: Channel,
+    pub channel: OutboxChannel,
     pub recipient_masked: String,
     pub verification_id: Option<VerificationId>,
     /// Sealed with the outbox key; holds the code until delivery.
@@ -66,7 +66,7 @@ impl NewMessage {
 #[derive(Debug, Clone)]
 pub struct ClaimedMessage {
     pub id: MessageId,
-    pub channel: Channel,
+    pub channel: OutboxChannel,
     pub recipient_masked: String,
     pub payload: Option<Vec<u8>>,
     pub attempts: i64,
@@ -129,7 +129,7 @@ pub enum GiveUp {
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
     pub id: MessageId,
-    pub channel: Channel,
+    pub channel: OutboxChannel,
     pub recipient_masked: String,
     pub payload: Option<Vec<u8>>,
     pub status: MessageStatus,

@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 
 use super::accounts::{identifier_from_row, StoredIdentifier};
+use super::outbox::{insert_message, NewMessage};
 use super::stmt::{Row, Stmt};
 use super::tx::Unit;
 use super::Store;
@@ -186,8 +187,13 @@ impl Store {
     }
 
     /// Ends a session: deletes it with its OpenID Connect grants (their codes and refresh
-    /// tokens die with them), one unit. Answers the clients the session had signed into.
-    pub async fn delete_session(&self, id: &SessionId) -> anyhow::Result<Vec<String>> {
+    /// tokens die with them), and queues the `logouts` (client id, message) of the clients
+    /// the session had signed into, one unit. Answers the messages queued.
+    pub async fn delete_session(
+        &self,
+        id: &SessionId,
+        logouts: Vec<(String, NewMessage)>,
+    ) -> anyhow::Result<Vec<NewMessage>> {
         let mut stmts = super::oauth::end_session_grants(id.as_str());
         stmts.push(Stmt::new(
             "DELETE FROM sessions WHERE id = $1",
@@ -203,7 +209,15 @@ impl Store {
                         clients.push(client);
                     }
                 }
-                Ok(Unit::Commit(clients))
+                let queued: Vec<NewMessage> = logouts
+                    .into_iter()
+                    .filter(|(c, _)| clients.contains(c))
+                    .map(|(_, m)| m)
+                    .collect();
+                if !queued.is_empty() {
+                    tx.run(queued.iter().map(insert_message).collect()).await?;
+                }
+                Ok(Unit::Commit(queued))
             })
         })
         .await

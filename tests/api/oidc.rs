@@ -600,3 +600,169 @@ async fn hs256_with_public_key(app: &TestApp, kid: &str, token: &str) -> String 
     mac.update(input.as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
+
+/// A relying party's back-channel logout endpoint: records every `logout_token` posted to it.
+struct LogoutReceiver {
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn start_receiver(
+    port: u16,
+    tokens: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> LogoutReceiver {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let recorded = tokens.clone();
+    let server = HttpServer::new(move || {
+        let recorded = recorded.clone();
+        App::new().route(
+            "/backchannel",
+            web::post().to(move |form: web::Form<std::collections::HashMap<String, String>>| {
+                let recorded = recorded.clone();
+                async move {
+                    match form.get("logout_token") {
+                        Some(t) => {
+                            recorded.lock().unwrap().push(t.clone());
+                            HttpResponse::Ok().finish()
+                        }
+                        None => HttpResponse::BadRequest().finish(),
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    LogoutReceiver { handle }
+}
+
+/// Verifies a logout token as a relying party would, with a JWT library none of us wrote:
+/// RS256 against the JWKS, `iss`, `aud`, the `typ` and the logout event; answers the claims.
+async fn verify_logout_token(app: &TestApp, token: &str) -> Value {
+    use jsonwebtoken::{decode, decode_header, jwk::JwkSet, Algorithm, DecodingKey, Validation};
+    let header = decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+    let jwks: JwkSet = reqwest::get(app.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the key is in the JWKS");
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[app.address.as_str()]);
+    validation.set_audience(&[WEB]);
+    validation.set_required_spec_claims(&["iss", "aud", "iat", "exp", "sub"]);
+    let claims = decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+        .expect("a valid logout token")
+        .claims;
+    assert!(claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+    assert!(claims.get("nonce").is_none());
+    claims
+}
+
+crate::backend_tests! {
+    async fn signing_out_on_the_profile_page_tells_the_client_over_the_back_channel_even_if_it_was_down() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let app = spawn_app_with(|raw| {
+            raw.oidc.clients = vec![OidcClientConfig {
+                id: WEB.into(),
+                secret: Some(WEB_SECRET.into()),
+                redirect_uris: vec![CALLBACK.into()],
+                backchannel_logout_uri: Some(format!("http://127.0.0.1:{port}/backchannel")),
+                ..OidcClientConfig::default()
+            }];
+        })
+        .await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let receiver = start_receiver(port, tokens.clone());
+        let b = browser();
+
+        // Signed in to the client, then out on /user: the client gets a logout token naming
+        // the session its ID token named.
+        let sign_in_and_out = |b: reqwest::Client| {
+            let (app, client) = (&app, &client);
+            async move {
+                let login = log_in(app, client, &b, &[], CALLBACK).await;
+                let issued = client
+                    .exchange_code(AuthorizationCode::new(login.code))
+                    .unwrap()
+                    .set_pkce_verifier(login.verifier)
+                    .request_async(&http())
+                    .await
+                    .unwrap();
+                issued
+                    .id_token()
+                    .unwrap()
+                    .claims(&client.id_token_verifier(), &login.nonce)
+                    .unwrap();
+                let id_token = issued.id_token().unwrap().to_string();
+                let payload: Value = serde_json::from_slice(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(id_token.split('.').nth(1).unwrap())
+                        .unwrap(),
+                )
+                .unwrap();
+                let page = app.page_with(&b, "/user").await;
+                let resp = app.submit_with(&b, &page.form("/sign-out")).await;
+                assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+                payload["sid"].as_str().unwrap().to_string()
+            }
+        };
+        let sid = sign_in_and_out(b.clone()).await;
+        crate::helpers::until("the logout token arrives", || {
+            let tokens = tokens.clone();
+            async move { !tokens.lock().unwrap().is_empty() }
+        })
+        .await;
+        let first = tokens.lock().unwrap()[0].clone();
+        let claims = verify_logout_token(&app, &first).await;
+        assert_eq!(claims["sid"].as_str(), Some(sid.as_str()));
+
+        // The client is down during the next sign-out: the token waits in the outbox and
+        // arrives once the client is back.
+        receiver.handle.stop(true).await;
+        let sid = sign_in_and_out(browser()).await;
+        crate::helpers::until("the delivery has failed at least once", || {
+            let app = &app;
+            async move {
+                app.count("SELECT COUNT(*) FROM outbox WHERE channel = 'backchannel_logout' AND last_error IS NOT NULL").await > 0
+            }
+        })
+        .await;
+        assert_eq!(tokens.lock().unwrap().len(), 1);
+        let _back = start_receiver(port, tokens.clone());
+        // The retry's backoff runs on the injected clock: the test makes it due.
+        crate::helpers::until("the late logout token arrives", || {
+            let (tokens, app) = (tokens.clone(), &app);
+            async move {
+                app.make_retries_due().await;
+                tokens.lock().unwrap().len() == 2
+            }
+        })
+        .await;
+        let second = tokens.lock().unwrap()[1].clone();
+        assert_eq!(verify_logout_token(&app, &second).await["sid"].as_str(), Some(sid.as_str()));
+    }
+
+    async fn a_client_the_session_never_signed_into_gets_no_logout() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let app = spawn_app_with(|raw| {
+            raw.oidc.clients = vec![OidcClientConfig {
+                id: WEB.into(),
+                secret: Some(WEB_SECRET.into()),
+                redirect_uris: vec![CALLBACK.into()],
+                backchannel_logout_uri: Some(format!("http://127.0.0.1:{port}/backchannel")),
+                ..OidcClientConfig::default()
+            }];
+        })
+        .await;
+        app.create_account(EMAIL).await;
+        let b = browser();
+        assert_eq!(app.sign_in_with(&b, EMAIL).await.status(), StatusCode::SEE_OTHER);
+        let page = app.page_with(&b, "/user").await;
+        app.submit_with(&b, &page.form("/sign-out")).await;
+        assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE channel = 'backchannel_logout'").await, 0);
+    }
+}

@@ -226,7 +226,7 @@ impl Auth {
     ) -> NewMessage {
         NewMessage {
             id: prepared.id,
-            channel: Channel::of(to.kind()),
+            channel: Channel::of(to.kind()).into(),
             recipient_masked: to.masked(),
             verification_id: Some(ver_id.clone()),
             payload: prepared.sealed,
