@@ -571,6 +571,7 @@ mod tests {
                 sign_up: "https://accounts.example.com/sign-up".into(),
             },
             phone_policy: PhonePolicy::default(),
+            logout_clients: Vec::new(),
         }
     }
 
