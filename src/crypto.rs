@@ -77,7 +77,10 @@ impl Keys {
     /// The stored form of an OpenID Connect authorization code or refresh token (`kind`
     /// separates them from each other and from session tokens).
     pub fn oauth_hash(&self, kind: &str, token: &str) -> String {
-        hex::encode(mac(&self.token, &[b"oauth", kind.as_bytes(), token.as_bytes()]))
+        hex::encode(mac(
+            &self.token,
+            &[b"oauth", kind.as_bytes(), token.as_bytes()],
+        ))
     }
 
     /// The stored form of a session token.

@@ -57,9 +57,8 @@ impl Application {
                 .context("reading the server secret")?,
         };
         let keys = Arc::new(Keys::derive(&secret));
-        let signing = Arc::new(
-            signing_keys(&store, &keys, &needed_algs(&settings), clock.now()).await?,
-        );
+        let signing =
+            Arc::new(signing_keys(&store, &keys, &needed_algs(&settings), clock.now()).await?);
         let mailer = Arc::new(match &settings.delivery.smtp {
             Some(smtp) => Mailer::Smtp(Box::new(SmtpMailer::new(
                 smtp.clone(),
@@ -116,7 +115,13 @@ impl Application {
             sign_up: public_page(&settings.public_url, routes::paths::SIGN_UP),
         };
         let policy = Policy::from_settings(&settings, links);
-        let auth = Arc::new(Auth::new(store.clone(), keys, clock.clone(), policy, signal));
+        let auth = Arc::new(Auth::new(
+            store.clone(),
+            keys,
+            clock.clone(),
+            policy,
+            signal,
+        ));
         let state = web::Data::new(AppState {
             backend_keys: settings
                 .api_secret_keys
@@ -285,7 +290,10 @@ async fn signing_keys(
     needed: &[Alg],
     now: time::OffsetDateTime,
 ) -> anyhow::Result<KeySet> {
-    let mut stored = store.signing_keys().await.context("reading the signing keys")?;
+    let mut stored = store
+        .signing_keys()
+        .await
+        .context("reading the signing keys")?;
     let missing: Vec<Alg> = needed
         .iter()
         .copied()
@@ -398,7 +406,13 @@ fn public_page(public_url: &url::Url, path: &str) -> String {
 /// EdDSA signs session tokens; the OpenID Connect clients need their algorithms.
 fn needed_algs(settings: &Settings) -> Vec<Alg> {
     let mut algs = vec![Alg::EdDSA];
-    algs.extend(settings.oidc.algs().into_iter().filter(|a| *a != Alg::EdDSA));
+    algs.extend(
+        settings
+            .oidc
+            .algs()
+            .into_iter()
+            .filter(|a| *a != Alg::EdDSA),
+    );
     algs
 }
 
@@ -407,8 +421,14 @@ fn needed_algs(settings: &Settings) -> Vec<Alg> {
 fn oidc_form_sources(settings: &Settings) -> Vec<String> {
     let mut out = Vec::new();
     for client in &settings.oidc.clients {
-        for uri in client.redirect_uris.iter().chain(&client.post_logout_redirect_uris) {
-            let Ok(url) = url::Url::parse(uri) else { continue };
+        for uri in client
+            .redirect_uris
+            .iter()
+            .chain(&client.post_logout_redirect_uris)
+        {
+            let Ok(url) = url::Url::parse(uri) else {
+                continue;
+            };
             let source = match url.scheme() {
                 "http" | "https" => url.origin().ascii_serialization(),
                 scheme => format!("{scheme}:"),

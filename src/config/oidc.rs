@@ -126,7 +126,13 @@ impl OidcSettings {
 /// Whether `uri` may receive codes, sign-outs or logout tokens: https; http only to a loopback
 /// host (RFC 8252 §7.3) or in dev mode; for a public client also a private-use scheme with a
 /// dot (`com.example.app:/callback`, RFC 8252 §7.1). Never a fragment (RFC 6749 §3.1.2).
-fn check_uri(client: &str, key: &str, uri: &str, public: bool, dev_mode: bool) -> anyhow::Result<Url> {
+fn check_uri(
+    client: &str,
+    key: &str,
+    uri: &str,
+    public: bool,
+    dev_mode: bool,
+) -> anyhow::Result<Url> {
     let where_ = || format!("`oidc.clients` {client:?}: `{key}` {uri:?}");
     let url = Url::parse(uri).with_context(|| format!("{}: not an absolute URL", where_()))?;
     if url.fragment().is_some() {
@@ -135,7 +141,11 @@ fn check_uri(client: &str, key: &str, uri: &str, public: bool, dev_mode: bool) -
     if url.as_str() != uri && url.as_str() != format!("{uri}/") {
         // Redirect URIs are compared exactly as registered; one that parses to something
         // else would never match what a client sends.
-        bail!("{}: write it in its normal form, {:?}", where_(), url.as_str());
+        bail!(
+            "{}: write it in its normal form, {:?}",
+            where_(),
+            url.as_str()
+        );
     }
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -164,7 +174,12 @@ impl OidcConfig {
             }
             Ok(Duration::from_secs(v))
         };
-        let access_token_ttl = secs("access_token_ttl_secs", self.access_token_ttl_secs, 60, 3600)?;
+        let access_token_ttl = secs(
+            "access_token_ttl_secs",
+            self.access_token_ttl_secs,
+            60,
+            3600,
+        )?;
         let id_token_ttl = secs("id_token_ttl_secs", self.id_token_ttl_secs, 60, 3600)?;
         let code_ttl = secs("code_ttl_secs", self.code_ttl_secs, 1, 60)?;
         let refresh_token_ttl = secs(
@@ -178,25 +193,37 @@ impl OidcConfig {
             let id = raw.id.as_str();
             if id.is_empty()
                 || id.len() > 64
-                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             {
                 bail!("`oidc.clients`: `id` {id:?} must be 1–64 letters, digits, '-', '_' or '.'");
             }
             if clients.iter().any(|c| c.id == id) {
                 bail!("`oidc.clients` {id:?}: `id` is registered twice");
             }
-            let name = if raw.name.trim().is_empty() { id.to_string() } else { raw.name.trim().to_string() };
+            let name = if raw.name.trim().is_empty() {
+                id.to_string()
+            } else {
+                raw.name.trim().to_string()
+            };
             if name.chars().any(char::is_control) || name.chars().count() > 100 {
                 bail!("`oidc.clients` {id:?}: `name` must be one line of at most 100 characters");
             }
             let secret = match (&raw.secret, &raw.secret_file) {
-                (Some(_), Some(_)) => bail!("`oidc.clients` {id:?}: `secret` and `secret_file`: give one, not both"),
+                (Some(_), Some(_)) => {
+                    bail!("`oidc.clients` {id:?}: `secret` and `secret_file`: give one, not both")
+                }
                 (Some(s), None) => Some(s.clone()),
-                (None, Some(path)) => Some(read_secret_file(&format!("oidc.clients {id:?} secret_file"), path)?),
+                (None, Some(path)) => Some(read_secret_file(
+                    &format!("oidc.clients {id:?} secret_file"),
+                    path,
+                )?),
                 (None, None) => None,
             };
             if let Some(s) = &secret {
-                if s.chars().count() < 32 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                if s.chars().count() < 32 || s.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
                     bail!("`oidc.clients` {id:?}: `secret` must have at least 32 characters without white space (e.g. `openssl rand -hex 24`)");
                 }
             }
@@ -220,7 +247,10 @@ impl OidcConfig {
                 Some(list) => {
                     for s in list {
                         if !SCOPES.contains(&s.as_str()) {
-                            bail!("`oidc.clients` {id:?}: `scopes` {s:?} is not one of {}", SCOPES.join(", "));
+                            bail!(
+                                "`oidc.clients` {id:?}: `scopes` {s:?} is not one of {}",
+                                SCOPES.join(", ")
+                            );
                         }
                     }
                     if !list.iter().any(|s| s == "openid") {
@@ -294,7 +324,11 @@ mod tests {
         assert_eq!(c.alg, Alg::RS256);
         assert!(!c.is_public());
         assert_eq!(s.algs(), vec![Alg::RS256]);
-        assert!(OidcConfig::default().validate(false).unwrap().algs().is_empty());
+        assert!(OidcConfig::default()
+            .validate(false)
+            .unwrap()
+            .algs()
+            .is_empty());
     }
 
     #[test]
@@ -304,12 +338,26 @@ mod tests {
         assert!(refusal(c, false).contains(r#""app": `redirect_uris` needs"#));
         let mut c = client();
         c.redirect_uris = vec!["http://app.example.com/cb".into()];
-        assert!(refusal(c.clone(), false).contains("`redirect_uris` \"http://app.example.com/cb\": plain http"));
+        assert!(refusal(c.clone(), false)
+            .contains("`redirect_uris` \"http://app.example.com/cb\": plain http"));
         // Dev mode allows plain http anywhere; loopback always.
-        assert!(OidcConfig { clients: vec![c], ..OidcConfig::default() }.validate(true).is_ok());
+        assert!(OidcConfig {
+            clients: vec![c],
+            ..OidcConfig::default()
+        }
+        .validate(true)
+        .is_ok());
         let mut c = client();
-        c.redirect_uris = vec!["http://127.0.0.1:9000/cb".into(), "http://localhost/cb".into()];
-        assert!(OidcConfig { clients: vec![c], ..OidcConfig::default() }.validate(false).is_ok());
+        c.redirect_uris = vec![
+            "http://127.0.0.1:9000/cb".into(),
+            "http://localhost/cb".into(),
+        ];
+        assert!(OidcConfig {
+            clients: vec![c],
+            ..OidcConfig::default()
+        }
+        .validate(false)
+        .is_ok());
         let mut c = client();
         c.secret = Some("short".into());
         assert!(refusal(c, false).contains(r#""app": `secret` must have at least 32"#));
@@ -318,9 +366,17 @@ mod tests {
         assert!(refusal(c, false).contains("fragment"));
         let mut c = client();
         c.redirect_uris = vec!["com.example.app:/cb".into()];
-        assert!(refusal(c.clone(), false).contains("https URL"), "a confidential client gets no custom scheme");
+        assert!(
+            refusal(c.clone(), false).contains("https URL"),
+            "a confidential client gets no custom scheme"
+        );
         c.secret = None;
-        assert!(OidcConfig { clients: vec![c], ..OidcConfig::default() }.validate(false).is_ok());
+        assert!(OidcConfig {
+            clients: vec![c],
+            ..OidcConfig::default()
+        }
+        .validate(false)
+        .is_ok());
         let mut c = client();
         c.scopes = Some(vec!["email".into()]);
         assert!(refusal(c, false).contains("must include \"openid\""));
@@ -347,7 +403,12 @@ mod tests {
     fn a_client_that_chose_another_algorithm_needs_its_key_too() {
         let mut c = client();
         c.id_token_signed_response_alg = Some("ES256".into());
-        let s = OidcConfig { clients: vec![c], ..OidcConfig::default() }.validate(false).unwrap();
+        let s = OidcConfig {
+            clients: vec![c],
+            ..OidcConfig::default()
+        }
+        .validate(false)
+        .unwrap();
         assert_eq!(s.algs(), vec![Alg::RS256, Alg::ES256]);
     }
 }

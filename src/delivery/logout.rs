@@ -122,9 +122,13 @@ impl LogoutSender {
         if status.is_success() {
             Ok(())
         } else if status == reqwest::StatusCode::BAD_REQUEST {
-            Err(LogoutError::Permanent(format!("the client answered {status}")))
+            Err(LogoutError::Permanent(format!(
+                "the client answered {status}"
+            )))
         } else {
-            Err(LogoutError::Temporary(format!("the client answered {status}")))
+            Err(LogoutError::Temporary(format!(
+                "the client answered {status}"
+            )))
         }
     }
 }
@@ -137,23 +141,36 @@ mod tests {
 
     #[test]
     fn a_logout_token_has_the_claims_the_spec_requires_and_no_nonce() {
-        let keys = KeySet::new(vec![
-            SigningKey::generate(Alg::EdDSA).unwrap().0,
-        ])
-        .unwrap();
+        let keys = KeySet::new(vec![SigningKey::generate(Alg::EdDSA).unwrap().0]).unwrap();
         let sender = LogoutSender {
             endpoints: HashMap::new(),
             signing: Arc::new(keys),
             issuer: "https://id.example.com".into(),
             http: reqwest::Client::new(),
         };
-        let msg = LogoutMessage { client_id: "web".into(), sub: "usr_1".into(), sid: "ses_1".into() };
+        let msg = LogoutMessage {
+            client_id: "web".into(),
+            sub: "usr_1".into(),
+            sid: "ses_1".into(),
+        };
         let token = sender.token(&msg, Alg::EdDSA, 1_000).unwrap();
         let v: Verified<Value> = sender.signing.verify_as(&token, &[Alg::EdDSA]).unwrap();
         assert_eq!(v.typ.as_deref(), Some("logout+jwt"));
         let c = v.claims;
-        assert_eq!((c["iss"].as_str(), c["aud"].as_str(), c["sub"].as_str(), c["sid"].as_str()),
-            (Some("https://id.example.com"), Some("web"), Some("usr_1"), Some("ses_1")));
+        assert_eq!(
+            (
+                c["iss"].as_str(),
+                c["aud"].as_str(),
+                c["sub"].as_str(),
+                c["sid"].as_str()
+            ),
+            (
+                Some("https://id.example.com"),
+                Some("web"),
+                Some("usr_1"),
+                Some("ses_1")
+            )
+        );
         assert_eq!(c["iat"], 1_000);
         assert!(c["events"][LOGOUT_EVENT].is_object());
         assert!(c.get("nonce").is_none());
@@ -162,9 +179,25 @@ mod tests {
 
     #[test]
     fn a_sealed_message_opens_only_with_its_keys() {
-        let msg = LogoutMessage { client_id: "web".into(), sub: "usr_1".into(), sid: "ses_1".into() };
+        let msg = LogoutMessage {
+            client_id: "web".into(),
+            sub: "usr_1".into(),
+            sid: "ses_1".into(),
+        };
         let sealed = msg.seal(&Keys::derive("one-secret-of-at-least-32-characters!!"));
-        assert_eq!(LogoutMessage::open(&Keys::derive("one-secret-of-at-least-32-characters!!"), &sealed), Some(msg));
-        assert_eq!(LogoutMessage::open(&Keys::derive("another-secret-of-at-least-32-chars!!"), &sealed), None);
+        assert_eq!(
+            LogoutMessage::open(
+                &Keys::derive("one-secret-of-at-least-32-characters!!"),
+                &sealed
+            ),
+            Some(msg)
+        );
+        assert_eq!(
+            LogoutMessage::open(
+                &Keys::derive("another-secret-of-at-least-32-chars!!"),
+                &sealed
+            ),
+            None
+        );
     }
 }

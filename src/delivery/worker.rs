@@ -6,13 +6,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::logout::{LogoutError, LogoutMessage, LogoutSender};
 use super::mail::Mailer;
 use super::message::CodeMessage;
 use super::sms::{OutgoingSms, SmsError, SmsSender};
 use crate::clock::SharedClock;
 use crate::config::OutboxConfig;
 use crate::crypto::Keys;
-use super::logout::{LogoutError, LogoutMessage, LogoutSender};
 use crate::domain::{Channel, MessageId, OutboxChannel, PhoneNumber};
 use crate::store::{Claim, ClaimedMessage, GiveUp, NewMessage, Store};
 

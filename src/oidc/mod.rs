@@ -24,9 +24,7 @@ use crate::clock::SharedClock;
 use crate::config::{OidcClient, OidcSettings, SCOPES};
 use crate::crypto::{random_token, Keys};
 use crate::domain::{GrantId, SessionId};
-use crate::store::{
-    GrantRecord, NewCode, NewConsent, NewGrant, NewRefreshToken, Redeemed, Store,
-};
+use crate::store::{GrantRecord, NewCode, NewConsent, NewGrant, NewRefreshToken, Redeemed, Store};
 use crate::tokens::{Alg, KeySet};
 
 /// Where the provider's endpoints are, relative to the issuer (routes mount the same).
@@ -83,9 +81,7 @@ impl OAuthError {
             | Self::InvalidGrant(d)
             | Self::UnauthorizedClient(d)
             | Self::InvalidScope(d) => d,
-            Self::UnsupportedGrantType => {
-                "grant_type must be authorization_code or refresh_token"
-            }
+            Self::UnsupportedGrantType => "grant_type must be authorization_code or refresh_token",
             Self::Internal(_) => "the server could not complete the request",
         }
     }
@@ -202,7 +198,11 @@ impl Provider {
     }
 
     /// The consent a person gave a client before, if any.
-    pub async fn consented(&self, user: &CurrentUser, client: &str) -> anyhow::Result<Option<String>> {
+    pub async fn consented(
+        &self,
+        user: &CurrentUser,
+        client: &str,
+    ) -> anyhow::Result<Option<String>> {
         self.store.consent(&user.user_id, client).await
     }
 
@@ -239,7 +239,10 @@ impl Provider {
         tracing::info!(event = "oidc_code_issued", client_id = %req.client_id, session_id = %user.session_id, "authorization code issued");
         Ok(self.redirect_with(
             &req.redirect_uri,
-            &[("code", Some(code.as_str())), ("state", req.state.as_deref())],
+            &[
+                ("code", Some(code.as_str())),
+                ("state", req.state.as_deref()),
+            ],
         ))
     }
 
@@ -342,10 +345,18 @@ impl Provider {
                 redirect_uri,
                 code_verifier,
             } => {
-                let (redirect_uri, verifier) =
-                    (redirect_uri.map(String::from), code_verifier.map(String::from));
+                let (redirect_uri, verifier) = (
+                    redirect_uri.map(String::from),
+                    code_verifier.map(String::from),
+                );
                 let check = move |c: &crate::store::CodeRecord| {
-                    rules::check_code(c, &client_id, redirect_uri.as_deref(), verifier.as_deref(), now)
+                    rules::check_code(
+                        c,
+                        &client_id,
+                        redirect_uri.as_deref(),
+                        verifier.as_deref(),
+                        now,
+                    )
                 };
                 // Stored only if the grant has offline_access (the store checks).
                 let r = self
@@ -361,15 +372,26 @@ impl Provider {
                 let scope = scope.map(String::from);
                 let check = move |g: &GrantRecord| {
                     if g.client_id != client_id {
-                        return Err(OAuthError::InvalidGrant("the refresh token was issued to another client"));
+                        return Err(OAuthError::InvalidGrant(
+                            "the refresh token was issued to another client",
+                        ));
                     }
                     rules::narrowed_scope(&g.scope, scope.as_deref())
                         .map(|_| ())
-                        .map_err(|()| OAuthError::InvalidScope("a refresh can only ask for scopes of the original grant"))
+                        .map_err(|()| {
+                            OAuthError::InvalidScope(
+                                "a refresh can only ask for scopes of the original grant",
+                            )
+                        })
                 };
                 let r = self
                     .store
-                    .rotate_refresh_token(self.keys.oauth_hash("refresh", refresh_token), next, now, check)
+                    .rotate_refresh_token(
+                        self.keys.oauth_hash("refresh", refresh_token),
+                        next,
+                        now,
+                        check,
+                    )
                     .await?;
                 let r = match r {
                     Redeemed::Refused(e) => return Err(e),
@@ -379,22 +401,27 @@ impl Provider {
             }
         };
         let grant = match redeemed {
-            Redeemed::Granted(g) => g,
+            Redeemed::Granted(g) => *g,
             Redeemed::Refused(reason) => return Err(OAuthError::InvalidGrant(reason)),
             Redeemed::Replayed => {
                 tracing::warn!(event = "oidc_replay", client_id = %client.id, "a used code or refresh token was presented again; its grant is revoked");
                 return Err(OAuthError::InvalidGrant("the code or refresh token was already used; everything issued with it is revoked"));
             }
             Redeemed::Unknown => {
-                return Err(OAuthError::InvalidGrant("the code or refresh token is unknown or expired"))
+                return Err(OAuthError::InvalidGrant(
+                    "the code or refresh token is unknown or expired",
+                ))
             }
             Redeemed::SessionEnded => {
-                return Err(OAuthError::InvalidGrant("the session it was issued in has ended"))
+                return Err(OAuthError::InvalidGrant(
+                    "the session it was issued in has ended",
+                ))
             }
         };
         let refresh_token = grant.offline_access().then_some(refresh);
         let scope = grant.scope.clone();
-        let (access_token, id_token) = self.sign_tokens(client, &grant, &scope, first_issue, now)?;
+        let (access_token, id_token) =
+            self.sign_tokens(client, &grant, &scope, first_issue, now)?;
         tracing::info!(event = "oidc_tokens_issued", client_id = %client.id, session_id = %grant.session_id, refresh = refresh_token.is_some(), "tokens issued");
         Ok(TokenResponse {
             access_token,
@@ -436,15 +463,19 @@ impl Provider {
             iat,
             auth_time: grant.auth_time.unix_timestamp(),
             // A refreshed ID token carries no nonce (OpenID Connect Core §12.2).
-            nonce: if with_nonce { grant.nonce.clone() } else { None },
+            nonce: if with_nonce {
+                grant.nonce.clone()
+            } else {
+                None
+            },
             sid: grant.session_id.to_string(),
             amr: rules::amr(&grant.amr),
             user: rules::user_claims(grant),
         };
         let sign = |typ: &str, claims: &dyn erased::Claims| {
-            claims
-                .sign(&self.signing, client.alg, typ)
-                .ok_or_else(|| anyhow::anyhow!("no {} signing key for client {}", client.alg, client.id))
+            claims.sign(&self.signing, client.alg, typ).ok_or_else(|| {
+                anyhow::anyhow!("no {} signing key for client {}", client.alg, client.id)
+            })
         };
         Ok((sign(ACCESS_TOKEN_TYP, &access)?, sign("JWT", &id)?))
     }
@@ -484,7 +515,9 @@ impl Provider {
         // The token's scope (a refresh may have narrowed it), not the grant's.
         grant.scope = claims.scope.clone();
         let mut out = json!({ "sub": claims.sub });
-        if let Value::Object(extra) = serde_json::to_value(rules::user_claims(&grant)).unwrap_or_default() {
+        if let Value::Object(extra) =
+            serde_json::to_value(rules::user_claims(&grant)).unwrap_or_default()
+        {
             if let Value::Object(map) = &mut out {
                 map.extend(extra);
             }
@@ -516,7 +549,11 @@ impl Provider {
             Err(BearerError::Internal(e)) => return Err(e),
         }
         let hash = self.keys.oauth_hash("refresh", token);
-        let Some(found) = self.store.refresh_token_state(&hash, &client.id, self.now()).await? else {
+        let Some(found) = self
+            .store
+            .refresh_token_state(&hash, &client.id, self.now())
+            .await?
+        else {
             return Ok(inactive);
         };
         Ok(json!({
@@ -536,10 +573,11 @@ impl Provider {
     pub async fn revoke(&self, client: &OidcClient, token: &str) -> anyhow::Result<()> {
         let grant = match self.bearer(token).await {
             Ok((claims, grant)) if claims.client_id == client.id => Some(grant.id),
-            Ok(_) | Err(BearerError::InvalidToken | BearerError::InsufficientScope) => self
-                .store
-                .refresh_token_grant(&self.keys.oauth_hash("refresh", token), &client.id)
-                .await?,
+            Ok(_) | Err(BearerError::InvalidToken | BearerError::InsufficientScope) => {
+                self.store
+                    .refresh_token_grant(&self.keys.oauth_hash("refresh", token), &client.id)
+                    .await?
+            }
             Err(BearerError::Internal(e)) => return Err(e),
         };
         if let Some(grant) = grant {

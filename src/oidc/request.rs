@@ -25,7 +25,10 @@ impl Params {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// The parameters, form-encoded (sorted by name).
@@ -128,10 +131,16 @@ pub fn parse(params: Params, oidc: &OidcSettings) -> Result<AuthRequest, Request
         })
     };
     if params.get("request").is_some() {
-        return Err(refuse("request_not_supported", "request objects are not supported"));
+        return Err(refuse(
+            "request_not_supported",
+            "request objects are not supported",
+        ));
     }
     if params.get("request_uri").is_some() {
-        return Err(refuse("request_uri_not_supported", "request_uri is not supported"));
+        return Err(refuse(
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        ));
     }
     if params.get("response_type") != Some("code") {
         return Err(refuse(
@@ -140,7 +149,10 @@ pub fn parse(params: Params, oidc: &OidcSettings) -> Result<AuthRequest, Request
         ));
     }
     if params.get("response_mode").is_some_and(|m| m != "query") {
-        return Err(refuse("invalid_request", "only response_mode=query is supported"));
+        return Err(refuse(
+            "invalid_request",
+            "only response_mode=query is supported",
+        ));
     }
     let requested: Vec<&str> = params.get("scope").unwrap_or("").split(' ').collect();
     if !requested.contains(&"openid") {
@@ -151,37 +163,67 @@ pub fn parse(params: Params, oidc: &OidcSettings) -> Result<AuthRequest, Request
         .iter()
         .any(|s| SCOPES.contains(s) && !client.scopes.iter().any(|a| a == s))
     {
-        return Err(refuse("invalid_scope", "a scope this client may not ask for was requested"));
+        return Err(refuse(
+            "invalid_scope",
+            "a scope this client may not ask for was requested",
+        ));
     }
     let scopes = SCOPES
         .iter()
         .filter(|s| requested.contains(s))
         .map(|s| s.to_string())
         .collect();
-    let code_challenge = match (params.get("code_challenge"), params.get("code_challenge_method")) {
+    let code_challenge = match (
+        params.get("code_challenge"),
+        params.get("code_challenge_method"),
+    ) {
         (None, None) => None,
         (Some(c), Some("S256")) if is_challenge(c) => Some(c.to_string()),
         (Some(_), Some("S256")) => {
-            return Err(refuse("invalid_request", "code_challenge must be 43 base64url characters (S256)"))
+            return Err(refuse(
+                "invalid_request",
+                "code_challenge must be 43 base64url characters (S256)",
+            ))
         }
-        _ => return Err(refuse("invalid_request", "PKCE needs code_challenge with code_challenge_method=S256")),
+        _ => {
+            return Err(refuse(
+                "invalid_request",
+                "PKCE needs code_challenge with code_challenge_method=S256",
+            ))
+        }
     };
     if client.is_public() && code_challenge.is_none() {
-        return Err(refuse("invalid_request", "a public client must use PKCE (code_challenge, S256)"));
+        return Err(refuse(
+            "invalid_request",
+            "a public client must use PKCE (code_challenge, S256)",
+        ));
     }
     let mut prompt = Prompt::default();
-    for p in params.get("prompt").unwrap_or("").split(' ').filter(|p| !p.is_empty()) {
+    for p in params
+        .get("prompt")
+        .unwrap_or("")
+        .split(' ')
+        .filter(|p| !p.is_empty())
+    {
         match p {
             "none" => prompt.none = true,
             "login" => prompt.login = true,
             "consent" => prompt.consent = true,
             // One account per browser: there is nothing to select.
             "select_account" => {}
-            _ => return Err(refuse("invalid_request", "prompt must be none, login, consent or select_account")),
+            _ => {
+                return Err(refuse(
+                    "invalid_request",
+                    "prompt must be none, login, consent or select_account",
+                ))
+            }
         }
     }
     if prompt.none && (prompt.login || prompt.consent) {
-        return Err(refuse("invalid_request", "prompt=none cannot be combined with other values"));
+        return Err(refuse(
+            "invalid_request",
+            "prompt=none cannot be combined with other values",
+        ));
     }
     let max_age = match params.get("max_age") {
         None => None,
@@ -191,7 +233,9 @@ pub fn parse(params: Params, oidc: &OidcSettings) -> Result<AuthRequest, Request
         ),
     };
     let nonce = params.get("nonce").map(String::from);
-    if nonce.as_ref().is_some_and(|n| n.len() > 512) || state.as_ref().is_some_and(|s| s.len() > 2048) {
+    if nonce.as_ref().is_some_and(|n| n.len() > 512)
+        || state.as_ref().is_some_and(|s| s.len() > 2048)
+    {
         return Err(refuse("invalid_request", "state or nonce is too long"));
     }
     Ok(AuthRequest {
@@ -210,7 +254,9 @@ pub fn parse(params: Params, oidc: &OidcSettings) -> Result<AuthRequest, Request
 
 /// An S256 challenge: the base64url SHA-256 of the verifier, 43 characters.
 fn is_challenge(c: &str) -> bool {
-    c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    c.len() == 43
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The session an authorization request finds.
@@ -360,30 +406,53 @@ mod tests {
             "https://app.example.com/callbacK",
             "https://app.example.com.evil.test/callback",
         ] {
-            let p = Params::parse(&url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("client_id", "web")
-                .append_pair("redirect_uri", bad)
-                .append_pair("response_type", "code")
-                .append_pair("scope", "openid")
-                .finish()).unwrap();
+            let p = Params::parse(
+                &url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("client_id", "web")
+                    .append_pair("redirect_uri", bad)
+                    .append_pair("response_type", "code")
+                    .append_pair("scope", "openid")
+                    .finish(),
+            )
+            .unwrap();
             assert!(matches!(error(p), RequestError::Fatal(_)), "{bad}");
         }
-        let p = Params::parse("client_id=nobody&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback").unwrap();
+        let p =
+            Params::parse("client_id=nobody&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback")
+                .unwrap();
         assert!(matches!(error(p), RequestError::Fatal(_)));
     }
 
     #[test]
     fn other_errors_go_back_to_the_client_with_its_state() {
-        assert_eq!(redirected(params("").without(&["response_type"])), "unsupported_response_type");
+        assert_eq!(
+            redirected(params("").without(&["response_type"])),
+            "unsupported_response_type"
+        );
         assert_eq!(redirected(params("").without(&["scope"])), "invalid_scope");
-        assert_eq!(redirected(params("&code_challenge=abc&code_challenge_method=S256")), "invalid_request");
-        assert_eq!(redirected(params(&format!("&code_challenge={}&code_challenge_method=plain", "a".repeat(43)))), "invalid_request");
-        assert_eq!(redirected(params(&format!("&code_challenge={}", "a".repeat(43)))), "invalid_request");
+        assert_eq!(
+            redirected(params("&code_challenge=abc&code_challenge_method=S256")),
+            "invalid_request"
+        );
+        assert_eq!(
+            redirected(params(&format!(
+                "&code_challenge={}&code_challenge_method=plain",
+                "a".repeat(43)
+            ))),
+            "invalid_request"
+        );
+        assert_eq!(
+            redirected(params(&format!("&code_challenge={}", "a".repeat(43)))),
+            "invalid_request"
+        );
         assert_eq!(redirected(params("&prompt=none+login")), "invalid_request");
         assert_eq!(redirected(params("&prompt=maybe")), "invalid_request");
         assert_eq!(redirected(params("&max_age=-1")), "invalid_request");
         assert_eq!(redirected(params("&request=eyJ")), "request_not_supported");
-        assert_eq!(redirected(params("&response_mode=fragment")), "invalid_request");
+        assert_eq!(
+            redirected(params("&response_mode=fragment")),
+            "invalid_request"
+        );
     }
 
     #[test]
@@ -391,7 +460,10 @@ mod tests {
         let base = "client_id=spa&redirect_uri=https%3A%2F%2Fspa.example.com%2Fcb&response_type=code&state=s1";
         let p = Params::parse(&format!("{base}&scope=openid")).unwrap();
         assert_eq!(redirected(p), "invalid_request");
-        let pkce = format!("&code_challenge={}&code_challenge_method=S256", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        let pkce = format!(
+            "&code_challenge={}&code_challenge_method=S256",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
         let p = Params::parse(&format!("{base}&scope=openid+phone{pkce}")).unwrap();
         assert_eq!(redirected(p), "invalid_scope");
         let p = Params::parse(&format!("{base}&scope=openid+email{pkce}")).unwrap();
@@ -401,23 +473,47 @@ mod tests {
     fn decision(extra: &str, session: Option<i64>, consented: Option<&str>) -> Decision {
         let req = parse(params(extra), &oidc()).unwrap();
         let client = oidc().client("web").unwrap().clone();
-        decide(&req, &client, session.map(|ago| SessionFacts { auth_time: NOW - time::Duration::seconds(ago) }), consented, false, NOW)
+        decide(
+            &req,
+            &client,
+            session.map(|ago| SessionFacts {
+                auth_time: NOW - time::Duration::seconds(ago),
+            }),
+            consented,
+            false,
+            NOW,
+        )
     }
 
     #[test]
     fn without_a_session_sign_in_or_login_required() {
         assert_eq!(decision("", None, None), Decision::SignIn { reauth: false });
-        assert_eq!(decision("&prompt=none", None, None), Decision::Refuse("login_required"));
+        assert_eq!(
+            decision("&prompt=none", None, None),
+            Decision::Refuse("login_required")
+        );
         assert_eq!(decision("", Some(5), None), Decision::Issue);
     }
 
     #[test]
     fn prompt_login_and_max_age_ask_for_a_fresh_sign_in() {
-        assert_eq!(decision("&prompt=login", Some(5), None), Decision::SignIn { reauth: true });
+        assert_eq!(
+            decision("&prompt=login", Some(5), None),
+            Decision::SignIn { reauth: true }
+        );
         assert_eq!(decision("&max_age=60", Some(60), None), Decision::Issue);
-        assert_eq!(decision("&max_age=60", Some(61), None), Decision::SignIn { reauth: true });
-        assert_eq!(decision("&max_age=0", Some(0), None), Decision::SignIn { reauth: true });
-        assert_eq!(decision("&max_age=60&prompt=none", Some(61), None), Decision::Refuse("login_required"));
+        assert_eq!(
+            decision("&max_age=60", Some(61), None),
+            Decision::SignIn { reauth: true }
+        );
+        assert_eq!(
+            decision("&max_age=0", Some(0), None),
+            Decision::SignIn { reauth: true }
+        );
+        assert_eq!(
+            decision("&max_age=60&prompt=none", Some(61), None),
+            Decision::Refuse("login_required")
+        );
         // Coming back, the sign-in was the re-authentication: neither is asked again.
         let req = parse(params("&prompt=login&max_age=0"), &oidc()).unwrap();
         let back = resume_params(&req, true);
@@ -429,15 +525,63 @@ mod tests {
     #[test]
     fn consent_is_asked_once_per_scope_set_of_a_client_that_wants_it() {
         let base = "client_id=spa&redirect_uri=https%3A%2F%2Fspa.example.com%2Fcb&response_type=code&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256";
-        let req = |extra: &str| parse(Params::parse(&format!("{base}{extra}")).unwrap(), &oidc()).unwrap();
+        let req = |extra: &str| {
+            parse(Params::parse(&format!("{base}{extra}")).unwrap(), &oidc()).unwrap()
+        };
         let spa = oidc().client("spa").unwrap().clone();
         let facts = Some(SessionFacts { auth_time: NOW });
-        assert_eq!(decide(&req("&scope=openid+email"), &spa, facts, None, false, NOW), Decision::Consent);
-        assert_eq!(decide(&req("&scope=openid+email"), &spa, facts, Some("openid"), false, NOW), Decision::Consent);
-        assert_eq!(decide(&req("&scope=openid+email"), &spa, facts, Some("openid email"), false, NOW), Decision::Issue);
-        assert_eq!(decide(&req("&scope=openid&prompt=consent"), &spa, facts, Some("openid email"), false, NOW), Decision::Consent);
-        assert_eq!(decide(&req("&scope=openid+email&prompt=none"), &spa, facts, None, false, NOW), Decision::Refuse("consent_required"));
-        assert_eq!(decide(&req("&scope=openid+email"), &spa, facts, None, true, NOW), Decision::Issue);
+        assert_eq!(
+            decide(&req("&scope=openid+email"), &spa, facts, None, false, NOW),
+            Decision::Consent
+        );
+        assert_eq!(
+            decide(
+                &req("&scope=openid+email"),
+                &spa,
+                facts,
+                Some("openid"),
+                false,
+                NOW
+            ),
+            Decision::Consent
+        );
+        assert_eq!(
+            decide(
+                &req("&scope=openid+email"),
+                &spa,
+                facts,
+                Some("openid email"),
+                false,
+                NOW
+            ),
+            Decision::Issue
+        );
+        assert_eq!(
+            decide(
+                &req("&scope=openid&prompt=consent"),
+                &spa,
+                facts,
+                Some("openid email"),
+                false,
+                NOW
+            ),
+            Decision::Consent
+        );
+        assert_eq!(
+            decide(
+                &req("&scope=openid+email&prompt=none"),
+                &spa,
+                facts,
+                None,
+                false,
+                NOW
+            ),
+            Decision::Refuse("consent_required")
+        );
+        assert_eq!(
+            decide(&req("&scope=openid+email"), &spa, facts, None, true, NOW),
+            Decision::Issue
+        );
         // A first-party client (require_consent = false) never asks.
         assert_eq!(decision("&prompt=consent", Some(1), None), Decision::Issue);
     }

@@ -191,16 +191,35 @@ mod tests {
         let c = code(Some(CHALLENGE));
         assert_eq!(check_code(&c, "web", uri, Some(VERIFIER), NOW), Ok(()));
         assert!(check_code(&c, "other", uri, Some(VERIFIER), NOW).is_err());
-        assert!(check_code(&c, "web", Some("https://app.example.com/cb/"), Some(VERIFIER), NOW).is_err());
+        assert!(check_code(
+            &c,
+            "web",
+            Some("https://app.example.com/cb/"),
+            Some(VERIFIER),
+            NOW
+        )
+        .is_err());
         assert!(check_code(&c, "web", None, Some(VERIFIER), NOW).is_err());
         assert!(check_code(&c, "web", uri, None, NOW).is_err());
         assert!(check_code(&c, "web", uri, Some(&"x".repeat(43)), NOW).is_err());
         assert_eq!(
-            check_code(&c, "web", uri, Some(VERIFIER), NOW + time::Duration::seconds(59)),
+            check_code(
+                &c,
+                "web",
+                uri,
+                Some(VERIFIER),
+                NOW + time::Duration::seconds(59)
+            ),
             Ok(())
         );
         assert_eq!(
-            check_code(&c, "web", uri, Some(VERIFIER), NOW + time::Duration::seconds(60)),
+            check_code(
+                &c,
+                "web",
+                uri,
+                Some(VERIFIER),
+                NOW + time::Duration::seconds(60)
+            ),
             Err("the code has expired")
         );
         let plain = code(None);
@@ -210,8 +229,14 @@ mod tests {
 
     #[test]
     fn a_refresh_may_narrow_the_scope_but_never_widen_it() {
-        assert_eq!(narrowed_scope("openid email offline_access", None).unwrap(), "openid email offline_access");
-        assert_eq!(narrowed_scope("openid email offline_access", Some("email openid")).unwrap(), "openid email");
+        assert_eq!(
+            narrowed_scope("openid email offline_access", None).unwrap(),
+            "openid email offline_access"
+        );
+        assert_eq!(
+            narrowed_scope("openid email offline_access", Some("email openid")).unwrap(),
+            "openid email"
+        );
         assert!(narrowed_scope("openid email", Some("openid phone")).is_err());
         assert!(narrowed_scope("openid email", Some("")).is_err());
     }
@@ -237,9 +262,21 @@ mod tests {
             jti: "j".into(),
         };
         assert!(access_token_current(&c, "https://id.example.com", NOW));
-        assert!(access_token_current(&c, "https://id.example.com", NOW + time::Duration::seconds(299)));
-        assert!(!access_token_current(&c, "https://id.example.com", NOW + time::Duration::seconds(300)));
-        assert!(!access_token_current(&c, "https://id.example.com", NOW - time::Duration::seconds(1)));
+        assert!(access_token_current(
+            &c,
+            "https://id.example.com",
+            NOW + time::Duration::seconds(299)
+        ));
+        assert!(!access_token_current(
+            &c,
+            "https://id.example.com",
+            NOW + time::Duration::seconds(300)
+        ));
+        assert!(!access_token_current(
+            &c,
+            "https://id.example.com",
+            NOW - time::Duration::seconds(1)
+        ));
         assert!(!access_token_current(&c, "https://evil.test", NOW));
         let mut other = c.clone();
         other.aud = "another".into();

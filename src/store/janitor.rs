@@ -52,7 +52,8 @@ const AUDIT_EVENTS: &str = "DELETE FROM audit_events WHERE id IN (SELECT id FROM
 // expired (a code replayed within that day still revokes its grant).
 const GRANTS: &str =
     "DELETE FROM oauth_grants WHERE id IN (SELECT id FROM oauth_grants WHERE expires_at < $1 LIMIT $2)";
-const CODES: &str = "DELETE FROM oauth_codes WHERE code_hash IN (SELECT code_hash FROM oauth_codes WHERE \
+const CODES: &str =
+    "DELETE FROM oauth_codes WHERE code_hash IN (SELECT code_hash FROM oauth_codes WHERE \
      expires_at < $1 OR grant_id NOT IN (SELECT id FROM oauth_grants) LIMIT $2)";
 const REFRESH_TOKENS: &str = "DELETE FROM oauth_refresh_tokens WHERE token_hash IN (SELECT token_hash FROM oauth_refresh_tokens WHERE \
      expires_at < $1 OR grant_id NOT IN (SELECT id FROM oauth_grants) LIMIT $2)";

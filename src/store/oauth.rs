@@ -93,7 +93,7 @@ pub struct RefreshTokenState {
 #[derive(Debug)]
 pub enum Redeemed<E> {
     /// Accepted: the grant, live (a new refresh token stored if one was asked for).
-    Granted(GrantRecord),
+    Granted(Box<GrantRecord>),
     /// Refused by the caller's check (a code is used up all the same).
     Refused(E),
     /// Used before: the grant and everything it issued are revoked.
@@ -154,7 +154,10 @@ fn revoke_grant_stmts(grant: &str) -> Vec<Stmt> {
             "DELETE FROM oauth_refresh_tokens WHERE grant_id = $1",
             vec![grant.into()],
         ),
-        Stmt::new("DELETE FROM oauth_codes WHERE grant_id = $1", vec![grant.into()]),
+        Stmt::new(
+            "DELETE FROM oauth_codes WHERE grant_id = $1",
+            vec![grant.into()],
+        ),
         Stmt::new("DELETE FROM oauth_grants WHERE id = $1", vec![grant.into()]),
     ]
 }
@@ -305,7 +308,7 @@ impl Store {
                 if let Some(token) = refresh.as_ref().filter(|_| grant.offline_access()) {
                     tx.execute(insert_refresh(&grant_id, token, now)).await?;
                 }
-                Ok(Unit::Commit(Redeemed::Granted(grant)))
+                Ok(Unit::Commit(Redeemed::Granted(Box::new(grant))))
             })
         })
         .await
@@ -358,7 +361,7 @@ impl Store {
                     return Ok(Unit::Discard(Redeemed::Refused(e)));
                 }
                 tx.execute(insert_refresh(&grant_id, &next, now)).await?;
-                Ok(Unit::Commit(Redeemed::Granted(grant)))
+                Ok(Unit::Commit(Redeemed::Granted(Box::new(grant))))
             })
         })
         .await

@@ -87,13 +87,12 @@ impl SigningKey {
                 .map_err(|_| anyhow::anyhow!("generating an Ed25519 key failed"))?
                 .as_ref()
                 .to_vec(),
-            Alg::ES256 => EcdsaKeyPair::generate_pkcs8(
-                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                &rng,
-            )
-            .map_err(|_| anyhow::anyhow!("generating a P-256 key failed"))?
-            .as_ref()
-            .to_vec(),
+            Alg::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| anyhow::anyhow!("generating a P-256 key failed"))?
+                    .as_ref()
+                    .to_vec()
+            }
             Alg::RS256 => {
                 use rsa::pkcs8::EncodePrivateKey;
                 let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)?;
@@ -127,8 +126,7 @@ impl SigningKey {
                 let point = pair.public_key().as_ref();
                 anyhow::ensure!(point.len() == 65 && point[0] == 4, bad());
                 let (x, y) = (b64(&point[1..33]), b64(&point[33..]));
-                let canonical =
-                    format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+                let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
                 let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y});
                 (Pair::Ec(pair), canonical, jwk)
             }
@@ -193,7 +191,10 @@ impl SigningKey {
         };
         match &self.pair {
             Pair::Ed(pair) => public(&signature::ED25519, pair.public_key().as_ref()),
-            Pair::Ec(pair) => public(&signature::ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref()),
+            Pair::Ec(pair) => public(
+                &signature::ECDSA_P256_SHA256_FIXED,
+                pair.public_key().as_ref(),
+            ),
             Pair::Rsa(pair) => public(
                 &signature::RSA_PKCS1_2048_8192_SHA256,
                 pair.public_key().as_ref(),
@@ -308,7 +309,8 @@ impl KeySet {
         if !key.verify_bytes(&token.as_bytes()[..signing_input_len], &decode(sig)?) {
             return Err(TokenError::Signature);
         }
-        let claims = serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+        let claims =
+            serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
         Ok(Verified {
             alg,
             typ: header.get("typ").and_then(Value::as_str).map(String::from),
@@ -434,10 +436,20 @@ mod algorithm_tests {
     #[test]
     fn a_header_naming_another_algorithm_than_its_keys_is_refused() {
         let keys = every_alg();
-        let rsa = keys.sign_as(Alg::RS256, "JWT", &json!({"sub": "x"})).unwrap();
-        let ec_kid = keys.keys.iter().find(|k| k.alg == Alg::ES256).unwrap().kid.clone();
+        let rsa = keys
+            .sign_as(Alg::RS256, "JWT", &json!({"sub": "x"}))
+            .unwrap();
+        let ec_kid = keys
+            .keys
+            .iter()
+            .find(|k| k.alg == Alg::ES256)
+            .unwrap()
+            .kid
+            .clone();
         let (_, rest) = rsa.split_once('.').unwrap();
-        let header = b64(json!({"alg": "RS256", "kid": ec_kid}).to_string().as_bytes());
+        let header = b64(json!({"alg": "RS256", "kid": ec_kid})
+            .to_string()
+            .as_bytes());
         assert_eq!(
             keys.verify_as::<Value>(&format!("{header}.{rest}"), &Alg::ALL)
                 .unwrap_err(),
@@ -453,12 +465,26 @@ mod algorithm_tests {
         assert_eq!(published.len(), 3);
         for key in published {
             let canonical = match key["kty"].as_str().unwrap() {
-                "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, key["e"].as_str().unwrap(), key["n"].as_str().unwrap()),
-                "EC" => format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, key["x"].as_str().unwrap(), key["y"].as_str().unwrap()),
-                _ => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, key["x"].as_str().unwrap()),
+                "RSA" => format!(
+                    r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                    key["e"].as_str().unwrap(),
+                    key["n"].as_str().unwrap()
+                ),
+                "EC" => format!(
+                    r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                    key["x"].as_str().unwrap(),
+                    key["y"].as_str().unwrap()
+                ),
+                _ => format!(
+                    r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+                    key["x"].as_str().unwrap()
+                ),
             };
             assert_eq!(key["kid"].as_str().unwrap(), thumbprint(&canonical));
-            assert!(key.get("d").is_none() && key.get("p").is_none(), "no private part: {key}");
+            assert!(
+                key.get("d").is_none() && key.get("p").is_none(),
+                "no private part: {key}"
+            );
         }
         assert_eq!(keys.algs(), Alg::ALL.to_vec());
     }

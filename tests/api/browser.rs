@@ -766,3 +766,114 @@ async fn the_sdk_sends_a_person_to_the_hosted_pages_and_they_come_back_signed_in
     );
     browser.quit().await;
 }
+
+/// A relying party's callback on loopback: answers every GET with a small page, so the browser
+/// visibly arrives there (with the code in its address).
+fn start_callback_server() -> (u16, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(|| {
+        App::new().route(
+            "/callback",
+            web::get().to(|| async {
+                HttpResponse::Ok()
+                    .content_type("text/html")
+                    .body("<!doctype html><title>Relying party</title><p>Back at the app.</p>")
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (port, handle)
+}
+
+#[tokio::test]
+#[ignore = "browser: needs Chromium and chromedriver; run with --ignored browser::"]
+async fn an_app_signs_a_person_in_with_openid_connect_in_real_chromium() {
+    require_browser();
+    let (rp_port, rp) = start_callback_server();
+    let callback = format!("http://127.0.0.1:{rp_port}/callback");
+    let redirect = callback.clone();
+    let app = spawn_app_with(move |raw| {
+        raw.oidc.clients = vec![latchkey::config::OidcClientConfig {
+            id: "rp".into(),
+            name: "Relying Party".into(),
+            secret: Some("relying-party-secret-0123456789abcdef0123".into()),
+            redirect_uris: vec![redirect],
+            require_consent: true,
+            ..latchkey::config::OidcClientConfig::default()
+        }];
+    })
+    .await;
+    let email = "oidc.person@example.com";
+    app.create_account(email).await;
+    let browser = Browser::builder().javascript(true).start().await;
+    // RFC 7636 appendix B.
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    browser
+        .goto(&format!(
+            "{}/oauth/authorize?client_id=rp&redirect_uri={}&response_type=code&scope=openid+email&state=st8&nonce=n0&code_challenge={challenge}&code_challenge_method=S256",
+            app.address,
+            enc(&callback)
+        ))
+        .await;
+
+    // The hosted sign-in, then the consent page: every form post ends in a redirect that the
+    // page's Content-Security-Policy (form-action) must allow, up to the app's callback.
+    browser.wait_for_url("/sign-in").await;
+    browser.type_into("#email_address", email).await;
+    browser
+        .click("form[action=\"/sign-in\"] button[type=submit]")
+        .await;
+    let verify = browser.wait_for_url("/sign-in/verify/").await;
+    let code = app.smtp.wait_for(email, 2).await.code();
+    browser.type_into("#code", &code).await;
+    browser
+        .click(&format!(
+            "form[action=\"{}\"] button[type=submit]",
+            verify.strip_prefix(&app.address).unwrap()
+        ))
+        .await;
+    browser.wait_for_url("/oauth/authorize").await;
+    let text = browser.text().await;
+    assert!(text.contains("Allow Relying Party?"), "{text}");
+    browser.click("button[value=allow]").await;
+    let landed = browser.wait_for_url("/callback").await;
+    assert!(landed.starts_with(&callback), "{landed}");
+    let params: std::collections::HashMap<String, String> = url::Url::parse(&landed)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(params.get("state").map(String::as_str), Some("st8"));
+    assert_eq!(params.get("iss"), Some(&app.address));
+
+    // The app's server exchanges the code.
+    let tokens: Value = reqwest::Client::new()
+        .post(format!("{}/oauth/token", app.address))
+        .basic_auth("rp", Some("relying-party-secret-0123456789abcdef0123"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", params["code"].as_str()),
+            ("redirect_uri", callback.as_str()),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(tokens["id_token"].as_str().is_some(), "{tokens}");
+    let console = browser.console().await;
+    assert!(!console.contains("Content Security Policy"), "{console}");
+    browser.quit().await;
+    rp.stop(false).await;
+}

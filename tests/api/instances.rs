@@ -55,6 +55,8 @@ struct Cluster {
     smtp: TestSmtp,
     public_url: String,
     log_dir: tempfile::TempDir,
+    /// A configuration file every instance reads (`LATCHKEY_CONFIG`), if any.
+    config: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -73,13 +75,26 @@ impl Cluster {
             smtp,
             public_url: format!("http://127.0.0.1:{}", free_port()),
             log_dir,
+            config: None,
         }
+    }
+
+    /// Every instance also reads `toml` as its configuration file.
+    fn with_config(mut self, toml: &str) -> Self {
+        let path = self.log_dir.path().join("latchkey.toml");
+        std::fs::write(&path, toml).unwrap();
+        self.config = Some(path);
+        self
     }
 
     async fn start(&self, name: &str) -> Instance {
         let port = free_port();
         let log = std::fs::File::create(self.log_dir.path().join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        if let Some(config) = &self.config {
+            command.env("LATCHKEY_CONFIG", config);
+        }
+        let child = command
             .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
             .env("LATCHKEY_PUBLIC_URL", &self.public_url)
             .env("LATCHKEY_DATABASE_URL", &self.database_url)
@@ -367,6 +382,104 @@ crate::backend_tests! {
         let _b = cluster.start("b").await;
         cluster.smtp.wait_for("later@example.com", 1).await;
         cluster.smtp.assert_count_stays("later@example.com", 1).await;
+    }
+}
+
+const OIDC_CONFIG: &str = r#"
+[[oidc.clients]]
+id = "web"
+secret = "instances-oidc-secret-0123456789abcdef0123"
+redirect_uris = ["https://app.example.com/callback"]
+"#;
+
+/// Posts a token request to `instance` as the client `web` (client_secret_post).
+async fn token_request(
+    instance: &Instance,
+    form: &[(&str, &str)],
+) -> (StatusCode, serde_json::Value) {
+    let mut fields: Vec<(&str, &str)> = form.to_vec();
+    fields.push(("client_id", "web"));
+    fields.push((
+        "client_secret",
+        "instances-oidc-secret-0123456789abcdef0123",
+    ));
+    let resp = reqwest::Client::new()
+        .post(instance.url("/oauth/token"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+async fn userinfo_status(instance: &Instance, token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(instance.url("/oauth/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+crate::backend_tests! {
+    async fn oidc_codes_tokens_and_refresh_families_are_shared_between_instances() {
+        let cluster = Cluster::new().await.with_config(OIDC_CONFIG);
+        let (a, b) = tokio::join!(cluster.start("a"), cluster.start("b"));
+        let client = browser();
+        let verify = cluster.start_sign_up(&client, &a.address, "oidc@example.com").await.unwrap();
+        let code = cluster.smtp.wait_for("oidc@example.com", 1).await.code();
+        let resp = cluster.enter_code(&client, &a.address, &verify, &code).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+        // Started together on an empty database, they agree on one key per algorithm.
+        let jwks = |i: &Instance| reqwest::get(i.url("/.well-known/jwks.json"));
+        let (ja, jb): (serde_json::Value, serde_json::Value) = (jwks(&a).await.unwrap().json().await.unwrap(), jwks(&b).await.unwrap().json().await.unwrap());
+        assert_eq!(ja, jb);
+        let mut algs: Vec<&str> = ja["keys"].as_array().unwrap().iter().map(|k| k["alg"].as_str().unwrap()).collect();
+        algs.sort();
+        assert_eq!(algs, vec!["EdDSA", "RS256"]);
+
+        // Authorized on B (the session made on A), exchanged on A, userinfo on B.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let resp = client
+            .get(b.url("/oauth/authorize?client_id=web&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback&response_type=code&scope=openid+offline_access&state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"))
+            .send().await.unwrap();
+        let to = location(&resp);
+        let code = url::Url::parse(&to).unwrap().query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.to_string()).expect("a code");
+        let (status, tokens) = token_request(&a, &[
+            ("grant_type", "authorization_code"), ("code", &code),
+            ("redirect_uri", "https://app.example.com/callback"), ("code_verifier", verifier),
+        ]).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        assert_eq!(userinfo_status(&b, tokens["access_token"].as_str().unwrap()).await, StatusCode::OK);
+        // The same code on B: a replay.
+        let (status, _) = token_request(&b, &[
+            ("grant_type", "authorization_code"), ("code", &code),
+            ("redirect_uri", "https://app.example.com/callback"), ("code_verifier", verifier),
+        ]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(userinfo_status(&a, tokens["access_token"].as_str().unwrap()).await, StatusCode::UNAUTHORIZED, "the replay revoked the grant on both");
+
+        // A new grant: refreshed on A, the old refresh token reused on B revokes the family.
+        let resp = client
+            .get(a.url("/oauth/authorize?client_id=web&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback&response_type=code&scope=openid+offline_access&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"))
+            .send().await.unwrap();
+        let to = location(&resp);
+        let code = url::Url::parse(&to).unwrap().query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.to_string()).unwrap();
+        let (_, tokens) = token_request(&b, &[
+            ("grant_type", "authorization_code"), ("code", &code),
+            ("redirect_uri", "https://app.example.com/callback"), ("code_verifier", verifier),
+        ]).await;
+        let first = tokens["refresh_token"].as_str().expect("offline_access").to_string();
+        let (status, refreshed) = token_request(&a, &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await;
+        assert_eq!(status, StatusCode::OK, "{refreshed}");
+        let second = refreshed["refresh_token"].as_str().unwrap().to_string();
+        let (status, body) = token_request(&b, &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+        let (status, _) = token_request(&a, &[("grant_type", "refresh_token"), ("refresh_token", &second)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "the whole family is revoked");
+        assert_eq!(userinfo_status(&b, refreshed["access_token"].as_str().unwrap()).await, StatusCode::UNAUTHORIZED);
     }
 }
 

@@ -12,9 +12,8 @@ use openidconnect::core::{
     CoreUserInfoClaims,
 };
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -88,13 +87,12 @@ async fn rp(app: &TestApp, id: &str, secret: Option<&str>, redirect: &str) -> Rp
         CoreProviderMetadata::discover_async(IssuerUrl::new(app.address.clone()).unwrap(), &http())
             .await
             .expect("discovery");
-    let client = CoreClient::from_provider_metadata(
+    CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(id.into()),
         secret.map(|s| ClientSecret::new(s.into())),
     )
-    .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
-    client
+    .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap())
 }
 
 /// The query parameters of a URL.
@@ -107,12 +105,21 @@ fn query(url: &str) -> Vec<(String, String)> {
 }
 
 fn param(url: &str, name: &str) -> Option<String> {
-    query(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    query(url)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 /// Follows `url` in `browser` through the hosted sign-in (signing `email` in by a code from
 /// the mailbox when asked) until it leaves for `leaves_for`; answers that URL.
-async fn authorize(app: &TestApp, browser: &reqwest::Client, url: &str, email: &str, leaves_for: &str) -> String {
+async fn authorize(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    url: &str,
+    email: &str,
+    leaves_for: &str,
+) -> String {
     let mut next = url.to_string();
     for _ in 0..10 {
         if next.starts_with(leaves_for) {
@@ -126,7 +133,10 @@ async fn authorize(app: &TestApp, browser: &reqwest::Client, url: &str, email: &
         if resp.status() == StatusCode::OK {
             // The sign-in page: type the address, then the code.
             let before = app.smtp.messages_to(email).len();
-            let path = next.strip_prefix(app.address.as_str()).unwrap_or(&next).to_string();
+            let path = next
+                .strip_prefix(app.address.as_str())
+                .unwrap_or(&next)
+                .to_string();
             let resp = app.submit_identifier_with(browser, &path, email).await;
             assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{next}");
             let verify = location(&resp);
@@ -149,7 +159,13 @@ struct Login {
 }
 
 /// The crate's authorization URL for `client`, followed in `browser` to a code.
-async fn log_in(app: &TestApp, client: &Rp, browser: &reqwest::Client, scopes: &[&str], callback: &str) -> Login {
+async fn log_in(
+    app: &TestApp,
+    client: &Rp,
+    browser: &reqwest::Client,
+    scopes: &[&str],
+    callback: &str,
+) -> Login {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = client.authorize_url(
         CoreAuthenticationFlow::AuthorizationCode,
@@ -161,7 +177,10 @@ async fn log_in(app: &TestApp, client: &Rp, browser: &reqwest::Client, scopes: &
     }
     let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
     let back = authorize(app, browser, url.as_str(), EMAIL, callback).await;
-    assert_eq!(param(&back, "state").as_deref(), Some(state.secret().as_str()));
+    assert_eq!(
+        param(&back, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
     // RFC 9207: the issuer in the response, so a client can tell providers apart.
     assert_eq!(param(&back, "iss").as_deref(), Some(app.address.as_str()));
     Login {
@@ -593,8 +612,19 @@ fn urlencode(s: &str) -> String {
 /// algorithm-confusion attack).
 async fn hs256_with_public_key(app: &TestApp, kid: &str, token: &str) -> String {
     use hmac::{Hmac, Mac};
-    let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
-    let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).unwrap().to_string();
+    let jwks: Value = reqwest::get(app.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap()
+        .to_string();
     let input = &token[..token.rfind('.').unwrap()];
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(input.as_bytes());
@@ -617,18 +647,20 @@ fn start_receiver(
         let recorded = recorded.clone();
         App::new().route(
             "/backchannel",
-            web::post().to(move |form: web::Form<std::collections::HashMap<String, String>>| {
-                let recorded = recorded.clone();
-                async move {
-                    match form.get("logout_token") {
-                        Some(t) => {
-                            recorded.lock().unwrap().push(t.clone());
-                            HttpResponse::Ok().finish()
+            web::post().to(
+                move |form: web::Form<std::collections::HashMap<String, String>>| {
+                    let recorded = recorded.clone();
+                    async move {
+                        match form.get("logout_token") {
+                            Some(t) => {
+                                recorded.lock().unwrap().push(t.clone());
+                                HttpResponse::Ok().finish()
+                            }
+                            None => HttpResponse::BadRequest().finish(),
                         }
-                        None => HttpResponse::BadRequest().finish(),
                     }
-                }
-            }),
+                },
+            ),
         )
     })
     .workers(1)
@@ -646,8 +678,15 @@ async fn verify_logout_token(app: &TestApp, token: &str) -> Value {
     use jsonwebtoken::{decode, decode_header, jwk::JwkSet, Algorithm, DecodingKey, Validation};
     let header = decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
-    let jwks: JwkSet = reqwest::get(app.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the key is in the JWKS");
+    let jwks: JwkSet = reqwest::get(app.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the key is in the JWKS");
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(&[app.address.as_str()]);
     validation.set_audience(&[WEB]);

@@ -13,8 +13,7 @@ use crate::auth::{Auth, Client, Policy};
 use crate::crypto::random_token;
 use crate::domain::{
     AuditKind, AuditOutcome, CodeStatus, FlowId, FlowStatus, Identifier, IdentifierId,
-    IdentifierKind, OtpCode,
-    RedirectTarget, SessionId, UserId,
+    IdentifierKind, OtpCode, RedirectTarget, SessionId, UserId,
 };
 use crate::store::{
     lockout_keys, AttemptOutcome, CodeAttempt, Completion, CountedKey, FlowRecord, Limited, Lock,
@@ -265,7 +264,11 @@ fn new_identifiers(record: &FlowRecord) -> Vec<(Identifier, bool)> {
 
 /// How a completed flow authenticated, as OpenID Connect `amr` values besides "otp": the
 /// channel of the code that signed in, or of every code a sign-up verified.
-fn session_amr(record: &FlowRecord, kind: FlowKind, signed_in_with: IdentifierKind) -> Vec<&'static str> {
+fn session_amr(
+    record: &FlowRecord,
+    kind: FlowKind,
+    signed_in_with: IdentifierKind,
+) -> Vec<&'static str> {
     let amr = |k: IdentifierKind| match k {
         IdentifierKind::Email => "email",
         IdentifierKind::Phone => "sms",

@@ -90,7 +90,11 @@ async fn proceed(
             let prompt = if reauth { "login" } else { "" };
             ctx.redirect(&paths::with_query(
                 paths::SIGN_IN,
-                &[("redirect_url", &back), ("identifier", hint), ("prompt", prompt)],
+                &[
+                    ("redirect_url", &back),
+                    ("identifier", hint),
+                    ("prompt", prompt),
+                ],
             ))
         }
         (Decision::Refuse(error), _) => ctx.redirect(&oidc.error_redirect(&ErrorRedirect {
@@ -139,7 +143,10 @@ pub async fn consent(ctx: Ctx, form: web::Form<ConsentForm>) -> Result<HttpRespo
     let Some(user) = ctx.current_user().await? else {
         // Signed out meanwhile: sign in, then the request is asked again.
         let back = format!("{}?{}", paths::AUTHORIZE, form.request);
-        return ctx.redirect(&paths::with_query(paths::SIGN_IN, &[("redirect_url", &back)]));
+        return ctx.redirect(&paths::with_query(
+            paths::SIGN_IN,
+            &[("redirect_url", &back)],
+        ));
     };
     ctx.check_session_form(&user, &form.csrf_token)?;
     let Ok(params) = Params::parse(&form.request) else {
@@ -178,23 +185,38 @@ async fn end_session(ctx: Ctx, encoded: &str) -> Result<HttpResponse, PageError>
     let Ok(params) = Params::parse(encoded) else {
         return bad_request(&ctx, "A parameter of this request was given twice.");
     };
-    let hint = match params.get("id_token_hint") {
-        None => None,
-        Some(t) => match oidc.id_token_hint(t) {
-            Some(claims) => Some(claims),
-            None => return bad_request(&ctx, "The application sent an ID token that was not issued here (id_token_hint)."),
-        },
-    };
-    let client_id = match (hint.as_ref().map(|h| h.aud.as_str()), params.get("client_id")) {
+    let hint =
+        match params.get("id_token_hint") {
+            None => None,
+            Some(t) => match oidc.id_token_hint(t) {
+                Some(claims) => Some(claims),
+                None => return bad_request(
+                    &ctx,
+                    "The application sent an ID token that was not issued here (id_token_hint).",
+                ),
+            },
+        };
+    let client_id = match (
+        hint.as_ref().map(|h| h.aud.as_str()),
+        params.get("client_id"),
+    ) {
         (Some(a), Some(b)) if a != b => {
-            return bad_request(&ctx, "The ID token and client_id name different applications.")
+            return bad_request(
+                &ctx,
+                "The ID token and client_id name different applications.",
+            )
         }
         (a, b) => a.or(b),
     };
     let client = match client_id {
         Some(id) => match oidc.client(id) {
             Some(c) => Some(c),
-            None => return bad_request(&ctx, "The application that sent you here is not registered (client_id)."),
+            None => {
+                return bad_request(
+                    &ctx,
+                    "The application that sent you here is not registered (client_id).",
+                )
+            }
         },
         None => None,
     };
@@ -223,7 +245,9 @@ async fn end_session(ctx: Ctx, encoded: &str) -> Result<HttpResponse, PageError>
             ctx.check_session_form(&user, token)?;
             true
         }
-        None => hint.as_ref().is_some_and(|h| Provider::same_session(&user, &h.sid)),
+        None => hint
+            .as_ref()
+            .is_some_and(|h| Provider::same_session(&user, &h.sid)),
     };
     if confirmed {
         ctx.state

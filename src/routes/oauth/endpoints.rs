@@ -32,13 +32,19 @@ fn oauth_error(e: OAuthError, used_basic: bool) -> HttpResponse {
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         };
-        return json_answer(status, &json!({"error": e.code(), "error_description": e.description()}));
+        return json_answer(
+            status,
+            &json!({"error": e.code(), "error_description": e.description()}),
+        );
     }
     let status = match e {
         OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut resp = json_answer(status, &json!({"error": e.code(), "error_description": e.description()}));
+    let mut resp = json_answer(
+        status,
+        &json!({"error": e.code(), "error_description": e.description()}),
+    );
     // RFC 6749 §5.2: a client that tried Basic authentication is told which scheme to use.
     if status == StatusCode::UNAUTHORIZED && used_basic {
         resp.headers_mut().insert(
@@ -56,7 +62,10 @@ fn form(req: &HttpRequest, body: &[u8]) -> Result<Params, OAuthError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if !form_type {
         return Err(OAuthError::InvalidRequest(
             "the body must be application/x-www-form-urlencoded",
@@ -106,7 +115,10 @@ pub async fn preflight() -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type"))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Authorization, Content-Type",
+        ))
         .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
         .finish()
 }
@@ -142,14 +154,25 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
                 scope: form.get("scope"),
             },
             None => {
-                return oauth_error(OAuthError::InvalidRequest("refresh_token is required"), used_basic)
+                return oauth_error(
+                    OAuthError::InvalidRequest("refresh_token is required"),
+                    used_basic,
+                )
             }
         },
         Some(_) => return oauth_error(OAuthError::UnsupportedGrantType, used_basic),
-        None => return oauth_error(OAuthError::InvalidRequest("grant_type is required"), used_basic),
+        None => {
+            return oauth_error(
+                OAuthError::InvalidRequest("grant_type is required"),
+                used_basic,
+            )
+        }
     };
     match oidc.token(client, grant).await {
-        Ok(tokens) => json_answer(StatusCode::OK, &serde_json::to_value(tokens).unwrap_or_default()),
+        Ok(tokens) => json_answer(
+            StatusCode::OK,
+            &serde_json::to_value(tokens).unwrap_or_default(),
+        ),
         Err(e) => oauth_error(e, used_basic),
     }
 }
@@ -174,16 +197,26 @@ fn bearer_error(e: BearerError) -> HttpResponse {
 
 /// `GET` or `POST /oauth/userinfo` with `Authorization: Bearer <access token>` (or, on a POST,
 /// the `access_token` form parameter, RFC 6750 §2.2).
-pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+pub async fn userinfo(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> HttpResponse {
     let header_token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|t| t.trim().to_string());
     let token = match header_token {
         Some(t) => t,
-        None if !body.is_empty() => match form(&req, &body).ok().and_then(|f| f.get("access_token").map(String::from)) {
+        None if !body.is_empty() => match form(&req, &body)
+            .ok()
+            .and_then(|f| f.get("access_token").map(String::from))
+        {
             Some(t) => t,
             None => return bearer_error(BearerError::InvalidToken),
         },
@@ -196,7 +229,11 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, body: web::B
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
-pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+pub async fn revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> HttpResponse {
     let basic = match basic_credentials(&req) {
         Ok(b) => b,
         Err(e) => return oauth_error(e, true),
@@ -220,7 +257,11 @@ pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
 }
 
 /// `POST /oauth/introspect` (RFC 7662), for confidential clients, about their own tokens.
-pub async fn introspect(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+pub async fn introspect(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> HttpResponse {
     let basic = match basic_credentials(&req) {
         Ok(b) => b,
         Err(e) => return oauth_error(e, true),
