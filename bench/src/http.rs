@@ -119,6 +119,11 @@ impl Client {
         }
     }
 
+    /// The origin requests are made to (and form posts come from).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// Another `Accept-Encoding` than a browser's; empty sends none (uncompressed answers).
     pub fn with_accept_encoding(mut self, value: &str) -> Self {
         self.accept_encoding = if value.is_empty() {
@@ -155,6 +160,38 @@ impl Client {
         self.out
             .extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
         self.out.extend_from_slice(body.as_bytes());
+        self.send().await
+    }
+
+    /// A request as an app's server sends it: extra headers (`Authorization`), a body of
+    /// `content_type` if any, no `Origin`.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        cookies: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Response, Failure> {
+        self.out.clear();
+        self.head(method, path, cookies);
+        for (k, v) in headers {
+            self.out
+                .extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        match body {
+            Some((content_type, body)) => {
+                self.out.extend_from_slice(
+                    format!(
+                        "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                self.out.extend_from_slice(body);
+            }
+            None => self.out.extend_from_slice(b"\r\n"),
+        }
         self.send().await
     }
 

@@ -4,6 +4,12 @@
 //! their SMTP pointed at the benchmark's own SMTP receiver, runs virtual users that each loop
 //! over whole flows (page, identifier, code by real SMTP, code, /user) the way a browser does,
 //! and prints one JSON line and a table. See BENCHMARKS.md.
+//!
+//! Modes (`--mode`, several comma-separated run one after another on the same servers, each
+//! with its own warm-up, so they are compared on one machine in one run): `sign-in`,
+//! `sign-up`, `oidc` (an app's complete OpenID Connect login: authorize → hosted sign-in by
+//! code → back to authorize → token exchange → userinfo) and `verify` (an app's backend
+//! checking a session token with `POST /v1/sessions/verify`).
 
 mod calibrate;
 mod http;
@@ -29,6 +35,34 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 enum Mode {
     SignIn,
     SignUp,
+    /// A complete OpenID Connect login with the benchmark's client.
+    Oidc,
+    /// `POST /v1/sessions/verify` of a session token (each virtual user signs in once first).
+    Verify,
+}
+
+/// The benchmark's OpenID Connect client (written to the configuration file the servers read).
+const OIDC_CLIENT: &str = "bench";
+const OIDC_SECRET: &str = "latchkey-bench-oidc-secret-0123456789abcdef";
+const OIDC_CALLBACK: &str = "http://127.0.0.1/callback";
+/// RFC 7636 appendix B: a PKCE verifier and its S256 challenge.
+const PKCE_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const PKCE_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+/// The backend API key `verify` calls with.
+pub const SECRET_KEY: &str = "sk_bench_0123456789abcdef0123456789abcdef";
+
+fn config_toml() -> String {
+    format!(
+        "[[oidc.clients]]\nid = \"{OIDC_CLIENT}\"\nsecret = \"{OIDC_SECRET}\"\nredirect_uris = [\"{OIDC_CALLBACK}\"]\n"
+    )
+}
+
+/// The value of query parameter `name` in `url` (a path with a query, or a full URL).
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Benchmark complete one-time-code flows against local Latchkey processes.
@@ -47,8 +81,9 @@ struct Args {
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    #[arg(long, value_enum, default_value = "sign-in")]
-    mode: Mode,
+    /// What each virtual user repeats; several, comma-separated, run one after another.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sign-in")]
+    mode: Vec<Mode>,
     /// SQLite file to use (seeded if it has fewer users). Default: target/bench/users-<N>.db
     #[arg(long, conflicts_with = "database_url")]
     database: Option<PathBuf>,
@@ -137,6 +172,8 @@ struct Browser {
     browser_cookie: Option<String>,
     /// Set when the server asked to come back later (`Retry-After`); the user waits that long.
     retry_after: Option<u64>,
+    /// The session cookie of the last completed sign-in (`verify` signs in once first).
+    session: Option<String>,
 }
 
 fn csrf_token(html: &str) -> Option<String> {
@@ -200,11 +237,209 @@ impl Browser {
         Ok(r)
     }
 
+    /// One complete OpenID Connect login for `email`: the steps are timed as a flow's, with
+    /// `page` = authorize and the sign-in page, `code` = the code submit and the return to
+    /// authorize (to the client's callback with a code), `user` = the token exchange and
+    /// userinfo.
+    async fn oidc_flow(&mut self, email: &str, smtp: &smtp::Receiver) -> Step<FlowTimes> {
+        let callback: String =
+            url::form_urlencoded::byte_serialize(OIDC_CALLBACK.as_bytes()).collect();
+        let authorize = format!(
+            "/oauth/authorize?client_id={OIDC_CLIENT}&redirect_uri={callback}&response_type=code&scope=openid+email&state=s&nonce=n&code_challenge={PKCE_CHALLENGE}&code_challenge_method=S256"
+        );
+        let t0 = Instant::now();
+        let traffic_before = self.client.traffic;
+        let r = self.get(&authorize, None).await?;
+        if r.status != 303 {
+            return Err(status_error("authorize", &r));
+        }
+        let sign_in = r.location.ok_or("authorize:no_location")?;
+        let back = query_param(&sign_in, "redirect_url").ok_or("authorize:no_redirect_url")?;
+        let r = self.get(&sign_in, None).await?;
+        if r.status != 200 {
+            return Err(status_error("page", &r));
+        }
+        let token = csrf_token(r.text()).ok_or("page:no_csrf_token")?;
+        let t1 = Instant::now();
+        let delivered = smtp.expect(email);
+        let r = self
+            .post(
+                "/sign-in",
+                &[
+                    ("csrf_token", &token),
+                    ("email_address", email),
+                    ("redirect_url", &back),
+                ],
+            )
+            .await?;
+        if r.status != 303 {
+            smtp.forget(email);
+            return Err(status_error("identifier", &r));
+        }
+        let verify = r.location.ok_or("identifier:no_location")?;
+        let r = self.get(&verify, None).await?;
+        if r.status != 200 {
+            return Err(status_error("code_page", &r));
+        }
+        let token = csrf_token(r.text()).ok_or("code_page:no_csrf_token")?;
+        let t2 = Instant::now();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), delivered)
+            .await
+            .map_err(|_| {
+                smtp.forget(email);
+                "delivery:timeout".to_string()
+            })?
+            .map_err(|_| "delivery:dropped".to_string())?;
+        let t3 = Instant::now();
+        let r = self
+            .post(&verify, &[("csrf_token", &token), ("code", &delivery.code)])
+            .await?;
+        if r.status != 303 {
+            return Err(status_error("code", &r));
+        }
+        let session = r
+            .cookie("latchkey_session")
+            .ok_or("code:no_session_cookie")?
+            .to_string();
+        let resume = r.location.ok_or("code:no_location")?;
+        let r = self.get(&resume, Some(&session)).await?;
+        if r.status != 303 {
+            return Err(status_error("authorize_again", &r));
+        }
+        let to_client = r.location.ok_or("authorize_again:no_location")?;
+        let code = query_param(&to_client, "code").ok_or("authorize_again:no_code")?;
+        let t4 = Instant::now();
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", OIDC_CALLBACK),
+                ("code_verifier", PKCE_VERIFIER),
+                ("client_id", OIDC_CLIENT),
+                ("client_secret", OIDC_SECRET),
+            ])
+            .finish();
+        let r = self
+            .client
+            .request(
+                "POST",
+                "/oauth/token",
+                &[],
+                &[],
+                Some(("application/x-www-form-urlencoded", form.as_bytes())),
+            )
+            .await
+            .map_err(|e| e.kind())?;
+        if r.status != 200 {
+            return Err(status_error("token", &r));
+        }
+        let tokens: serde_json::Value =
+            serde_json::from_slice(&r.body).map_err(|_| "token:not_json".to_string())?;
+        let access = tokens["access_token"]
+            .as_str()
+            .ok_or("token:no_access_token")?;
+        let bearer = format!("Bearer {access}");
+        let r = self
+            .client
+            .request(
+                "GET",
+                "/oauth/userinfo",
+                &[],
+                &[("Authorization", &bearer)],
+                None,
+            )
+            .await
+            .map_err(|e| e.kind())?;
+        if r.status != 200 {
+            return Err(status_error("userinfo", &r));
+        }
+        if !r.text().contains(email) {
+            return Err("userinfo:wrong_user".into());
+        }
+        let t5 = Instant::now();
+        let us = |d: Duration| d.as_micros() as u64;
+        Ok(FlowTimes {
+            page: us(t1 - t0),
+            identifier: us(t2 - t1),
+            delivery: us(delivery.at.saturating_duration_since(t1)),
+            code: us(t4 - t3),
+            user: us(t5 - t4),
+            total: us(t5 - t0),
+            traffic: self.client.traffic - traffic_before,
+        })
+    }
+
+    /// A session token of this user's session (signed in by the last flow).
+    async fn session_token(&mut self) -> Step<String> {
+        let session = self.session.clone().ok_or("token:not_signed_in")?;
+        let cookies = [("latchkey_session", session.as_str())];
+        let r = self
+            .client
+            .request("GET", "/v1/client", &cookies, &[], None)
+            .await
+            .map_err(|e| e.kind())?;
+        let client: serde_json::Value =
+            serde_json::from_slice(&r.body).map_err(|_| "client:not_json".to_string())?;
+        let sid = client["sessions"][0]["id"]
+            .as_str()
+            .ok_or("client:no_session")?;
+        let origin = self.client.origin().to_string();
+        let r = self
+            .client
+            .request(
+                "POST",
+                &format!("/v1/client/sessions/{sid}/tokens"),
+                &cookies,
+                &[("Origin", &origin)],
+                Some(("application/json", b"{}")),
+            )
+            .await
+            .map_err(|e| e.kind())?;
+        if r.status != 200 {
+            return Err(status_error("token", &r));
+        }
+        let body: serde_json::Value =
+            serde_json::from_slice(&r.body).map_err(|_| "token:not_json".to_string())?;
+        Ok(body["jwt"].as_str().ok_or("token:no_jwt")?.to_string())
+    }
+
+    /// One `POST /v1/sessions/verify` of `jwt`, as an app's backend sends it.
+    async fn verify(&mut self, jwt: &str) -> Step<FlowTimes> {
+        let t0 = Instant::now();
+        let traffic_before = self.client.traffic;
+        let body = serde_json::json!({ "token": jwt }).to_string();
+        let bearer = format!("Bearer {SECRET_KEY}");
+        let r = self
+            .client
+            .request(
+                "POST",
+                "/v1/sessions/verify",
+                &[],
+                &[("Authorization", &bearer)],
+                Some(("application/json", body.as_bytes())),
+            )
+            .await
+            .map_err(|e| e.kind())?;
+        if r.status != 200 {
+            return Err(status_error("verify", &r));
+        }
+        if !r.text().contains("\"active\":true") {
+            return Err("verify:inactive".into());
+        }
+        let total = t0.elapsed().as_micros() as u64;
+        Ok(FlowTimes {
+            total,
+            traffic: self.client.traffic - traffic_before,
+            ..FlowTimes::default()
+        })
+    }
+
     /// One complete flow for `email`.
     async fn flow(&mut self, mode: Mode, email: &str, smtp: &smtp::Receiver) -> Step<FlowTimes> {
         let start_path = match mode {
-            Mode::SignIn => "/sign-in",
             Mode::SignUp => "/sign-up",
+            Mode::Oidc => return self.oidc_flow(email, smtp).await,
+            Mode::SignIn | Mode::Verify => "/sign-in",
         };
         let t0 = Instant::now();
         let traffic_before = self.client.traffic;
@@ -266,6 +501,7 @@ impl Browser {
         if !r.text().contains(email) {
             return Err("user:wrong_user".into());
         }
+        self.session = Some(session);
         let t5 = Instant::now();
         let us = |d: Duration| d.as_micros() as u64;
         Ok(FlowTimes {
@@ -368,7 +604,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("latchkey"),
     };
+    std::fs::create_dir_all("target/bench")?;
+    let config_file = std::path::PathBuf::from("target/bench/latchkey-bench.toml");
+    std::fs::write(&config_file, config_toml())?;
     let config = ServerConfig {
+        config_file: &config_file,
         bin: &bin,
         database: &database,
         smtp_port,
@@ -387,7 +627,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
     let postgres = database.postgres_name();
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
 
+    let mut throughput: Vec<(Mode, f64)> = Vec::new();
+    for &mode in &args.mode {
+        let (results, cpu) = phase(&args, mode, &bases, &smtp, &pids, postgres.as_deref()).await?;
+        let rss: Vec<f64> = pids.iter().map(|&p| peak_rss_mb(p)).collect();
+        let report = Report {
+            args: &args,
+            mode,
+            database: &database,
+            calibration: calibration.as_ref(),
+            results: &results,
+            cpu,
+            rss,
+            cold_starts: cold_starts.clone(),
+        };
+        println!("{}", report.json());
+        report.table();
+        throughput.push((mode, report.flows_per_s()));
+    }
+    drop(servers);
+    // Each mode beside the sign-in flows of the same run.
+    if let Some(&(_, sign_in)) = throughput.iter().find(|(m, _)| *m == Mode::SignIn) {
+        for (mode, per_s) in &throughput {
+            if *mode != Mode::SignIn && sign_in > 0.0 {
+                eprintln!(
+                    "{:<28} {:.2} × the sign-in flows/s ({per_s:.0} / {sign_in:.0})",
+                    format!("{mode:?} / sign-in"),
+                    per_s / sign_in
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `mode` for the warm-up and the measured seconds; answers what was measured and the CPU
+/// the measured seconds took.
+async fn phase(
+    args: &Args,
+    mode: Mode,
+    bases: &[String],
+    smtp: &smtp::Receiver,
+    pids: &[u32],
+    postgres: Option<&str>,
+) -> anyhow::Result<(Results, Cpu)> {
     let results = Arc::new(Mutex::new(Results::default()));
     let run_start = Instant::now();
     let measure_from = run_start + Duration::from_secs(args.warmup);
@@ -396,7 +681,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let cpu_at_start = Arc::new(Mutex::new(None));
     {
-        let (cpu_at_start, pids, postgres) = (cpu_at_start.clone(), pids.clone(), postgres.clone());
+        let (cpu_at_start, pids, postgres) = (
+            cpu_at_start.clone(),
+            pids.to_vec(),
+            postgres.map(String::from),
+        );
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             *cpu_at_start.lock().unwrap() = Some(Cpu::now(&pids, postgres.as_deref()));
@@ -408,8 +697,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let results = results.clone();
         let smtp = smtp.clone();
         // Round-robin over the instances.
-        let base = servers[vu % servers.len()].base.clone();
-        let (mode, users, concurrency) = (args.mode, args.users, args.concurrency);
+        let base = bases[vu % bases.len()].clone();
+        let (users, concurrency) = (args.users, args.concurrency);
         let accept_encoding = args.accept_encoding.clone();
         tasks.push(tokio::spawn(async move {
             let mut browser = Browser {
@@ -417,17 +706,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .with_accept_encoding(&accept_encoding),
                 browser_cookie: None,
                 retry_after: None,
+                session: None,
             };
+            // `verify`: one sign-in first, then a session token, renewed before its 60 s end.
+            let mut jwt: Option<(String, Instant)> = None;
             // Each virtual user walks its own slice of the users, so no two run one address at once.
             let mut k = 0usize;
             while Instant::now() < deadline {
                 let email = match mode {
-                    Mode::SignIn => user_email((vu + k * concurrency) % users.max(1)),
                     Mode::SignUp => format!("new{run_id}-{vu}-{k}@bench.example"),
+                    _ => user_email((vu + k * concurrency) % users.max(1)),
                 };
                 k += 1;
                 let started = Instant::now();
-                let outcome = browser.flow(mode, &email, &smtp).await;
+                let outcome = match mode {
+                    Mode::Verify => {
+                        let fresh = jwt
+                            .as_ref()
+                            .is_some_and(|(_, at)| at.elapsed() < Duration::from_secs(45));
+                        if !fresh {
+                            let minted = match browser.flow(Mode::SignIn, &email, &smtp).await {
+                                Ok(_) => browser.session_token().await,
+                                Err(e) => Err(e),
+                            };
+                            match minted {
+                                Ok(t) => jwt = Some((t, Instant::now())),
+                                Err(e) => {
+                                    let mut r = results.lock().unwrap();
+                                    *r.uncounted_errors.entry(format!("setup:{e}")).or_default() +=
+                                        1;
+                                    continue;
+                                }
+                            }
+                            // The sign-in is setup, not a verify: not counted.
+                            continue;
+                        }
+                        let token = jwt.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
+                        browser.verify(&token).await
+                    }
+                    _ => browser.flow(mode, &email, &smtp).await,
+                };
                 let finished = Instant::now();
                 if let Some(secs) = browser.retry_after.take() {
                     // As a well-behaved client: wait as asked (bounded by the run's end).
@@ -448,32 +766,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for t in tasks {
         t.await?;
     }
-    let cpu_end = Cpu::now(&pids, postgres.as_deref());
+    let cpu_end = Cpu::now(pids, postgres);
     let cpu_start = cpu_at_start.lock().unwrap().unwrap_or_default();
-    let rss: Vec<f64> = pids.iter().map(|&p| peak_rss_mb(p)).collect();
-    drop(servers);
-
-    let r = results.lock().unwrap();
-    let report = Report {
-        args: &args,
-        database: &database,
-        calibration: calibration.as_ref(),
-        results: &r,
-        cpu: Cpu {
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    Ok((
+        results,
+        Cpu {
             servers: cpu_end.servers - cpu_start.servers,
             own: cpu_end.own - cpu_start.own,
             database: cpu_end.database - cpu_start.database,
         },
-        rss,
-        cold_starts,
-    };
-    println!("{}", report.json());
-    report.table();
-    Ok(())
+    ))
 }
 
 struct Report<'a> {
     args: &'a Args,
+    mode: Mode,
     database: &'a Database,
     calibration: Option<&'a calibrate::Calibration>,
     results: &'a Results,
@@ -553,7 +861,7 @@ impl Report<'_> {
         let (wire, decoded, compressed) = self.traffic_per_flow();
         let postgres = self.database.is_postgres();
         serde_json::json!({
-            "mode": format!("{:?}", args.mode),
+            "mode": format!("{:?}", self.mode),
             "database": self.database.backend(),
             "instances": args.instances,
             "users": args.users,
@@ -627,7 +935,7 @@ impl Report<'_> {
         );
         eprintln!(
             "{:<28} {:?} / {} / {}",
-            "mode / users / concurrency", args.mode, args.users, args.concurrency
+            "mode / users / concurrency", self.mode, args.users, args.concurrency
         );
         eprintln!(
             "{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors",

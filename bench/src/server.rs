@@ -17,6 +17,8 @@ pub struct ServerConfig<'a> {
     pub synchronous: &'a str,
     pub max_in_flight: Option<usize>,
     pub database_max_connections: Option<u32>,
+    /// The configuration file every instance reads: the benchmark's OpenID Connect client.
+    pub config_file: &'a Path,
 }
 
 /// One running instance; killed when dropped.
@@ -58,6 +60,8 @@ pub async fn start(config: &ServerConfig<'_>) -> anyhow::Result<(Server, Duratio
         command.env("LATCHKEY_DATABASE_MAX_CONNECTIONS", n.to_string());
     }
     let child = command
+        .env("LATCHKEY_CONFIG", config.config_file)
+        .env("LATCHKEY_API__SECRET_KEYS", crate::SECRET_KEY)
         .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
         .env("LATCHKEY_PUBLIC_URL", &base)
         .env("LATCHKEY_DATABASE_URL", config.database.url())
