@@ -30,6 +30,8 @@ pub struct Application {
     server: Server,
     worker: JoinHandle<()>,
     janitor: JoinHandle<()>,
+    /// Reads the session revocation log into the cache of live sessions.
+    revocations: JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
     store: Store,
     admission: routes::Admission,
@@ -108,7 +110,7 @@ impl Application {
             clock.clone(),
             settings.janitor_interval,
             settings.audit_retention,
-            stop_rx,
+            stop_rx.clone(),
         );
         let links = Links {
             sign_in: public_page(&settings.public_url, routes::paths::SIGN_IN),
@@ -122,6 +124,12 @@ impl Application {
             policy,
             signal,
         ));
+        let revocations = spawn_revocation_reader(
+            auth.session_cache(),
+            store.counted_apart(),
+            clock.clone(),
+            stop_rx,
+        );
         let state = web::Data::new(AppState {
             backend_keys: settings
                 .api_secret_keys
@@ -203,6 +211,7 @@ impl Application {
             server,
             worker,
             janitor,
+            revocations,
             stop_worker,
             store,
             admission: admitted,
@@ -236,12 +245,43 @@ impl Application {
         let _ = self.stop_worker.send(true);
         let _ = self.worker.await;
         let _ = self.janitor.await;
+        let _ = self.revocations.await;
         self.store.close().await;
         result
     }
 }
 
 /// Deletes expired and finished rows every `interval` until `stop` turns true.
+/// Every [`crate::auth::REVOCATION_POLL`], drops the sessions other instances ended from this
+/// process's cache of live sessions.
+fn spawn_revocation_reader(
+    cache: Arc<crate::auth::SessionCache>,
+    store: Store,
+    clock: SharedClock,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(crate::auth::REVOCATION_POLL) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match crate::auth::forget_revoked(&cache, &store, clock.now()).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "could not read the session revocation log; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
 fn spawn_janitor(
     store: Store,
     clock: SharedClock,

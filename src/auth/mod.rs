@@ -10,6 +10,7 @@ mod devices;
 mod flow;
 mod limits;
 mod notices;
+mod session_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use flow::{
     ResendError, SignedIn, StartError, VerificationState, VerificationStatus, TEST_CODE,
 };
 pub use limits::ip_buckets;
+pub use session_cache::{forget_revoked, SessionCache, REVOCATION_POLL, REVOCATION_WINDOW};
 
 use crate::clock::SharedClock;
 use crate::config::{LimitsConfig, LockoutConfig, Settings};
@@ -137,6 +139,8 @@ pub struct Auth {
     pub(crate) clock: SharedClock,
     pub(crate) policy: Policy,
     pub(crate) outbox: OutboxSignal,
+    /// Live sessions this process has read (the session-token verify endpoint).
+    pub(crate) sessions: Arc<SessionCache>,
 }
 
 impl Auth {
@@ -153,6 +157,7 @@ impl Auth {
             clock,
             policy,
             outbox,
+            sessions: Arc::new(SessionCache::default()),
         }
     }
 
@@ -187,9 +192,24 @@ impl Auth {
         self.store.find_user(id).await
     }
 
-    /// The owner of the live session `id` (named by a session token).
+    /// The owner of the live session `id` (named by a session token): from this process's
+    /// cache of live sessions, or read (and remembered) once.
     pub async fn session_owner(&self, id: &SessionId) -> anyhow::Result<Option<UserId>> {
-        self.store.session_owner(id, self.now()).await
+        let now = self.now();
+        if let Some(owner) = self.sessions.owner(id, now) {
+            return Ok(Some(owner));
+        }
+        let Some((owner, expires_at)) = self.store.session_owner(id, now).await? else {
+            return Ok(None);
+        };
+        self.sessions
+            .remember(id.clone(), owner.clone(), expires_at, now);
+        Ok(Some(owner))
+    }
+
+    /// This process's cache of live sessions (for the revocation log's reader).
+    pub fn session_cache(&self) -> Arc<SessionCache> {
+        self.sessions.clone()
     }
 
     /// The session a native client's token holds, if it is live, with its user.
@@ -252,7 +272,11 @@ impl Auth {
                 (c.clone(), message)
             })
             .collect();
-        let queued = self.store.delete_session(&user.session_id, logouts).await?;
+        let queued = self
+            .store
+            .delete_session(&user.session_id, now, logouts)
+            .await?;
+        self.sessions.forget([&user.session_id]);
         for message in &queued {
             self.outbox.hand_over(message);
         }

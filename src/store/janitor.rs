@@ -18,6 +18,8 @@ pub struct Purged {
     pub audit_events: u64,
     /// OpenID Connect grants whose session expired, and their codes and refresh tokens.
     pub grants: u64,
+    /// Entries of the session revocation log older than a day.
+    pub revocations: u64,
 }
 
 const BATCH: i64 = 1000;
@@ -57,6 +59,9 @@ const CODES: &str =
      expires_at < $1 OR grant_id NOT IN (SELECT id FROM oauth_grants) LIMIT $2)";
 const REFRESH_TOKENS: &str = "DELETE FROM oauth_refresh_tokens WHERE token_hash IN (SELECT token_hash FROM oauth_refresh_tokens WHERE \
      expires_at < $1 OR grant_id NOT IN (SELECT id FROM oauth_grants) LIMIT $2)";
+
+const REVOCATIONS: &str = "DELETE FROM session_revocations WHERE revoked_at IN \
+     (SELECT revoked_at FROM session_revocations WHERE revoked_at < $1 LIMIT $2)";
 
 impl Store {
     /// Runs one delete batch after another (each its own unit of work) until one deletes less
@@ -103,6 +108,7 @@ impl Store {
             grants: self.delete_in_batches(GRANTS, now).await?
                 + self.delete_in_batches(CODES, day_ago).await?
                 + self.delete_in_batches(REFRESH_TOKENS, day_ago).await?,
+            revocations: self.delete_in_batches(REVOCATIONS, day_ago).await?,
         })
     }
 }

@@ -124,24 +124,48 @@ impl Store {
         self.session_by(FIND_SESSION, token_hash, now).await
     }
 
-    /// The owner of the unexpired session `id` (a session token names it): one indexed row,
-    /// no join, since verifying a token needs only whether the session lives and whose it is.
+    /// The owner and expiry of the unexpired session `id` (a session token names it): one
+    /// indexed row, no join, since verifying a token needs only whether the session lives and
+    /// whose it is.
     pub async fn session_owner(
         &self,
         id: &SessionId,
         now: OffsetDateTime,
-    ) -> anyhow::Result<Option<UserId>> {
+    ) -> anyhow::Result<Option<(UserId, OffsetDateTime)>> {
         let id = id.clone();
         self.read(move |tx| {
             let stmt = Stmt::new(
-                "SELECT user_id FROM sessions WHERE id = $1 AND expires_at > $2",
+                "SELECT user_id, expires_at FROM sessions WHERE id = $1 AND expires_at > $2",
                 vec![id.as_str().into(), now.into()],
             );
             Box::pin(async move {
                 tx.fetch_optional(stmt)
                     .await?
-                    .map(|r| r.text("user_id").map(UserId::from_trusted))
+                    .map(|r| {
+                        Ok((
+                            UserId::from_trusted(r.text("user_id")?),
+                            r.time("expires_at")?,
+                        ))
+                    })
                     .transpose()
+            })
+        })
+        .await
+    }
+
+    /// Sessions ended since `since` (the revocation log).
+    pub async fn revoked_since(&self, since: OffsetDateTime) -> anyhow::Result<Vec<SessionId>> {
+        self.read(move |tx| {
+            let stmt = Stmt::new(
+                "SELECT session_id FROM session_revocations WHERE revoked_at >= $1",
+                vec![since.into()],
+            );
+            Box::pin(async move {
+                tx.fetch_all(stmt)
+                    .await?
+                    .iter()
+                    .map(|r| r.text("session_id").map(SessionId::from_trusted))
+                    .collect()
             })
         })
         .await
@@ -192,12 +216,18 @@ impl Store {
     pub async fn delete_session(
         &self,
         id: &SessionId,
+        now: OffsetDateTime,
         logouts: Vec<(String, NewMessage)>,
     ) -> anyhow::Result<Vec<NewMessage>> {
         let mut stmts = super::oauth::end_session_grants(id.as_str());
         stmts.push(Stmt::new(
             "DELETE FROM sessions WHERE id = $1",
             vec![id.as_str().into()],
+        ));
+        // Other instances' caches of live sessions read this (auth/session_cache.rs).
+        stmts.push(Stmt::new(
+            "INSERT INTO session_revocations (session_id, revoked_at) VALUES ($1, $2)",
+            vec![id.as_str().into(), now.into()],
         ));
         self.write(move |tx| {
             Box::pin(async move {

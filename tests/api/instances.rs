@@ -483,6 +483,53 @@ crate::backend_tests! {
     }
 }
 
+crate::backend_tests! {
+    async fn a_sign_out_on_one_instance_ends_the_session_token_on_another_which_had_it_cached() {
+        let cluster = Cluster::new().await;
+        let (a, b) = tokio::join!(cluster.start("a"), cluster.start("b"));
+        let client = browser();
+        let verify = cluster.start_sign_up(&client, &a.address, "cached@example.com").await.unwrap();
+        let code = cluster.smtp.wait_for("cached@example.com", 1).await.code();
+        cluster.enter_code(&client, &a.address, &verify, &code).await.unwrap();
+        let me: serde_json::Value = client.get(a.url("/v1/client")).send().await.unwrap().json().await.unwrap();
+        let sid = me["sessions"][0]["id"].as_str().expect("signed in").to_string();
+        let token: serde_json::Value = client
+            .post(a.url(&format!("/v1/client/sessions/{sid}/tokens")))
+            .header("Origin", &cluster.public_url)
+            .json(&serde_json::json!({}))
+            .send().await.unwrap().json().await.unwrap();
+        let verify_on = |i: &Instance| {
+            reqwest::Client::new()
+                .post(i.url("/v1/sessions/verify"))
+                .bearer_auth(SECRET_KEY)
+                .json(&serde_json::json!({"token": token["jwt"]}))
+                .send()
+        };
+        // B has read the session (and keeps it in its cache of live sessions).
+        for _ in 0..3 {
+            let v: serde_json::Value = verify_on(&b).await.unwrap().json().await.unwrap();
+            assert_eq!(v["active"], true, "{v}");
+        }
+        // Signed out on A: inactive on A at once, and on B once it has read the revocation log.
+        let profile = cluster.page(&client, &a.url("/user")).await.unwrap();
+        let resp = cluster.post(&client, &a.address, &profile, "/sign-out", &[]).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let v: serde_json::Value = verify_on(&a).await.unwrap().json().await.unwrap();
+        assert_eq!(v, serde_json::json!({"active": false}));
+        // B reads the log twice a second; 5 s is far inside the cache's own one-minute bound,
+        // so only the log can have ended it (generous for a loaded machine).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let v: serde_json::Value = verify_on(&b).await.unwrap().json().await.unwrap();
+            if v["active"] == false {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "B still trusts the ended session: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 crate::postgres_tests! {
     async fn an_unreachable_database_gets_a_503_page_and_readyz_reports_it() {
         let app = crate::helpers::spawn_app_with(|c| c.database_acquire_timeout_secs = 1).await;
