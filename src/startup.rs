@@ -136,6 +136,7 @@ impl Application {
                 .iter()
                 .map(|k| auth.keys().api_key_hash(k))
                 .collect(),
+            verified_tokens: crate::tokens::VerifiedTokens::default(),
             oidc: Arc::new(crate::oidc::Provider::new(
                 settings.oidc.clone(),
                 settings.public_origin.to_string(),
@@ -177,6 +178,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(routes::finish))
                 .wrap(default_headers)
                 .wrap(Compress::default())
+                .wrap(actix_web::middleware::from_fn(routes::unmark_identity))
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))

@@ -51,9 +51,10 @@ const PKCE_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 /// The backend API key `verify` calls with.
 pub const SECRET_KEY: &str = "sk_bench_0123456789abcdef0123456789abcdef";
 
-fn config_toml() -> String {
+/// The servers' configuration file: the benchmark's client, signing with `alg`.
+fn config_toml(alg: &str) -> String {
     format!(
-        "[[oidc.clients]]\nid = \"{OIDC_CLIENT}\"\nsecret = \"{OIDC_SECRET}\"\nredirect_uris = [\"{OIDC_CALLBACK}\"]\n"
+        "[[oidc.clients]]\nid = \"{OIDC_CLIENT}\"\nsecret = \"{OIDC_SECRET}\"\nredirect_uris = [\"{OIDC_CALLBACK}\"]\nid_token_signed_response_alg = \"{alg}\"\n"
     )
 }
 
@@ -119,6 +120,11 @@ struct Args {
     /// A/B of compression). The server produces gzip only.
     #[arg(long, default_value = http::BROWSER_ACCEPT_ENCODING)]
     accept_encoding: String,
+    /// How the benchmark's OpenID Connect client has its ID and access tokens signed: EdDSA
+    /// (the default here), ES256, or RS256 (every client library's default; an RSA signature
+    /// costs about 0.5 ms of CPU, two per login: see BENCHMARKS.md).
+    #[arg(long, default_value = "EdDSA")]
+    oidc_alg: String,
     /// Seconds each calibration measurement runs (0 skips the calibration).
     #[arg(long, default_value_t = 1.0)]
     calibration_secs: f64,
@@ -606,7 +612,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all("target/bench")?;
     let config_file = std::path::PathBuf::from("target/bench/latchkey-bench.toml");
-    std::fs::write(&config_file, config_toml())?;
+    std::fs::write(&config_file, config_toml(&args.oidc_alg))?;
     let config = ServerConfig {
         config_file: &config_file,
         bin: &bin,
@@ -864,6 +870,7 @@ impl Report<'_> {
             "mode": format!("{:?}", self.mode),
             "database": self.database.backend(),
             "instances": args.instances,
+            "oidc_alg": (self.mode == Mode::Oidc).then_some(&args.oidc_alg),
             "users": args.users,
             "concurrency": args.concurrency,
             "duration_s": args.duration,
@@ -937,6 +944,9 @@ impl Report<'_> {
             "{:<28} {:?} / {} / {}",
             "mode / users / concurrency", self.mode, args.users, args.concurrency
         );
+        if self.mode == Mode::Oidc {
+            eprintln!("{:<28} {}", "tokens signed with", args.oidc_alg);
+        }
         eprintln!(
             "{:<28} {:.0} flows/s ({flows} flows in {secs} s), {errors} errors",
             "throughput",

@@ -66,7 +66,30 @@ pub async fn finish(
         None => res,
     };
     hand_over(&mut res);
+    leave_small_bodies_uncompressed(&mut res);
     Ok(res)
+}
+
+/// Bodies below this many bytes are sent as they are: gzip would save a few bytes at most
+/// (its own header and trailer are 18) for more CPU than the rest of a small JSON answer.
+const COMPRESS_FROM_BYTES: u64 = 1024;
+
+/// Marks a small body `Content-Encoding: identity`, which the compression middleware (outside
+/// this one) leaves alone; [`unmark_identity`] (outside that) takes the mark off again.
+fn leave_small_bodies_uncompressed(res: &mut ServiceResponse) {
+    use actix_web::body::{BodySize, MessageBody};
+    let small = match res.response().body().size() {
+        BodySize::Sized(n) => n < COMPRESS_FROM_BYTES,
+        BodySize::None => true,
+        BodySize::Stream => false,
+    };
+    let headers = res.response_mut().headers_mut();
+    if small && !headers.contains_key(actix_web::http::header::CONTENT_ENCODING) {
+        headers.insert(
+            actix_web::http::header::CONTENT_ENCODING,
+            actix_web::http::header::HeaderValue::from_static("identity"),
+        );
+    }
 }
 
 /// The page or JSON body of a typed error, if the answer is one.
@@ -128,4 +151,21 @@ fn hand_over(res: &mut ServiceResponse) {
             );
         }
     }
+}
+
+/// Outside the compression middleware: removes the `Content-Encoding: identity` mark that kept
+/// a small body from being compressed (the header is for that middleware, not for clients).
+pub async fn unmark_identity(
+    req: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    let headers = res.response_mut().headers_mut();
+    if headers
+        .get(actix_web::http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v == "identity")
+    {
+        headers.remove(actix_web::http::header::CONTENT_ENCODING);
+    }
+    Ok(res)
 }

@@ -30,7 +30,7 @@ use actix_web::web;
 
 pub use context::Ctx;
 pub use errors::PageError;
-pub use finish::finish;
+pub use finish::{finish, unmark_identity};
 pub use overload::{Admission, NotAdmitted};
 pub use pages::not_found;
 
@@ -46,6 +46,8 @@ pub struct AppState {
     pub signing: Arc<crate::tokens::KeySet>,
     /// The OpenID Connect provider.
     pub oidc: Arc<crate::oidc::Provider>,
+    /// Session tokens whose signature was checked here (the verify endpoint).
+    pub verified_tokens: crate::tokens::VerifiedTokens,
     /// Keyed hashes of the backend API's secret keys.
     pub backend_keys: Vec<[u8; 32]>,
     pub store: Store,

@@ -8,6 +8,8 @@
 
 mod keys;
 mod rules;
+mod verified;
 
 pub use keys::{Alg, KeySet, SigningKey, Verified};
 pub use rules::{check_claims, Claims, TokenError, SESSION_TOKEN_TTL};
+pub use verified::VerifiedTokens;

@@ -1001,3 +1001,18 @@ crate::backend_tests! {
         assert_no_secret_in(&secrets, &stored, "the database");
     }
 }
+
+crate::backend_tests! {
+    async fn pages_are_compressed_for_browsers_that_ask_and_small_answers_are_not() {
+        let app = crate::helpers::spawn_app().await;
+        // reqwest here has no decompression: the bytes are what the server sent.
+        let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+        let page = raw.get(app.url("/sign-in")).header("Accept-Encoding", "gzip").send().await.unwrap();
+        assert_eq!(page.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+        let small = raw.get(app.url("/healthz")).header("Accept-Encoding", "gzip").send().await.unwrap();
+        assert!(small.headers().get("content-encoding").is_none(), "{:?}", small.headers());
+        let body = small.bytes().await.unwrap();
+        assert!(!body.is_empty() && body.len() < 1024);
+        assert!(std::str::from_utf8(&body).is_ok(), "sent as it is");
+    }
+}

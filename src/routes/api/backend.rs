@@ -49,8 +49,9 @@ async fn authorize(api: &ApiCtx) -> Result<(), ApiError> {
     request_body = VerifyToken,
     responses((status = 200, body = VerifiedToken), (status = 401, body = ErrorsBody)))]
 /// Whether a session token is valid now and its session still live (RFC 7662's answer shape):
-/// the signature (EdDSA, a key of the JWKS), the issuer, `nbf ≤ now < exp`, then the session;
-/// anything else is `{"active": false}` and nothing more.
+/// the signature (EdDSA, a key of the JWKS; checked once per token and process), the issuer,
+/// `nbf ≤ now < exp`, then the session (from the cache of live sessions); anything else is
+/// `{"active": false}` and nothing more.
 pub async fn verify(api: ApiCtx, payload: web::Payload) -> Result<Json<VerifiedToken>, ApiError> {
     authorize(&api).await?;
     let body: VerifyToken = api.body(payload).await?;
@@ -64,11 +65,21 @@ pub async fn verify(api: ApiCtx, payload: web::Payload) -> Result<Json<VerifiedT
         iat: None,
         exp: None,
     };
-    let Ok(claims) = state.signing.verify(&body.token) else {
-        return Ok(Json(inactive));
+    let now = state.auth.now();
+    let claims = match state.verified_tokens.get(&body.token) {
+        Some(claims) => claims,
+        None => {
+            let Ok(claims) = state.signing.verify(&body.token) else {
+                return Ok(Json(inactive));
+            };
+            state
+                .verified_tokens
+                .insert(&body.token, &claims, now.unix_timestamp());
+            claims
+        }
     };
     let iss = state.settings.public_origin.to_string();
-    if check_claims(&claims, &iss, state.auth.now()).is_err() {
+    if check_claims(&claims, &iss, now).is_err() {
         return Ok(Json(inactive));
     }
     let Some(sid) = SessionId::parse(&claims.sid) else {
