@@ -23,7 +23,7 @@ use crate::delivery::{DevTransport, Mailer, OutboxSignal, OutboxWorker, SmsSende
 use crate::routes::{self, AppState, Ctx};
 use crate::session::Cookies;
 use crate::store::{Store, StoredSigningKey};
-use crate::tokens::{Alg, KeySet, SigningKey};
+use crate::tokens::{Alg, KeySet, Keyring, SigningKey};
 
 pub struct Application {
     port: u16,
@@ -32,6 +32,8 @@ pub struct Application {
     janitor: JoinHandle<()>,
     /// Reads the session revocation log into the cache of live sessions.
     revocations: JoinHandle<()>,
+    /// Reads the signing keys again (rotations).
+    key_reloader: JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
     store: Store,
     admission: routes::Admission,
@@ -59,8 +61,9 @@ impl Application {
                 .context("reading the server secret")?,
         };
         let keys = Arc::new(Keys::derive(&secret));
-        let signing =
-            Arc::new(signing_keys(&store, &keys, &needed_algs(&settings), clock.now()).await?);
+        let signing = Arc::new(Keyring::new(
+            signing_keys(&store, &keys, &needed_algs(&settings), clock.now()).await?,
+        ));
         let mailer = Arc::new(match &settings.delivery.smtp {
             Some(smtp) => Mailer::Smtp(Box::new(SmtpMailer::new(
                 smtp.clone(),
@@ -124,6 +127,14 @@ impl Application {
             policy,
             signal,
         ));
+        let key_reloader = spawn_key_reloader(
+            signing.clone(),
+            store.counted_apart(),
+            auth.keys_arc(),
+            clock.clone(),
+            settings.signing_keys_reload,
+            stop_rx.clone(),
+        );
         let revocations = spawn_revocation_reader(
             auth.session_cache(),
             store.counted_apart(),
@@ -214,6 +225,7 @@ impl Application {
             worker,
             janitor,
             revocations,
+            key_reloader,
             stop_worker,
             store,
             admission: admitted,
@@ -248,6 +260,7 @@ impl Application {
         let _ = self.worker.await;
         let _ = self.janitor.await;
         let _ = self.revocations.await;
+        let _ = self.key_reloader.await;
         self.store.close().await;
         result
     }
@@ -333,29 +346,53 @@ async fn signing_keys(
     now: time::OffsetDateTime,
 ) -> anyhow::Result<KeySet> {
     let mut stored = store
-        .signing_keys()
+        .signing_keys(now)
         .await
         .context("reading the signing keys")?;
     let missing: Vec<Alg> = needed
         .iter()
         .copied()
-        .filter(|a| !stored.iter().any(|k| k.alg == a.as_str()))
+        .filter(|a| {
+            !stored
+                .iter()
+                .any(|k| k.alg == a.as_str() && k.retired_at.is_none())
+        })
         .collect();
     if !missing.is_empty() {
         let mut generated = Vec::new();
         for alg in missing {
-            let (fresh, pkcs8) = SigningKey::generate(alg)?;
-            generated.push(StoredSigningKey {
-                kid: fresh.kid().to_string(),
-                alg: alg.as_str().to_string(),
-                private_sealed: keys.seal_signing_key(&pkcs8),
-            });
+            generated.push(new_stored_key(keys, alg, now)?);
         }
         stored = store
             .add_signing_keys(generated, now)
             .await
             .context("storing the signing keys")?;
     }
+    open_key_set(keys, &stored, now)
+}
+
+/// A new key of `alg`, sealed for the database, signing from `active_from`.
+fn new_stored_key(
+    keys: &Keys,
+    alg: Alg,
+    active_from: time::OffsetDateTime,
+) -> anyhow::Result<StoredSigningKey> {
+    let (fresh, pkcs8) = SigningKey::generate(alg)?;
+    Ok(StoredSigningKey {
+        kid: fresh.kid().to_string(),
+        alg: alg.as_str().to_string(),
+        private_sealed: keys.seal_signing_key(&pkcs8),
+        created_at: active_from,
+        retired_at: None,
+    })
+}
+
+/// The key set of stored keys at `now`.
+fn open_key_set(
+    keys: &Keys,
+    stored: &[StoredSigningKey],
+    now: time::OffsetDateTime,
+) -> anyhow::Result<KeySet> {
     let opened = stored
         .iter()
         .map(|k| {
@@ -367,10 +404,110 @@ async fn signing_keys(
                     k.kid
                 )
             })?;
-            SigningKey::from_pkcs8(alg, &pkcs8)
+            Ok(SigningKey::from_pkcs8(alg, &pkcs8)?.active_from(k.created_at))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    KeySet::new(opened)
+    KeySet::at(opened, Some(now))
+}
+
+/// Every `signing_keys_reload_secs`, reads the stored keys again, so a rotation (made by any
+/// process) reaches this one: new keys published, activated keys signing, retired ones gone.
+fn spawn_key_reloader(
+    keyring: Arc<Keyring>,
+    store: Store,
+    keys: Arc<Keys>,
+    clock: SharedClock,
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let now = clock.now();
+            let reloaded = match store.signing_keys(now).await {
+                Ok(stored) => open_key_set(&keys, &stored, now),
+                Err(e) => Err(e),
+            };
+            match reloaded {
+                Ok(set) => {
+                    let kids: Vec<String> = set.kids().iter().map(|k| k.to_string()).collect();
+                    if keyring.replace(set) {
+                        tracing::info!(keys = ?kids, "signing keys changed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "could not reload the signing keys; keeping the current ones")
+                }
+            }
+        }
+    })
+}
+
+/// `latchkey keys rotate`: a new key for every algorithm in force, published at once and
+/// signing `activate_in` from now (so that apps that cache the key set see it first); the
+/// keys it replaces stay published until every token they signed has expired. Answers the new
+/// keys' (algorithm, id).
+pub async fn rotate_signing_keys(
+    settings: &Settings,
+    activate_in: time::Duration,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let store = Store::connect(&settings.database).await?;
+    let secret = match &settings.secret {
+        Some(s) => s.clone(),
+        None => store
+            .get_or_create_secret(&random_token(48))
+            .await
+            .context("reading the server secret")?,
+    };
+    let keys = Keys::derive(&secret);
+    let now = time::OffsetDateTime::now_utc();
+    let in_force = store.signing_keys(now).await?;
+    let mut algs: Vec<Alg> = Vec::new();
+    for k in in_force.iter().filter(|k| k.retired_at.is_none()) {
+        // Refuse to rotate keys this secret cannot open: the new ones would be unusable too.
+        keys.open_signing_key(&k.private_sealed).with_context(|| {
+            format!(
+                "signing key {} cannot be opened with this server secret",
+                k.kid
+            )
+        })?;
+        if let Some(alg) = Alg::parse(&k.alg).filter(|a| !algs.contains(a)) {
+            algs.push(alg);
+        }
+    }
+    anyhow::ensure!(
+        !algs.is_empty(),
+        "there are no signing keys yet: start the server once"
+    );
+    let activate_at = now + activate_in;
+    let fresh = algs
+        .iter()
+        .map(|&alg| new_stored_key(&keys, alg, activate_at))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The longest a token lives, and a margin for clocks and reloads.
+    let longest = [
+        settings.oidc.access_token_ttl,
+        settings.oidc.id_token_ttl,
+        std::time::Duration::from_secs(crate::tokens::SESSION_TOKEN_TTL.whole_seconds() as u64),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or_default();
+    let retire_at = activate_at
+        + crate::auth::duration(longest)
+        + crate::auth::duration(settings.signing_keys_reload)
+        + time::Duration::minutes(5);
+    store
+        .rotate_signing_keys(fresh.clone(), retire_at, now)
+        .await?;
+    store.close().await;
+    Ok(fresh.into_iter().map(|k| (k.alg, k.kid)).collect())
 }
 
 fn security_headers(settings: &Settings) -> Vec<(&'static str, String)> {

@@ -106,6 +106,9 @@ pub struct RawConfig {
     pub janitor_interval_ms: u64,
     /// Days the audit log keeps security events.
     pub audit_retention_days: u64,
+    /// How often each instance reads the signing keys again, in seconds (1–3600): a key
+    /// rotation (`latchkey keys rotate`) reaches every instance within this.
+    pub signing_keys_reload_secs: u64,
     /// Which header a trusted proxy names the client in: "x-forwarded-for" or "forwarded".
     pub trusted_proxy_header: String,
     pub database_max_connections: u32,
@@ -235,6 +238,7 @@ impl Default for RawConfig {
             client_disconnect_timeout_ms: 1000,
             janitor_interval_ms: 300_000,
             audit_retention_days: 90,
+            signing_keys_reload_secs: 30,
             trusted_proxy_header: "x-forwarded-for".into(),
             database_max_connections: 8,
             database_acquire_timeout_secs: 5,
@@ -393,6 +397,8 @@ pub struct Settings {
     pub database: crate::store::DatabaseOptions,
     pub janitor_interval: Duration,
     pub audit_retention: Duration,
+    /// How often each instance reads the signing keys again.
+    pub signing_keys_reload: Duration,
     /// The HTTP server: listening, bodies, workers, load shedding, proxies, CORS.
     pub http: HttpSettings,
     /// Codes, flows, sessions, lockouts, rate limits: the state machine's section.
@@ -683,6 +689,12 @@ impl Settings {
             }
         }
         let oidc = raw.oidc.validate(dev_mode)?;
+        if !(1..=3600).contains(&raw.signing_keys_reload_secs) {
+            bail!(
+                "`signing_keys_reload_secs`: must be between 1 and 3600, got {}",
+                raw.signing_keys_reload_secs
+            );
+        }
         if raw.product_name.trim().is_empty() || raw.product_name.chars().any(char::is_control) {
             bail!("`product_name`: must be a non-empty single line");
         }
@@ -703,6 +715,7 @@ impl Settings {
             },
             janitor_interval: Duration::from_millis(raw.janitor_interval_ms.max(10)),
             audit_retention: Duration::from_secs(raw.audit_retention_days.max(1) * 24 * 3600),
+            signing_keys_reload: Duration::from_secs(raw.signing_keys_reload_secs),
             http: HttpSettings {
                 listen,
                 max_body_bytes: raw.max_body_bytes,

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::config::OidcSettings;
 use crate::crypto::{random_token, Keys};
-use crate::tokens::{Alg, KeySet};
+use crate::tokens::{Alg, Keyring};
 
 /// What an outbox row of a back-channel logout holds (sealed like every payload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub enum LogoutError {
 /// Signs and posts logout tokens to the clients' back-channel endpoints.
 pub struct LogoutSender {
     endpoints: HashMap<String, (url::Url, Alg)>,
-    signing: Arc<KeySet>,
+    signing: Arc<Keyring>,
     issuer: String,
     http: reqwest::Client,
 }
@@ -57,7 +57,7 @@ pub struct LogoutSender {
 impl LogoutSender {
     pub fn new(
         oidc: &OidcSettings,
-        signing: Arc<KeySet>,
+        signing: Arc<Keyring>,
         issuer: String,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
@@ -95,7 +95,7 @@ impl LogoutSender {
             "sid": msg.sid,
             "events": { LOGOUT_EVENT: {} },
         });
-        self.signing.sign_as(alg, "logout+jwt", &claims)
+        self.signing.get().sign_as(alg, "logout+jwt", &claims)
     }
 
     /// One delivery try: `POST logout_token=…` to the client's endpoint.
@@ -136,7 +136,7 @@ impl LogoutSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::{SigningKey, Verified};
+    use crate::tokens::{KeySet, SigningKey, Verified};
     use serde_json::Value;
 
     #[test]
@@ -144,7 +144,7 @@ mod tests {
         let keys = KeySet::new(vec![SigningKey::generate(Alg::EdDSA).unwrap().0]).unwrap();
         let sender = LogoutSender {
             endpoints: HashMap::new(),
-            signing: Arc::new(keys),
+            signing: Arc::new(Keyring::new(keys)),
             issuer: "https://id.example.com".into(),
             http: reqwest::Client::new(),
         };
@@ -154,7 +154,11 @@ mod tests {
             sid: "ses_1".into(),
         };
         let token = sender.token(&msg, Alg::EdDSA, 1_000).unwrap();
-        let v: Verified<Value> = sender.signing.verify_as(&token, &[Alg::EdDSA]).unwrap();
+        let v: Verified<Value> = sender
+            .signing
+            .get()
+            .verify_as(&token, &[Alg::EdDSA])
+            .unwrap();
         assert_eq!(v.typ.as_deref(), Some("logout+jwt"));
         let c = v.claims;
         assert_eq!(

@@ -25,7 +25,7 @@ use crate::config::{OidcClient, OidcSettings, SCOPES};
 use crate::crypto::{random_token, Keys};
 use crate::domain::{GrantId, SessionId};
 use crate::store::{GrantRecord, NewCode, NewConsent, NewGrant, NewRefreshToken, Redeemed, Store};
-use crate::tokens::{Alg, KeySet};
+use crate::tokens::{Alg, Keyring};
 
 /// Where the provider's endpoints are, relative to the issuer (routes mount the same).
 pub mod endpoints {
@@ -131,7 +131,7 @@ pub struct Provider {
     pub issuer: String,
     store: Store,
     keys: Arc<Keys>,
-    signing: Arc<KeySet>,
+    signing: Arc<Keyring>,
     clock: SharedClock,
 }
 
@@ -141,7 +141,7 @@ impl Provider {
         issuer: String,
         store: Store,
         keys: Arc<Keys>,
-        signing: Arc<KeySet>,
+        signing: Arc<Keyring>,
         clock: SharedClock,
     ) -> Self {
         Self {
@@ -165,7 +165,13 @@ impl Provider {
     /// The discovery document (OpenID Connect Discovery 1.0 §3).
     pub fn discovery(&self) -> Value {
         let url = |path: &str| format!("{}{path}", self.issuer);
-        let algs: Vec<&str> = self.signing.algs().iter().map(|a| a.as_str()).collect();
+        let algs: Vec<&str> = self
+            .signing
+            .get()
+            .algs()
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
         json!({
             "issuer": self.issuer,
             "authorization_endpoint": url(endpoints::AUTHORIZE),
@@ -473,9 +479,11 @@ impl Provider {
             user: rules::user_claims(grant),
         };
         let sign = |typ: &str, claims: &dyn erased::Claims| {
-            claims.sign(&self.signing, client.alg, typ).ok_or_else(|| {
-                anyhow::anyhow!("no {} signing key for client {}", client.alg, client.id)
-            })
+            claims
+                .sign(&self.signing.get(), client.alg, typ)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no {} signing key for client {}", client.alg, client.id)
+                })
         };
         Ok((sign(ACCESS_TOKEN_TYP, &access)?, sign("JWT", &id)?))
     }
@@ -485,6 +493,7 @@ impl Provider {
     pub async fn bearer(&self, token: &str) -> Result<(AccessClaims, GrantRecord), BearerError> {
         let verified = self
             .signing
+            .get()
             .verify_as::<AccessClaims>(token, &Alg::ALL)
             .map_err(|_| BearerError::InvalidToken)?;
         if verified.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
@@ -590,7 +599,11 @@ impl Provider {
     /// The claims of an ID token this instance issued (`id_token_hint`): signature and issuer
     /// checked, expiry not (a hint may be old, OpenID Connect RP-Initiated Logout §2).
     pub fn id_token_hint(&self, token: &str) -> Option<IdClaims> {
-        let v = self.signing.verify_as::<IdClaims>(token, &Alg::ALL).ok()?;
+        let v = self
+            .signing
+            .get()
+            .verify_as::<IdClaims>(token, &Alg::ALL)
+            .ok()?;
         (v.typ.as_deref() != Some(ACCESS_TOKEN_TYP) && v.claims.iss == self.issuer)
             .then_some(v.claims)
     }

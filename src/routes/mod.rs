@@ -43,7 +43,7 @@ use crate::store::Store;
 pub struct AppState {
     pub auth: Arc<Auth>,
     /// The keys that sign session tokens, ID tokens and access tokens.
-    pub signing: Arc<crate::tokens::KeySet>,
+    pub signing: Arc<crate::tokens::Keyring>,
     /// The OpenID Connect provider.
     pub oidc: Arc<crate::oidc::Provider>,
     /// Session tokens whose signature was checked here (the verify endpoint).

@@ -7,5 +7,5 @@ use super::AppState;
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(state.signing.jwks().to_string())
+        .body(state.signing.get().jwks().to_string())
 }

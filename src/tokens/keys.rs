@@ -60,6 +60,8 @@ pub struct SigningKey {
     alg: Alg,
     pair: Pair,
     jwk: Value,
+    /// When it starts signing (a rotated-in key is published first); `None`: at once.
+    active_from: Option<time::OffsetDateTime>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -149,7 +151,14 @@ impl SigningKey {
             alg,
             pair,
             jwk,
+            active_from: None,
         })
+    }
+
+    /// The key, signing only from `at` on (it is published before).
+    pub fn active_from(mut self, at: time::OffsetDateTime) -> Self {
+        self.active_from = Some(at);
+        self
     }
 
     pub fn kid(&self) -> &str {
@@ -211,21 +220,57 @@ pub struct Verified<T> {
     pub claims: T,
 }
 
-/// The keys in force, newest first: the newest key of an algorithm signs with it, all of them
-/// verify.
+/// The keys in force, newest first: all of them are published and verify; of each algorithm,
+/// the newest key that is active signs.
 #[derive(Debug)]
 pub struct KeySet {
     keys: Vec<SigningKey>,
+    /// The index of the key that signs, per algorithm that has one.
+    signers: Vec<usize>,
 }
 
 impl KeySet {
-    /// A key set from keys newest first; at least one EdDSA key (session tokens).
+    /// A key set from keys newest first, every key active; at least one EdDSA key (session
+    /// tokens).
     pub fn new(keys: Vec<SigningKey>) -> anyhow::Result<Self> {
+        Self::at(keys, None)
+    }
+
+    /// A key set as it stands at `now`: of each algorithm, the newest key active by then signs
+    /// (or, if none is yet, the oldest: a set never lacks a signer for an algorithm it has).
+    pub fn at(keys: Vec<SigningKey>, now: Option<time::OffsetDateTime>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             keys.iter().any(|k| k.alg == Alg::EdDSA),
             "no EdDSA signing key"
         );
-        Ok(Self { keys })
+        let active = |k: &SigningKey| match (k.active_from, now) {
+            (Some(from), Some(now)) => from <= now,
+            _ => true,
+        };
+        let signers = Alg::ALL
+            .into_iter()
+            .filter_map(|alg| {
+                let of_alg = || keys.iter().enumerate().filter(move |(_, k)| k.alg == alg);
+                of_alg()
+                    .find(|(_, k)| active(k))
+                    .or_else(|| of_alg().next_back())
+                    .map(|(i, _)| i)
+            })
+            .collect();
+        Ok(Self { keys, signers })
+    }
+
+    /// The key ids, newest first (to tell whether a reload changed anything).
+    pub fn kids(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.kid.as_str()).collect()
+    }
+
+    /// The key that signs with `alg`, if any.
+    pub fn signer(&self, alg: Alg) -> Option<&SigningKey> {
+        self.signers
+            .iter()
+            .map(|&i| &self.keys[i])
+            .find(|k| k.alg == alg)
     }
 
     /// Whether a key of `alg` signs.
@@ -252,7 +297,7 @@ impl KeySet {
     /// A compact JWS of `claims` with header `typ`, signed with the newest key of `alg`; `None`
     /// if there is no such key.
     pub fn sign_as<T: Serialize>(&self, alg: Alg, typ: &str, claims: &T) -> Option<String> {
-        let key = self.keys.iter().find(|k| k.alg == alg)?;
+        let key = self.signer(alg)?;
         let header = json!({ "alg": alg.as_str(), "typ": typ, "kid": key.kid });
         let signing_input = format!(
             "{}.{}",
@@ -487,6 +532,41 @@ mod algorithm_tests {
             );
         }
         assert_eq!(keys.algs(), Alg::ALL.to_vec());
+    }
+
+    #[test]
+    fn a_rotated_in_key_is_published_at_once_and_signs_from_its_activation() {
+        use time::macros::datetime;
+        let now = datetime!(2026-12-02 12:00 UTC);
+        let (old, old_pkcs8) = SigningKey::generate(Alg::EdDSA).unwrap();
+        let (new, new_pkcs8) = SigningKey::generate(Alg::EdDSA).unwrap();
+        let (old_kid, new_kid) = (old.kid().to_string(), new.kid().to_string());
+        let activation = now + time::Duration::minutes(5);
+        let build = |at| {
+            KeySet::at(
+                vec![
+                    SigningKey::from_pkcs8(Alg::EdDSA, &new_pkcs8)
+                        .unwrap()
+                        .active_from(activation),
+                    SigningKey::from_pkcs8(Alg::EdDSA, &old_pkcs8).unwrap(),
+                ],
+                Some(at),
+            )
+            .unwrap()
+        };
+        let before = build(now);
+        assert_eq!(
+            before.kids(),
+            vec![new_kid.as_str(), old_kid.as_str()],
+            "both published"
+        );
+        assert_eq!(before.signer(Alg::EdDSA).unwrap().kid(), old_kid);
+        let after = build(activation);
+        assert_eq!(after.signer(Alg::EdDSA).unwrap().kid(), new_kid);
+        // A token of either key verifies with both sets.
+        let token = before.sign(&crate::tokens::Claims::new("i", "s", "sid", "a", now));
+        assert!(after.verify(&token).is_ok());
+        assert!(before.signer(Alg::RS256).is_none());
     }
 
     #[test]

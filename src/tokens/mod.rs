@@ -6,10 +6,12 @@
 //! signs with the same key and publishes the same set. A token is worth nothing without a live
 //! session: the verify endpoint also checks that the session it names still exists.
 
+mod keyring;
 mod keys;
 mod rules;
 mod verified;
 
+pub use keyring::Keyring;
 pub use keys::{Alg, KeySet, SigningKey, Verified};
 pub use rules::{check_claims, Claims, TokenError, SESSION_TOKEN_TTL};
 pub use verified::VerifiedTokens;

@@ -203,3 +203,61 @@ crate::backend_tests! {
         assert_eq!(with_cookies.status(), StatusCode::UNAUTHORIZED);
     }
 }
+
+crate::backend_tests! {
+    async fn a_rotated_key_signs_new_tokens_while_the_old_one_still_verifies_until_retired() {
+        let app = spawn_app_with(|raw| {
+            raw.api.secret_keys = vec![SECRET_KEY.into()];
+            raw.signing_keys_reload_secs = 1;
+        })
+        .await;
+        let (client, sid) = signed_in(&app, "rotate@example.com").await;
+        let before = jwt(&app, &client, &sid).await;
+        let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+        let old_kid = kid(&before);
+
+        // `latchkey keys rotate`, run as an operator would, on the same database and secret.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["keys", "rotate", "--activate-in-secs", "0"])
+            .env("LATCHKEY_DATABASE_URL", &app.raw.database_url)
+            .env("LATCHKEY_SECRET", app.raw.secret.as_deref().unwrap())
+            .env("LATCHKEY_SMTP_URL", app.raw.smtp_url.as_deref().unwrap())
+            .env("LATCHKEY_DEV_MODE", "false")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert!(printed.starts_with("EdDSA\t"), "{printed}");
+
+        // The running instance picks it up: both keys published, the new one signs (from its
+        // activation, on the wall clock the command read: the app's injected clock follows).
+        app.clock.advance(Duration::from_secs(5));
+        crate::helpers::until("the new key signs", || {
+            let (app, client, sid, old_kid) = (&app, &client, &sid, &old_kid);
+            async move { kid(&jwt(app, client, sid).await) != *old_kid }
+        })
+        .await;
+        let jwks: JwkSet = reqwest::get(app.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
+        assert_eq!(jwks.keys.len(), 2, "the old key stays published");
+        let after = jwt(&app, &client, &sid).await;
+        for token in [&before, &after] {
+            let verified: Value = reqwest::Client::new()
+                .post(app.url("/v1/sessions/verify"))
+                .bearer_auth(SECRET_KEY)
+                .json(&json!({"token": token}))
+                .send().await.unwrap().json().await.unwrap();
+            assert_eq!(verified["active"], true, "{verified}");
+        }
+
+        // Once its tokens have all expired, the old key is gone.
+        app.clock.advance(Duration::from_secs(60 * 60));
+        crate::helpers::until("the old key is retired", || {
+            let app = &app;
+            async move {
+                let jwks: JwkSet = reqwest::get(app.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
+                jwks.keys.len() == 1
+            }
+        })
+        .await;
+    }
+}

@@ -69,7 +69,7 @@ pub async fn verify(api: ApiCtx, payload: web::Payload) -> Result<Json<VerifiedT
     let claims = match state.verified_tokens.get(&body.token) {
         Some(claims) => claims,
         None => {
-            let Ok(claims) = state.signing.verify(&body.token) else {
+            let Ok(claims) = state.signing.get().verify(&body.token) else {
                 return Ok(Json(inactive));
             };
             state

@@ -61,6 +61,6 @@ pub async fn issue_token(
     );
     Ok(Json(SessionToken {
         object: "token",
-        jwt: state.signing.sign(&claims),
+        jwt: state.signing.get().sign(&claims),
     }))
 }
