@@ -126,8 +126,8 @@ export class SignUp {
 
 /**
  * The current sign-in (`latchkey.signIn`). Before `create()`, `id` and `status` are null; after
- * any call it carries the server's SignIn fields: `id`, `status` (`"needs_first_factor"`,
- * `"complete"`, `"abandoned"`), `identifier`, `supportedFirstFactors` (`[{strategy,
+ * any call it carries the server's SignIn fields: `id`, `status` (`"needs_identifier"` when
+ * created without one, `"needs_first_factor"`, `"complete"`, `"abandoned"`), `identifier`, `supportedFirstFactors` (`[{strategy,
  * emailAddressId | phoneNumberId, safeIdentifier}]`), `firstFactorVerification`,
  * `createdSessionId`. Each method resolves to this same object, updated.
  */
@@ -142,12 +142,13 @@ export class SignIn {
 
   /**
    * Starts a new sign-in for an email address or phone number. No code is sent yet; pick one of
-   * `supportedFirstFactors` for {@link SignIn#prepareFirstFactor}.
-   * @param {{identifier: string}} params
+   * `supportedFirstFactors` for {@link SignIn#prepareFirstFactor}. Without an identifier the
+   * sign-in has `status: "needs_identifier"` (and no `id`): call `create` again with one.
+   * @param {{identifier?: string}} params
    * @returns {Promise<SignIn>}
    */
   create({ identifier } = {}) {
-    return this.#call("/v1/client/sign_ins", { identifier });
+    return this.#call("/v1/client/sign_ins", identifier ? { identifier } : {});
   }
 
   /**
@@ -155,7 +156,7 @@ export class SignIn {
    * @param {{strategy: "email_code" | "phone_code", emailAddressId?: string, phoneNumberId?: string}} params
    * @returns {Promise<SignIn>}
    */
-  prepareFirstFactor({ strategy, emailAddressId, phoneNumberId } = {}) {
+  async prepareFirstFactor({ strategy, emailAddressId, phoneNumberId } = {}) {
     return this.#call(this.#path("prepare_first_factor"), {
       strategy,
       emailAddressId,
@@ -168,12 +169,22 @@ export class SignIn {
    * @param {{strategy: "email_code" | "phone_code", code: string}} params
    * @returns {Promise<SignIn>}
    */
-  attemptFirstFactor({ strategy, code } = {}) {
+  async attemptFirstFactor({ strategy, code } = {}) {
     return this.#call(this.#path("attempt_first_factor"), { strategy, code });
   }
 
   #path(action) {
-    return `/v1/client/sign_ins/${encodeURIComponent(this.id ?? "")}/${action}`;
+    if (this.status === "needs_identifier" || !this.id) {
+      throw new LatchkeyError([
+        {
+          code: "sign_in_needs_identifier",
+          message: "Enter your email address or phone number first.",
+          longMessage: "Call signIn.create({ identifier }) before preparing or attempting a factor.",
+          meta: {},
+        },
+      ]);
+    }
+    return `/v1/client/sign_ins/${encodeURIComponent(this.id)}/${action}`;
   }
 
   async #call(path, body) {

@@ -747,6 +747,22 @@ async fn the_sdk_sends_a_person_to_the_hosted_pages_and_they_come_back_signed_in
         .await;
     assert_eq!(browser.element_text("#user").await, "");
 
+    // signIn.create() without an identifier: needs_identifier, and no factor can be prepared.
+    let needs = browser
+        .post(
+            "/execute/sync",
+            json!({
+                "script": "return import('/static/latchkey.js').then(async m => { const l = await m.Latchkey.load({frontendApi: location.origin}); const s = await l.signIn.create({}); const refused = await s.prepareFirstFactor({strategy: 'email_code'}).then(() => 'prepared', e => e.errors[0].code); return [s.status, s.id, refused]; });",
+                "args": []
+            }),
+        )
+        .await;
+    assert_eq!(
+        needs,
+        json!(["needs_identifier", null, "sign_in_needs_identifier"]),
+        "{needs}"
+    );
+
     // buildSignUpUrl() with prefilled values, read from the SDK itself.
     let built = browser
         .post(

@@ -325,6 +325,26 @@ crate::backend_tests! {
         assert_eq!((bad_token.status, bad_token.code()), (StatusCode::UNAUTHORIZED, "authorization_invalid"));
     }
 
+    async fn a_sign_in_created_without_an_identifier_needs_one_and_stores_nothing() {
+        let app = spawn_app().await;
+        let client = browser();
+        let flows = app.count("SELECT COUNT(*) FROM flows").await;
+        for body in [json!({}), json!({"identifier": ""}), json!({"identifier": "   "})] {
+            let a = post(&app, &client, "/v1/client/sign_ins", body.clone()).await;
+            assert_eq!(a.status, StatusCode::OK, "{body}: {}", a.body);
+            assert_eq!(a.body["object"], "sign_in");
+            assert_eq!(a.body["status"], "needs_identifier", "{}", a.body);
+            assert!(a.body["id"].is_null() && a.body["identifier"].is_null(), "{}", a.body);
+            assert_eq!(a.body["supported_first_factors"], json!([]));
+        }
+        assert_eq!(app.count("SELECT COUNT(*) FROM flows").await, flows);
+        // With an identifier, the usual sign-in.
+        app.create_account("later@example.com").await;
+        let a = post(&app, &client, "/v1/client/sign_ins", json!({"identifier": "later@example.com"})).await;
+        assert_eq!(a.body["status"], "needs_first_factor", "{}", a.body);
+        assert!(a.body["id"].as_str().is_some_and(|id| id.starts_with("flw_")));
+    }
+
     async fn a_flow_is_bound_to_the_client_that_created_it() {
         let app = spawn_app().await;
         let mine = browser();

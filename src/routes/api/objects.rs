@@ -184,13 +184,15 @@ pub struct FirstFactor {
 /// A sign-in attempt (Clerk's SignIn).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SignIn {
-    pub id: String,
+    /// Null while the sign-in `needs_identifier` (nothing is stored until there is one).
+    pub id: Option<String>,
     /// Always `sign_in`.
     pub object: &'static str,
+    /// `needs_identifier` (created without one: create it again with an identifier),
     /// `needs_first_factor`, `complete` or `abandoned` (expired unfinished).
     pub status: &'static str,
-    /// As given to `create`.
-    pub identifier: String,
+    /// As given to `create`; null while it `needs_identifier`.
+    pub identifier: Option<String>,
     pub supported_first_factors: Vec<FirstFactor>,
     /// Null until a code was prepared.
     pub first_factor_verification: Option<Verification>,
@@ -199,6 +201,20 @@ pub struct SignIn {
 }
 
 impl SignIn {
+    /// A sign-in created without an identifier (Clerk's `needs_identifier`): nothing stored.
+    pub fn needs_identifier(now: time::OffsetDateTime) -> Self {
+        Self {
+            id: None,
+            object: "sign_in",
+            status: "needs_identifier",
+            identifier: None,
+            supported_first_factors: Vec::new(),
+            first_factor_verification: None,
+            created_session_id: None,
+            created_at: ms(now),
+        }
+    }
+
     pub fn from_view(view: &FlowView) -> Self {
         let status = if view.complete {
             "complete"
@@ -209,14 +225,15 @@ impl SignIn {
         };
         let v = &view.verification;
         Self {
-            id: view.id.to_string(),
+            id: Some(view.id.to_string()),
             object: "sign_in",
             status,
-            identifier: view
-                .identifiers
-                .first()
-                .map(|(_, value)| value.clone())
-                .unwrap_or_default(),
+            identifier: Some(
+                view.identifiers
+                    .first()
+                    .map(|(_, value)| value.clone())
+                    .unwrap_or_default(),
+            ),
             supported_first_factors: view
                 .factors
                 .iter()
@@ -432,8 +449,10 @@ pub struct AttemptCode {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSignIn {
-    /// An email address or phone number (as the instance allows).
-    pub identifier: String,
+    /// An email address or phone number (as the instance allows). Without one (or empty), the
+    /// answer is a SignIn that `needs_identifier`.
+    #[serde(default)]
+    pub identifier: Option<String>,
 }
 
 /// `POST /v1/client/sign_ins/{id}/prepare_first_factor`

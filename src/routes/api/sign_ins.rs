@@ -28,7 +28,10 @@ async fn current(api: &ApiCtx, id: &FlowId) -> Result<SignIn, ApiError> {
 pub async fn create(api: ApiCtx, payload: web::Payload) -> Result<Json<SignIn>, ApiError> {
     api.check(true)?;
     let body: CreateSignIn = api.body(payload).await?;
-    let identifier = sign_in_identifier(&api.ctx, &body.identifier)
+    let Some(given) = body.identifier.filter(|i| !i.trim().is_empty()) else {
+        return Ok(Json(SignIn::needs_identifier(api.ctx.state.auth.now())));
+    };
+    let identifier = sign_in_identifier(&api.ctx, &given)
         .map_err(|e| Refusal::format_invalid("identifier", &e.to_string()))?;
     let id = api
         .ctx
