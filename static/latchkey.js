@@ -225,7 +225,8 @@ export class Latchkey {
     this.client = null;
     /** @type {null | {id: string, status: string, userId: string, expireAt: number}} */
     this.session = null;
-    /** The signed-in user (`id`, `emailAddresses`, `phoneNumbers`, …), or null. */
+    /** The signed-in user (`id`, `firstName`, `lastName`, `emailAddresses`, `phoneNumbers`, …,
+     * and `update({firstName, lastName})`), or null. */
     this.user = null;
   }
 
@@ -315,7 +316,21 @@ export class Latchkey {
         return token.jwt;
       },
     };
-    this.user = client.user ?? null;
+    this.user = client.user
+      ? {
+          ...client.user,
+          /**
+           * Changes the signed-in person's name (`PATCH /v1/me`): a field left out stays as it
+           * is, `""` clears it. Resolves to the updated `latchkey.user`.
+           * @param {{firstName?: string, lastName?: string}} fields
+           */
+          update: async ({ firstName, lastName } = {}) => {
+            await this.#request("PATCH", "/v1/me", { firstName, lastName });
+            await this.#refresh();
+            return this.user;
+          },
+        }
+      : null;
   }
 
   /** One API call: resolves to the camelCased body or rejects with a LatchkeyError. */

@@ -30,9 +30,9 @@ use crate::crypto::Keys;
 use crate::delivery::{LogoutMessage, OutboxSignal};
 use crate::domain::{
     Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, MessageId, OutboxChannel,
-    PhonePolicy, SessionId, TestMode, UserId,
+    PersonName, PhonePolicy, SessionId, TestMode, UserId,
 };
-use crate::store::{NewMessage, Store, StoredIdentifier};
+use crate::store::{NewMessage, Store, StoredIdentifier, StoredUser};
 
 /// Numbers that govern flows, codes and sessions (all from configuration).
 #[derive(Debug, Clone)]
@@ -130,6 +130,8 @@ pub struct CurrentUser {
     pub session_created_at: OffsetDateTime,
     /// How the session was authenticated, besides "otp": "email", "sms".
     pub amr: Vec<String>,
+    pub first_name: Option<PersonName>,
+    pub last_name: Option<PersonName>,
 }
 
 /// The state machine and everything it needs. Cheap to share behind an `Arc`.
@@ -184,12 +186,36 @@ impl Auth {
         Ok(session.map(Self::signed_in_user))
     }
 
-    /// An account by id: when it was created and its identifiers.
-    pub async fn user(
-        &self,
-        id: &UserId,
-    ) -> anyhow::Result<Option<(OffsetDateTime, Vec<StoredIdentifier>)>> {
+    /// An account by id: when it was created, its name and identifiers.
+    pub async fn user(&self, id: &UserId) -> anyhow::Result<Option<StoredUser>> {
         self.store.find_user(id).await
+    }
+
+    /// Sets the signed-in person's name (`None`: not given), with a `name_changed` event in the
+    /// same unit; nothing is written when nothing changes.
+    pub async fn set_names(
+        &self,
+        user: &CurrentUser,
+        first: Option<PersonName>,
+        last: Option<PersonName>,
+        client: &Client<'_>,
+    ) -> anyhow::Result<()> {
+        if first == user.first_name && last == user.last_name {
+            return Ok(());
+        }
+        let event = self.audit_event(
+            AuditKind::NameChanged,
+            AuditOutcome::Success,
+            Some(&user.user_id),
+            None,
+            None,
+            client,
+        );
+        self.store
+            .update_names(&user.user_id, first, last, event, self.now())
+            .await?;
+        tracing::info!(event = "name_changed", user_id = %user.user_id, "name changed");
+        Ok(())
     }
 
     /// The owner of the live session `id` (named by a session token): from this process's
@@ -239,6 +265,8 @@ impl Auth {
             session_expires_at: session.expires_at,
             session_created_at: session.created_at,
             amr: session.amr,
+            first_name: session.first_name,
+            last_name: session.last_name,
         }
     }
 

@@ -158,6 +158,8 @@ stored_enum! {
         SignUpWithTakenIdentifier => "sign_up_with_taken_identifier",
         /// A backend API call with a wrong or missing secret key.
         BackendKeyRefused => "backend_key_refused",
+        /// The person changed their name.
+        NameChanged => "name_changed",
     }
 }
 

@@ -40,6 +40,13 @@ pub struct UserClaims {
     pub phone_number: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number_verified: Option<bool>,
+    /// `profile`: the full name, and its parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
 }
 
 /// The claims of an access token (a JWT, `typ: at+jwt`, RFC 9068). `gid` names the grant,
@@ -64,10 +71,19 @@ pub struct AccessClaims {
 /// taken for one.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
-/// The claims `scope` releases about the account, from its primary identifiers.
+/// The claims `scope` releases about the account: from its primary identifiers, and its name.
 pub fn user_claims(grant: &GrantRecord) -> UserClaims {
     let scopes: Vec<&str> = grant.scope.split(' ').collect();
     let mut claims = UserClaims::default();
+    if scopes.contains(&"profile") {
+        claims.given_name = grant.first_name.clone();
+        claims.family_name = grant.last_name.clone();
+        let full: Vec<&str> = [grant.first_name.as_deref(), grant.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        claims.name = (!full.is_empty()).then(|| full.join(" "));
+    }
     for s in &grant.identifiers {
         if !s.is_primary {
             continue;

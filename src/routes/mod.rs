@@ -71,6 +71,8 @@ pub mod paths {
     /// "Use another method" on a sign-in code page.
     pub const SIGN_IN_FACTOR: &str = "/sign-in/factor/{flow}";
     pub const USER: &str = "/user";
+    /// The profile's name form.
+    pub const USER_NAME: &str = "/user/name";
     pub const SIGN_OUT: &str = "/sign-out";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
@@ -104,6 +106,8 @@ pub mod paths {
         pub const SIGN_IN_PREPARE: &str = "/v1/client/sign_ins/{id}/prepare_first_factor";
         pub const SIGN_IN_ATTEMPT: &str = "/v1/client/sign_ins/{id}/attempt_first_factor";
         pub const CLIENT_SESSION_TOKENS: &str = "/v1/client/sessions/{id}/tokens";
+        /// The signed-in person's own account.
+        pub const ME: &str = "/v1/me";
         /// The backend API (a secret key, from the operator's servers).
         pub const SESSIONS_VERIFY: &str = "/v1/sessions/verify";
         pub const USER: &str = "/v1/users/{id}";
@@ -248,6 +252,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(sign_in::switch_factor)),
         )
         .route(paths::USER, web::get().to(user::page))
+        .service(
+            web::resource(paths::USER_NAME)
+                .route(web::get().to(user::sign_out_get))
+                .route(web::post().to(user::update_name)),
+        )
         .service(
             web::resource(paths::SIGN_OUT)
                 .route(web::get().to(user::sign_out_get))

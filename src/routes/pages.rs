@@ -5,7 +5,7 @@ use askama::Template;
 
 use super::flow_pages::{FlowMessage, FlowNotice};
 use super::{paths, PageError};
-use crate::domain::IdentifierKind;
+use crate::domain::{IdentifierKind, NameError};
 
 /// What every page needs.
 pub struct PageCtx {
@@ -120,6 +120,9 @@ pub struct VerifyPage {
 #[template(path = "pages/user.html")]
 pub struct UserPage {
     pub page: PageCtx,
+    /// The name form: its values (as stored, or as typed when refused) and its error.
+    pub name: NameForm,
+    pub name_action: &'static str,
     pub emails: Vec<ProfileIdentifier>,
     pub phones: Vec<ProfileIdentifier>,
     pub activity: Vec<ActivityRow>,
@@ -137,6 +140,27 @@ pub struct ActivityRow {
     pub when: String,
     pub what: String,
     pub detail: String,
+}
+
+/// The name form of the profile page.
+#[derive(Debug, Default)]
+pub struct NameForm {
+    pub first_name: String,
+    pub last_name: String,
+    /// Which field was refused and why.
+    pub error: Option<(NameField, NameError)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameField {
+    First,
+    Last,
+}
+
+impl NameForm {
+    pub fn invalid(&self, field: NameField) -> bool {
+        self.error.is_some_and(|(f, _)| f == field)
+    }
 }
 
 pub struct ProfileIdentifier {

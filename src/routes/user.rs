@@ -6,9 +6,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::flow_pages::redirect_target;
-use super::pages::{ActivityRow, ProfileIdentifier, UserPage};
+use super::pages::{ActivityRow, NameField, NameForm, ProfileIdentifier, UserPage};
 use super::{paths, Ctx, PageError};
-use crate::domain::{AuditKind, IdentifierKind, RedirectTarget};
+use crate::domain::{AuditKind, IdentifierKind, PersonName, RedirectTarget};
 
 const JOINED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[day padding:none] [month repr:long] [year]");
@@ -30,6 +30,7 @@ fn describe(event: AuditKind) -> &'static str {
         AuditKind::IdentifierAdded => "Email address or phone number added",
         AuditKind::SignOut => "Signed out",
         AuditKind::BackendKeyRefused => "A server call with a wrong key was refused",
+        AuditKind::NameChanged => "Name changed",
         AuditKind::SignUpWithTakenIdentifier => {
             "Someone tried to create an account with your email address or phone number"
         }
@@ -49,15 +50,102 @@ pub struct SignOutForm {
     redirect_url: String,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct NameFormInput {
+    pub csrf_token: String,
+    first_name: String,
+    last_name: String,
+    redirect_url: String,
+}
+
+/// Signed out: to the sign-in, and back here (with the same way back) afterwards.
+fn sign_in_first(ctx: &Ctx, redirect_url: &str) -> Result<HttpResponse, PageError> {
+    let here = paths::with_query(paths::USER, &[("redirect_url", redirect_url)]);
+    let sign_in = paths::with_query(paths::SIGN_IN, &[("redirect_url", &here)]);
+    ctx.redirect(&sign_in)
+}
+
 pub async fn page(ctx: Ctx, query: web::Query<UserQuery>) -> Result<HttpResponse, PageError> {
     let redirect = redirect_target(&ctx, query.redirect_url.as_deref());
     let redirect_url = redirect.as_ref().map(|r| r.as_str()).unwrap_or_default();
     let Some(user) = ctx.current_user().await? else {
-        // Back here after signing in, with the same way back.
-        let here = paths::with_query(paths::USER, &[("redirect_url", redirect_url)]);
-        let sign_in = paths::with_query(paths::SIGN_IN, &[("redirect_url", &here)]);
-        return ctx.redirect(&sign_in);
+        return sign_in_first(&ctx, redirect_url);
     };
+    let name = NameForm {
+        first_name: user
+            .first_name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        last_name: user
+            .last_name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        error: None,
+    };
+    profile(&ctx, &user, redirect.as_ref(), name, StatusCode::OK).await
+}
+
+/// `POST /user/name`: saves the name; a refused value is shown as typed, with its error (422).
+pub async fn update_name(
+    ctx: Ctx,
+    form: web::Form<NameFormInput>,
+) -> Result<HttpResponse, PageError> {
+    let redirect = redirect_target(&ctx, Some(&form.redirect_url));
+    let redirect_url = redirect.as_ref().map(|r| r.as_str()).unwrap_or_default();
+    let Some(user) = ctx.current_user().await? else {
+        return sign_in_first(&ctx, redirect_url);
+    };
+    ctx.check_session_form(&user, &form.csrf_token)?;
+    let parsed = PersonName::parse(&form.first_name)
+        .map_err(|e| (NameField::First, e))
+        .and_then(|first| {
+            PersonName::parse(&form.last_name)
+                .map(|last| (first, last))
+                .map_err(|e| (NameField::Last, e))
+        });
+    match parsed {
+        Ok((first, last)) => {
+            ctx.state
+                .auth
+                .set_names(&user, first, last, &ctx.client())
+                .await
+                .map_err(|e| e.context("saving a name"))?;
+            ctx.redirect(&paths::with_query(
+                paths::USER,
+                &[("redirect_url", redirect_url)],
+            ))
+        }
+        Err(error) => {
+            let clip = |s: &str| s.chars().take(400).collect::<String>();
+            let name = NameForm {
+                first_name: clip(&form.first_name),
+                last_name: clip(&form.last_name),
+                error: Some(error),
+            };
+            profile(
+                &ctx,
+                &user,
+                redirect.as_ref(),
+                name,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    }
+}
+
+/// The profile page of `user`, with the name form as given.
+async fn profile(
+    ctx: &Ctx,
+    user: &crate::auth::CurrentUser,
+    redirect: Option<&RedirectTarget>,
+    name: NameForm,
+    status: StatusCode,
+) -> Result<HttpResponse, PageError> {
+    let redirect_url = redirect.map(|r| r.as_str()).unwrap_or_default();
     let of_kind = |kind: IdentifierKind| {
         user.identifiers
             .iter()
@@ -89,16 +177,18 @@ pub async fn page(ctx: Ctx, query: web::Query<UserQuery>) -> Result<HttpResponse
         .collect();
     let page = UserPage {
         page: ctx.page_ctx("Your account"),
+        name,
+        name_action: paths::USER_NAME,
         activity,
         emails: of_kind(IdentifierKind::Email),
         phones: of_kind(IdentifierKind::Phone),
         joined: user.joined_at.format(JOINED_FORMAT).unwrap_or_default(),
         sign_out_action: paths::SIGN_OUT,
-        csrf_token: ctx.session_csrf_token(&user),
+        csrf_token: ctx.session_csrf_token(user),
         redirect_url: redirect_url.to_string(),
-        back_label: redirect.as_ref().map(back_label).unwrap_or_default(),
+        back_label: redirect.map(back_label).unwrap_or_default(),
     };
-    ctx.render(StatusCode::OK, &page)
+    ctx.render(status, &page)
 }
 
 /// "Continue to app.example.com" for a target on another origin; "Continue" for a path here.

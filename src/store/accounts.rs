@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use super::stmt::{Row, Stmt};
 use super::tx::Unit;
 use super::Store;
-use crate::domain::{EmailAddress, Identifier, IdentifierId, IdentifierKind, UserId};
+use crate::domain::{EmailAddress, Identifier, IdentifierId, IdentifierKind, PersonName, UserId};
 
 const FIND_OWNER: &str =
     "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
@@ -36,7 +36,50 @@ pub(super) fn identifier_from_row(r: &Row) -> anyhow::Result<StoredIdentifier> {
     })
 }
 
+/// An account as the backend API and the profile show it.
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    pub created_at: OffsetDateTime,
+    pub first_name: Option<PersonName>,
+    pub last_name: Option<PersonName>,
+    /// Emails first, primary first.
+    pub identifiers: Vec<StoredIdentifier>,
+}
+
 impl Store {
+    /// Sets a person's name (either part `None`: not given) and writes `event` (the change) in
+    /// the same unit. Answers whether the account exists.
+    pub async fn update_names(
+        &self,
+        user: &UserId,
+        first: Option<PersonName>,
+        last: Option<PersonName>,
+        event: super::AuditEvent,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        let stmts = vec![
+            Stmt::new(
+                "UPDATE users SET first_name = $2, last_name = $3 WHERE id = $1",
+                vec![
+                    user.as_str().into(),
+                    first.as_ref().map(PersonName::as_str).into(),
+                    last.as_ref().map(PersonName::as_str).into(),
+                ],
+            ),
+            event.statement(now),
+        ];
+        self.write(move |tx| {
+            Box::pin(async move {
+                let done = tx.run(stmts).await?;
+                if done[0].changed == 0 {
+                    return Ok(Unit::Discard(false));
+                }
+                Ok(Unit::Commit(true))
+            })
+        })
+        .await
+    }
+
     /// The account owning an identifier, with the identifier exactly as stored for that account.
     pub async fn find_owner(
         &self,
@@ -56,19 +99,16 @@ impl Store {
         .await
     }
 
-    /// An account: when it was created and its identifiers (emails first, primary first);
-    /// `None` if there is no such account.
-    pub async fn find_user(
-        &self,
-        user: &UserId,
-    ) -> anyhow::Result<Option<(time::OffsetDateTime, Vec<StoredIdentifier>)>> {
+    /// An account: when it was created, its name and identifiers (emails first, primary
+    /// first); `None` if there is no such account.
+    pub async fn find_user(&self, user: &UserId) -> anyhow::Result<Option<StoredUser>> {
         let user = user.clone();
         self.read(move |tx| {
             let user = user.clone();
             Box::pin(async move {
                 let Some(row) = tx
                     .fetch_optional(Stmt::new(
-                        "SELECT created_at FROM users WHERE id = $1",
+                        "SELECT created_at, first_name, last_name FROM users WHERE id = $1",
                         vec![user.as_str().into()],
                     ))
                     .await?
@@ -81,7 +121,12 @@ impl Store {
                     .iter()
                     .map(identifier_from_row)
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                Ok(Some((row.time("created_at")?, identifiers)))
+                Ok(Some(StoredUser {
+                    created_at: row.time("created_at")?,
+                    first_name: row.opt_text("first_name")?.map(PersonName::from_trusted),
+                    last_name: row.opt_text("last_name")?.map(PersonName::from_trusted),
+                    identifiers,
+                }))
             })
         })
         .await

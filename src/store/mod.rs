@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::future::BoxFuture;
 
-pub use accounts::StoredIdentifier;
+pub use accounts::{StoredIdentifier, StoredUser};
 pub use audit::{AuditEntry, AuditEvent};
 pub use flows::{
     AttemptOutcome, CodeAttempt, Completion, FactorSwitch, FlowRecord, NewFlow, NewIdentifier,

@@ -72,6 +72,8 @@ pub struct GrantRecord {
     pub nonce: Option<String>,
     pub auth_time: OffsetDateTime,
     pub amr: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
     pub identifiers: Vec<StoredIdentifier>,
 }
 
@@ -106,9 +108,9 @@ pub enum Redeemed<E> {
 
 /// The live grant `$1` at `$2`, one row per identifier of its user (LEFT JOIN: at least one).
 const GRANT: &str = "SELECT g.id AS g_id, g.client_id, g.user_id AS g_user_id, g.session_id, \
-     g.scope, g.nonce, g.auth_time, g.amr, \
+     g.scope, g.nonce, g.auth_time, g.amr, u.first_name, u.last_name, \
      i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
-     FROM oauth_grants g JOIN sessions s ON s.id = g.session_id \
+     FROM oauth_grants g JOIN sessions s ON s.id = g.session_id JOIN users u ON u.id = g.user_id \
      LEFT JOIN identifiers i ON i.user_id = g.user_id \
      WHERE g.id = $1 AND s.expires_at > $2 \
      ORDER BY i.kind, i.is_primary DESC, i.created_at";
@@ -132,6 +134,8 @@ fn grant_from_rows(rows: &[Row]) -> anyhow::Result<Option<GrantRecord>> {
         nonce: first.opt_text("nonce")?,
         auth_time: first.time("auth_time")?,
         amr: first.text("amr")?,
+        first_name: first.opt_text("first_name")?,
+        last_name: first.opt_text("last_name")?,
         identifiers,
     }))
 }

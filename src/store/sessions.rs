@@ -7,7 +7,7 @@ use super::outbox::{insert_message, NewMessage};
 use super::stmt::{Row, Stmt};
 use super::tx::Unit;
 use super::Store;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{PersonName, SessionId, UserId};
 
 /// A session to create (its token is never stored, only its hash).
 #[derive(Clone)]
@@ -42,6 +42,8 @@ pub struct SessionUser {
     pub expires_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub user_created_at: OffsetDateTime,
+    pub first_name: Option<PersonName>,
+    pub last_name: Option<PersonName>,
     /// How the person authenticated: `amr` values besides "otp" ("email", "sms").
     pub amr: Vec<String>,
     /// Emails first, primary first (as [`Store::user_identifiers`]).
@@ -72,7 +74,7 @@ macro_rules! session_query {
     ($where:literal, $order:literal) => {
         concat!(
             "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.amr, \
-             u.created_at AS user_created_at, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
+             u.created_at AS user_created_at, u.first_name, u.last_name, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              LEFT JOIN identifiers i ON i.user_id = u.id WHERE ",
             $where,
@@ -101,6 +103,8 @@ fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
         expires_at: r.time("expires_at")?,
         created_at: r.time("s_created_at")?,
         user_created_at: r.time("user_created_at")?,
+        first_name: r.opt_text("first_name")?.map(PersonName::from_trusted),
+        last_name: r.opt_text("last_name")?.map(PersonName::from_trusted),
         amr: r
             .opt_text("amr")?
             .unwrap_or_default()

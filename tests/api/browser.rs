@@ -729,6 +729,18 @@ async fn the_sdk_sends_a_person_to_the_hosted_pages_and_they_come_back_signed_in
         .wait_for_text("#user", "the signed-in address", |t| t.contains(email))
         .await;
 
+    // user.update(): the name, through PATCH /v1/me, read back by the SDK.
+    let updated = browser
+        .post(
+            "/execute/sync",
+            json!({
+                "script": "return import('/static/latchkey.js').then(async m => { const l = await m.Latchkey.load({frontendApi: location.origin}); const u = await l.user.update({firstName: 'Hosted', lastName: 'Person'}); return [u.firstName, u.lastName, l.user.firstName]; });",
+                "args": []
+            }),
+        )
+        .await;
+    assert_eq!(updated, json!(["Hosted", "Person", "Hosted"]), "{updated}");
+
     // redirectToUserProfile(): the profile offers the way back, and signing out there comes back.
     browser.click("#manage-account").await;
     browser.wait_for_url("/user").await;

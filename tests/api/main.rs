@@ -21,6 +21,7 @@ mod overload;
 mod pages;
 mod phone;
 mod postgres_tls;
+mod profile;
 mod redirects;
 mod session_tokens;
 mod sessions;

@@ -354,6 +354,42 @@ crate::backend_tests! {
         assert_eq!(discovery["response_types_supported"], serde_json::json!(["code"]));
     }
 
+    async fn the_profile_scope_releases_the_name() {
+        let app = app().await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        let login = log_in(&app, &client, &b, &[], CALLBACK).await;
+        drop(login);
+        let resp = b
+            .patch(app.url("/v1/me"))
+            .header("Origin", &app.address)
+            .json(&serde_json::json!({"first_name": "Ada", "last_name": "Lovelace"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        for (scopes, expect_name) in [(&["profile"][..], true), (&[][..], false)] {
+            let login = log_in(&app, &client, &b, scopes, CALLBACK).await;
+            let tokens = client
+                .exchange_code(AuthorizationCode::new(login.code))
+                .unwrap()
+                .set_pkce_verifier(login.verifier)
+                .request_async(&http())
+                .await
+                .unwrap();
+            let claims = tokens.id_token().unwrap().claims(&client.id_token_verifier(), &login.nonce).unwrap();
+            let given = claims.given_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+            let family = claims.family_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+            let name = claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+            if expect_name {
+                assert_eq!((given.as_deref(), family.as_deref(), name.as_deref()), (Some("Ada"), Some("Lovelace"), Some("Ada Lovelace")));
+            } else {
+                assert_eq!((given, family, name), (None, None, None), "no profile scope, no name");
+            }
+        }
+    }
+
     async fn a_code_is_single_use_bound_to_client_uri_and_verifier_and_short_lived() {
         let app = app().await;
         app.create_account(EMAIL).await;

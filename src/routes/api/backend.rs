@@ -111,12 +111,18 @@ pub async fn verify(api: ApiCtx, payload: web::Payload) -> Result<Json<VerifiedT
 pub async fn user(api: ApiCtx, id: web::Path<String>) -> Result<Json<User>, ApiError> {
     authorize(&api).await?;
     let id = UserId::parse(&id).ok_or_else(Refusal::not_found)?;
-    let (created_at, identifiers) = api
+    let found = api
         .ctx
         .state
         .auth
         .user(&id)
         .await?
         .ok_or_else(Refusal::not_found)?;
-    Ok(Json(User::new(&id, &identifiers, created_at)))
+    Ok(Json(User::new(
+        &id,
+        &found.identifiers,
+        found.created_at,
+        found.first_name.as_ref(),
+        found.last_name.as_ref(),
+    )))
 }

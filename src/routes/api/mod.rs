@@ -8,6 +8,7 @@
 mod backend;
 mod client;
 mod errors;
+mod me;
 mod objects;
 mod openapi;
 mod sign_ins;
@@ -39,6 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             paths::CLIENT_SESSION_TOKENS,
             web::post().to(client::issue_token),
         )
+        .route(paths::ME, web::get().to(me::show))
+        .route(paths::ME, web::patch().to(me::update))
         .route(paths::SESSIONS_VERIFY, web::post().to(backend::verify))
         .route(paths::USER, web::get().to(backend::user))
         .route(paths::SIGN_UPS, web::post().to(sign_ups::create))

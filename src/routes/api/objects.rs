@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{CurrentUser, FlowView, VerificationState, VerificationStatus};
 use crate::config::IdentifierRules;
-use crate::domain::{Identifier, IdentifierKind, UserId};
+use crate::domain::{Identifier, IdentifierKind, PersonName, UserId};
 use crate::store::StoredIdentifier;
 
 /// The API's time encoding, as Clerk's: Unix milliseconds.
@@ -285,6 +285,8 @@ pub struct User {
     pub id: String,
     /// Always `user`.
     pub object: &'static str,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
     pub primary_email_address_id: Option<String>,
     pub primary_phone_number_id: Option<String>,
     pub email_addresses: Vec<EmailAddressObject>,
@@ -370,7 +372,13 @@ impl ClientObject {
                 created_at: ms(u.session_created_at),
             }],
             last_active_session_id: Some(u.session_id.to_string()),
-            user: Some(User::new(&u.user_id, &u.identifiers, u.joined_at)),
+            user: Some(User::new(
+                &u.user_id,
+                &u.identifiers,
+                u.joined_at,
+                u.first_name.as_ref(),
+                u.last_name.as_ref(),
+            )),
         }
     }
 }
@@ -381,6 +389,8 @@ impl User {
         id: &UserId,
         identifiers: &[StoredIdentifier],
         created_at: time::OffsetDateTime,
+        first_name: Option<&PersonName>,
+        last_name: Option<&PersonName>,
     ) -> Self {
         let mut emails = Vec::new();
         let mut phones = Vec::new();
@@ -413,6 +423,8 @@ impl User {
         User {
             id: id.to_string(),
             object: "user",
+            first_name: first_name.map(|n| n.to_string()),
+            last_name: last_name.map(|n| n.to_string()),
             primary_email_address_id: primary.get("email_address").cloned(),
             primary_phone_number_id: primary.get("phone_number").cloned(),
             email_addresses: emails,
@@ -464,4 +476,13 @@ pub struct PrepareFirstFactor {
     pub email_address_id: Option<String>,
     /// With `phone_code`: one of `supported_first_factors`.
     pub phone_number_id: Option<String>,
+}
+
+/// `PATCH /v1/me`: the fields to change (absent: unchanged; `""`: cleared).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// At most 100 characters, one line; any script.
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
 }

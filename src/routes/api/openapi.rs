@@ -26,6 +26,8 @@ use super::objects::*;
         super::client::issue_token,
         super::backend::verify,
         super::backend::user,
+        super::me::show,
+        super::me::update,
     ),
     components(schemas(
         SignUp,
@@ -36,6 +38,7 @@ use super::objects::*;
         ClientObject,
         Session,
         User,
+        UpdateUser,
         EmailAddressObject,
         PhoneNumberObject,
         IdentifierVerification,

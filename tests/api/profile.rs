@@ -1,0 +1,108 @@
+//! The profile's editable parts: the name, on the `/user` page (a plain form) and through
+//! `GET`/`PATCH /v1/me`; it reaches OpenID Connect's `profile` claims (tests/api/oidc.rs).
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{browser, location, spawn_app, TestApp};
+
+async fn signed_in(app: &TestApp, email: &str) -> reqwest::Client {
+    let client = browser();
+    app.create_account(email).await;
+    assert_eq!(
+        app.sign_in_with(&client, email).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    client
+}
+
+async fn names_in_db(app: &TestApp) -> (Option<String>, Option<String>) {
+    let db = app.db().await;
+    let row: (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT first_name, last_name FROM users")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    db.close().await;
+    row
+}
+
+async fn patch_me(app: &TestApp, client: &reqwest::Client, body: Value) -> (StatusCode, Value) {
+    let resp = client
+        .patch(app.url("/v1/me"))
+        .header("Origin", &app.address)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+crate::backend_tests! {
+    async fn a_person_edits_their_name_on_the_profile_page_and_a_bad_value_is_kept_with_its_error() {
+        let app = spawn_app().await;
+        let b = signed_in(&app, "ada@example.com").await;
+        let page = app.page_with(&b, "/user").await;
+        assert_eq!(page.input_value("first_name").as_deref(), Some(""));
+        let resp = app
+            .submit_with(&b, &page.form("/user/name").set("first_name", "  Ada ").set("last_name", "Lovelace"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&resp), "/user");
+        assert_eq!(names_in_db(&app).await, (Some("Ada".into()), Some("Lovelace".into())));
+        let page = app.page_with(&b, "/user").await;
+        assert_eq!(page.input_value("first_name").as_deref(), Some("Ada"));
+        assert!(page.contains("Name changed"), "the change is in the security activity");
+
+        // A line break (a header-injection attempt) and an overlong name: 422, typed values kept.
+        for (first, last, field) in [
+            ("Ada\nBcc: x@evil.test", "Lovelace", "first_name"),
+            ("Ada", &*"L".repeat(101), "last_name"),
+        ] {
+            let resp = app
+                .submit_with(&b, &page.form("/user/name").set("first_name", first).set("last_name", last))
+                .await;
+            assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            let refused = TestApp::into_page(resp).await;
+            assert_eq!(refused.input_value("first_name").as_deref(), Some(first));
+            assert_eq!(refused.input_value("last_name").as_deref(), Some(last));
+            let invalid = refused.doc().select(&scraper::Selector::parse(&format!("#{field}[aria-invalid=true]")).unwrap()).count();
+            assert_eq!(invalid, 1, "{field} is marked: {}", refused.html);
+            assert!(refused.contains("one line") || refused.contains("at most 100"), "{}", refused.html);
+        }
+        assert_eq!(names_in_db(&app).await, (Some("Ada".into()), Some("Lovelace".into())), "nothing saved");
+
+        // Cleared; a form without this session's token is refused.
+        let resp = app.submit_with(&b, &page.form("/user/name").set("first_name", "").set("last_name", "")).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(names_in_db(&app).await, (None, None));
+        let forged = page.form("/user/name").set("first_name", "Mallory").set("csrf_token", "forged");
+        assert_eq!(app.submit_with(&b, &forged).await.status(), StatusCode::FORBIDDEN);
+        assert_eq!(names_in_db(&app).await, (None, None));
+    }
+
+    async fn the_api_reads_and_patches_the_signed_in_persons_name() {
+        let app = spawn_app().await;
+        let b = signed_in(&app, "grace@example.com").await;
+        let me: Value = b.get(app.url("/v1/me")).send().await.unwrap().json().await.unwrap();
+        assert_eq!((me["object"].as_str(), me["first_name"].clone()), (Some("user"), Value::Null));
+        let (status, me) = patch_me(&app, &b, json!({"first_name": "Grace", "last_name": "Hopper"})).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!((me["first_name"].as_str(), me["last_name"].as_str()), (Some("Grace"), Some("Hopper")));
+        // A field left out stays; "" clears.
+        let (_, me) = patch_me(&app, &b, json!({"last_name": ""})).await;
+        assert_eq!((me["first_name"].as_str(), me["last_name"].clone()), (Some("Grace"), Value::Null));
+        let client: Value = b.get(app.url("/v1/client")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(client["user"]["first_name"], "Grace");
+        let (status, body) = patch_me(&app, &b, json!({"first_name": "G\u{202E}race"})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["errors"][0]["code"], "form_param_format_invalid");
+        assert_eq!(body["errors"][0]["meta"]["param_name"], "first_name");
+        let (status, body) = patch_me(&app, &b, json!({"nickname": "x"})).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("form_param_unknown")));
+        assert_eq!(names_in_db(&app).await, (Some("Grace".into()), None));
+        // Signed out: 401.
+        let (status, body) = patch_me(&app, &browser(), json!({"first_name": "X"})).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signed_out")));
+    }
+}
