@@ -48,9 +48,15 @@ pub async fn update(api: ApiCtx, payload: web::Payload) -> Result<Json<User>, Ap
     api.check(true)?;
     let body: UpdateUser = api.body(payload).await?;
     let user = signed_in(&api).await?;
-    let part = |param: &str, given: Option<&str>, current: &Option<PersonName>| match given {
-        None => Ok(current.clone()),
-        Some(v) => PersonName::parse(v).map_err(|e| Refusal::format_invalid(param, &e.to_string())),
+    let part = |param: &str,
+                given: Option<&str>,
+                current: &Option<PersonName>|
+     -> Result<Option<PersonName>, ApiError> {
+        match given {
+            None => Ok(current.clone()),
+            Some(v) => PersonName::parse(v)
+                .map_err(|e| Refusal::format_invalid(param, &e.to_string()).into()),
+        }
     };
     let first = part("first_name", body.first_name.as_deref(), &user.first_name)?;
     let last = part("last_name", body.last_name.as_deref(), &user.last_name)?;
