@@ -11,6 +11,7 @@ mod flow;
 mod limits;
 mod notices;
 mod session_cache;
+mod session_rules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub struct Policy {
     pub resend_cooldown: Duration,
     pub flow_idle_ttl: Duration,
     pub session_ttl: Duration,
+    /// A session unused this long ends (`None`: never).
+    pub session_inactivity_timeout: Option<Duration>,
     /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
     pub lockout: LockoutConfig,
     /// Test identifiers get no message and accept [`TEST_CODE`].
@@ -83,6 +86,7 @@ impl Policy {
             resend_cooldown: auth.resend_cooldown,
             flow_idle_ttl: auth.flow_idle_ttl,
             session_ttl: auth.session_ttl,
+            session_inactivity_timeout: auth.session_inactivity_timeout,
             lockout: auth.lockout.clone(),
             test_mode: auth.test_mode.clone(),
             factor_kinds: settings.identifiers.sign_in(),
@@ -182,8 +186,42 @@ impl Auth {
             return Ok(None);
         }
         let hash = self.keys.token_hash(token);
-        let session = self.store.find_session(&hash, self.now()).await?;
-        Ok(session.map(Self::signed_in_user))
+        let now = self.now();
+        let session = self.store.find_session(&hash, now).await?;
+        Ok(self.in_use(session, now).await)
+    }
+
+    /// A session found by its token, if it is still in use at `now` (the inactivity timeout);
+    /// its "last active" is written when it is a minute old.
+    async fn in_use(
+        &self,
+        session: Option<crate::store::SessionUser>,
+        now: OffsetDateTime,
+    ) -> Option<CurrentUser> {
+        let session = session?;
+        let timeout = self.policy.session_inactivity_timeout.map(duration);
+        if !session_rules::in_use(session.last_active_at, timeout, now) {
+            return None;
+        }
+        if session_rules::needs_touch(session.last_active_at, now) {
+            if let Err(e) = self.store.touch_session(&session.session_id, now).await {
+                tracing::warn!(error = %e, "could not record a session's activity");
+            }
+        }
+        Some(Self::signed_in_user(session))
+    }
+
+    /// Every session of the signed-in person that is in use, newest first.
+    pub async fn devices(&self, user: &CurrentUser) -> anyhow::Result<Vec<crate::store::Device>> {
+        let now = self.now();
+        let timeout = self.policy.session_inactivity_timeout.map(duration);
+        Ok(self
+            .store
+            .user_sessions(&user.user_id, now)
+            .await?
+            .into_iter()
+            .filter(|d| session_rules::in_use(d.last_active_at, timeout, now))
+            .collect())
     }
 
     /// An account by id: when it was created, its name and identifiers.
@@ -225,9 +263,14 @@ impl Auth {
         if let Some(owner) = self.sessions.owner(id, now) {
             return Ok(Some(owner));
         }
-        let Some((owner, expires_at)) = self.store.session_owner(id, now).await? else {
+        let Some((owner, expires_at, last_active_at)) = self.store.session_owner(id, now).await?
+        else {
             return Ok(None);
         };
+        let timeout = self.policy.session_inactivity_timeout.map(duration);
+        if !session_rules::in_use(last_active_at, timeout, now) {
+            return Ok(None);
+        }
         self.sessions
             .remember(id.clone(), owner.clone(), expires_at, now);
         Ok(Some(owner))
@@ -244,8 +287,9 @@ impl Auth {
             return Ok(None);
         }
         let binding = self.keys.browser_binding(token);
-        let session = self.store.find_client_session(&binding, self.now()).await?;
-        Ok(session.map(Self::signed_in_user))
+        let now = self.now();
+        let session = self.store.find_client_session(&binding, now).await?;
+        Ok(self.in_use(session, now).await)
     }
 
     fn signed_in_user(session: crate::store::SessionUser) -> CurrentUser {

@@ -189,6 +189,9 @@ pub struct FlowConfig {
 pub struct SessionConfig {
     /// Absolute lifetime of a session in seconds.
     pub ttl_secs: u64,
+    /// A session unused for this many seconds ends (0: off, the default). "Last active" is
+    /// written at most once a minute per session.
+    pub inactivity_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +290,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             ttl_secs: 7 * 24 * 3600,
+            inactivity_timeout_secs: 0,
         }
     }
 }
@@ -370,6 +374,8 @@ pub struct AuthSettings {
     pub resend_cooldown: Duration,
     pub flow_idle_ttl: Duration,
     pub session_ttl: Duration,
+    /// A session unused this long ends; `None`: no inactivity timeout.
+    pub session_inactivity_timeout: Option<Duration>,
     /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
     pub lockout: LockoutConfig,
     pub limits: LimitsConfig,
@@ -644,6 +650,10 @@ impl Settings {
         if raw.sessions.ttl_secs < 60 {
             bail!("`sessions.ttl_secs`: must be at least 60");
         }
+        let idle = raw.sessions.inactivity_timeout_secs;
+        if idle != 0 && !(300..=raw.sessions.ttl_secs).contains(&idle) {
+            bail!("`sessions.inactivity_timeout_secs`: 0 (off) or between 300 and `sessions.ttl_secs`, got {idle}");
+        }
         if raw.max_body_bytes < 1024 {
             bail!("`max_body_bytes`: must be at least 1024");
         }
@@ -736,6 +746,8 @@ impl Settings {
                 resend_cooldown: Duration::from_secs(c.resend_cooldown_secs),
                 flow_idle_ttl: Duration::from_secs(raw.flows.idle_ttl_secs),
                 session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
+                session_inactivity_timeout: (raw.sessions.inactivity_timeout_secs > 0)
+                    .then(|| Duration::from_secs(raw.sessions.inactivity_timeout_secs)),
                 lockout: raw.lockout.clone(),
                 limits: raw.limits.clone(),
                 test_mode,

@@ -21,7 +21,7 @@ mod overload;
 mod pages;
 mod sign_in;
 mod sign_up;
-mod user;
+pub(crate) mod user;
 mod well_known;
 
 use std::sync::Arc;
@@ -108,6 +108,7 @@ pub mod paths {
         pub const CLIENT_SESSION_TOKENS: &str = "/v1/client/sessions/{id}/tokens";
         /// The signed-in person's own account.
         pub const ME: &str = "/v1/me";
+        pub const ME_SESSIONS: &str = "/v1/me/sessions";
         /// The backend API (a secret key, from the operator's servers).
         pub const SESSIONS_VERIFY: &str = "/v1/sessions/verify";
         pub const USER: &str = "/v1/users/{id}";

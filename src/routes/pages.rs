@@ -120,6 +120,8 @@ pub struct VerifyPage {
 #[template(path = "pages/user.html")]
 pub struct UserPage {
     pub page: PageCtx,
+    /// Every session in use, this one marked.
+    pub devices: Vec<DeviceRow>,
     /// The name form: its values (as stored, or as typed when refused) and its error.
     pub name: NameForm,
     pub name_action: &'static str,
@@ -140,6 +142,16 @@ pub struct ActivityRow {
     pub when: String,
     pub what: String,
     pub detail: String,
+}
+
+/// One device (session) on the profile page.
+pub struct DeviceRow {
+    /// "Firefox on Linux".
+    pub what: String,
+    pub ip: String,
+    pub signed_in: String,
+    pub last_active: String,
+    pub current: bool,
 }
 
 /// The name form of the profile page.

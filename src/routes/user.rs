@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::flow_pages::redirect_target;
-use super::pages::{ActivityRow, NameField, NameForm, ProfileIdentifier, UserPage};
+use super::pages::{ActivityRow, DeviceRow, NameField, NameForm, ProfileIdentifier, UserPage};
 use super::{paths, Ctx, PageError};
 use crate::domain::{AuditKind, IdentifierKind, PersonName, RedirectTarget};
 
@@ -175,8 +175,24 @@ async fn profile(
                 .join(" · "),
         })
         .collect();
+    let devices = ctx
+        .state
+        .auth
+        .devices(user)
+        .await
+        .map_err(|e| e.context("reading the account's sessions"))?
+        .iter()
+        .map(|d| DeviceRow {
+            what: device_name(d.user_agent.as_deref()),
+            ip: d.ip.clone().unwrap_or_default(),
+            signed_in: d.created_at.format(ACTIVITY_FORMAT).unwrap_or_default(),
+            last_active: d.last_active_at.format(ACTIVITY_FORMAT).unwrap_or_default(),
+            current: d.session_id == user.session_id,
+        })
+        .collect();
     let page = UserPage {
         page: ctx.page_ctx("Your account"),
+        devices,
         name,
         name_action: paths::USER_NAME,
         activity,
@@ -189,6 +205,17 @@ async fn profile(
         back_label: redirect.map(back_label).unwrap_or_default(),
     };
     ctx.render(status, &page)
+}
+
+/// "Firefox on Linux", from a user agent (woothee's data set); "Unknown browser" without one.
+pub(crate) fn device_name(user_agent: Option<&str>) -> String {
+    let parsed = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua));
+    match parsed {
+        Some(r) if r.name != "UNKNOWN" && r.os != "UNKNOWN" => format!("{} on {}", r.name, r.os),
+        Some(r) if r.name != "UNKNOWN" => r.name.to_string(),
+        Some(r) if r.os != "UNKNOWN" => format!("A browser on {}", r.os),
+        _ => "Unknown browser".into(),
+    }
 }
 
 /// "Continue to app.example.com" for a target on another origin; "Continue" for a path here.
@@ -225,4 +252,20 @@ pub async fn sign_out(ctx: Ctx, form: web::Form<SignOutForm>) -> Result<HttpResp
             .unwrap_or(&ctx.state.settings.after.sign_out)
             .as_str(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_name;
+
+    #[test]
+    fn devices_are_named_by_browser_and_system() {
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        assert_eq!(device_name(Some(firefox)), "Firefox on Linux");
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+        assert_eq!(device_name(Some(iphone)), "Safari on iPhone");
+        assert_eq!(device_name(None), "Unknown browser");
+        assert_eq!(device_name(Some("curl/8.0")), "HTTP Library");
+        assert_eq!(device_name(Some("")), "Unknown browser");
+    }
 }

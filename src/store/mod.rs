@@ -43,7 +43,7 @@ pub use oauth::{
     RefreshTokenState,
 };
 pub use outbox::{Claim, ClaimedMessage, GiveUp, NewMessage, OutboxEntry};
-pub use sessions::{NewSession, SessionUser};
+pub use sessions::{Device, NewSession, SessionUser};
 pub use signing_keys::StoredSigningKey;
 pub use tx::{is_unavailable_error, Backend, DbError, DbErrorKind};
 

@@ -34,6 +34,17 @@ impl std::fmt::Debug for NewSession {
     }
 }
 
+/// One session of a person, as the profile lists it.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub session_id: SessionId,
+    pub created_at: OffsetDateTime,
+    pub last_active_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
 /// A live session, its user and the user's identifiers.
 #[derive(Debug, Clone)]
 pub struct SessionUser {
@@ -42,6 +53,8 @@ pub struct SessionUser {
     pub expires_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub user_created_at: OffsetDateTime,
+    /// Written at most once a minute (auth/session_rules.rs).
+    pub last_active_at: OffsetDateTime,
     pub first_name: Option<PersonName>,
     pub last_name: Option<PersonName>,
     /// How the person authenticated: `amr` values besides "otp" ("email", "sms").
@@ -73,7 +86,7 @@ pub(super) fn insert_session(s: &NewSession) -> Stmt {
 macro_rules! session_query {
     ($where:literal, $order:literal) => {
         concat!(
-            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.amr, \
+            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.last_active_at, s.amr, \
              u.created_at AS user_created_at, u.first_name, u.last_name, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              LEFT JOIN identifiers i ON i.user_id = u.id WHERE ",
@@ -103,6 +116,7 @@ fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
         expires_at: r.time("expires_at")?,
         created_at: r.time("s_created_at")?,
         user_created_at: r.time("user_created_at")?,
+        last_active_at: r.time("last_active_at")?,
         first_name: r.opt_text("first_name")?.map(PersonName::from_trusted),
         last_name: r.opt_text("last_name")?.map(PersonName::from_trusted),
         amr: r
@@ -135,11 +149,11 @@ impl Store {
         &self,
         id: &SessionId,
         now: OffsetDateTime,
-    ) -> anyhow::Result<Option<(UserId, OffsetDateTime)>> {
+    ) -> anyhow::Result<Option<(UserId, OffsetDateTime, OffsetDateTime)>> {
         let id = id.clone();
         self.read(move |tx| {
             let stmt = Stmt::new(
-                "SELECT user_id, expires_at FROM sessions WHERE id = $1 AND expires_at > $2",
+                "SELECT user_id, expires_at, last_active_at FROM sessions WHERE id = $1 AND expires_at > $2",
                 vec![id.as_str().into(), now.into()],
             );
             Box::pin(async move {
@@ -149,9 +163,58 @@ impl Store {
                         Ok((
                             UserId::from_trusted(r.text("user_id")?),
                             r.time("expires_at")?,
+                            r.time("last_active_at")?,
                         ))
                     })
                     .transpose()
+            })
+        })
+        .await
+    }
+
+    /// Writes a session's "last active" (at most once a minute: the caller decides).
+    pub async fn touch_session(&self, id: &SessionId, now: OffsetDateTime) -> anyhow::Result<()> {
+        let stmt = Stmt::new(
+            "UPDATE sessions SET last_active_at = $2 WHERE id = $1 AND last_active_at < $2",
+            vec![id.as_str().into(), now.into()],
+        );
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(stmt).await?;
+                Ok(Unit::Commit(()))
+            })
+        })
+        .await
+    }
+
+    /// A person's unexpired sessions, newest first (the profile's devices).
+    pub async fn user_sessions(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<Device>> {
+        let user = user.clone();
+        self.read(move |tx| {
+            let stmt = Stmt::new(
+                "SELECT id, created_at, last_active_at, expires_at, user_agent, ip FROM sessions \
+                 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC",
+                vec![user.as_str().into(), now.into()],
+            );
+            Box::pin(async move {
+                tx.fetch_all(stmt)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok(Device {
+                            session_id: SessionId::from_trusted(r.text("id")?),
+                            created_at: r.time("created_at")?,
+                            last_active_at: r.time("last_active_at")?,
+                            expires_at: r.time("expires_at")?,
+                            user_agent: r.opt_text("user_agent")?,
+                            ip: r.opt_text("ip")?,
+                        })
+                    })
+                    .collect()
             })
         })
         .await

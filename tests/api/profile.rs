@@ -106,3 +106,74 @@ crate::backend_tests! {
         assert_eq!((status, body["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signed_out")));
     }
 }
+
+fn browser_as(user_agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .build()
+        .unwrap()
+}
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+
+crate::backend_tests! {
+    async fn the_profile_lists_every_device_signed_in_with_this_one_marked() {
+        let app = spawn_app().await;
+        app.create_account("devices@example.com").await;
+        let laptop = browser_as(FIREFOX);
+        let phone = browser_as(IPHONE);
+        for b in [&laptop, &phone] {
+            assert_eq!(app.sign_in_with(b, "devices@example.com").await.status(), StatusCode::SEE_OTHER);
+        }
+        let page = app.page_with(&laptop, "/user").await;
+        let text = page.text();
+        assert!(text.contains("Firefox on Linux") && text.contains("Safari on iPhone"), "{text}");
+        let rows: Vec<String> = page
+            .doc()
+            .select(&scraper::Selector::parse(".device-list li").unwrap())
+            .map(|li| li.text().collect::<String>())
+            .collect();
+        // create_account's own browser signed in too: three sessions, this one marked once.
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let marked: Vec<&String> = rows.iter().filter(|r| r.contains("This device")).collect();
+        assert_eq!(marked.len(), 1);
+        assert!(marked[0].contains("Firefox on Linux"));
+
+        let sessions: Value = phone.get(app.url("/v1/me/sessions")).send().await.unwrap().json().await.unwrap();
+        let list = sessions.as_array().unwrap();
+        assert_eq!(list.len(), 3);
+        let current: Vec<&Value> = list.iter().filter(|s| s["current"] == true).collect();
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0]["latest_activity"]["device"], "Safari on iPhone");
+        assert_eq!(current[0]["latest_activity"]["ip_address"], "127.0.0.1");
+    }
+
+    async fn last_active_is_written_once_a_minute_and_an_idle_session_ends_after_the_timeout() {
+        let app = crate::helpers::spawn_app_with(|raw| raw.sessions.inactivity_timeout_secs = 600).await;
+        let b = signed_in(&app, "idle@example.com").await;
+        let last_active = || async {
+            app.count("SELECT MAX(last_active_at) FROM sessions").await
+        };
+        let signed_in_at = last_active().await;
+        // Within the minute: reads stay reads.
+        app.clock.advance(std::time::Duration::from_secs(30));
+        assert_eq!(app.get_with(&b, "/user").await.status(), StatusCode::OK);
+        assert_eq!(last_active().await, signed_in_at);
+        // After it: written.
+        app.clock.advance(std::time::Duration::from_secs(40));
+        assert_eq!(app.get_with(&b, "/user").await.status(), StatusCode::OK);
+        assert_eq!(last_active().await, signed_in_at + 70_000);
+        // In use every 9 minutes, it lives on; 10 minutes unused, it ends.
+        app.clock.advance(std::time::Duration::from_secs(9 * 60));
+        assert_eq!(app.get_with(&b, "/user").await.status(), StatusCode::OK);
+        app.clock.advance(std::time::Duration::from_secs(10 * 60));
+        let resp = app.get_with(&b, "/user").await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert!(location(&resp).starts_with("/sign-in"), "signed out by inactivity");
+        let me = b.get(app.url("/v1/me")).send().await.unwrap();
+        assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    }
+}

@@ -557,6 +557,7 @@ mod tests {
             resend_cooldown: StdDuration::from_secs(30),
             flow_idle_ttl: StdDuration::from_secs(1800),
             session_ttl: StdDuration::from_secs(7 * 86400),
+            session_inactivity_timeout: None,
             lockout: crate::config::LockoutConfig::default(),
             test_mode: crate::domain::TestMode::Off,
             factor_kinds: Accepts {

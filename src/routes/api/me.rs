@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Json};
 
 use super::errors::{ApiError, ErrorsBody, Refusal};
-use super::objects::{UpdateUser, User};
+use super::objects::{MeSession, UpdateUser, User};
 use super::ApiCtx;
 use crate::auth::CurrentUser;
 use crate::domain::PersonName;
@@ -67,4 +67,25 @@ pub async fn update(api: ApiCtx, payload: web::Payload) -> Result<Json<User>, Ap
     updated.first_name = first;
     updated.last_name = last;
     Ok(Json(user_object(&updated)))
+}
+
+#[utoipa::path(get, path = super::paths::ME_SESSIONS, tag = "user",
+    responses((status = 200, body = [MeSession]), (status = 401, body = ErrorsBody)))]
+/// The signed-in person's sessions in use (their devices), newest first.
+pub async fn sessions(api: ApiCtx) -> Result<Json<Vec<MeSession>>, ApiError> {
+    api.check(false)?;
+    let user = signed_in(&api).await?;
+    let devices = api.ctx.state.auth.devices(&user).await?;
+    Ok(Json(
+        devices
+            .iter()
+            .map(|d| {
+                MeSession::new(
+                    d,
+                    d.session_id == user.session_id,
+                    crate::routes::user::device_name(d.user_agent.as_deref()),
+                )
+            })
+            .collect(),
+    ))
 }

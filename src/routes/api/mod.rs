@@ -42,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(paths::ME, web::get().to(me::show))
         .route(paths::ME, web::patch().to(me::update))
+        .route(paths::ME_SESSIONS, web::get().to(me::sessions))
         .route(paths::SESSIONS_VERIFY, web::post().to(backend::verify))
         .route(paths::USER, web::get().to(backend::user))
         .route(paths::SIGN_UPS, web::post().to(sign_ups::create))

@@ -486,3 +486,45 @@ pub struct UpdateUser {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
 }
+
+/// One of the signed-in person's sessions (`GET /v1/me/sessions`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MeSession {
+    pub id: String,
+    /// Always `session`.
+    pub object: &'static str,
+    /// Always `active` (ended sessions are deleted).
+    pub status: &'static str,
+    /// Whether it is the session making this request.
+    pub current: bool,
+    pub created_at: i64,
+    /// Written at most once a minute.
+    pub last_active_at: i64,
+    pub expire_at: i64,
+    pub latest_activity: SessionActivity,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionActivity {
+    /// "Firefox on Linux", from the user agent.
+    pub device: String,
+    pub ip_address: Option<String>,
+}
+
+impl MeSession {
+    pub fn new(d: &crate::store::Device, current: bool, device: String) -> Self {
+        Self {
+            id: d.session_id.to_string(),
+            object: "session",
+            status: "active",
+            current,
+            created_at: ms(d.created_at),
+            last_active_at: ms(d.last_active_at),
+            expire_at: ms(d.expires_at),
+            latest_activity: SessionActivity {
+                device,
+                ip_address: d.ip.clone(),
+            },
+        }
+    }
+}

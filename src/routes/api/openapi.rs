@@ -28,6 +28,7 @@ use super::objects::*;
         super::backend::user,
         super::me::show,
         super::me::update,
+        super::me::sessions,
     ),
     components(schemas(
         SignUp,
@@ -39,6 +40,8 @@ use super::objects::*;
         Session,
         User,
         UpdateUser,
+        MeSession,
+        SessionActivity,
         EmailAddressObject,
         PhoneNumberObject,
         IdentifierVerification,
