@@ -266,32 +266,52 @@ impl Application {
     }
 }
 
-/// Deletes expired and finished rows every `interval` until `stop` turns true.
+/// Runs `tick` every `interval` until `stop` turns true (a tick in progress finishes first).
+fn spawn_every<F, Fut>(
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+    mut tick: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tick().await;
+        }
+    })
+}
+
 /// Every [`crate::auth::REVOCATION_POLL`], drops the sessions other instances ended from this
 /// process's cache of live sessions.
 fn spawn_revocation_reader(
     cache: Arc<crate::auth::SessionCache>,
     store: Store,
     clock: SharedClock,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(crate::auth::REVOCATION_POLL) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
+    // A failure is logged once, not twice a second while it lasts.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    spawn_every(crate::auth::REVOCATION_POLL, stop, move || {
+        let (cache, store, clock, failing) =
+            (cache.clone(), store.clone(), clock.clone(), failing.clone());
+        async move {
+            use std::sync::atomic::Ordering::Relaxed;
             match crate::auth::forget_revoked(&cache, &store, clock.now()).await {
-                Ok(()) => failing = false,
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "could not read the session revocation log; retrying");
+                Ok(()) => failing.store(false, Relaxed),
+                Err(e) => {
+                    if !failing.swap(true, Relaxed) {
+                        tracing::warn!(error = %e, "could not read the session revocation log; retrying");
+                    }
                 }
-                Err(_) => {}
             }
         }
     })
@@ -302,17 +322,11 @@ fn spawn_janitor(
     clock: SharedClock,
     interval: std::time::Duration,
     audit_retention: std::time::Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
+    spawn_every(interval, stop, move || {
+        let (store, clock) = (store.clone(), clock.clone());
+        async move {
             match store
                 .purge(clock.now(), crate::auth::duration(audit_retention))
                 .await
@@ -325,6 +339,8 @@ fn spawn_janitor(
                     lockouts = p.lockouts,
                     rate_events = p.rate_events,
                     audit_events = p.audit_events,
+                    grants = p.grants,
+                    revocations = p.revocations,
                     "janitor deleted expired rows"
                 ),
                 Err(e) => {
@@ -418,17 +434,12 @@ fn spawn_key_reloader(
     keys: Arc<Keys>,
     clock: SharedClock,
     interval: std::time::Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
+    spawn_every(interval, stop, move || {
+        let (keyring, store, keys, clock) =
+            (keyring.clone(), store.clone(), keys.clone(), clock.clone());
+        async move {
             let now = clock.now();
             let reloaded = match store.signing_keys(now).await {
                 Ok(stored) => open_key_set(&keys, &stored, now),

@@ -152,6 +152,17 @@ async fn authorize(
     panic!("the authorization never left for {leaves_for}: {next}");
 }
 
+/// The crate's token exchange of `login`'s code (with its PKCE verifier).
+async fn exchange(client: &Rp, login: &Login) -> openidconnect::core::CoreTokenResponse {
+    client
+        .exchange_code(AuthorizationCode::new(login.code.clone()))
+        .unwrap()
+        .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.secret().clone()))
+        .request_async(&http())
+        .await
+        .expect("token exchange")
+}
+
 struct Login {
     code: String,
     verifier: PkceCodeVerifier,
@@ -219,13 +230,7 @@ crate::backend_tests! {
         let b = browser();
         let login = log_in(&app, &client, &b, &["email", "offline_access"], CALLBACK).await;
 
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(login.code.clone()))
-            .unwrap()
-            .set_pkce_verifier(login.verifier)
-            .request_async(&http())
-            .await
-            .expect("token exchange");
+        let tokens = exchange(&client, &login).await;
         let id_token = tokens.id_token().expect("an ID token");
         let claims = id_token
             .claims(&client.id_token_verifier(), &login.nonce)
@@ -276,13 +281,7 @@ crate::backend_tests! {
         // A second login in the same browser needs no code (the session is there); revoking
         // its refresh token ends that grant.
         let login = log_in(&app, &client, &b, &["offline_access"], CALLBACK).await;
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(login.code))
-            .unwrap()
-            .set_pkce_verifier(login.verifier)
-            .request_async(&http())
-            .await
-            .unwrap();
+        let tokens = exchange(&client, &login).await;
         let refresh = tokens.refresh_token().unwrap().clone();
         // (The crate sends revocations only over https, RFC 7009 §2: posted by hand here,
         // with client_secret_basic, on the test's plain-http loopback.)
@@ -299,13 +298,7 @@ crate::backend_tests! {
 
         // RP-initiated logout with the ID token: the session ends, back to the client.
         let login = log_in(&app, &client, &b, &["offline_access"], CALLBACK).await;
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(login.code))
-            .unwrap()
-            .set_pkce_verifier(login.verifier)
-            .request_async(&http())
-            .await
-            .unwrap();
+        let tokens = exchange(&client, &login).await;
         let hint = tokens.id_token().unwrap().to_string();
         let url = format!(
             "/oauth/end_session?id_token_hint={hint}&post_logout_redirect_uri={}&state=bye",
@@ -327,13 +320,7 @@ crate::backend_tests! {
         let client = rp(&app, ES, Some(ES_SECRET), ES_CALLBACK).await;
         let b = browser();
         let login = log_in(&app, &client, &b, &[], ES_CALLBACK).await;
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(login.code))
-            .unwrap()
-            .set_pkce_verifier(login.verifier)
-            .request_async(&http())
-            .await
-            .unwrap();
+        let tokens = exchange(&client, &login).await;
         let verifier = client
             .id_token_verifier()
             .set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
@@ -371,13 +358,7 @@ crate::backend_tests! {
         assert_eq!(resp.status(), StatusCode::OK);
         for (scopes, expect_name) in [(&["profile"][..], true), (&[][..], false)] {
             let login = log_in(&app, &client, &b, scopes, CALLBACK).await;
-            let tokens = client
-                .exchange_code(AuthorizationCode::new(login.code))
-                .unwrap()
-                .set_pkce_verifier(login.verifier)
-                .request_async(&http())
-                .await
-                .unwrap();
+            let tokens = exchange(&client, &login).await;
             let claims = tokens.id_token().unwrap().claims(&client.id_token_verifier(), &login.nonce).unwrap();
             let given = claims.given_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
             let family = claims.family_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
@@ -564,13 +545,7 @@ crate::backend_tests! {
         let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
         let b = browser();
         let login = log_in(&app, &client, &b, &["email"], CALLBACK).await;
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(login.code))
-            .unwrap()
-            .set_pkce_verifier(login.verifier)
-            .request_async(&http())
-            .await
-            .unwrap();
+        let tokens = exchange(&client, &login).await;
         let access = tokens.access_token().secret().clone();
         let id_token = tokens.id_token().unwrap().to_string();
         assert_eq!(userinfo_status(&app, &access).await, StatusCode::OK);
@@ -595,13 +570,7 @@ crate::backend_tests! {
         assert_eq!(userinfo_status(&app, &access).await, StatusCode::UNAUTHORIZED);
         // Introspection: active only for the client's own live tokens.
         let login = log_in(&app, &client, &b, &["offline_access"], CALLBACK).await;
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(login.code))
-            .unwrap()
-            .set_pkce_verifier(login.verifier)
-            .request_async(&http())
-            .await
-            .unwrap();
+        let tokens = exchange(&client, &login).await;
         let access = tokens.access_token().secret();
         let refresh = tokens.refresh_token().unwrap().secret();
         for (token, kind) in [(access.as_str(), "access_token"), (refresh.as_str(), "refresh_token")] {
@@ -760,13 +729,7 @@ crate::backend_tests! {
             let (app, client) = (&app, &client);
             async move {
                 let login = log_in(app, client, &b, &[], CALLBACK).await;
-                let issued = client
-                    .exchange_code(AuthorizationCode::new(login.code))
-                    .unwrap()
-                    .set_pkce_verifier(login.verifier)
-                    .request_async(&http())
-                    .await
-                    .unwrap();
+                let issued = exchange(client, &login).await;
                 issued
                     .id_token()
                     .unwrap()

@@ -101,6 +101,34 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAut
     Ok(Some((unescape(id), unescape(secret))))
 }
 
+/// A client's POST to the token, revocation or introspection endpoint: its form and the client
+/// it authenticated as (with whether it tried Basic, for the error's challenge); or the error
+/// with that same flag.
+struct ClientCall<'a> {
+    form: Params,
+    client: &'a crate::config::OidcClient,
+    used_basic: bool,
+}
+
+fn client_call<'a>(
+    req: &HttpRequest,
+    state: &'a AppState,
+    body: &[u8],
+) -> Result<ClientCall<'a>, (OAuthError, bool)> {
+    let basic = basic_credentials(req).map_err(|e| (e, true))?;
+    let used_basic = basic.is_some();
+    let form = form(req, body).map_err(|e| (e, used_basic))?;
+    let client = state
+        .oidc
+        .authenticate_client(basic, &form)
+        .map_err(|e| (e, used_basic))?;
+    Ok(ClientCall {
+        form,
+        client,
+        used_basic,
+    })
+}
+
 /// `/.well-known/openid-configuration`.
 pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
@@ -125,20 +153,15 @@ pub async fn preflight() -> HttpResponse {
 
 /// `POST /oauth/token`: `authorization_code` and `refresh_token`.
 pub async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let basic = match basic_credentials(&req) {
-        Ok(b) => b,
-        Err(e) => return oauth_error(e, true),
-    };
-    let used_basic = basic.is_some();
-    let form = match form(&req, &body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(e, used_basic),
+    let ClientCall {
+        form,
+        client,
+        used_basic,
+    } = match client_call(&req, &state, &body) {
+        Ok(c) => c,
+        Err((e, used_basic)) => return oauth_error(e, used_basic),
     };
     let oidc = &state.oidc;
-    let client = match oidc.authenticate_client(basic, &form) {
-        Ok(c) => c,
-        Err(e) => return oauth_error(e, used_basic),
-    };
     let grant = match form.get("grant_type") {
         Some("authorization_code") => match form.get("code") {
             Some(code) => Grant::AuthorizationCode {
@@ -234,18 +257,13 @@ pub async fn revoke(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let basic = match basic_credentials(&req) {
-        Ok(b) => b,
-        Err(e) => return oauth_error(e, true),
-    };
-    let used_basic = basic.is_some();
-    let form = match form(&req, &body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(e, used_basic),
-    };
-    let client = match state.oidc.authenticate_client(basic, &form) {
+    let ClientCall {
+        form,
+        client,
+        used_basic,
+    } = match client_call(&req, &state, &body) {
         Ok(c) => c,
-        Err(e) => return oauth_error(e, used_basic),
+        Err((e, used_basic)) => return oauth_error(e, used_basic),
     };
     let Some(token) = form.get("token") else {
         return oauth_error(OAuthError::InvalidRequest("token is required"), used_basic);
@@ -262,25 +280,20 @@ pub async fn introspect(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let basic = match basic_credentials(&req) {
-        Ok(b) => b,
-        Err(e) => return oauth_error(e, true),
+    let ClientCall {
+        form,
+        client,
+        used_basic,
+    } = match client_call(&req, &state, &body) {
+        Ok(c) => c,
+        Err((e, used_basic)) => return oauth_error(e, used_basic),
     };
-    let used_basic = basic.is_some();
-    let form = match form(&req, &body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(e, used_basic),
-    };
-    let client = match state.oidc.authenticate_client(basic, &form) {
-        Ok(c) if !c.is_public() => c,
-        Ok(_) => {
-            return oauth_error(
-                OAuthError::InvalidClient("introspection is for confidential clients"),
-                used_basic,
-            )
-        }
-        Err(e) => return oauth_error(e, used_basic),
-    };
+    if client.is_public() {
+        return oauth_error(
+            OAuthError::InvalidClient("introspection is for confidential clients"),
+            used_basic,
+        );
+    }
     let Some(token) = form.get("token") else {
         return oauth_error(OAuthError::InvalidRequest("token is required"), used_basic);
     };
