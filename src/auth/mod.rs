@@ -211,13 +211,18 @@ impl Auth {
         Some(Self::signed_in_user(session))
     }
 
-    /// Every session of the signed-in person that is in use, newest first.
-    pub async fn devices(&self, user: &CurrentUser) -> anyhow::Result<Vec<crate::store::Device>> {
+    /// The sessions of the signed-in person that are in use, most recently active first, at
+    /// most `limit`.
+    pub async fn devices(
+        &self,
+        user: &CurrentUser,
+        limit: i64,
+    ) -> anyhow::Result<Vec<crate::store::Device>> {
         let now = self.now();
         let timeout = self.policy.session_inactivity_timeout.map(duration);
         Ok(self
             .store
-            .user_sessions(&user.user_id, now)
+            .user_sessions(&user.user_id, now, limit)
             .await?
             .into_iter()
             .filter(|d| session_rules::in_use(d.last_active_at, timeout, now))
@@ -375,9 +380,37 @@ impl Auth {
         }
     }
 
+    /// The profile page's reads in one: the person's devices in use (most recently active
+    /// first, at most `devices`) and newest security events.
+    pub async fn profile(
+        &self,
+        user: &CurrentUser,
+        devices: i64,
+    ) -> anyhow::Result<(Vec<crate::store::Device>, Vec<crate::store::AuditEntry>)> {
+        let now = self.now();
+        let timeout = self.policy.session_inactivity_timeout.map(duration);
+        let (found, events) = self.store.profile(&user.user_id, now, devices, 20).await?;
+        let in_use = found
+            .into_iter()
+            .filter(|d| session_rules::in_use(d.last_active_at, timeout, now))
+            .collect();
+        Ok((in_use, events))
+    }
+
     /// The person's newest security events, for the profile page.
     pub async fn audit_for(&self, user: &UserId) -> anyhow::Result<Vec<crate::store::AuditEntry>> {
         self.store.audit_for_user(user, 20).await
+    }
+}
+
+/// The browser and system a user agent names (woothee's data set), parsed once per session at
+/// sign-in; `None` when it names neither.
+pub fn device_of(user_agent: &str) -> Option<(String, Option<String>)> {
+    let r = woothee::parser::Parser::new().parse(user_agent)?;
+    let known = |v: &str| (v != "UNKNOWN" && !v.is_empty()).then(|| v.to_string());
+    match (known(r.name), known(&r.os)) {
+        (None, None) => None,
+        (browser, os) => Some((browser.unwrap_or_else(|| "A browser".into()), os)),
     }
 }
 

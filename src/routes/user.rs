@@ -157,12 +157,12 @@ async fn profile(
             })
             .collect::<Vec<_>>()
     };
-    let events = ctx
+    let (devices, events) = ctx
         .state
         .auth
-        .audit_for(&user.user_id)
+        .profile(user, DEVICES_SHOWN)
         .await
-        .map_err(|e| e.context("reading the account's security events"))?;
+        .map_err(|e| e.context("reading the account's devices and security events"))?;
     let activity = events
         .iter()
         .map(|e| ActivityRow {
@@ -175,15 +175,10 @@ async fn profile(
                 .join(" · "),
         })
         .collect();
-    let devices = ctx
-        .state
-        .auth
-        .devices(user)
-        .await
-        .map_err(|e| e.context("reading the account's sessions"))?
+    let devices = devices
         .iter()
         .map(|d| DeviceRow {
-            what: device_name(d.user_agent.as_deref()),
+            what: device_name(d.browser.as_deref(), d.os.as_deref()),
             ip: d.ip.clone().unwrap_or_default(),
             signed_in: d.created_at.format(ACTIVITY_FORMAT).unwrap_or_default(),
             last_active: d.last_active_at.format(ACTIVITY_FORMAT).unwrap_or_default(),
@@ -207,16 +202,17 @@ async fn profile(
     ctx.render(status, &page)
 }
 
-/// "Firefox on Linux", from a user agent (woothee's data set); "Unknown browser" without one.
-pub(crate) fn device_name(user_agent: Option<&str>) -> String {
-    let parsed = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua));
-    match parsed {
-        Some(r) if r.name != "UNKNOWN" && r.os != "UNKNOWN" => format!("{} on {}", r.name, r.os),
-        Some(r) if r.name != "UNKNOWN" => r.name.to_string(),
-        Some(r) if r.os != "UNKNOWN" => format!("A browser on {}", r.os),
-        _ => "Unknown browser".into(),
+/// "Firefox on Linux", from what sign-in parsed of the user agent; "Unknown browser" without.
+pub(crate) fn device_name(browser: Option<&str>, os: Option<&str>) -> String {
+    match (browser, os) {
+        (Some(b), Some(o)) => format!("{b} on {o}"),
+        (Some(b), None) => b.to_string(),
+        (None, _) => "Unknown browser".into(),
     }
 }
+
+/// The profile lists this many devices at most, most recently active first.
+const DEVICES_SHOWN: i64 = 10;
 
 /// "Continue to app.example.com" for a target on another origin; "Continue" for a path here.
 fn back_label(target: &RedirectTarget) -> String {
@@ -257,15 +253,24 @@ pub async fn sign_out(ctx: Ctx, form: web::Form<SignOutForm>) -> Result<HttpResp
 #[cfg(test)]
 mod tests {
     use super::device_name;
+    use crate::auth::device_of;
+
+    fn named(user_agent: &str) -> String {
+        let parsed = device_of(user_agent);
+        device_name(
+            parsed.as_ref().map(|d| d.0.as_str()),
+            parsed.as_ref().and_then(|d| d.1.as_deref()),
+        )
+    }
 
     #[test]
     fn devices_are_named_by_browser_and_system() {
         let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-        assert_eq!(device_name(Some(firefox)), "Firefox on Linux");
+        assert_eq!(named(firefox), "Firefox on Linux");
         let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
-        assert_eq!(device_name(Some(iphone)), "Safari on iPhone");
-        assert_eq!(device_name(None), "Unknown browser");
-        assert_eq!(device_name(Some("curl/8.0")), "HTTP Library");
-        assert_eq!(device_name(Some("")), "Unknown browser");
+        assert_eq!(named(iphone), "Safari on iPhone");
+        assert_eq!(named("curl/8.0"), "HTTP Library");
+        assert_eq!(named(""), "Unknown browser");
+        assert_eq!(device_name(None, None), "Unknown browser");
     }
 }

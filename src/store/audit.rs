@@ -91,7 +91,7 @@ impl AuditEvent {
     }
 }
 
-fn entry_from_row(r: &Row) -> anyhow::Result<AuditEntry> {
+pub(super) fn entry_from_row(r: &Row) -> anyhow::Result<AuditEntry> {
     Ok(AuditEntry {
         at: r.time("at")?,
         event: r.word("event")?,
@@ -100,6 +100,15 @@ fn entry_from_row(r: &Row) -> anyhow::Result<AuditEntry> {
         ip: r.opt_text("ip")?,
         user_agent: r.opt_text("user_agent")?,
     })
+}
+
+/// The newest `limit` events of `user`.
+pub(super) fn for_user(user: &UserId, limit: i64) -> Stmt {
+    Stmt::new(
+        "SELECT at, event, outcome, identifier, ip, user_agent FROM audit_events \
+         WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+        vec![user.as_str().into(), limit.into()],
+    )
 }
 
 impl Store {
@@ -127,11 +136,7 @@ impl Store {
     ) -> anyhow::Result<Vec<AuditEntry>> {
         let user = user.clone();
         self.read(move |tx| {
-            let stmt = Stmt::new(
-                "SELECT at, event, outcome, identifier, ip, user_agent FROM audit_events \
-                 WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
-                vec![user.as_str().into(), limit.into()],
-            );
+            let stmt = for_user(&user, limit);
             Box::pin(async move {
                 tx.fetch_all(stmt)
                     .await?

@@ -23,6 +23,9 @@ pub struct NewSession {
     pub client_binding: Option<String>,
     /// How the person authenticated (OpenID Connect `amr` values after "otp": "email", "sms").
     pub amr: Vec<&'static str>,
+    /// The browser and system of the user agent, if it names them.
+    pub browser: Option<String>,
+    pub os: Option<String>,
 }
 
 impl std::fmt::Debug for NewSession {
@@ -34,14 +37,37 @@ impl std::fmt::Debug for NewSession {
     }
 }
 
+/// The unexpired sessions of `user`, most recently active first, at most `limit`.
+fn devices_of(user: &UserId, now: OffsetDateTime, limit: i64) -> Stmt {
+    Stmt::new(
+        "SELECT id, created_at, last_active_at, expires_at, ip, browser, os FROM sessions \
+         WHERE user_id = $1 AND expires_at > $2 ORDER BY last_active_at DESC, created_at DESC LIMIT $3",
+        vec![user.as_str().into(), now.into(), limit.into()],
+    )
+}
+
+fn device_from_row(r: &Row) -> anyhow::Result<Device> {
+    Ok(Device {
+        session_id: SessionId::from_trusted(r.text("id")?),
+        created_at: r.time("created_at")?,
+        last_active_at: r.time("last_active_at")?,
+        expires_at: r.time("expires_at")?,
+        browser: r.opt_text("browser")?,
+        os: r.opt_text("os")?,
+        ip: r.opt_text("ip")?,
+    })
+}
+
 /// One session of a person, as the profile lists it.
 #[derive(Debug, Clone)]
 pub struct Device {
     pub session_id: SessionId,
+    /// As parsed at sign-in.
+    pub browser: Option<String>,
+    pub os: Option<String>,
     pub created_at: OffsetDateTime,
     pub last_active_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
-    pub user_agent: Option<String>,
     pub ip: Option<String>,
 }
 
@@ -65,8 +91,8 @@ pub struct SessionUser {
 
 pub(super) fn insert_session(s: &NewSession) -> Stmt {
     Stmt::new(
-        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip, client_binding, amr) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip, client_binding, amr, browser, os) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11)",
         vec![
             s.id.as_str().into(),
             s.user_id.as_str().into(),
@@ -77,6 +103,8 @@ pub(super) fn insert_session(s: &NewSession) -> Stmt {
             s.ip.as_deref().into(),
             s.client_binding.as_deref().into(),
             s.amr.join(" ").into(),
+            s.browser.as_deref().into(),
+            s.os.as_deref().into(),
         ],
     )
 }
@@ -187,34 +215,56 @@ impl Store {
         .await
     }
 
-    /// A person's unexpired sessions, newest first (the profile's devices).
+    /// A person's unexpired sessions, most recently active first, at most `limit` (the
+    /// profile's devices).
     pub async fn user_sessions(
         &self,
         user: &UserId,
         now: OffsetDateTime,
+        limit: i64,
     ) -> anyhow::Result<Vec<Device>> {
         let user = user.clone();
         self.read(move |tx| {
-            let stmt = Stmt::new(
-                "SELECT id, created_at, last_active_at, expires_at, user_agent, ip FROM sessions \
-                 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC",
-                vec![user.as_str().into(), now.into()],
-            );
+            let stmt = devices_of(&user, now, limit);
             Box::pin(async move {
                 tx.fetch_all(stmt)
                     .await?
                     .iter()
-                    .map(|r| {
-                        Ok(Device {
-                            session_id: SessionId::from_trusted(r.text("id")?),
-                            created_at: r.time("created_at")?,
-                            last_active_at: r.time("last_active_at")?,
-                            expires_at: r.time("expires_at")?,
-                            user_agent: r.opt_text("user_agent")?,
-                            ip: r.opt_text("ip")?,
-                        })
-                    })
+                    .map(device_from_row)
                     .collect()
+            })
+        })
+        .await
+    }
+
+    /// What the profile page shows besides the signed-in user, in one read: the person's
+    /// devices (as [`Store::user_sessions`]) and newest security events.
+    pub async fn profile(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+        devices: i64,
+        events: i64,
+    ) -> anyhow::Result<(Vec<Device>, Vec<super::AuditEntry>)> {
+        let user = user.clone();
+        self.read(move |tx| {
+            let stmts = vec![
+                devices_of(&user, now, devices),
+                super::audit::for_user(&user, events),
+            ];
+            Box::pin(async move {
+                let done = tx.run(stmts).await?;
+                let devices = done[0]
+                    .rows
+                    .iter()
+                    .map(device_from_row)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let events = done[1]
+                    .rows
+                    .iter()
+                    .map(super::audit::entry_from_row)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok((devices, events))
             })
         })
         .await

@@ -323,6 +323,7 @@ impl Auth {
         let session_id = SessionId::generate();
         // A native client gets a new token at sign-in, so a planted one never holds a session.
         let client_token = client.native.then(|| random_token(32));
+        let device = client.user_agent.and_then(crate::auth::device_of);
         let session = NewSession {
             id: session_id.clone(),
             user_id: user_id.clone(),
@@ -335,6 +336,8 @@ impl Auth {
                 .as_deref()
                 .map(|t| self.keys.browser_binding(t)),
             amr: session_amr(&record, kind, identifier.kind()),
+            browser: device.as_ref().map(|d| d.0.clone()),
+            os: device.as_ref().and_then(|d| d.1.clone()),
         };
         let next = match plan.next {
             Some(w) => {

@@ -69,13 +69,16 @@ pub async fn update(api: ApiCtx, payload: web::Payload) -> Result<Json<User>, Ap
     Ok(Json(user_object(&updated)))
 }
 
+/// Sessions listed at most (most recently active first).
+const SESSIONS_LISTED: i64 = 100;
+
 #[utoipa::path(get, path = super::paths::ME_SESSIONS, tag = "user",
     responses((status = 200, body = [MeSession]), (status = 401, body = ErrorsBody)))]
 /// The signed-in person's sessions in use (their devices), newest first.
 pub async fn sessions(api: ApiCtx) -> Result<Json<Vec<MeSession>>, ApiError> {
     api.check(false)?;
     let user = signed_in(&api).await?;
-    let devices = api.ctx.state.auth.devices(&user).await?;
+    let devices = api.ctx.state.auth.devices(&user, SESSIONS_LISTED).await?;
     Ok(Json(
         devices
             .iter()
@@ -83,7 +86,7 @@ pub async fn sessions(api: ApiCtx) -> Result<Json<Vec<MeSession>>, ApiError> {
                 MeSession::new(
                     d,
                     d.session_id == user.session_id,
-                    crate::routes::user::device_name(d.user_agent.as_deref()),
+                    crate::routes::user::device_name(d.browser.as_deref(), d.os.as_deref()),
                 )
             })
             .collect(),
