@@ -408,7 +408,7 @@ impl Auth {
 pub fn device_of(user_agent: &str) -> Option<(String, Option<String>)> {
     let r = woothee::parser::Parser::new().parse(user_agent)?;
     let known = |v: &str| (v != "UNKNOWN" && !v.is_empty()).then(|| v.to_string());
-    match (known(r.name), known(&r.os)) {
+    match (known(r.name), known(r.os)) {
         (None, None) => None,
         (browser, os) => Some((browser.unwrap_or_else(|| "A browser".into()), os)),
     }
