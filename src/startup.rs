@@ -150,6 +150,7 @@ impl Application {
             verified_tokens: crate::tokens::VerifiedTokens::default(),
             oidc: Arc::new(crate::oidc::Provider::new(
                 settings.oidc.clone(),
+                settings.auth.session_inactivity_timeout,
                 settings.public_origin.to_string(),
                 store.clone(),
                 auth.keys_arc(),

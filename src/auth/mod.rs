@@ -403,6 +403,21 @@ impl Auth {
     }
 }
 
+/// Whether a session last active at `last_active_at` is still in use at `now` under an
+/// inactivity `timeout` (the OpenID Connect grants of a session follow the same rule).
+pub fn session_in_use(
+    last_active_at: OffsetDateTime,
+    timeout: Option<Duration>,
+    now: OffsetDateTime,
+) -> bool {
+    session_rules::in_use(last_active_at, timeout.map(duration), now)
+}
+
+/// Whether a use of a session last active at `last_active_at` should write "last active".
+pub fn session_needs_touch(last_active_at: OffsetDateTime, now: OffsetDateTime) -> bool {
+    session_rules::needs_touch(last_active_at, now)
+}
+
 /// The browser and system a user agent names (woothee's data set), parsed once per session at
 /// sign-in; `None` when it names neither.
 pub fn device_of(user_agent: &str) -> Option<(String, Option<String>)> {

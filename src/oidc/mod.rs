@@ -127,6 +127,8 @@ pub enum BearerError {
 /// The OpenID Connect provider of one instance.
 pub struct Provider {
     pub settings: OidcSettings,
+    /// The sessions' inactivity timeout: a grant of an unused session is dead too.
+    session_idle_timeout: Option<std::time::Duration>,
     /// The issuer: the instance's public URL without a trailing slash.
     pub issuer: String,
     store: Store,
@@ -136,8 +138,10 @@ pub struct Provider {
 }
 
 impl Provider {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: OidcSettings,
+        session_idle_timeout: Option<std::time::Duration>,
         issuer: String,
         store: Store,
         keys: Arc<Keys>,
@@ -146,6 +150,7 @@ impl Provider {
     ) -> Self {
         Self {
             settings,
+            session_idle_timeout,
             issuer,
             store,
             keys,
@@ -407,6 +412,11 @@ impl Provider {
             }
         };
         let grant = match redeemed {
+            Redeemed::Granted(g) if !self.in_use(&g, now) => {
+                return Err(OAuthError::InvalidGrant(
+                    "the session it was issued in has ended",
+                ))
+            }
             Redeemed::Granted(g) => *g,
             Redeemed::Refused(reason) => return Err(OAuthError::InvalidGrant(reason)),
             Redeemed::Replayed => {
@@ -425,6 +435,12 @@ impl Provider {
             }
         };
         let refresh_token = grant.offline_access().then_some(refresh);
+        // An app refreshing its tokens is the session in use (the inactivity timeout).
+        if !first_issue && crate::auth::session_needs_touch(grant.session_last_active_at, now) {
+            if let Err(e) = self.store.touch_session(&grant.session_id, now).await {
+                tracing::warn!(error = %e, "could not record a session's activity");
+            }
+        }
         let scope = grant.scope.clone();
         let (access_token, id_token) =
             self.sign_tokens(client, &grant, &scope, first_issue, now)?;
@@ -510,6 +526,7 @@ impl Provider {
             .live_grant(&gid, now)
             .await?
             .filter(|g| g.client_id == claims.client_id && g.user_id.as_str() == claims.sub)
+            .filter(|g| self.in_use(g, now))
             .ok_or(BearerError::InvalidToken)?;
         Ok((claims, grant))
     }
@@ -558,10 +575,12 @@ impl Provider {
             Err(BearerError::Internal(e)) => return Err(e),
         }
         let hash = self.keys.oauth_hash("refresh", token);
+        let now = self.now();
         let Some(found) = self
             .store
-            .refresh_token_state(&hash, &client.id, self.now())
+            .refresh_token_state(&hash, &client.id, now)
             .await?
+            .filter(|f| self.in_use(&f.grant, now))
         else {
             return Ok(inactive);
         };
@@ -594,6 +613,11 @@ impl Provider {
             tracing::info!(event = "oidc_revoked", client_id = %client.id, grant_id = %grant, "grant revoked");
         }
         Ok(())
+    }
+
+    /// Whether the grant's session is still in use (the inactivity timeout).
+    fn in_use(&self, grant: &GrantRecord, now: OffsetDateTime) -> bool {
+        crate::auth::session_in_use(grant.session_last_active_at, self.session_idle_timeout, now)
     }
 
     /// The claims of an ID token this instance issued (`id_token_hint`): signature and issuer

@@ -74,6 +74,8 @@ pub struct GrantRecord {
     pub amr: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    /// The session's "last active" (for an inactivity timeout).
+    pub session_last_active_at: OffsetDateTime,
     pub identifiers: Vec<StoredIdentifier>,
 }
 
@@ -108,7 +110,7 @@ pub enum Redeemed<E> {
 
 /// The live grant `$1` at `$2`, one row per identifier of its user (LEFT JOIN: at least one).
 const GRANT: &str = "SELECT g.id AS g_id, g.client_id, g.user_id AS g_user_id, g.session_id, \
-     g.scope, g.nonce, g.auth_time, g.amr, u.first_name, u.last_name, \
+     g.scope, g.nonce, g.auth_time, g.amr, u.first_name, u.last_name, s.last_active_at AS s_last_active_at, \
      i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
      FROM oauth_grants g JOIN sessions s ON s.id = g.session_id JOIN users u ON u.id = g.user_id \
      LEFT JOIN identifiers i ON i.user_id = g.user_id \
@@ -136,6 +138,7 @@ fn grant_from_rows(rows: &[Row]) -> anyhow::Result<Option<GrantRecord>> {
         amr: first.text("amr")?,
         first_name: first.opt_text("first_name")?,
         last_name: first.opt_text("last_name")?,
+        session_last_active_at: first.time("s_last_active_at")?,
         identifiers,
     }))
 }

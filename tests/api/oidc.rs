@@ -371,6 +371,38 @@ crate::backend_tests! {
         }
     }
 
+    async fn an_inactive_session_takes_its_grants_along_and_refreshing_keeps_it_in_use() {
+        let app = spawn_app_with(|raw| {
+            raw.sessions.inactivity_timeout_secs = 600;
+            raw.oidc.clients = vec![OidcClientConfig {
+                id: WEB.into(),
+                secret: Some(WEB_SECRET.into()),
+                redirect_uris: vec![CALLBACK.into()],
+                ..OidcClientConfig::default()
+            }];
+        })
+        .await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        let login = log_in(&app, &client, &b, &["offline_access"], CALLBACK).await;
+        let tokens = exchange(&client, &login).await;
+        // The app refreshes every 5 minutes for 20 minutes: the session stays in use.
+        let mut refresh = tokens.refresh_token().unwrap().clone();
+        for _ in 0..4 {
+            app.clock.advance(Duration::from_secs(300));
+            let next = client.exchange_refresh_token(&refresh).unwrap().request_async(&http()).await.expect("refresh while in use");
+            refresh = next.refresh_token().unwrap().clone();
+        }
+        assert_eq!(app.get_with(&b, "/user").await.status(), StatusCode::OK, "the Latchkey session lives on");
+        // Then nobody uses it for 10 minutes: the session ends, and its grant with it.
+        app.clock.advance(Duration::from_secs(601));
+        assert!(client.exchange_refresh_token(&refresh).unwrap().request_async(&http()).await.is_err());
+        let (_, body) = post_form(&app, "/oauth/introspect", &[("token", refresh.secret().as_str()), ("client_id", WEB), ("client_secret", WEB_SECRET)]).await;
+        assert_eq!(body, serde_json::json!({"active": false}));
+        assert_eq!(app.get_with(&b, "/user").await.status(), StatusCode::SEE_OTHER);
+    }
+
     async fn a_code_is_single_use_bound_to_client_uri_and_verifier_and_short_lived() {
         let app = app().await;
         app.create_account(EMAIL).await;
