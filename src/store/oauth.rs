@@ -188,6 +188,26 @@ pub(super) fn end_session_grants(session: &str) -> Vec<Stmt> {
     ]
 }
 
+/// A code or refresh token that could not be used up (`earlier` selects its `grant_id` and
+/// `used_at` by hash): used before, it revokes its grant (a replay); otherwise it is unknown or
+/// expired.
+async fn unusable<E>(
+    tx: &mut dyn Tx,
+    earlier: &'static str,
+    hash: &str,
+) -> anyhow::Result<Redeemed<E>> {
+    let found = tx
+        .fetch_optional(Stmt::new(earlier, vec![hash.into()]))
+        .await?;
+    Ok(match found {
+        Some(r) if r.opt_time("used_at")?.is_some() => {
+            tx.run(revoke_grant_stmts(&r.text("grant_id")?)).await?;
+            Redeemed::Replayed
+        }
+        _ => Redeemed::Unknown,
+    })
+}
+
 fn insert_refresh(grant: &str, token: &NewRefreshToken, now: OffsetDateTime) -> Stmt {
     Stmt::new(
         "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
@@ -285,19 +305,8 @@ impl Store {
                     ))
                     .await?;
                 let Some(row) = used else {
-                    let earlier = tx
-                        .fetch_optional(Stmt::new(
-                            "SELECT grant_id FROM oauth_codes WHERE code_hash = $1",
-                            vec![code_hash.as_str().into()],
-                        ))
-                        .await?;
-                    return Ok(match earlier {
-                        Some(r) => {
-                            tx.run(revoke_grant_stmts(&r.text("grant_id")?)).await?;
-                            Unit::Commit(Redeemed::Replayed)
-                        }
-                        None => Unit::Commit(Redeemed::Unknown),
-                    });
+                    let earlier = "SELECT grant_id, used_at FROM oauth_codes WHERE code_hash = $1";
+                    return Ok(Unit::Commit(unusable(tx, earlier, &code_hash).await?));
                 };
                 let grant_id = row.text("grant_id")?;
                 let record = CodeRecord {
@@ -346,19 +355,9 @@ impl Store {
                     ))
                     .await?;
                 let Some(row) = used else {
-                    let earlier = tx
-                        .fetch_optional(Stmt::new(
-                            "SELECT grant_id, used_at FROM oauth_refresh_tokens WHERE token_hash = $1",
-                            vec![token_hash.as_str().into()],
-                        ))
-                        .await?;
-                    return Ok(match earlier {
-                        Some(r) if r.opt_time("used_at")?.is_some() => {
-                            tx.run(revoke_grant_stmts(&r.text("grant_id")?)).await?;
-                            Unit::Commit(Redeemed::Replayed)
-                        }
-                        _ => Unit::Commit(Redeemed::Unknown),
-                    });
+                    let earlier =
+                        "SELECT grant_id, used_at FROM oauth_refresh_tokens WHERE token_hash = $1";
+                    return Ok(Unit::Commit(unusable(tx, earlier, &token_hash).await?));
                 };
                 let grant_id = row.text("grant_id")?;
                 let Some(grant) = live_grant(tx, &grant_id, now).await? else {
