@@ -267,47 +267,11 @@ impl Browser {
         }
         let token = csrf_token(r.text()).ok_or("page:no_csrf_token")?;
         let t1 = Instant::now();
-        let delivered = smtp.expect(email);
-        let r = self
-            .post(
-                "/sign-in",
-                &[
-                    ("csrf_token", &token),
-                    ("email_address", email),
-                    ("redirect_url", &back),
-                ],
-            )
+        let coded = self
+            .identifier_then_code("/sign-in", &token, email, &back, smtp)
             .await?;
-        if r.status != 303 {
-            smtp.forget(email);
-            return Err(status_error("identifier", &r));
-        }
-        let verify = r.location.ok_or("identifier:no_location")?;
-        let r = self.get(&verify, None).await?;
-        if r.status != 200 {
-            return Err(status_error("code_page", &r));
-        }
-        let token = csrf_token(r.text()).ok_or("code_page:no_csrf_token")?;
-        let t2 = Instant::now();
-        let delivery = tokio::time::timeout(Duration::from_secs(10), delivered)
-            .await
-            .map_err(|_| {
-                smtp.forget(email);
-                "delivery:timeout".to_string()
-            })?
-            .map_err(|_| "delivery:dropped".to_string())?;
-        let t3 = Instant::now();
-        let r = self
-            .post(&verify, &[("csrf_token", &token), ("code", &delivery.code)])
-            .await?;
-        if r.status != 303 {
-            return Err(status_error("code", &r));
-        }
-        let session = r
-            .cookie("latchkey_session")
-            .ok_or("code:no_session_cookie")?
-            .to_string();
-        let resume = r.location.ok_or("code:no_location")?;
+        let (t2, t3, session) = (coded.code_page, coded.code_sent, coded.session);
+        let resume = coded.location.ok_or("code:no_location")?;
         let r = self.get(&resume, Some(&session)).await?;
         if r.status != 303 {
             return Err(status_error("authorize_again", &r));
@@ -367,7 +331,7 @@ impl Browser {
         Ok(FlowTimes {
             page: us(t1 - t0),
             identifier: us(t2 - t1),
-            delivery: us(delivery.at.saturating_duration_since(t1)),
+            delivery: us(coded.delivered_at.saturating_duration_since(t1)),
             code: us(t4 - t3),
             user: us(t5 - t4),
             total: us(t5 - t0),
@@ -456,48 +420,11 @@ impl Browser {
         let token = csrf_token(r.text()).ok_or("page:no_csrf_token")?;
         let t1 = Instant::now();
 
-        let delivered = smtp.expect(email);
-        let r = self
-            .post(
-                start_path,
-                &[
-                    ("csrf_token", &token),
-                    ("email_address", email),
-                    ("redirect_url", ""),
-                ],
-            )
+        let coded = self
+            .identifier_then_code(start_path, &token, email, "", smtp)
             .await?;
-        if r.status != 303 {
-            smtp.forget(email);
-            return Err(status_error("identifier", &r));
-        }
-        let verify = r.location.ok_or("identifier:no_location")?;
-        let r = self.get(&verify, None).await?;
-        if r.status != 200 {
-            return Err(status_error("code_page", &r));
-        }
-        let token = csrf_token(r.text()).ok_or("code_page:no_csrf_token")?;
-        let t2 = Instant::now();
-
-        let delivery = tokio::time::timeout(Duration::from_secs(10), delivered)
-            .await
-            .map_err(|_| {
-                smtp.forget(email);
-                "delivery:timeout".to_string()
-            })?
-            .map_err(|_| "delivery:dropped".to_string())?;
-        let t3 = Instant::now();
-
-        let r = self
-            .post(&verify, &[("csrf_token", &token), ("code", &delivery.code)])
-            .await?;
-        if r.status != 303 {
-            return Err(status_error("code", &r));
-        }
-        let session = r
-            .cookie("latchkey_session")
-            .ok_or("code:no_session_cookie")?
-            .to_string();
+        let (t2, t3, session) = (coded.code_page, coded.code_sent, coded.session);
+        let delivered_at = coded.delivered_at;
         let t4 = Instant::now();
 
         let r = self.get("/user", Some(&session)).await?;
@@ -513,13 +440,85 @@ impl Browser {
         Ok(FlowTimes {
             page: us(t1 - t0),
             identifier: us(t2 - t1),
-            delivery: us(delivery.at.saturating_duration_since(t1)),
+            delivery: us(delivered_at.saturating_duration_since(t1)),
             code: us(t4 - t3),
             user: us(t5 - t4),
             total: us(t5 - t0),
             traffic: self.client.traffic - traffic_before,
         })
     }
+
+    /// The steps every flow shares after its page: the identifier posted to `path` (with the
+    /// page's `token` and `redirect_url`), the code page, the code by SMTP, the code posted.
+    async fn identifier_then_code(
+        &mut self,
+        path: &str,
+        token: &str,
+        email: &str,
+        redirect_url: &str,
+        smtp: &smtp::Receiver,
+    ) -> Step<Coded> {
+        let delivered = smtp.expect(email);
+        let r = self
+            .post(
+                path,
+                &[
+                    ("csrf_token", token),
+                    ("email_address", email),
+                    ("redirect_url", redirect_url),
+                ],
+            )
+            .await?;
+        if r.status != 303 {
+            smtp.forget(email);
+            return Err(status_error("identifier", &r));
+        }
+        let verify = r.location.ok_or("identifier:no_location")?;
+        let r = self.get(&verify, None).await?;
+        if r.status != 200 {
+            return Err(status_error("code_page", &r));
+        }
+        let token = csrf_token(r.text()).ok_or("code_page:no_csrf_token")?;
+        let code_page = Instant::now();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), delivered)
+            .await
+            .map_err(|_| {
+                smtp.forget(email);
+                "delivery:timeout".to_string()
+            })?
+            .map_err(|_| "delivery:dropped".to_string())?;
+        let code_sent = Instant::now();
+        let r = self
+            .post(&verify, &[("csrf_token", &token), ("code", &delivery.code)])
+            .await?;
+        if r.status != 303 {
+            return Err(status_error("code", &r));
+        }
+        let session = r
+            .cookie("latchkey_session")
+            .ok_or("code:no_session_cookie")?
+            .to_string();
+        Ok(Coded {
+            code_page,
+            delivered_at: delivery.at,
+            code_sent,
+            session,
+            location: r.location,
+        })
+    }
+}
+
+/// Where [`Browser::identifier_then_code`] left a flow.
+struct Coded {
+    /// When the code page had loaded.
+    code_page: Instant,
+    /// When the message was complete at the SMTP receiver.
+    delivered_at: Instant,
+    /// When the code was about to be posted.
+    code_sent: Instant,
+    session: String,
+    /// Where the code's answer redirects.
+    location: Option<String>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {

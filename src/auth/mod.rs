@@ -219,14 +219,21 @@ impl Auth {
         limit: i64,
     ) -> anyhow::Result<Vec<crate::store::Device>> {
         let now = self.now();
+        let found = self.store.user_sessions(&user.user_id, now, limit).await?;
+        Ok(self.in_use_only(found, now))
+    }
+
+    /// The devices whose session the inactivity timeout has not ended.
+    fn in_use_only(
+        &self,
+        devices: Vec<crate::store::Device>,
+        now: OffsetDateTime,
+    ) -> Vec<crate::store::Device> {
         let timeout = self.policy.session_inactivity_timeout.map(duration);
-        Ok(self
-            .store
-            .user_sessions(&user.user_id, now, limit)
-            .await?
+        devices
             .into_iter()
             .filter(|d| session_rules::in_use(d.last_active_at, timeout, now))
-            .collect())
+            .collect()
     }
 
     /// An account by id: when it was created, its name and identifiers.
@@ -388,18 +395,8 @@ impl Auth {
         devices: i64,
     ) -> anyhow::Result<(Vec<crate::store::Device>, Vec<crate::store::AuditEntry>)> {
         let now = self.now();
-        let timeout = self.policy.session_inactivity_timeout.map(duration);
         let (found, events) = self.store.profile(&user.user_id, now, devices, 20).await?;
-        let in_use = found
-            .into_iter()
-            .filter(|d| session_rules::in_use(d.last_active_at, timeout, now))
-            .collect();
-        Ok((in_use, events))
-    }
-
-    /// The person's newest security events, for the profile page.
-    pub async fn audit_for(&self, user: &UserId) -> anyhow::Result<Vec<crate::store::AuditEntry>> {
-        self.store.audit_for_user(user, 20).await
+        Ok((self.in_use_only(found, now), events))
     }
 }
 

@@ -350,7 +350,7 @@ impl Provider {
             expires_at: now + duration(self.settings.refresh_token_ttl),
         };
         let client_id = client.id.clone();
-        let (redeemed, first_issue) = match grant {
+        let (redeemed, first_issue, asked_scope) = match grant {
             Grant::AuthorizationCode {
                 code,
                 redirect_uri,
@@ -368,19 +368,21 @@ impl Provider {
                         verifier.as_deref(),
                         now,
                     )
+                    .map_err(OAuthError::InvalidGrant)
                 };
                 // Stored only if the grant has offline_access (the store checks).
                 let r = self
                     .store
                     .redeem_code(self.keys.oauth_hash("code", code), now, check, Some(next))
                     .await?;
-                (r, true)
+                (r, true, None)
             }
             Grant::RefreshToken {
                 refresh_token,
                 scope,
             } => {
-                let scope = scope.map(String::from);
+                let asked = scope.map(String::from);
+                let scope = asked.clone();
                 let check = move |g: &GrantRecord| {
                     if g.client_id != client_id {
                         return Err(OAuthError::InvalidGrant(
@@ -404,21 +406,12 @@ impl Provider {
                         check,
                     )
                     .await?;
-                let r = match r {
-                    Redeemed::Refused(e) => return Err(e),
-                    other => other.map_refused(),
-                };
-                (r, false)
+                (r, false, asked)
             }
         };
         let grant = match redeemed {
-            Redeemed::Granted(g) if !self.in_use(&g, now) => {
-                return Err(OAuthError::InvalidGrant(
-                    "the session it was issued in has ended",
-                ))
-            }
-            Redeemed::Granted(g) => *g,
-            Redeemed::Refused(reason) => return Err(OAuthError::InvalidGrant(reason)),
+            Redeemed::Granted(g) if self.in_use(&g, now) => *g,
+            Redeemed::Refused(e) => return Err(e),
             Redeemed::Replayed => {
                 tracing::warn!(event = "oidc_replay", client_id = %client.id, "a used code or refresh token was presented again; its grant is revoked");
                 return Err(OAuthError::InvalidGrant("the code or refresh token was already used; everything issued with it is revoked"));
@@ -428,7 +421,7 @@ impl Provider {
                     "the code or refresh token is unknown or expired",
                 ))
             }
-            Redeemed::SessionEnded => {
+            Redeemed::Granted(_) | Redeemed::SessionEnded => {
                 return Err(OAuthError::InvalidGrant(
                     "the session it was issued in has ended",
                 ))
@@ -440,6 +433,11 @@ impl Provider {
             if let Err(e) = self.store.touch_session(&grant.session_id, now).await {
                 tracing::warn!(error = %e, "could not record a session's activity");
             }
+        }
+        // A refresh may ask for fewer scopes than the grant's (checked in the unit above).
+        let mut grant = grant;
+        if let Ok(narrowed) = rules::narrowed_scope(&grant.scope, asked_scope.as_deref()) {
+            grant.scope = narrowed;
         }
         let scope = grant.scope.clone();
         let (access_token, id_token) =
@@ -494,14 +492,13 @@ impl Provider {
             amr: rules::amr(&grant.amr),
             user: rules::user_claims(grant),
         };
-        let sign = |typ: &str, claims: &dyn erased::Claims| {
-            claims
-                .sign(&self.signing.get(), client.alg, typ)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no {} signing key for client {}", client.alg, client.id)
-                })
-        };
-        Ok((sign(ACCESS_TOKEN_TYP, &access)?, sign("JWT", &id)?))
+        let keys = self.signing.get();
+        let missing = || anyhow::anyhow!("no {} signing key for client {}", client.alg, client.id);
+        let access = keys
+            .sign_as(client.alg, ACCESS_TOKEN_TYP, &access)
+            .ok_or_else(missing)?;
+        let id = keys.sign_as(client.alg, "JWT", &id).ok_or_else(missing)?;
+        Ok((access, id))
     }
 
     /// The grant behind a bearer access token, if the token is ours, current, and its grant
@@ -635,37 +632,5 @@ impl Provider {
     /// Whether `sid` (from an ID token) names this session.
     pub fn same_session(user: &CurrentUser, sid: &str) -> bool {
         SessionId::parse(sid).is_some_and(|s| s == user.session_id)
-    }
-}
-
-trait MapRefused {
-    fn map_refused(self) -> Redeemed<&'static str>;
-}
-
-impl<E> MapRefused for Redeemed<E> {
-    /// A refresh refused by its check has already returned; the rest carries on.
-    fn map_refused(self) -> Redeemed<&'static str> {
-        match self {
-            Redeemed::Granted(g) => Redeemed::Granted(g),
-            Redeemed::Refused(_) => Redeemed::Unknown,
-            Redeemed::Replayed => Redeemed::Replayed,
-            Redeemed::Unknown => Redeemed::Unknown,
-            Redeemed::SessionEnded => Redeemed::SessionEnded,
-        }
-    }
-}
-
-/// Signing either kind of claims with one closure.
-mod erased {
-    use crate::tokens::{Alg, KeySet};
-
-    pub trait Claims {
-        fn sign(&self, keys: &KeySet, alg: Alg, typ: &str) -> Option<String>;
-    }
-
-    impl<T: serde::Serialize> Claims for T {
-        fn sign(&self, keys: &KeySet, alg: Alg, typ: &str) -> Option<String> {
-            keys.sign_as(alg, typ, self)
-        }
     }
 }

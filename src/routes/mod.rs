@@ -255,12 +255,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(paths::USER, web::get().to(user::page))
         .service(
             web::resource(paths::USER_NAME)
-                .route(web::get().to(user::sign_out_get))
+                .route(web::get().to(user::back_to_profile))
                 .route(web::post().to(user::update_name)),
         )
         .service(
             web::resource(paths::SIGN_OUT)
-                .route(web::get().to(user::sign_out_get))
+                .route(web::get().to(user::back_to_profile))
                 .route(web::post().to(user::sign_out)),
         )
         .route(paths::JWKS, web::get().to(well_known::jwks))

@@ -225,8 +225,8 @@ fn back_label(target: &RedirectTarget) -> String {
     }
 }
 
-/// Signing out is a POST; a GET only goes back to the profile.
-pub async fn sign_out_get(ctx: Ctx) -> Result<HttpResponse, PageError> {
+/// A GET of a form action (signing out, saving the name): back to the profile; only the POST acts.
+pub async fn back_to_profile(ctx: Ctx) -> Result<HttpResponse, PageError> {
     ctx.redirect(paths::USER)
 }
 

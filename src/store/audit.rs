@@ -127,26 +127,6 @@ impl Store {
         })
         .await
     }
-
-    /// A person's newest events.
-    pub async fn audit_for_user(
-        &self,
-        user: &UserId,
-        limit: i64,
-    ) -> anyhow::Result<Vec<AuditEntry>> {
-        let user = user.clone();
-        self.read(move |tx| {
-            let stmt = for_user(&user, limit);
-            Box::pin(async move {
-                tx.fetch_all(stmt)
-                    .await?
-                    .iter()
-                    .map(entry_from_row)
-                    .collect()
-            })
-        })
-        .await
-    }
 }
 
 #[cfg(test)]

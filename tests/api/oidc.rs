@@ -42,6 +42,8 @@ const SPA_CALLBACK: &str = "https://spa.example.com/cb";
 const ES: &str = "es-app";
 const ES_SECRET: &str = "es-app-secret-0123456789abcdef0123456789ab";
 const ES_CALLBACK: &str = "https://app.example.com/es";
+const ED: &str = "ed-app";
+const ED_CALLBACK: &str = "https://app.example.com/ed";
 const EMAIL: &str = "ada@example.com";
 
 async fn app() -> TestApp {
@@ -68,6 +70,13 @@ async fn app() -> TestApp {
                 secret: Some(ES_SECRET.into()),
                 redirect_uris: vec![ES_CALLBACK.into()],
                 id_token_signed_response_alg: Some("ES256".into()),
+                ..OidcClientConfig::default()
+            },
+            OidcClientConfig {
+                id: ED.into(),
+                secret: Some(ES_SECRET.into()),
+                redirect_uris: vec![ED_CALLBACK.into()],
+                id_token_signed_response_alg: Some("EdDSA".into()),
                 ..OidcClientConfig::default()
             },
         ];
@@ -271,6 +280,40 @@ crate::backend_tests! {
         assert_eq!(again.auth_time(), claims.auth_time());
         assert_eq!(userinfo_status(&app, refreshed.access_token().secret()).await, StatusCode::OK);
 
+        // A refresh may ask for fewer scopes: its tokens carry only those (no email claim).
+        let narrowed = client
+            .exchange_refresh_token(&second)
+            .unwrap()
+            .add_scope(Scope::new("openid".into()))
+            .request_async(&http())
+            .await
+            .expect("a narrowed refresh");
+        assert_eq!(
+            narrowed.scopes().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>()),
+            Some(vec!["openid".to_string()])
+        );
+        let info: Value = reqwest::Client::new()
+            .get(app.url("/oauth/userinfo"))
+            .bearer_auth(narrowed.access_token().secret())
+            .send().await.unwrap().json().await.unwrap();
+        assert!(info.get("email").is_none(), "{info}");
+        assert!(narrowed
+            .id_token()
+            .unwrap()
+            .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+            .unwrap()
+            .email()
+            .is_none());
+        let second = narrowed.refresh_token().expect("rotated again").clone();
+        // Asking for more than the grant is refused, and the token stays usable.
+        let wider = client
+            .exchange_refresh_token(&second)
+            .unwrap()
+            .add_scope(Scope::new("phone".into()))
+            .request_async(&http())
+            .await;
+        assert!(wider.is_err());
+
         let reuse = client.exchange_refresh_token(&first).unwrap().request_async(&http()).await;
         assert!(reuse.is_err(), "a used refresh token is refused");
         let after = client.exchange_refresh_token(&second).unwrap().request_async(&http()).await;
@@ -314,7 +357,7 @@ crate::backend_tests! {
         assert_eq!(userinfo_status(&app, tokens.access_token().secret()).await, StatusCode::UNAUTHORIZED);
     }
 
-    async fn an_es256_client_gets_es256_tokens_and_the_jwks_has_every_key() {
+    async fn es256_and_eddsa_clients_get_their_own_tokens_and_the_jwks_has_every_key() {
         let app = app().await;
         app.create_account(EMAIL).await;
         let client = rp(&app, ES, Some(ES_SECRET), ES_CALLBACK).await;
@@ -325,6 +368,12 @@ crate::backend_tests! {
             .id_token_verifier()
             .set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
         tokens.id_token().unwrap().claims(&verifier, &login.nonce).expect("ES256 ID token");
+        // An EdDSA client (the benchmark's): the crate verifies its Ed25519 ID token too.
+        let ed = rp(&app, ED, Some(ES_SECRET), ED_CALLBACK).await;
+        let login_ed = log_in(&app, &ed, &b, &[], ED_CALLBACK).await;
+        let ed_tokens = exchange(&ed, &login_ed).await;
+        let ed_verifier = ed.id_token_verifier().set_allowed_algs(vec![CoreJwsSigningAlgorithm::EdDsa]);
+        ed_tokens.id_token().unwrap().claims(&ed_verifier, &login_ed.nonce).expect("EdDSA ID token");
         // Without the email scope, no email claim.
         let info: Value = reqwest::Client::new()
             .get(app.url("/oauth/userinfo"))
@@ -709,6 +758,20 @@ fn start_receiver(
     LogoutReceiver { handle }
 }
 
+/// An app with the one client `web`, whose back-channel logout endpoint is on `port`.
+async fn backchannel_app(port: u16) -> TestApp {
+    spawn_app_with(|raw| {
+        raw.oidc.clients = vec![OidcClientConfig {
+            id: WEB.into(),
+            secret: Some(WEB_SECRET.into()),
+            redirect_uris: vec![CALLBACK.into()],
+            backchannel_logout_uri: Some(format!("http://127.0.0.1:{port}/backchannel")),
+            ..OidcClientConfig::default()
+        }];
+    })
+    .await
+}
+
 /// Verifies a logout token as a relying party would, with a JWT library none of us wrote:
 /// RS256 against the JWKS, `iss`, `aud`, the `typ` and the logout event; answers the claims.
 async fn verify_logout_token(app: &TestApp, token: &str) -> Value {
@@ -739,16 +802,7 @@ async fn verify_logout_token(app: &TestApp, token: &str) -> Value {
 crate::backend_tests! {
     async fn signing_out_on_the_profile_page_tells_the_client_over_the_back_channel_even_if_it_was_down() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let app = spawn_app_with(|raw| {
-            raw.oidc.clients = vec![OidcClientConfig {
-                id: WEB.into(),
-                secret: Some(WEB_SECRET.into()),
-                redirect_uris: vec![CALLBACK.into()],
-                backchannel_logout_uri: Some(format!("http://127.0.0.1:{port}/backchannel")),
-                ..OidcClientConfig::default()
-            }];
-        })
-        .await;
+        let app = backchannel_app(port).await;
         app.create_account(EMAIL).await;
         let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
         let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -818,16 +872,7 @@ crate::backend_tests! {
 
     async fn a_client_the_session_never_signed_into_gets_no_logout() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let app = spawn_app_with(|raw| {
-            raw.oidc.clients = vec![OidcClientConfig {
-                id: WEB.into(),
-                secret: Some(WEB_SECRET.into()),
-                redirect_uris: vec![CALLBACK.into()],
-                backchannel_logout_uri: Some(format!("http://127.0.0.1:{port}/backchannel")),
-                ..OidcClientConfig::default()
-            }];
-        })
-        .await;
+        let app = backchannel_app(port).await;
         app.create_account(EMAIL).await;
         let b = browser();
         assert_eq!(app.sign_in_with(&b, EMAIL).await.status(), StatusCode::SEE_OTHER);
