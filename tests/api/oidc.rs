@@ -870,6 +870,50 @@ crate::backend_tests! {
         assert_eq!(verify_logout_token(&app, &second).await["sid"].as_str(), Some(sid.as_str()));
     }
 
+    async fn a_client_that_refuses_a_logout_token_with_400_is_not_asked_again() {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = posts.clone();
+        let server = HttpServer::new(move || {
+            let counted = counted.clone();
+            App::new().route(
+                "/backchannel",
+                web::post().to(move || {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { HttpResponse::BadRequest().finish() }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        let app = backchannel_app(port).await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let b = browser();
+        log_in(&app, &client, &b, &[], CALLBACK).await;
+        let page = app.page_with(&b, "/user").await;
+        app.submit_with(&b, &page.form("/sign-out")).await;
+        crate::helpers::until("the refusal is recorded", || {
+            let app = &app;
+            async move {
+                app.count("SELECT COUNT(*) FROM outbox WHERE channel = 'backchannel_logout' AND status = 'failed'").await == 1
+            }
+        })
+        .await;
+        // Given up at once: no retry is queued, however long we wait.
+        app.make_retries_due().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").await, 0);
+        handle.stop(false).await;
+    }
+
     async fn a_client_the_session_never_signed_into_gets_no_logout() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let app = backchannel_app(port).await;
