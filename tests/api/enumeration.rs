@@ -185,7 +185,10 @@ crate::backend_tests! {
             v[v.len() / 2]
         };
         let mut differences = Vec::new();
-        for _ in 0..3 {
+        // Up to five rounds: on a machine shared with the parallel suite (and PostgreSQL) one
+        // round's medians can differ by noise in either direction; a real difference shows in
+        // every round.
+        for _ in 0..5 {
             let (mut real, mut decoy) = (Vec::new(), Vec::new());
             for i in 0..1000 {
                 // Alternate which goes first, so neither series always follows the other.
@@ -206,7 +209,7 @@ crate::backend_tests! {
                 return;
             }
         }
-        panic!("the real account's answers took {differences:?} µs longer (medians of 1000, three rounds)");
+        panic!("the real account's answers took {differences:?} µs longer (medians of 1000, five rounds)");
     }
 
     async fn a_decoy_runs_the_same_statements_as_the_real_thing() {
