@@ -10,6 +10,7 @@ mod devices;
 mod flow;
 mod limits;
 mod notices;
+mod profile;
 mod session_cache;
 mod session_rules;
 
@@ -23,17 +24,18 @@ pub use flow::{
     ResendError, SignedIn, StartError, VerificationState, VerificationStatus, TEST_CODE,
 };
 pub use limits::ip_buckets;
+pub use profile::{PendingAction, ProfileError};
 pub use session_cache::{forget_revoked, SessionCache, REVOCATION_POLL, REVOCATION_WINDOW};
 
 use crate::clock::SharedClock;
 use crate::config::{LimitsConfig, LockoutConfig, Settings};
 use crate::crypto::Keys;
-use crate::delivery::{LogoutMessage, OutboxSignal};
+use crate::delivery::OutboxSignal;
 use crate::domain::{
-    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, MessageId, OutboxChannel,
+    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier,
     PersonName, PhonePolicy, SessionId, TestMode, UserId,
 };
-use crate::store::{NewMessage, Store, StoredIdentifier, StoredUser};
+use crate::store::{Store, StoredIdentifier, StoredUser};
 
 /// Numbers that govern flows, codes and sessions (all from configuration).
 #[derive(Debug, Clone)]
@@ -46,6 +48,9 @@ pub struct Policy {
     pub session_ttl: Duration,
     /// A session unused this long ends (`None`: never).
     pub session_inactivity_timeout: Option<Duration>,
+    /// How recent a session's last code must be for actions that need one.
+    pub reverification: Duration,
+    pub allow_account_deletion: bool,
     /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
     pub lockout: LockoutConfig,
     /// Test identifiers get no message and accept [`TEST_CODE`].
@@ -87,6 +92,8 @@ impl Policy {
             flow_idle_ttl: auth.flow_idle_ttl,
             session_ttl: auth.session_ttl,
             session_inactivity_timeout: auth.session_inactivity_timeout,
+            reverification: auth.reverification,
+            allow_account_deletion: auth.allow_account_deletion,
             lockout: auth.lockout.clone(),
             test_mode: auth.test_mode.clone(),
             factor_kinds: settings.identifiers.sign_in(),
@@ -118,6 +125,9 @@ pub struct Client<'a> {
     pub native: bool,
     /// The browser's device cookie, as presented (checked against an account when it matters).
     pub device: Option<&'a str>,
+    /// The signed-in session taking part (flows on /user belong to the session that started
+    /// them; only it may continue them).
+    pub session: Option<&'a SessionId>,
 }
 
 /// The signed-in person behind a session cookie.
@@ -132,6 +142,8 @@ pub struct CurrentUser {
     pub joined_at: OffsetDateTime,
     pub session_expires_at: OffsetDateTime,
     pub session_created_at: OffsetDateTime,
+    /// When this session last verified a code (its sign-in or a reverification).
+    pub verified_at: OffsetDateTime,
     /// How the session was authenticated, besides "otp": "email", "sms".
     pub amr: Vec<String>,
     pub first_name: Option<PersonName>,
@@ -320,6 +332,7 @@ impl Auth {
             joined_at: session.user_created_at,
             session_expires_at: session.expires_at,
             session_created_at: session.created_at,
+            verified_at: session.verified_at,
             amr: session.amr,
             first_name: session.first_name,
             last_name: session.last_name,
@@ -331,31 +344,7 @@ impl Auth {
     /// a back-channel logout is queued for every client it signed into that asked for one.
     pub async fn sign_out(&self, user: &CurrentUser, client: &Client<'_>) -> anyhow::Result<()> {
         let now = self.now();
-        let logouts: Vec<(String, NewMessage)> = self
-            .policy
-            .logout_clients
-            .iter()
-            .map(|c| {
-                let payload = LogoutMessage {
-                    client_id: c.clone(),
-                    sub: user.user_id.to_string(),
-                    sid: user.session_id.to_string(),
-                }
-                .seal(&self.keys);
-                let message = NewMessage {
-                    id: MessageId::generate(),
-                    channel: OutboxChannel::BackchannelLogout,
-                    recipient_masked: c.clone(),
-                    verification_id: None,
-                    payload,
-                    now,
-                    not_after: now + LOGOUT_DELIVERY_WINDOW,
-                    claim: Some(self.outbox.claim(now)),
-                    withheld: false,
-                };
-                (c.clone(), message)
-            })
-            .collect();
+        let logouts = self.logouts(&user.user_id, &user.session_id, now);
         let queued = self
             .store
             .delete_session(&user.session_id, now, logouts)

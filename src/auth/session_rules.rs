@@ -22,6 +22,13 @@ pub fn needs_touch(last_active_at: OffsetDateTime, now: OffsetDateTime) -> bool 
     now - last_active_at >= TOUCH_EVERY
 }
 
+/// Whether a session whose code was last verified at `verified_at` may, at `now`, take an
+/// action that needs a recent one (`window`: `sessions.reverification_secs`). A time in the
+/// future (a clock step back) does not count as recent.
+pub fn recently_verified(verified_at: OffsetDateTime, window: Duration, now: OffsetDateTime) -> bool {
+    verified_at <= now && now - verified_at < window
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +53,16 @@ mod tests {
         assert!(!needs_touch(NOW, NOW));
         assert!(!needs_touch(NOW - Duration::seconds(59), NOW));
         assert!(needs_touch(NOW - Duration::seconds(60), NOW));
+    }
+
+    #[test]
+    fn a_code_verified_within_the_window_counts_and_one_at_its_end_does_not() {
+        let w = Duration::minutes(10);
+        assert!(recently_verified(NOW, w, NOW));
+        assert!(recently_verified(NOW - Duration::seconds(599), w, NOW));
+        assert!(!recently_verified(NOW - Duration::minutes(10), w, NOW));
+        assert!(!recently_verified(NOW - Duration::days(1), w, NOW));
+        // A verification "from the future" (the clock stepped back) is not trusted.
+        assert!(!recently_verified(NOW + Duration::seconds(1), w, NOW));
     }
 }

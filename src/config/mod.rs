@@ -192,6 +192,12 @@ pub struct SessionConfig {
     /// A session unused for this many seconds ends (0: off, the default). "Last active" is
     /// written at most once a minute per session.
     pub inactivity_timeout_secs: u64,
+    /// Removing an identifier, changing the primary one, signing out other devices and deleting
+    /// the account need a code verified by this session within this many seconds (Clerk's
+    /// reverification); older, the page asks for a fresh code first.
+    pub reverification_secs: u64,
+    /// Whether people may delete their own account on /user and through `DELETE /v1/me`.
+    pub allow_account_deletion: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +297,8 @@ impl Default for SessionConfig {
         Self {
             ttl_secs: 7 * 24 * 3600,
             inactivity_timeout_secs: 0,
+            reverification_secs: 600,
+            allow_account_deletion: true,
         }
     }
 }
@@ -376,6 +384,9 @@ pub struct AuthSettings {
     pub session_ttl: Duration,
     /// A session unused this long ends; `None`: no inactivity timeout.
     pub session_inactivity_timeout: Option<Duration>,
+    /// How recent a session's last verified code must be for the actions that need one.
+    pub reverification: Duration,
+    pub allow_account_deletion: bool,
     /// Consecutive wrong codes: locks, their escalation, the stop, trusted browsers' share.
     pub lockout: LockoutConfig,
     pub limits: LimitsConfig,
@@ -654,6 +665,10 @@ impl Settings {
         if idle != 0 && !(300..=raw.sessions.ttl_secs).contains(&idle) {
             bail!("`sessions.inactivity_timeout_secs`: 0 (off) or between 300 and `sessions.ttl_secs`, got {idle}");
         }
+        let reverify = raw.sessions.reverification_secs;
+        if !(60..=86_400).contains(&reverify) {
+            bail!("`sessions.reverification_secs`: between 60 and 86400, got {reverify}");
+        }
         if raw.max_body_bytes < 1024 {
             bail!("`max_body_bytes`: must be at least 1024");
         }
@@ -748,6 +763,8 @@ impl Settings {
                 session_ttl: Duration::from_secs(raw.sessions.ttl_secs),
                 session_inactivity_timeout: (raw.sessions.inactivity_timeout_secs > 0)
                     .then(|| Duration::from_secs(raw.sessions.inactivity_timeout_secs)),
+                reverification: Duration::from_secs(raw.sessions.reverification_secs),
+                allow_account_deletion: raw.sessions.allow_account_deletion,
                 lockout: raw.lockout.clone(),
                 limits: raw.limits.clone(),
                 test_mode,

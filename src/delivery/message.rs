@@ -17,6 +17,13 @@ pub enum Purpose {
     SendsThrottled,
     /// Wrong codes locked sign-in to the owner's account (sent to the account's address).
     SignInLocked,
+    /// A signed-in person adds this address or number to their account.
+    AddIdentifier,
+    /// A signed-in person confirms it is them before a sensitive change.
+    Reverify,
+    /// Enumeration protection: someone tried to add an address an account has to another
+    /// account.
+    IdentifierClaimed,
 }
 
 impl Purpose {
@@ -28,6 +35,7 @@ impl Purpose {
                 | Purpose::AccountExists
                 | Purpose::SendsThrottled
                 | Purpose::SignInLocked
+                | Purpose::IdentifierClaimed
         )
     }
 }
@@ -114,7 +122,13 @@ impl CodeMessage {
                 "If it was you, sign in from a browser you have used before, or try again later:",
                 THROTTLED,
             )),
-            Purpose::SignUp | Purpose::SignIn => None,
+            Purpose::IdentifierClaimed => Some((
+                format!("Your email address on {product_name}"),
+                format!("Someone tried to add this email address to another {product_name} account, but it already belongs to yours. It stays with your account."),
+                "You can check your account here:",
+                NOTHING_CHANGED,
+            )),
+            Purpose::SignUp | Purpose::SignIn | Purpose::AddIdentifier | Purpose::Reverify => None,
         };
         if let Some((subject, lead, advice, closing)) = notice {
             let ctx = NoticeEmailText {
@@ -133,6 +147,8 @@ impl CodeMessage {
         }
         let action = match self.purpose {
             Purpose::SignUp => "finish signing up",
+            Purpose::AddIdentifier => "add this address to your account",
+            Purpose::Reverify => "confirm it is you",
             _ => "sign in",
         };
         let ctx = CodeEmailText {

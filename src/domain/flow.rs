@@ -52,10 +52,15 @@ macro_rules! stored_enum {
 }
 
 stored_enum! {
-    /// Sign-up or sign-in.
+    /// What a flow is for.
     FlowKind, "flow kind" {
         SignUp => "sign_up",
         SignIn => "sign_in",
+        /// A signed-in person adds an email address or phone number to their account.
+        AddIdentifier => "add_identifier",
+        /// A signed-in person proves again that they hold one of their identifiers, before an
+        /// action that could take the account from them.
+        Reverify => "reverify",
     }
 }
 
@@ -160,6 +165,16 @@ stored_enum! {
         BackendKeyRefused => "backend_key_refused",
         /// The person changed their name.
         NameChanged => "name_changed",
+        /// A session verified a fresh code on /user.
+        Reverified => "reverified",
+        IdentifierRemoved => "identifier_removed",
+        PrimaryIdentifierChanged => "primary_identifier_changed",
+        /// The person signed out one of their other devices.
+        SessionRevoked => "session_revoked",
+        /// The person deleted their account (kept for the operator: the user id stays).
+        AccountDeleted => "account_deleted",
+        /// Someone tried to add an identifier of this account to another account.
+        AddWithTakenIdentifier => "add_with_taken_identifier",
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Ctx {
     device: Option<String>,
     user_agent: Option<String>,
     ip: Option<String>,
+    /// The signed-in session acting on a flow on /user (see [`Ctx::for_user`]).
+    session: Option<crate::domain::SessionId>,
 }
 
 /// The client's address: the socket peer, or, when the peer is one of `trusted` (a reverse
@@ -138,11 +140,19 @@ impl FromRequest for Ctx {
             device,
             user_agent,
             ip,
+            session: None,
         }))
     }
 }
 
 impl Ctx {
+    /// This request acts for `user`'s session: flows on /user belong to it (see
+    /// [`Client::session`](crate::auth::Client)).
+    pub fn for_user(mut self, user: &CurrentUser) -> Self {
+        self.session = Some(user.session_id.clone());
+        self
+    }
+
     /// The browser cookie value, minting one (set on the answer by `finish`) if the request had
     /// none.
     pub fn browser(&self) -> String {
@@ -173,7 +183,7 @@ impl Ctx {
     }
 
     /// The session cookie's removal on the answer.
-    pub(super) fn remove_session_cookie(&self) {
+    pub(crate) fn remove_session_cookie(&self) {
         pending(&self.req, |p| p.session = Some(SessionCookie::Remove));
     }
 
@@ -189,6 +199,7 @@ impl Ctx {
             ip: self.ip.as_deref(),
             native: false,
             device: self.device.as_deref(),
+            session: self.session.as_ref(),
         }
     }
 

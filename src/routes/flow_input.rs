@@ -62,6 +62,25 @@ pub fn sign_in_identifier(ctx: &Ctx, input: &str) -> Result<Identifier, Identifi
     )
 }
 
+/// An identifier of one kind (adding one on /user or through `/v1/me`), if the instance uses
+/// that kind; `None` for a kind it does not.
+pub fn identifier_of_kind(
+    ctx: &Ctx,
+    kind: IdentifierKind,
+    input: &str,
+) -> Option<Result<Identifier, IdentifierError>> {
+    let settings = &ctx.state.settings;
+    let enabled = match kind {
+        IdentifierKind::Email => settings.identifiers.email.enabled,
+        IdentifierKind::Phone => settings.identifiers.phone.enabled,
+    };
+    let only = Accepts {
+        email: kind == IdentifierKind::Email,
+        phone: kind == IdentifierKind::Phone,
+    };
+    enabled.then(|| Identifier::parse_field(input, only, &settings.phone_policy))
+}
+
 /// Sign-up's identifiers under this instance's settings (see [`parse_sign_up`]).
 pub fn sign_up_identifiers(
     ctx: &Ctx,

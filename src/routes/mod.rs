@@ -22,6 +22,7 @@ mod pages;
 mod sign_in;
 mod sign_up;
 pub(crate) mod user;
+mod user_actions;
 mod well_known;
 
 use std::sync::Arc;
@@ -73,6 +74,20 @@ pub mod paths {
     pub const USER: &str = "/user";
     /// The profile's name form.
     pub const USER_NAME: &str = "/user/name";
+    /// The code step of adding an identifier on /user.
+    pub const USER_VERIFY: &str = "/user/verify/{flow}";
+    pub const USER_RESEND: &str = "/user/resend/{flow}";
+    /// The code step of a reverification (a fresh code before a sensitive change).
+    pub const USER_REVERIFY: &str = "/user/reverify/{flow}";
+    pub const USER_REVERIFY_RESEND: &str = "/user/reverify-resend/{flow}";
+    /// "Use another method" of a reverification: a new one to another identifier.
+    pub const USER_REVERIFY_FACTOR: &str = "/user/reverify-factor/{flow}";
+    pub const USER_ADD_IDENTIFIER: &str = "/user/identifiers";
+    pub const USER_MAKE_PRIMARY: &str = "/user/identifiers/primary";
+    pub const USER_REMOVE_IDENTIFIER: &str = "/user/identifiers/remove";
+    pub const USER_REVOKE_SESSION: &str = "/user/sessions/revoke";
+    pub const USER_REVOKE_OTHERS: &str = "/user/sessions/revoke-others";
+    pub const USER_DELETE: &str = "/user/delete";
     pub const SIGN_OUT: &str = "/sign-out";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
@@ -130,6 +145,7 @@ pub mod paths {
         match kind {
             FlowKind::SignUp => SIGN_UP,
             FlowKind::SignIn => SIGN_IN,
+            FlowKind::AddIdentifier | FlowKind::Reverify => USER,
         }
     }
 
@@ -137,6 +153,8 @@ pub mod paths {
         let pattern = match kind {
             FlowKind::SignUp => SIGN_UP_VERIFY,
             FlowKind::SignIn => SIGN_IN_VERIFY,
+            FlowKind::AddIdentifier => USER_VERIFY,
+            FlowKind::Reverify => USER_REVERIFY,
         };
         fill(pattern, id.as_str())
     }
@@ -145,18 +163,26 @@ pub mod paths {
         let pattern = match kind {
             FlowKind::SignUp => SIGN_UP_RESEND,
             FlowKind::SignIn => SIGN_IN_RESEND,
+            FlowKind::AddIdentifier => USER_RESEND,
+            FlowKind::Reverify => USER_REVERIFY_RESEND,
         };
         fill(pattern, id.as_str())
     }
 
-    /// "Use another method" on a sign-in code page.
-    pub fn factor(id: &FlowId) -> String {
-        fill(SIGN_IN_FACTOR, id.as_str())
+    /// "Use another method" on a sign-in (or reverification) code page.
+    pub fn factor(kind: FlowKind, id: &FlowId) -> String {
+        match kind {
+            FlowKind::Reverify => fill(USER_REVERIFY_FACTOR, id.as_str()),
+            _ => fill(SIGN_IN_FACTOR, id.as_str()),
+        }
     }
 
     /// The identifier step, prefilled from an existing flow ("Edit").
     pub fn edit(kind: FlowKind, id: &FlowId) -> String {
-        format!("{}?flow={}", start(kind), id)
+        match kind {
+            FlowKind::AddIdentifier | FlowKind::Reverify => USER.to_string(),
+            FlowKind::SignUp | FlowKind::SignIn => format!("{}?flow={}", start(kind), id),
+        }
     }
 
     pub fn asset(name: &str) -> String {
@@ -190,7 +216,12 @@ pub mod paths {
                 (SIGN_IN_VERIFY, verify(FlowKind::SignIn, &id)),
                 (SIGN_UP_RESEND, resend(FlowKind::SignUp, &id)),
                 (SIGN_IN_RESEND, resend(FlowKind::SignIn, &id)),
-                (SIGN_IN_FACTOR, factor(&id)),
+                (USER_VERIFY, verify(FlowKind::AddIdentifier, &id)),
+                (USER_RESEND, resend(FlowKind::AddIdentifier, &id)),
+                (SIGN_IN_FACTOR, factor(FlowKind::SignIn, &id)),
+                (USER_REVERIFY_FACTOR, factor(FlowKind::Reverify, &id)),
+                (USER_REVERIFY, verify(FlowKind::Reverify, &id)),
+                (USER_REVERIFY_RESEND, resend(FlowKind::Reverify, &id)),
                 (STATIC_ASSET, asset("style.css")),
             ];
             for (pattern, url) in built {
@@ -258,6 +289,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(user::back_to_profile))
                 .route(web::post().to(user::update_name)),
         )
+        .configure(user_actions::configure)
         .service(
             web::resource(paths::SIGN_OUT)
                 .route(web::get().to(user::back_to_profile))

@@ -135,6 +135,131 @@ pub struct UserPage {
     pub redirect_url: String,
     /// The way back's text ("Continue to app.example.com"); empty without a `redirect_url`.
     pub back_label: String,
+    /// "Add an email address" / "Add a phone number": one form per enabled kind.
+    pub add_forms: Vec<AddForm>,
+    pub actions: ProfileActions,
+    /// What the last change did (after its redirect).
+    pub notice: Option<ProfileNotice>,
+    /// Why the last change was refused (422).
+    pub problem: Option<ProfileProblem>,
+    pub deletion_allowed: bool,
+    /// The delete button was pressed once: the page asks to confirm.
+    pub confirming_deletion: bool,
+}
+
+/// Where the profile's forms post.
+pub struct ProfileActions {
+    pub add: &'static str,
+    pub primary: &'static str,
+    pub remove: &'static str,
+    pub revoke: &'static str,
+    pub revoke_others: &'static str,
+    pub delete: &'static str,
+}
+
+impl Default for ProfileActions {
+    fn default() -> Self {
+        use super::paths;
+        Self {
+            add: paths::USER_ADD_IDENTIFIER,
+            primary: paths::USER_MAKE_PRIMARY,
+            remove: paths::USER_REMOVE_IDENTIFIER,
+            revoke: paths::USER_REVOKE_SESSION,
+            revoke_others: paths::USER_REVOKE_OTHERS,
+            delete: paths::USER_DELETE,
+        }
+    }
+}
+
+/// The form that adds an identifier of one kind; as typed, with its error, when refused.
+#[derive(Debug)]
+pub struct AddForm {
+    pub kind: IdentifierKind,
+    pub value: String,
+    pub error: Option<AddProblem>,
+}
+
+impl AddForm {
+    pub fn empty(kind: IdentifierKind) -> Self {
+        Self {
+            kind,
+            value: String::new(),
+            error: None,
+        }
+    }
+
+    pub fn is_email(&self) -> bool {
+        self.kind == IdentifierKind::Email
+    }
+
+    pub fn field_id(&self) -> &'static str {
+        match self.kind {
+            IdentifierKind::Email => "add_email",
+            IdentifierKind::Phone => "add_phone",
+        }
+    }
+}
+
+/// Why an identifier could not be added.
+#[derive(Debug)]
+pub enum AddProblem {
+    Invalid(crate::domain::IdentifierError),
+    /// Another account has it (only said when enumeration protection is off).
+    Taken,
+    AlreadyYours,
+    Limited { retry_after_secs: u64 },
+}
+
+/// What a change on the profile did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileNotice {
+    Added,
+    PrimaryChanged,
+    Removed,
+    SignedOutDevice,
+    SignedOutOthers,
+    NameSaved,
+}
+
+impl ProfileNotice {
+    pub const ALL: [ProfileNotice; 6] = [
+        ProfileNotice::Added,
+        ProfileNotice::PrimaryChanged,
+        ProfileNotice::Removed,
+        ProfileNotice::SignedOutDevice,
+        ProfileNotice::SignedOutOthers,
+        ProfileNotice::NameSaved,
+    ];
+
+    /// The word the redirect after a change carries (`/user?done=…`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileNotice::Added => "added",
+            ProfileNotice::PrimaryChanged => "primary",
+            ProfileNotice::Removed => "removed",
+            ProfileNotice::SignedOutDevice => "signed_out_device",
+            ProfileNotice::SignedOutOthers => "signed_out_others",
+            ProfileNotice::NameSaved => "name",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.as_str() == s)
+    }
+}
+
+/// Why a change on the profile was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileProblem {
+    LastSignInIdentifier,
+    RequiredKind(IdentifierKind),
+    NotVerified,
+    /// The identifier or device is no longer there (a stale page).
+    Gone,
+    /// The delete form was sent without its confirmation.
+    NotConfirmed,
+    DeletionDisabled,
+    Limited { retry_after_secs: u64 },
 }
 
 /// One line of "Recent security activity".
@@ -152,6 +277,7 @@ pub struct DeviceRow {
     pub signed_in: String,
     pub last_active: String,
     pub current: bool,
+    pub session_id: String,
 }
 
 /// The name form of the profile page.
@@ -176,6 +302,7 @@ impl NameForm {
 }
 
 pub struct ProfileIdentifier {
+    pub id: String,
     pub value: String,
     pub primary: bool,
     pub verified: bool,

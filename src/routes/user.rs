@@ -6,7 +6,10 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::flow_pages::redirect_target;
-use super::pages::{ActivityRow, DeviceRow, NameField, NameForm, ProfileIdentifier, UserPage};
+use super::pages::{
+    ActivityRow, AddForm, DeviceRow, NameField, NameForm, ProfileActions, ProfileIdentifier,
+    ProfileNotice, ProfileProblem, UserPage,
+};
 use super::{paths, Ctx, PageError};
 use crate::domain::{AuditKind, IdentifierKind, PersonName, RedirectTarget};
 
@@ -31,6 +34,14 @@ fn describe(event: AuditKind) -> &'static str {
         AuditKind::SignOut => "Signed out",
         AuditKind::BackendKeyRefused => "A server call with a wrong key was refused",
         AuditKind::NameChanged => "Name changed",
+        AuditKind::Reverified => "Confirmed it was you with a fresh code",
+        AuditKind::IdentifierRemoved => "Email address or phone number removed",
+        AuditKind::PrimaryIdentifierChanged => "Primary email address or phone number changed",
+        AuditKind::SessionRevoked => "A device was signed out",
+        AuditKind::AccountDeleted => "Account deleted",
+        AuditKind::AddWithTakenIdentifier => {
+            "Someone tried to add your email address or phone number to another account"
+        }
         AuditKind::SignUpWithTakenIdentifier => {
             "Someone tried to create an account with your email address or phone number"
         }
@@ -41,6 +52,8 @@ fn describe(event: AuditKind) -> &'static str {
 #[serde(default)]
 pub struct UserQuery {
     redirect_url: Option<String>,
+    /// What the change before the redirect did (`ProfileNotice`).
+    done: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -72,20 +85,29 @@ pub async fn page(ctx: Ctx, query: web::Query<UserQuery>) -> Result<HttpResponse
     let Some(user) = ctx.current_user().await? else {
         return sign_in_first(&ctx, redirect_url);
     };
-    let name = NameForm {
-        first_name: user
-            .first_name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-        last_name: user
-            .last_name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-        error: None,
+    let shown = Shown {
+        notice: query.done.as_deref().and_then(ProfileNotice::parse),
+        ..Shown::default()
     };
-    profile(&ctx, &user, redirect.as_ref(), name, StatusCode::OK).await
+    profile(&ctx, &user, redirect.as_ref(), shown, StatusCode::OK).await
+}
+
+/// What the profile page shows besides the account: a form as typed when it was refused, and
+/// what the last change did or why it was refused.
+#[derive(Default)]
+pub(crate) struct Shown {
+    /// `None`: the name as stored.
+    pub name: Option<NameForm>,
+    /// A refused "add" form (in place of the empty one of its kind).
+    pub add: Option<AddForm>,
+    pub notice: Option<ProfileNotice>,
+    pub problem: Option<ProfileProblem>,
+    pub confirming_deletion: bool,
+}
+
+/// Signed out: to the sign-in, and back to the profile afterwards.
+pub(crate) fn signed_out(ctx: &Ctx) -> Result<HttpResponse, PageError> {
+    sign_in_first(ctx, "")
 }
 
 /// `POST /user/name`: saves the name; a refused value is shown as typed, with its error (422).
@@ -115,7 +137,10 @@ pub async fn update_name(
                 .map_err(|e| e.context("saving a name"))?;
             ctx.redirect(&paths::with_query(
                 paths::USER,
-                &[("redirect_url", redirect_url)],
+                &[
+                    ("redirect_url", redirect_url),
+                    ("done", ProfileNotice::NameSaved.as_str()),
+                ],
             ))
         }
         Err(error) => {
@@ -125,11 +150,15 @@ pub async fn update_name(
                 last_name: clip(&form.last_name),
                 error: Some(error),
             };
+            let shown = Shown {
+                name: Some(name),
+                ..Shown::default()
+            };
             profile(
                 &ctx,
                 &user,
                 redirect.as_ref(),
-                name,
+                shown,
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await
@@ -137,20 +166,47 @@ pub async fn update_name(
     }
 }
 
-/// The profile page of `user`, with the name form as given.
-async fn profile(
+/// The profile page of `user`, with `shown`.
+pub(crate) async fn profile(
     ctx: &Ctx,
     user: &crate::auth::CurrentUser,
     redirect: Option<&RedirectTarget>,
-    name: NameForm,
+    shown: Shown,
     status: StatusCode,
 ) -> Result<HttpResponse, PageError> {
+    let name = shown.name.unwrap_or_else(|| NameForm {
+        first_name: user
+            .first_name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        last_name: user
+            .last_name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        error: None,
+    });
+    let rules = &ctx.state.settings.identifiers;
+    let mut refused_add = shown.add;
+    let add_forms = [
+        (IdentifierKind::Email, rules.email.enabled),
+        (IdentifierKind::Phone, rules.phone.enabled),
+    ]
+    .into_iter()
+    .filter(|(_, enabled)| *enabled)
+    .map(|(kind, _)| match refused_add.take_if(|f| f.kind == kind) {
+        Some(form) => form,
+        None => AddForm::empty(kind),
+    })
+    .collect();
     let redirect_url = redirect.map(|r| r.as_str()).unwrap_or_default();
     let of_kind = |kind: IdentifierKind| {
         user.identifiers
             .iter()
             .filter(|s| s.identifier.kind() == kind)
             .map(|s| ProfileIdentifier {
+                id: s.id.to_string(),
                 value: s.identifier.display().to_string(),
                 primary: s.is_primary,
                 verified: s.verified,
@@ -183,6 +239,7 @@ async fn profile(
             signed_in: d.created_at.format(ACTIVITY_FORMAT).unwrap_or_default(),
             last_active: d.last_active_at.format(ACTIVITY_FORMAT).unwrap_or_default(),
             current: d.session_id == user.session_id,
+            session_id: d.session_id.to_string(),
         })
         .collect();
     let page = UserPage {
@@ -198,6 +255,12 @@ async fn profile(
         csrf_token: ctx.session_csrf_token(user),
         redirect_url: redirect_url.to_string(),
         back_label: redirect.map(back_label).unwrap_or_default(),
+        add_forms,
+        actions: ProfileActions::default(),
+        notice: shown.notice,
+        problem: shown.problem,
+        deletion_allowed: ctx.state.settings.auth.allow_account_deletion,
+        confirming_deletion: shown.confirming_deletion,
     };
     ctx.render(status, &page)
 }

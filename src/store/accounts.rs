@@ -11,7 +11,7 @@ const FIND_OWNER: &str =
     "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
      WHERE kind = $1 AND canonical = $2";
 
-const USER_IDENTIFIERS: &str =
+pub(super) const USER_IDENTIFIERS: &str =
     "SELECT id, user_id, kind, value, canonical, is_primary, verified_at FROM identifiers \
      WHERE user_id = $1 ORDER BY kind, is_primary DESC, created_at";
 

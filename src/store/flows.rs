@@ -28,6 +28,10 @@ pub struct NewFlow {
     pub user_id: Option<UserId>,
     pub redirect_url: Option<String>,
     pub browser_binding: Option<String>,
+    /// Flows on /user: the session that started it (only it may continue the flow).
+    pub for_session: Option<SessionId>,
+    /// A reverification's action to do once the code is verified (opaque here).
+    pub pending_action: Option<String>,
     pub now: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
@@ -67,6 +71,10 @@ pub struct FlowRecord {
     pub expires_at: OffsetDateTime,
     /// The session a completed flow created.
     pub session_id: Option<SessionId>,
+    /// Flows on /user: the session that started it.
+    pub for_session: Option<SessionId>,
+    /// A reverification's action to do once the code is verified.
+    pub pending_action: Option<String>,
     /// Never empty; ordered by position.
     pub verifications: Vec<VerificationRecord>,
 }
@@ -158,6 +166,16 @@ pub enum Completion {
         user_id: UserId,
         session: NewSession,
     },
+    /// An identifier added to the account on /user.
+    IdentifierAdded {
+        user_id: UserId,
+        identifier: NewIdentifier,
+    },
+    /// The session verified a fresh code (reverification).
+    Reverified {
+        user_id: UserId,
+        session_id: SessionId,
+    },
     /// A sign-up with more identifiers to verify: the verification is done, and the next one's
     /// code is sent if given.
     Next {
@@ -245,7 +263,7 @@ pub struct ReplaceCode {
 }
 
 const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_kind, f.identifier_value, f.identifier_canonical, f.user_id, \
-     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, f.session_id, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
+     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, f.session_id, f.for_session_id, f.pending_action, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
      v.identifier_id, v.position, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status, v.decoy \
      FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1 ORDER BY v.position";
 
@@ -284,6 +302,8 @@ fn flow_from_rows(rows: &[Row]) -> anyhow::Result<Option<FlowRecord>> {
         created_at: r.time("created_at")?,
         expires_at: r.time("expires_at")?,
         session_id: r.opt_text("session_id")?.map(SessionId::from_trusted),
+        for_session: r.opt_text("for_session_id")?.map(SessionId::from_trusted),
+        pending_action: r.opt_text("pending_action")?,
         verifications: rows
             .iter()
             .map(verification_from_row)
@@ -294,8 +314,8 @@ fn flow_from_rows(rows: &[Row]) -> anyhow::Result<Option<FlowRecord>> {
 fn insert_flow(flow: &NewFlow) -> Stmt {
     Stmt::new(
         "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
-         redirect_url, browser_binding, created_at, last_active_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+         redirect_url, browser_binding, created_at, last_active_at, expires_at, for_session_id, pending_action) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
         vec![
             flow.id.as_str().into(),
             flow.kind.into(),
@@ -308,6 +328,8 @@ fn insert_flow(flow: &NewFlow) -> Stmt {
             flow.browser_binding.as_deref().into(),
             flow.now.into(),
             flow.expires_at.into(),
+            flow.for_session.as_ref().map(|s| s.as_str()).into(),
+            flow.pending_action.as_deref().into(),
         ],
     )
 }
@@ -404,6 +426,48 @@ impl Completion {
                 return stmts;
             }
             Completion::SignIn { user_id, session } => (user_id, session),
+            Completion::IdentifierAdded {
+                user_id,
+                identifier,
+            } => {
+                // Primary if the account has none of its kind.
+                stmts.push((
+                    Stmt::new(
+                        "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
+                         SELECT $1, $2, $3, $4, $5, CASE WHEN EXISTS (SELECT 1 FROM identifiers WHERE user_id = $2 AND kind = $3) THEN 0 ELSE 1 END, $6, $6 \
+                         WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
+                        vec![
+                            identifier.id.as_str().into(),
+                            user_id.as_str().into(),
+                            identifier.kind.into(),
+                            identifier.value.as_str().into(),
+                            identifier.canonical.as_str().into(),
+                            now.into(),
+                        ],
+                    ),
+                    true,
+                ));
+                stmts.push((complete_flow(flow_id, now), false));
+                return stmts;
+            }
+            Completion::Reverified {
+                user_id,
+                session_id,
+            } => {
+                stmts.push((
+                    Stmt::new(
+                        "UPDATE sessions SET verified_at = $1 WHERE id = $2 AND user_id = $3",
+                        vec![
+                            now.into(),
+                            session_id.as_str().into(),
+                            user_id.as_str().into(),
+                        ],
+                    ),
+                    false,
+                ));
+                stmts.push((complete_flow(flow_id, now), false));
+                return stmts;
+            }
             Completion::SignUp {
                 user_id,
                 identifiers,
@@ -453,6 +517,14 @@ impl Completion {
         ));
         stmts
     }
+}
+
+/// Marks a flow that created no session complete.
+fn complete_flow(flow_id: &FlowId, now: OffsetDateTime) -> Stmt {
+    Stmt::new(
+        "UPDATE flows SET status = 'complete', completed_at = $1, last_active_at = $1 WHERE id = $2",
+        vec![now.into(), flow_id.as_str().into()],
+    )
 }
 
 /// What the statements of a batch did, as far as they ran (all of them, or those before its

@@ -17,6 +17,7 @@ mod lockout;
 mod oauth;
 mod outbox;
 mod postgres;
+mod profile;
 mod secrets;
 mod sessions;
 mod signing_keys;
@@ -43,6 +44,7 @@ pub use oauth::{
     RefreshTokenState,
 };
 pub use outbox::{Claim, ClaimedMessage, GiveUp, NewMessage, OutboxEntry};
+pub use profile::Removal;
 pub use sessions::{Device, NewSession, SessionUser};
 pub use signing_keys::StoredSigningKey;
 pub use tx::{is_unavailable_error, Backend, DbError, DbErrorKind};

@@ -81,6 +81,8 @@ pub struct SessionUser {
     pub user_created_at: OffsetDateTime,
     /// Written at most once a minute (auth/session_rules.rs).
     pub last_active_at: OffsetDateTime,
+    /// When this session last verified a code (its sign-in, or a reverification).
+    pub verified_at: OffsetDateTime,
     pub first_name: Option<PersonName>,
     pub last_name: Option<PersonName>,
     /// How the person authenticated: `amr` values besides "otp" ("email", "sms").
@@ -91,8 +93,8 @@ pub struct SessionUser {
 
 pub(super) fn insert_session(s: &NewSession) -> Stmt {
     Stmt::new(
-        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, expires_at, user_agent, ip, client_binding, amr, browser, os) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_active_at, verified_at, expires_at, user_agent, ip, client_binding, amr, browser, os) \
+         VALUES ($1, $2, $3, $4, $4, $4, $5, $6, $7, $8, $9, $10, $11)",
         vec![
             s.id.as_str().into(),
             s.user_id.as_str().into(),
@@ -114,7 +116,7 @@ pub(super) fn insert_session(s: &NewSession) -> Stmt {
 macro_rules! session_query {
     ($where:literal, $order:literal) => {
         concat!(
-            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.last_active_at, s.amr, \
+            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.last_active_at, s.amr, s.verified_at AS s_verified_at, \
              u.created_at AS user_created_at, u.first_name, u.last_name, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              LEFT JOIN identifiers i ON i.user_id = u.id WHERE ",
@@ -145,6 +147,10 @@ fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
         created_at: r.time("s_created_at")?,
         user_created_at: r.time("user_created_at")?,
         last_active_at: r.time("last_active_at")?,
+        verified_at: match r.opt_time("s_verified_at")? {
+            Some(t) => t,
+            None => r.time("s_created_at")?,
+        },
         first_name: r.opt_text("first_name")?.map(PersonName::from_trusted),
         last_name: r.opt_text("last_name")?.map(PersonName::from_trusted),
         amr: r
@@ -336,37 +342,75 @@ impl Store {
         now: OffsetDateTime,
         logouts: Vec<(String, NewMessage)>,
     ) -> anyhow::Result<Vec<NewMessage>> {
-        let mut stmts = super::oauth::end_session_grants(id.as_str());
-        stmts.push(Stmt::new(
-            "DELETE FROM sessions WHERE id = $1",
-            vec![id.as_str().into()],
-        ));
-        // Other instances' caches of live sessions read this (auth/session_cache.rs).
-        stmts.push(Stmt::new(
-            "INSERT INTO session_revocations (session_id, revoked_at) VALUES ($1, $2)",
-            vec![id.as_str().into(), now.into()],
-        ));
+        self.end_sessions(vec![(id.clone(), logouts)], Vec::new(), now)
+            .await
+    }
+
+    /// Ends several sessions as [`delete_session`](Self::delete_session) does one, and writes
+    /// `audit`, in one unit.
+    pub async fn end_sessions(
+        &self,
+        sessions: Vec<(SessionId, Vec<(String, NewMessage)>)>,
+        audit: Vec<super::AuditEvent>,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<NewMessage>> {
         self.write(move |tx| {
             Box::pin(async move {
-                let done = tx.run(stmts).await?;
-                let mut clients: Vec<String> = Vec::new();
-                for row in &done[2].rows {
-                    let client = row.text("client_id")?;
-                    if !clients.contains(&client) {
-                        clients.push(client);
-                    }
+                let mut queued: Vec<NewMessage> = Vec::new();
+                for (id, logouts) in sessions {
+                    let stmts = end_session(&id, now);
+                    let done = tx.run(stmts).await?;
+                    queued.extend(logouts_due(&done[2].rows, logouts)?);
                 }
-                let queued: Vec<NewMessage> = logouts
-                    .into_iter()
-                    .filter(|(c, _)| clients.contains(c))
-                    .map(|(_, m)| m)
-                    .collect();
-                if !queued.is_empty() {
-                    tx.run(queued.iter().map(insert_message).collect()).await?;
+                let mut stmts: Vec<Stmt> = queued.iter().map(insert_message).collect();
+                stmts.extend(audit.iter().map(|e| e.statement(now)));
+                if !stmts.is_empty() {
+                    tx.run(stmts).await?;
                 }
                 Ok(Unit::Commit(queued))
             })
         })
         .await
     }
+}
+
+/// Ends session `id`: its grants (the third statement returns their client ids), the session,
+/// and its entry in the revocation log, which other instances' caches of live sessions read
+/// (auth/session_cache.rs).
+fn end_session(id: &SessionId, now: OffsetDateTime) -> Vec<Stmt> {
+    let mut stmts = super::oauth::end_session_grants(id.as_str());
+    stmts.push(Stmt::new(
+        "DELETE FROM sessions WHERE id = $1",
+        vec![id.as_str().into()],
+    ));
+    stmts.push(revocation(id, now));
+    stmts
+}
+
+/// The revocation log's entry for session `id`.
+pub(super) fn revocation(id: &SessionId, now: OffsetDateTime) -> Stmt {
+    Stmt::new(
+        "INSERT INTO session_revocations (session_id, revoked_at) VALUES ($1, $2)",
+        vec![id.as_str().into(), now.into()],
+    )
+}
+
+/// The logout messages of the clients among `grants` (rows with `client_id`): a client the
+/// session never signed into is not told.
+pub(super) fn logouts_due(
+    grants: &[Row],
+    logouts: Vec<(String, NewMessage)>,
+) -> anyhow::Result<Vec<NewMessage>> {
+    let mut clients: Vec<String> = Vec::new();
+    for row in grants {
+        let client = row.text("client_id")?;
+        if !clients.contains(&client) {
+            clients.push(client);
+        }
+    }
+    Ok(logouts
+        .into_iter()
+        .filter(|(c, _)| clients.contains(c))
+        .map(|(_, m)| m)
+        .collect())
 }

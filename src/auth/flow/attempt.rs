@@ -114,8 +114,21 @@ pub(super) fn plan<'r>(
     };
     let auto_next = matches!(target, AttemptTarget::Page(_));
     let identifier = verification_identifier(record, v);
+    let account = || record.user_id.clone().ok_or(AttemptError::from(FlowError::NotFound));
     let (counted, reset, user) = match kind {
         FlowKind::SignUp => (vec![Counted::Identifier(identifier.clone())], vec![], None),
+        // A new identifier counts like a sign-up's: on itself, whoever tries it.
+        FlowKind::AddIdentifier => (
+            vec![Counted::Identifier(identifier.clone())],
+            vec![],
+            Some(account()?),
+        ),
+        // A reverification counts on the account, as a sign-in does: a stolen session cannot
+        // guess its way past it any faster than a sign-in could.
+        FlowKind::Reverify => {
+            let user = account()?;
+            (vec![Counted::Account(user.clone())], vec![], Some(user))
+        }
         FlowKind::SignIn => {
             let user = match (&record.user_id, v.decoy) {
                 (Some(user), _) => Some(user.clone()),
@@ -391,6 +404,26 @@ impl Auth {
                 user_id: user_id.clone(),
                 session,
             },
+            (None, FlowKind::AddIdentifier, _) => Completion::IdentifierAdded {
+                user_id: user_id.clone(),
+                identifier: NewIdentifier {
+                    id: v
+                        .identifier_id
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("an added identifier has its id"))?,
+                    kind: identifier.kind(),
+                    value: identifier.display().to_string(),
+                    canonical: identifier.canonical().to_string(),
+                    is_primary: false,
+                },
+            },
+            (None, FlowKind::Reverify, _) => Completion::Reverified {
+                user_id: user_id.clone(),
+                session_id: record
+                    .for_session
+                    .clone()
+                    .ok_or(AttemptError::from(FlowError::NotFound))?,
+            },
         };
         let event = |what, outcome, user: Option<&UserId>, about: &Identifier| {
             self.audit_event(what, outcome, user, Some(about), Some(&record.id), client)
@@ -400,6 +433,18 @@ impl Auth {
                 AuditKind::IdentifierVerified,
                 AuditOutcome::Success,
                 None,
+                identifier,
+            )],
+            (true, FlowKind::AddIdentifier) => vec![event(
+                AuditKind::IdentifierAdded,
+                AuditOutcome::Success,
+                Some(&user_id),
+                identifier,
+            )],
+            (true, FlowKind::Reverify) => vec![event(
+                AuditKind::Reverified,
+                AuditOutcome::Success,
+                Some(&user_id),
                 identifier,
             )],
             (true, FlowKind::SignIn) => vec![event(
@@ -486,6 +531,18 @@ impl Auth {
                 }
                 tracing::info!(event = "identifier_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), next = %next.as_ref().map(|n| n.1.masked()).unwrap_or_else(|| "-".into()), ip = client.ip.unwrap_or("-"));
                 Ok(Attempted::NextVerification)
+            }
+            Verdict::SignedIn if matches!(kind, FlowKind::AddIdentifier | FlowKind::Reverify) => {
+                tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), user_id = %user_id, ip = client.ip.unwrap_or("-"));
+                Ok(Attempted::AccountUpdated {
+                    identifier_id: (kind == FlowKind::AddIdentifier)
+                        .then(|| v.identifier_id.clone())
+                        .flatten(),
+                    then: record
+                        .pending_action
+                        .as_deref()
+                        .and_then(crate::auth::PendingAction::parse),
+                })
             }
             Verdict::SignedIn => {
                 tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), user_id = %user_id, session_id = %session_id, ip = client.ip.unwrap_or("-"));

@@ -32,6 +32,8 @@ fn purpose(kind: FlowKind) -> Purpose {
     match kind {
         FlowKind::SignUp => Purpose::SignUp,
         FlowKind::SignIn => Purpose::SignIn,
+        FlowKind::AddIdentifier => Purpose::AddIdentifier,
+        FlowKind::Reverify => Purpose::Reverify,
     }
 }
 
@@ -165,6 +167,12 @@ pub enum Attempted {
     SignedIn(SignedIn),
     /// A sign-up identifier was verified; the next one's code was sent.
     NextVerification,
+    /// A flow on /user is complete: the identifier was added, or the session reverified
+    /// (with the action that asked for it, if any).
+    AccountUpdated {
+        identifier_id: Option<IdentifierId>,
+        then: Option<crate::auth::PendingAction>,
+    },
 }
 
 impl FlowView {
@@ -204,6 +212,9 @@ pub enum StartError {
     IdentifierNotFound,
     #[error("an account already has this identifier")]
     IdentifierTaken(IdentifierKind),
+    /// Adding an identifier the account already has.
+    #[error("the account already has this identifier")]
+    AlreadyYours,
     /// A rate limit refused the request; nothing was stored or sent.
     #[error("too many requests; retry in {retry_after_secs} s")]
     Limited { retry_after_secs: u64 },
@@ -323,6 +334,10 @@ impl Auth {
     ) -> Result<FlowRecord, FlowError> {
         let record = self.store.load_flow(id).await?.ok_or(FlowError::NotFound)?;
         if record.kind != kind {
+            return Err(FlowError::NotFound);
+        }
+        // A flow on /user is its session's alone.
+        if record.for_session.is_some() && record.for_session.as_ref() != client.session {
             return Err(FlowError::NotFound);
         }
         if let Some(bound) = &record.browser_binding {

@@ -230,3 +230,48 @@ impl Auth {
             .map_err(Into::into)
     }
 }
+
+impl Auth {
+    /// A reverification's "Use another method": a new reverification to another verified
+    /// identifier of the account, for the same pending action (the earlier one is left to
+    /// expire: its code still works until then, as it went to the account's own identifier).
+    pub async fn reverify_elsewhere(
+        &self,
+        id: &FlowId,
+        user: &crate::auth::CurrentUser,
+        identifier_id: &IdentifierId,
+        client: &Client<'_>,
+    ) -> Result<FlowId, ResendError> {
+        let now = self.now();
+        let record = self.load_record(id, FlowKind::Reverify, client, now).await?;
+        if record.status == FlowStatus::Complete {
+            return Err(ResendError::Completed);
+        }
+        let chosen = user
+            .identifiers
+            .iter()
+            .find(|s| &s.id == identifier_id && s.verified && self.factor_allowed(&s.identifier))
+            .ok_or(ResendError::UnknownTarget)?;
+        let then = record
+            .pending_action
+            .as_deref()
+            .and_then(crate::auth::PendingAction::parse);
+        match self
+            .start_for_account(
+                FlowKind::Reverify,
+                user,
+                &chosen.identifier,
+                true,
+                then.as_ref(),
+                client,
+            )
+            .await
+        {
+            Ok(flow) => Ok(flow),
+            Err(super::StartError::Limited { retry_after_secs }) => {
+                Err(ResendError::Limited { retry_after_secs })
+            }
+            Err(e) => Err(anyhow::anyhow!("starting a reverification: {e}").into()),
+        }
+    }
+}

@@ -6,7 +6,7 @@ use super::{
     code_binding, purpose, FlowKind, PreparedCode, PreparedMessage, StartError, DECOY_HASH,
     TEST_CODE,
 };
-use crate::auth::{Auth, Client};
+use crate::auth::{Auth, Client, CurrentUser, PendingAction};
 use crate::delivery::{unix_ms, CodeMessage, Purpose};
 use crate::domain::{
     AuditKind, AuditOutcome, Channel, FlowId, Identifier, IdentifierId, MessageId, OtpCode,
@@ -35,7 +35,8 @@ impl Auth {
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
     ) -> Result<FlowId, StartError> {
-        self.open(kind, identifiers, redirect, client, true).await
+        self.open(kind, identifiers, redirect, client, true, None, None)
+            .await
     }
 
     /// Like [`start`](Self::start), but sends nothing: every code waits for
@@ -47,7 +48,35 @@ impl Auth {
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
     ) -> Result<FlowId, StartError> {
-        self.open(kind, identifiers, redirect, client, false).await
+        self.open(kind, identifiers, redirect, client, false, None, None)
+            .await
+    }
+
+    /// Starts a flow on /user for the signed-in `user`: adding `identifier` to the account, or
+    /// (`Reverify`) a fresh code to `identifier`, one of the account's verified identifiers.
+    /// The flow belongs to the user's session; `then` (a reverification) is kept with it and
+    /// handed back when its code is verified. `send`: the code goes out now (the pages; the
+    /// API's create waits for prepare).
+    pub async fn start_for_account(
+        &self,
+        kind: FlowKind,
+        user: &CurrentUser,
+        identifier: &Identifier,
+        send: bool,
+        then: Option<&PendingAction>,
+        client: &Client<'_>,
+    ) -> Result<FlowId, StartError> {
+        debug_assert!(matches!(kind, FlowKind::AddIdentifier | FlowKind::Reverify));
+        self.open(
+            kind,
+            std::slice::from_ref(identifier),
+            None,
+            client,
+            send,
+            Some(user),
+            then,
+        )
+        .await
     }
 
     async fn open(
@@ -57,6 +86,8 @@ impl Auth {
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
         send_first: bool,
+        account: Option<&CurrentUser>,
+        then: Option<&PendingAction>,
     ) -> Result<FlowId, StartError> {
         let first = identifiers
             .first()
@@ -95,6 +126,46 @@ impl Auth {
                     return Err(StartError::IdentifierNotFound);
                 }
             },
+            FlowKind::Reverify => {
+                let user = account.ok_or_else(|| anyhow::anyhow!("reverification needs a session"))?;
+                let stored = user
+                    .identifiers
+                    .iter()
+                    .find(|s| s.verified && s.identifier == *first)
+                    .ok_or(StartError::IdentifierNotFound)?;
+                user_id = Some(user.user_id.clone());
+                targets.push(Target {
+                    to: stored.identifier.clone(),
+                    identifier_id: Some(stored.id.clone()),
+                    decoy: false,
+                });
+            }
+            FlowKind::AddIdentifier => {
+                let user = account.ok_or_else(|| anyhow::anyhow!("adding an identifier needs a session"))?;
+                if user.identifiers.iter().any(|s| s.identifier == *first) {
+                    return Err(StartError::AlreadyYours);
+                }
+                let owner = self.store.find_owner(first).await?;
+                let taken = owner.is_some();
+                if let Some(owner) = &owner {
+                    owners.push((owner.user_id.clone(), first.clone()));
+                }
+                first_owner = owner;
+                if taken && !strict {
+                    tracing::info!(event = "add_identifier_refused", identifier = %first.masked(), reason = "identifier_taken");
+                    return Err(StartError::IdentifierTaken(first.kind()));
+                }
+                if taken {
+                    tracing::info!(event = "add_identifier_decoy", identifier = %first.masked(), reason = "identifier_taken");
+                }
+                user_id = Some(user.user_id.clone());
+                // The id the identifier will have once verified (the API addresses it so).
+                targets.push(Target {
+                    to: first.clone(),
+                    identifier_id: Some(IdentifierId::generate()),
+                    decoy: taken,
+                });
+            }
             FlowKind::SignUp => {
                 for (i, identifier) in identifiers.iter().enumerate() {
                     let owner = self.store.find_owner(identifier).await?;
@@ -174,9 +245,13 @@ impl Auth {
             Some(&flow_id),
             client,
         )];
+        let taken_event = match kind {
+            FlowKind::AddIdentifier => AuditKind::AddWithTakenIdentifier,
+            _ => AuditKind::SignUpWithTakenIdentifier,
+        };
         for (owner, identifier) in &owners {
             audit.push(self.audit_event(
-                AuditKind::SignUpWithTakenIdentifier,
+                taken_event,
                 AuditOutcome::Refused,
                 Some(owner),
                 Some(identifier),
@@ -191,6 +266,8 @@ impl Auth {
             user_id,
             redirect_url: redirect.map(|r| r.as_str().to_string()),
             browser_binding: client.browser.map(|b| self.keys.browser_binding(b)),
+            for_session: account.map(|u| u.session_id.clone()),
+            pending_action: then.map(PendingAction::to_stored),
             now,
             expires_at: now + self.policy.flow_idle_ttl,
         };
@@ -261,8 +338,8 @@ impl Auth {
         // A sign-up looks the identifier's owner up whether or not it is a decoy, so the two
         // do the same work.
         let owner = match kind {
-            FlowKind::SignUp => self.store.find_owner(to).await?,
-            FlowKind::SignIn => None,
+            FlowKind::SignUp | FlowKind::AddIdentifier => self.store.find_owner(to).await?,
+            FlowKind::SignIn | FlowKind::Reverify => None,
         };
         Ok(self.prepare_send_to(kind, ver_id, to, decoy, owner, expires))
     }
@@ -303,7 +380,7 @@ impl Auth {
                 Purpose::UnknownAccount,
                 &self.policy.links.sign_up,
             ),
-            FlowKind::SignUp => {
+            FlowKind::SignUp | FlowKind::AddIdentifier | FlowKind::Reverify => {
                 let stored = match owner {
                     Some(s) => match s.identifier {
                         Identifier::Email(e) => e,
@@ -311,7 +388,11 @@ impl Auth {
                     },
                     None => typed.clone(),
                 };
-                (stored, Purpose::AccountExists, &self.policy.links.sign_in)
+                let purpose = match kind {
+                    FlowKind::AddIdentifier => Purpose::IdentifierClaimed,
+                    _ => Purpose::AccountExists,
+                };
+                (stored, purpose, &self.policy.links.sign_in)
             }
         };
         let message = CodeMessage {

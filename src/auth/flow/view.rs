@@ -132,7 +132,7 @@ impl Auth {
             .expect("the current verification is one of the flow's");
         let missing = match kind {
             FlowKind::SignUp => missing(record, &self.policy),
-            FlowKind::SignIn => Vec::new(),
+            FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => Vec::new(),
         };
         let identifiers = match kind {
             FlowKind::SignUp => record
@@ -141,7 +141,9 @@ impl Auth {
                 .map(|x| (x.channel.kind(), x.destination.clone()))
                 .collect(),
             // Only what the person typed: never an identifier a switch revealed.
-            FlowKind::SignIn => vec![(record.identifier_kind, record.identifier_value.clone())],
+            FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => {
+                vec![(record.identifier_kind, record.identifier_value.clone())]
+            }
         };
         FlowView {
             id: record.id.clone(),
@@ -308,8 +310,10 @@ impl Auth {
                 .collect();
             return Ok(view);
         }
-        if kind == FlowKind::SignIn && !view.complete && (always || self.policy.factor_kinds.phone)
-        {
+        let signs_in = kind == FlowKind::SignIn && (always || self.policy.factor_kinds.phone);
+        // A reverification may go to any verified identifier of the account (no enumeration
+        // question: the person is signed in).
+        if (signs_in || kind == FlowKind::Reverify) && !view.complete {
             view.factors = self.factors(record).await?;
             view.other_factors = view
                 .factors

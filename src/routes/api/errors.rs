@@ -82,6 +82,13 @@ impl ApiError {
             )
             .param(super::objects::field_name(kind))
             .into(),
+            StartError::AlreadyYours => Refusal::unprocessable(
+                "form_identifier_exists",
+                "This is already one of your identifiers.",
+                "The account already has this email address or phone number.",
+            )
+            .param(param)
+            .into(),
             StartError::Limited { retry_after_secs } => limited(retry_after_secs).into(),
             StartError::Internal(e) => Self::Internal(e),
         }

@@ -29,8 +29,13 @@ fn verify_page(
     let start_over_label = match view.kind {
         FlowKind::SignUp => "Start over".to_string(),
         FlowKind::SignIn => format!("Use another {what}"),
+        FlowKind::AddIdentifier | FlowKind::Reverify => "Cancel".to_string(),
     };
-    let step = (v.steps > 1).then(|| format!("Step {} of {}: verify your {what}", v.step, v.steps));
+    let step = match view.kind {
+        FlowKind::Reverify => Some("Confirm it is you: enter a fresh code to continue".to_string()),
+        FlowKind::AddIdentifier => Some(format!("Verify the {what} you are adding")),
+        _ => (v.steps > 1).then(|| format!("Step {} of {}: verify your {what}", v.step, v.steps)),
+    };
     VerifyPage {
         page: ctx.page_ctx(heading),
         heading: heading.to_string(),
@@ -40,7 +45,7 @@ fn verify_page(
         edit_url: paths::edit(view.kind, &view.id),
         action: paths::verify(view.kind, &view.id),
         resend_action: paths::resend(view.kind, &view.id),
-        factor_action: paths::factor(&view.id),
+        factor_action: paths::factor(view.kind, &view.id),
         csrf_token: ctx.csrf_token(view.id.as_str()),
         verification_id: v.id.to_string(),
         code: code.chars().take(32).collect(),
@@ -176,6 +181,10 @@ pub async fn attempt(
         Ok(Attempted::SignedIn(signed_in)) => {
             hand_over_session(&ctx, &ctx.client(), &signed_in, previous_session).await;
             return ctx.redirect(&landing(&ctx, kind, signed_in.redirect.as_ref()));
+        }
+        Ok(Attempted::AccountUpdated { identifier_id, then }) => {
+            return crate::routes::user_actions::after_account_flow(&ctx, kind, identifier_id, then)
+                .await
         }
         Ok(Attempted::NextVerification) => {
             return ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)))

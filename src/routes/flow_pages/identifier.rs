@@ -47,7 +47,8 @@ impl FieldName {
 fn other(kind: FlowKind) -> FlowKind {
     match kind {
         FlowKind::SignUp => FlowKind::SignIn,
-        FlowKind::SignIn => FlowKind::SignUp,
+        // Flows on /user have no identifier step of their own.
+        FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => FlowKind::SignUp,
     }
 }
 
@@ -96,7 +97,7 @@ fn sign_in_field(ctx: &Ctx, typed: &Typed) -> (FieldName, &'static str, String) 
 fn fields(ctx: &Ctx, kind: FlowKind, typed: &Typed, invalid: Option<FieldName>) -> Vec<Field> {
     let rules = &ctx.state.settings.identifiers;
     match kind {
-        FlowKind::SignIn => {
+        FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => {
             let (name, label, value) = sign_in_field(ctx, typed);
             vec![field(name, label.into(), &value, true, invalid.is_some())]
         }
@@ -152,7 +153,7 @@ fn first_non_empty<'a>(values: &[&'a String]) -> &'a str {
 fn asked_for(ctx: &Ctx, kind: FlowKind) -> &'static str {
     let rules = &ctx.state.settings.identifiers;
     let accepts = match kind {
-        FlowKind::SignIn => rules.sign_in(),
+        FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => rules.sign_in(),
         FlowKind::SignUp => rules.sign_up(),
     };
     match (accepts.email, accepts.phone) {
@@ -182,7 +183,7 @@ fn identifier_page(
             "Already have an account?",
             "Sign in",
         ),
-        FlowKind::SignIn => (
+        FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => (
             "Sign in",
             "Sign in".to_string(),
             format!("to continue to {product}"),
@@ -256,7 +257,7 @@ pub async fn start_page(
 fn prefill_error(ctx: &Ctx, kind: FlowKind, typed: &Typed) -> Option<Refusal> {
     let given = |v: &str| (!v.trim().is_empty()).then(|| v.to_string());
     match kind {
-        FlowKind::SignIn => {
+        FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => {
             let (name, _, input) = sign_in_field(ctx, typed);
             given(&input)?;
             sign_in_identifier(ctx, &input)
@@ -285,7 +286,7 @@ type Refusal = (FlowMessage, Option<FieldName>);
 /// Parses the identifier step's fields, as the settings ask for them.
 fn parse_identifiers(ctx: &Ctx, kind: FlowKind, typed: &Typed) -> Result<Vec<Identifier>, Refusal> {
     match kind {
-        FlowKind::SignIn => {
+        FlowKind::SignIn | FlowKind::AddIdentifier | FlowKind::Reverify => {
             let (name, _, input) = sign_in_field(ctx, typed);
             sign_in_identifier(ctx, &input)
                 .map(|i| vec![i])
@@ -399,6 +400,9 @@ pub async fn start(
         }
         Err(StartError::Limited { retry_after_secs }) => {
             (FlowMessage::Limited { retry_after_secs }, None)
+        }
+        Err(StartError::AlreadyYours) => {
+            return Err(anyhow::anyhow!("a sign-in or sign-up has no account of its own").into())
         }
         Err(StartError::Internal(e)) => return Err(e.context("starting a flow").into()),
     })

@@ -67,6 +67,12 @@ pub struct FactorForm {
     identifier_id: String,
 }
 
+impl FactorForm {
+    pub fn identifier_id(&self) -> &str {
+        &self.identifier_id
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct CodePageQuery {
@@ -95,6 +101,7 @@ fn landing(ctx: &Ctx, kind: FlowKind, redirect: Option<&RedirectTarget>) -> Stri
         .unwrap_or(match kind {
             FlowKind::SignIn => &after.sign_in,
             FlowKind::SignUp => &after.sign_up,
+            FlowKind::AddIdentifier | FlowKind::Reverify => return crate::routes::paths::USER.to_string(),
         })
         .as_str()
         .to_string()
