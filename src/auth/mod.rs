@@ -32,8 +32,8 @@ use crate::config::{LimitsConfig, LockoutConfig, Settings};
 use crate::crypto::Keys;
 use crate::delivery::OutboxSignal;
 use crate::domain::{
-    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier,
-    PersonName, PhonePolicy, SessionId, TestMode, UserId,
+    Accepts, AuditKind, AuditOutcome, EmailAddress, Identifier, PersonName, PhonePolicy, SessionId,
+    TestMode, UserId,
 };
 use crate::store::{Store, StoredIdentifier, StoredUser};
 

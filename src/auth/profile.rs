@@ -117,7 +117,10 @@ pub fn removal(
 }
 
 /// Whether identifier `id` may become primary: one of the account's, verified.
-pub fn primary_change(identifiers: &[StoredIdentifier], id: &IdentifierId) -> Result<(), ProfileError> {
+pub fn primary_change(
+    identifiers: &[StoredIdentifier],
+    id: &IdentifierId,
+) -> Result<(), ProfileError> {
     match identifiers.iter().find(|s| &s.id == id) {
         None => Err(ProfileError::NotFound),
         Some(s) if !s.verified => Err(ProfileError::NotVerified),
@@ -227,11 +230,15 @@ impl Auth {
         }
         self.require_recent_code(user)?;
         let now = self.now();
-        let sessions = self.store.user_sessions(&user.user_id, now, i64::MAX).await?;
+        let sessions = self
+            .store
+            .user_sessions(&user.user_id, now, i64::MAX)
+            .await?;
         if !sessions.iter().any(|d| &d.session_id == id) {
             return Err(ProfileError::NotFound);
         }
-        self.end_sessions(user, vec![id.clone()], client, now).await?;
+        self.end_sessions(user, vec![id.clone()], client, now)
+            .await?;
         Ok(())
     }
 
@@ -303,10 +310,18 @@ impl Auth {
         }
         self.require_recent_code(user)?;
         let now = self.now();
-        let sessions = self.store.user_sessions(&user.user_id, now, i64::MAX).await?;
+        let sessions = self
+            .store
+            .user_sessions(&user.user_id, now, i64::MAX)
+            .await?;
         let logouts = sessions
             .iter()
-            .map(|d| (d.session_id.clone(), self.logouts(&user.user_id, &d.session_id, now)))
+            .map(|d| {
+                (
+                    d.session_id.clone(),
+                    self.logouts(&user.user_id, &d.session_id, now),
+                )
+            })
             .collect();
         let event = self.audit_event(
             AuditKind::AccountDeleted,
@@ -511,7 +526,13 @@ mod tests {
         ] {
             assert_eq!(PendingAction::parse(&a.to_stored()), Some(a));
         }
-        for bad in ["", "delete_account:x", "revoke_session:", "remove_identifier:nope", "drop"] {
+        for bad in [
+            "",
+            "delete_account:x",
+            "revoke_session:",
+            "remove_identifier:nope",
+            "drop",
+        ] {
             assert_eq!(PendingAction::parse(bad), None, "{bad}");
         }
     }

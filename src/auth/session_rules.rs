@@ -25,7 +25,11 @@ pub fn needs_touch(last_active_at: OffsetDateTime, now: OffsetDateTime) -> bool 
 /// Whether a session whose code was last verified at `verified_at` may, at `now`, take an
 /// action that needs a recent one (`window`: `sessions.reverification_secs`). A time in the
 /// future (a clock step back) does not count as recent.
-pub fn recently_verified(verified_at: OffsetDateTime, window: Duration, now: OffsetDateTime) -> bool {
+pub fn recently_verified(
+    verified_at: OffsetDateTime,
+    window: Duration,
+    now: OffsetDateTime,
+) -> bool {
     verified_at <= now && now - verified_at < window
 }
 

@@ -124,6 +124,10 @@ pub mod paths {
         /// The signed-in person's own account.
         pub const ME: &str = "/v1/me";
         pub const ME_SESSIONS: &str = "/v1/me/sessions";
+        pub const ME_SESSION_REVOKE: &str = "/v1/me/sessions/{id}/revoke";
+        /// A fresh code for the changes that need one (Clerk's reverification).
+        pub const ME_REVERIFICATION: &str = "/v1/me/reverification";
+        pub const ME_REVERIFICATION_ATTEMPT: &str = "/v1/me/reverification/{id}/attempt";
         /// The backend API (a secret key, from the operator's servers).
         pub const SESSIONS_VERIFY: &str = "/v1/sessions/verify";
         pub const USER: &str = "/v1/users/{id}";

@@ -207,7 +207,9 @@ pub enum AddProblem {
     /// Another account has it (only said when enumeration protection is off).
     Taken,
     AlreadyYours,
-    Limited { retry_after_secs: u64 },
+    Limited {
+        retry_after_secs: u64,
+    },
 }
 
 /// What a change on the profile did.
@@ -259,7 +261,9 @@ pub enum ProfileProblem {
     /// The delete form was sent without its confirmation.
     NotConfirmed,
     DeletionDisabled,
-    Limited { retry_after_secs: u64 },
+    Limited {
+        retry_after_secs: u64,
+    },
 }
 
 /// One line of "Recent security activity".

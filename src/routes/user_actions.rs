@@ -14,9 +14,7 @@ use super::flow_pages::{self, CodeForm, CodePageQuery, FactorForm, TokenForm};
 use super::pages::{AddForm, AddProblem, ProfileNotice, ProfileProblem};
 use super::user::{back_to_profile, profile, signed_out, Shown};
 use super::{paths, Ctx, PageError};
-use crate::auth::{
-    CurrentUser, FlowKind, PendingAction, ProfileError, ResendError, StartError,
-};
+use crate::auth::{CurrentUser, FlowKind, PendingAction, ProfileError, ResendError, StartError};
 use crate::domain::{IdentifierId, IdentifierKind, SessionId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -45,7 +43,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         paths::USER_REVOKE_OTHERS,
         web::post().to(revoke_others),
     ))
-    .service(post_only(paths::USER_DELETE, web::post().to(delete_account)))
+    .service(post_only(
+        paths::USER_DELETE,
+        web::post().to(delete_account),
+    ))
     .service(
         web::resource(paths::USER_VERIFY)
             .route(web::get().to(add_code_page))
@@ -147,7 +148,10 @@ async fn refused(
 }
 
 fn done(ctx: &Ctx, notice: ProfileNotice) -> Result<HttpResponse, PageError> {
-    ctx.redirect(&paths::with_query(paths::USER, &[("done", notice.as_str())]))
+    ctx.redirect(&paths::with_query(
+        paths::USER,
+        &[("done", notice.as_str())],
+    ))
 }
 
 /// POST `/user/identifiers`: sends a code to the identifier to add; it joins the account once
@@ -230,7 +234,14 @@ pub async fn remove_identifier(
 ) -> Result<HttpResponse, PageError> {
     let user = signed_in_form!(ctx, &form.csrf_token);
     match IdentifierId::parse(&form.identifier_id) {
-        Some(id) => act(&ctx.for_user(&user), &user, PendingAction::RemoveIdentifier(id)).await,
+        Some(id) => {
+            act(
+                &ctx.for_user(&user),
+                &user,
+                PendingAction::RemoveIdentifier(id),
+            )
+            .await
+        }
         None => refused(&ctx, &user, ProfileProblem::Gone, false).await,
     }
 }
@@ -241,7 +252,14 @@ pub async fn revoke_session(
 ) -> Result<HttpResponse, PageError> {
     let user = signed_in_form!(ctx, &form.csrf_token);
     match SessionId::parse(&form.session_id) {
-        Some(id) => act(&ctx.for_user(&user), &user, PendingAction::RevokeSession(id)).await,
+        Some(id) => {
+            act(
+                &ctx.for_user(&user),
+                &user,
+                PendingAction::RevokeSession(id),
+            )
+            .await
+        }
         None => refused(&ctx, &user, ProfileProblem::Gone, false).await,
     }
 }
@@ -284,7 +302,11 @@ pub async fn delete_account(
 
 /// Does `action` for `user`; when the session's code is too old, starts a reverification that
 /// does it once its code is verified.
-async fn act(ctx: &Ctx, user: &CurrentUser, action: PendingAction) -> Result<HttpResponse, PageError> {
+async fn act(
+    ctx: &Ctx,
+    user: &CurrentUser,
+    action: PendingAction,
+) -> Result<HttpResponse, PageError> {
     let auth = &ctx.state.auth;
     let client = ctx.client();
     let result = match &action {
@@ -358,7 +380,13 @@ async fn reverify(
     match started {
         Ok(flow) => ctx.redirect(&paths::verify(FlowKind::Reverify, &flow)),
         Err(StartError::Limited { retry_after_secs }) => {
-            refused(ctx, user, ProfileProblem::Limited { retry_after_secs }, false).await
+            refused(
+                ctx,
+                user,
+                ProfileProblem::Limited { retry_after_secs },
+                false,
+            )
+            .await
         }
         Err(StartError::Internal(e)) => Err(e.context("starting a reverification").into()),
         Err(e) => Err(anyhow::anyhow!("starting a reverification: {e}").into()),
@@ -419,12 +447,42 @@ macro_rules! code_step {
     };
 }
 
-code_step!(add_code_page, FlowKind::AddIdentifier, flow_pages::code_page, web::Query<CodePageQuery>);
-code_step!(add_attempt, FlowKind::AddIdentifier, flow_pages::attempt, web::Form<CodeForm>);
-code_step!(add_resend, FlowKind::AddIdentifier, flow_pages::resend, web::Form<TokenForm>);
-code_step!(reverify_code_page, FlowKind::Reverify, flow_pages::code_page, web::Query<CodePageQuery>);
-code_step!(reverify_attempt, FlowKind::Reverify, flow_pages::attempt, web::Form<CodeForm>);
-code_step!(reverify_resend, FlowKind::Reverify, flow_pages::resend, web::Form<TokenForm>);
+code_step!(
+    add_code_page,
+    FlowKind::AddIdentifier,
+    flow_pages::code_page,
+    web::Query<CodePageQuery>
+);
+code_step!(
+    add_attempt,
+    FlowKind::AddIdentifier,
+    flow_pages::attempt,
+    web::Form<CodeForm>
+);
+code_step!(
+    add_resend,
+    FlowKind::AddIdentifier,
+    flow_pages::resend,
+    web::Form<TokenForm>
+);
+code_step!(
+    reverify_code_page,
+    FlowKind::Reverify,
+    flow_pages::code_page,
+    web::Query<CodePageQuery>
+);
+code_step!(
+    reverify_attempt,
+    FlowKind::Reverify,
+    flow_pages::attempt,
+    web::Form<CodeForm>
+);
+code_step!(
+    reverify_resend,
+    FlowKind::Reverify,
+    flow_pages::resend,
+    web::Form<TokenForm>
+);
 
 /// POST of a reverification's "Use another method": a new reverification to the identifier
 /// chosen, for the same action.
@@ -452,7 +510,13 @@ pub async fn reverify_factor(
         Ok(new) => ctx.redirect(&paths::verify(kind, &new)),
         Err(ResendError::Flow(e)) => Err(PageError::flow(kind, e)),
         Err(ResendError::Limited { retry_after_secs }) => {
-            refused(&ctx, &user, ProfileProblem::Limited { retry_after_secs }, false).await
+            refused(
+                &ctx,
+                &user,
+                ProfileProblem::Limited { retry_after_secs },
+                false,
+            )
+            .await
         }
         Err(_) => ctx.redirect(&paths::verify(kind, &flow)),
     }

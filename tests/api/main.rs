@@ -22,6 +22,7 @@ mod pages;
 mod phone;
 mod postgres_tls;
 mod profile;
+mod profile_changes;
 mod redirects;
 mod session_tokens;
 mod sessions;

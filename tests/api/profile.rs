@@ -48,7 +48,7 @@ crate::backend_tests! {
             .submit_with(&b, &page.form("/user/name").set("first_name", "  Ada ").set("last_name", "Lovelace"))
             .await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-        assert_eq!(location(&resp), "/user");
+        assert_eq!(location(&resp), "/user?done=name");
         assert_eq!(names_in_db(&app).await, (Some("Ada".into()), Some("Lovelace".into())));
         let page = app.page_with(&b, "/user").await;
         assert_eq!(page.input_value("first_name").as_deref(), Some("Ada"));

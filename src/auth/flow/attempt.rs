@@ -114,7 +114,12 @@ pub(super) fn plan<'r>(
     };
     let auto_next = matches!(target, AttemptTarget::Page(_));
     let identifier = verification_identifier(record, v);
-    let account = || record.user_id.clone().ok_or(AttemptError::from(FlowError::NotFound));
+    let account = || {
+        record
+            .user_id
+            .clone()
+            .ok_or(AttemptError::from(FlowError::NotFound))
+    };
     let (counted, reset, user) = match kind {
         FlowKind::SignUp => (vec![Counted::Identifier(identifier.clone())], vec![], None),
         // A new identifier counts like a sign-up's: on itself, whoever tries it.

@@ -243,7 +243,9 @@ impl Auth {
         client: &Client<'_>,
     ) -> Result<FlowId, ResendError> {
         let now = self.now();
-        let record = self.load_record(id, FlowKind::Reverify, client, now).await?;
+        let record = self
+            .load_record(id, FlowKind::Reverify, client, now)
+            .await?;
         if record.status == FlowStatus::Complete {
             return Err(ResendError::Completed);
         }

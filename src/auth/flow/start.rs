@@ -127,7 +127,8 @@ impl Auth {
                 }
             },
             FlowKind::Reverify => {
-                let user = account.ok_or_else(|| anyhow::anyhow!("reverification needs a session"))?;
+                let user =
+                    account.ok_or_else(|| anyhow::anyhow!("reverification needs a session"))?;
                 let stored = user
                     .identifiers
                     .iter()
@@ -141,7 +142,8 @@ impl Auth {
                 });
             }
             FlowKind::AddIdentifier => {
-                let user = account.ok_or_else(|| anyhow::anyhow!("adding an identifier needs a session"))?;
+                let user = account
+                    .ok_or_else(|| anyhow::anyhow!("adding an identifier needs a session"))?;
                 if user.identifiers.iter().any(|s| s.identifier == *first) {
                     return Err(StartError::AlreadyYours);
                 }

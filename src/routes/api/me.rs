@@ -6,8 +6,11 @@ use actix_web::web::{self, Json};
 use super::errors::{ApiError, ErrorsBody, Refusal};
 use super::objects::{MeSession, UpdateUser, User};
 use super::ApiCtx;
-use crate::auth::CurrentUser;
-use crate::domain::PersonName;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{AttemptTarget, CurrentUser, FlowKind, ProfileError};
+use crate::domain::{FlowId, OtpCode, PersonName, SessionId};
 
 /// The signed-in person, or 401 `signed_out`.
 async fn signed_in(api: &ApiCtx) -> Result<CurrentUser, ApiError> {
@@ -91,4 +94,221 @@ pub async fn sessions(api: ApiCtx) -> Result<Json<Vec<MeSession>>, ApiError> {
             })
             .collect(),
     ))
+}
+
+/// A refusal of a profile change.
+fn profile_error(e: ProfileError) -> ApiError {
+    match e {
+        ProfileError::ReverificationRequired => Refusal::new(
+            StatusCode::FORBIDDEN,
+            "session_reverification_required",
+            "Confirm it is you first.",
+            "This change needs a code verified by this session within the last minutes: POST /v1/me/reverification, then attempt it, then repeat this request.",
+        )
+        .into(),
+        ProfileError::NotFound => Refusal::not_found().into(),
+        ProfileError::NotVerified => Refusal::unprocessable(
+            "identifier_not_verified",
+            "Only a verified identifier can be primary.",
+            "Verify the identifier first.",
+        )
+        .into(),
+        ProfileError::LastSignInIdentifier => Refusal::unprocessable(
+            "last_sign_in_identifier",
+            "This is the last identifier you can sign in with.",
+            "Add another email address or phone number before removing this one.",
+        )
+        .into(),
+        ProfileError::RequiredKind(kind) => Refusal::unprocessable(
+            "identifier_required",
+            "The account must keep an identifier of this kind.",
+            "Add another one of this kind before removing this one.",
+        )
+        .param(super::objects::field_name(kind))
+        .into(),
+        ProfileError::DeletionDisabled => Refusal::new(
+            StatusCode::FORBIDDEN,
+            "account_deletion_disabled",
+            "Accounts cannot be deleted here.",
+            "The operator turned account deletion off (sessions.allow_account_deletion).",
+        )
+        .into(),
+        ProfileError::Internal(e) => ApiError::Internal(e),
+    }
+}
+
+#[utoipa::path(post, path = super::paths::ME_SESSION_REVOKE, tag = "user",
+    params(("id" = String, Path, description = "A session id from GET /v1/me/sessions")),
+    responses((status = 200, body = Revoked), (status = 401, body = ErrorsBody), (status = 403, body = ErrorsBody), (status = 404, body = ErrorsBody)))]
+/// Signs out one of the person's sessions (another device; this one signs out as a sign-out
+/// does). Another device's needs a recent code (`session_reverification_required`).
+pub async fn revoke_session(api: ApiCtx, id: web::Path<String>) -> Result<Json<Revoked>, ApiError> {
+    api.check(false)?;
+    let user = signed_in(&api).await?;
+    let id = SessionId::parse(&id).ok_or_else(Refusal::not_found)?;
+    api.ctx
+        .state
+        .auth
+        .revoke_session(&user, &id, &api.client())
+        .await
+        .map_err(profile_error)?;
+    Ok(Json(Revoked {
+        id: id.to_string(),
+        object: "session",
+        status: "revoked",
+    }))
+}
+
+#[utoipa::path(delete, path = super::paths::ME, tag = "user",
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorsBody), (status = 403, body = ErrorsBody)))]
+/// Deletes the signed-in person's account at once (needs a recent code): identifiers,
+/// sessions, flows and queued messages; only the audit events stay, for the operator.
+pub async fn delete(api: ApiCtx) -> Result<Json<Deleted>, ApiError> {
+    api.check(false)?;
+    let user = signed_in(&api).await?;
+    api.ctx
+        .state
+        .auth
+        .delete_account(&user, &api.client())
+        .await
+        .map_err(profile_error)?;
+    Ok(Json(Deleted {
+        id: user.user_id.to_string(),
+        object: "user",
+        deleted: true,
+    }))
+}
+
+#[utoipa::path(post, path = super::paths::ME_REVERIFICATION, tag = "user",
+    request_body = StartReverification,
+    responses((status = 200, body = Reverification), (status = 401, body = ErrorsBody), (status = 422, body = ErrorsBody), (status = 429, body = ErrorsBody)))]
+/// Sends a fresh code to one of the person's verified identifiers (`identifier_id`; the
+/// primary email address by default), for the changes that need a recent one.
+pub async fn start_reverification(
+    api: ApiCtx,
+    payload: web::Payload,
+) -> Result<Json<Reverification>, ApiError> {
+    api.check(true)?;
+    let body: StartReverification = api.body(payload).await?;
+    let user = signed_in(&api).await?;
+    let to = match &body.identifier_id {
+        Some(raw) => user
+            .identifiers
+            .iter()
+            .find(|s| s.verified && s.id.as_str() == raw)
+            .map(|s| s.identifier.clone())
+            .ok_or_else(|| {
+                Refusal::value_invalid(
+                    "identifier_id",
+                    "Not a verified identifier of this account.",
+                )
+            })?,
+        None => crate::routes::user_actions::reverification_target(&api.ctx, &user)
+            .ok_or_else(|| anyhow::anyhow!("an account without a verified identifier"))?,
+    };
+    let client = session_client(&api, &user);
+    let flow = api
+        .ctx
+        .state
+        .auth
+        .start_for_account(FlowKind::Reverify, &user, &to, true, None, &client)
+        .await
+        .map_err(|e| ApiError::from_start(e, "identifier_id"))?;
+    Ok(Json(Reverification {
+        id: flow.to_string(),
+        object: "session_reverification",
+        status: "needs_first_factor",
+        strategy: super::objects::strategy_name(to.kind()),
+        safe_identifier: to.safe_identifier(),
+    }))
+}
+
+#[utoipa::path(post, path = super::paths::ME_REVERIFICATION_ATTEMPT, tag = "user",
+    params(("id" = String, Path, description = "The reverification's id")),
+    request_body = AttemptReverification,
+    responses((status = 200, body = Reverification), (status = 401, body = ErrorsBody), (status = 422, body = ErrorsBody), (status = 429, body = ErrorsBody)))]
+/// Checks a reverification's code; once verified, the changes that need a recent code are
+/// allowed to this session for `sessions.reverification_secs`.
+pub async fn attempt_reverification(
+    api: ApiCtx,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<Json<Reverification>, ApiError> {
+    api.check(true)?;
+    let body: AttemptReverification = api.body(payload).await?;
+    let user = signed_in(&api).await?;
+    let flow = FlowId::parse(&id).ok_or_else(Refusal::not_found)?;
+    let code = OtpCode::parse(&body.code, api.ctx.state.settings.auth.code_length)
+        .map_err(|e| Refusal::format_invalid("code", &e.to_string()))?;
+    let client = session_client(&api, &user);
+    let auth = &api.ctx.state.auth;
+    let view = auth
+        .flow(&flow, FlowKind::Reverify, &client)
+        .await
+        .map_err(ApiError::from)?;
+    auth.attempt(
+        &flow,
+        FlowKind::Reverify,
+        &code,
+        &AttemptTarget::Kind(view.verification.kind),
+        &client,
+    )
+    .await?;
+    Ok(Json(Reverification {
+        id: flow.to_string(),
+        object: "session_reverification",
+        status: "complete",
+        strategy: super::objects::strategy_name(view.verification.kind),
+        safe_identifier: view.verification.destination.clone(),
+    }))
+}
+
+/// The API client acting for `user`'s session (flows on /user are the session's alone).
+fn session_client<'a>(api: &'a ApiCtx, user: &'a CurrentUser) -> crate::auth::Client<'a> {
+    let mut client = api.client();
+    client.session = Some(&user.session_id);
+    client
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    pub id: String,
+    pub object: &'static str,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub object: &'static str,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartReverification {
+    /// One of the account's verified identifiers; the primary email address by default.
+    #[serde(default)]
+    pub identifier_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptReverification {
+    pub code: String,
+}
+
+/// A reverification (Clerk's `session.verify`): a fresh code that allows this session the
+/// changes needing one for `sessions.reverification_secs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reverification {
+    pub id: String,
+    /// Always `session_reverification`.
+    pub object: &'static str,
+    /// `needs_first_factor`, then `complete`.
+    pub status: &'static str,
+    /// `email_code` or `phone_code`.
+    pub strategy: &'static str,
+    /// Where the code went, masked.
+    pub safe_identifier: String,
 }

@@ -42,7 +42,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(paths::ME, web::get().to(me::show))
         .route(paths::ME, web::patch().to(me::update))
+        .route(paths::ME, web::delete().to(me::delete))
         .route(paths::ME_SESSIONS, web::get().to(me::sessions))
+        .route(paths::ME_SESSION_REVOKE, web::post().to(me::revoke_session))
+        .route(
+            paths::ME_REVERIFICATION,
+            web::post().to(me::start_reverification),
+        )
+        .route(
+            paths::ME_REVERIFICATION_ATTEMPT,
+            web::post().to(me::attempt_reverification),
+        )
         .route(paths::SESSIONS_VERIFY, web::post().to(backend::verify))
         .route(paths::USER, web::get().to(backend::user))
         .route(paths::SIGN_UPS, web::post().to(sign_ups::create))

@@ -182,7 +182,10 @@ pub async fn attempt(
             hand_over_session(&ctx, &ctx.client(), &signed_in, previous_session).await;
             return ctx.redirect(&landing(&ctx, kind, signed_in.redirect.as_ref()));
         }
-        Ok(Attempted::AccountUpdated { identifier_id, then }) => {
+        Ok(Attempted::AccountUpdated {
+            identifier_id,
+            then,
+        }) => {
             return crate::routes::user_actions::after_account_flow(&ctx, kind, identifier_id, then)
                 .await
         }

@@ -101,7 +101,9 @@ fn landing(ctx: &Ctx, kind: FlowKind, redirect: Option<&RedirectTarget>) -> Stri
         .unwrap_or(match kind {
             FlowKind::SignIn => &after.sign_in,
             FlowKind::SignUp => &after.sign_up,
-            FlowKind::AddIdentifier | FlowKind::Reverify => return crate::routes::paths::USER.to_string(),
+            FlowKind::AddIdentifier | FlowKind::Reverify => {
+                return crate::routes::paths::USER.to_string()
+            }
         })
         .as_str()
         .to_string()

@@ -1,0 +1,312 @@
+//! The changes a person makes on `/user`, driven as a browser would (forms, cookies,
+//! redirects), with codes read from the real SMTP server: adding an email address, making it
+//! primary, removing one, signing out other devices, deleting the account, and the
+//! reverification (a fresh code) the sensitive ones ask for once the session's code is older
+//! than `sessions.reverification_secs`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{browser, location, spawn_app, spawn_app_with, TestApp};
+
+async fn signed_in(app: &TestApp, email: &str) -> reqwest::Client {
+    let client = browser();
+    app.create_account(email).await;
+    assert_eq!(
+        app.sign_in_with(&client, email).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    client
+}
+
+/// Adds `email` to the signed-in account of `b` on /user, verifying its code.
+async fn add_email(app: &TestApp, b: &reqwest::Client, email: &str) -> reqwest::Response {
+    let page = app.page_with(b, "/user").await;
+    let resp = app
+        .submit_with(
+            b,
+            &page
+                .form("/user/identifiers")
+                .set("kind", "email")
+                .set("value", email),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{email}");
+    let verify = location(&resp);
+    assert!(verify.starts_with("/user/verify/"), "{verify}");
+    let before = app.smtp.messages_to(email).len();
+    let code = app.smtp.wait_for(email, before.max(1)).await.code();
+    app.enter_code_with(b, &verify, &code).await
+}
+
+/// Submits the profile form posting to `action` with `fields` set.
+async fn press(
+    app: &TestApp,
+    b: &reqwest::Client,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let page = app.page_with(b, "/user").await;
+    let mut form = page.form(action);
+    for (k, v) in fields {
+        form = form.set(k, v);
+    }
+    app.submit_with(b, &form).await
+}
+
+async fn identifiers_of(app: &TestApp, email: &str) -> Vec<(String, String, i64, bool)> {
+    let db = app.db().await;
+    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT id, value, is_primary, verified_at FROM identifiers WHERE user_id = \
+         (SELECT user_id FROM identifiers WHERE canonical = $1) ORDER BY created_at, value",
+    )
+    .bind(email)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    rows.into_iter()
+        .map(|(id, v, p, at)| (id, v, p, at.is_some()))
+        .collect()
+}
+
+/// The verify URL a reverification redirected to, its code read from `to`'s inbox.
+async fn reverify(
+    app: &TestApp,
+    b: &reqwest::Client,
+    resp: reqwest::Response,
+    to: &str,
+    before: usize,
+) -> reqwest::Response {
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let verify = location(&resp);
+    assert!(
+        verify.starts_with("/user/reverify/"),
+        "a fresh code is asked for: {verify}"
+    );
+    let page = app.page_with(b, &verify).await;
+    assert!(page.contains("Confirm it is you"), "{}", page.html);
+    let mail = app.smtp.wait_for(to, before + 1).await;
+    assert!(mail.data.contains("confirm it is you"), "{}", mail.data);
+    app.enter_code_with(b, &verify, &mail.code()).await
+}
+
+const ELEVEN_MINUTES: Duration = Duration::from_secs(11 * 60);
+
+crate::backend_tests! {
+    async fn an_added_email_joins_the_account_only_once_its_code_is_verified() {
+        let app = spawn_app().await;
+        let b = signed_in(&app, "ada@example.com").await;
+        let page = app.page_with(&b, "/user").await;
+        let resp = app
+            .submit_with(&b, &page.form("/user/identifiers").set("kind", "email").set("value", "ada.work@example.com"))
+            .await;
+        let verify = location(&resp);
+        assert_eq!(identifiers_of(&app, "ada@example.com").await.len(), 1, "not attached before its code");
+        let code = app.smtp.wait_for("ada.work@example.com", 1).await.code();
+        // A wrong code: 422, nothing attached.
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        assert_eq!(app.enter_code_with(&b, &verify, wrong).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let resp = app.enter_code_with(&b, &verify, &code).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&resp), "/user?done=added");
+        let ids = identifiers_of(&app, "ada@example.com").await;
+        assert_eq!(ids.len(), 2);
+        let added = ids.iter().find(|i| i.1 == "ada.work@example.com").unwrap();
+        assert_eq!((added.2, added.3), (0, true), "verified, not primary");
+        let page = app.page_with(&b, "/user?done=added").await;
+        assert!(page.contains("ada.work@example.com") && page.contains("Added and verified"));
+        assert!(page.contains("Email address or phone number added"), "in the security activity");
+
+        // Another browser (another session) cannot continue this session's flow.
+        let other = signed_in(&app, "eve@example.com").await;
+        assert_eq!(app.get_with(&other, &verify).await.status(), StatusCode::NOT_FOUND);
+    }
+
+    async fn a_bad_or_taken_or_own_address_is_refused_on_the_page_with_the_value_kept() {
+        let app = spawn_app().await;
+        app.create_account("taken@example.com").await;
+        let b = signed_in(&app, "me@example.com").await;
+        for (value, says) in [
+            ("not an address", "email"),
+            ("taken@example.com", "Another account already uses this email address"),
+            ("me@EXAMPLE.com", "already part of your account"),
+        ] {
+            let resp = press(&app, &b, "/user/identifiers", &[("kind", "email"), ("value", value)]).await;
+            assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{value}");
+            let page = TestApp::into_page(resp).await;
+            assert_eq!(page.input_value("value").as_deref(), Some(value));
+            assert!(page.contains(says), "{value}: {}", page.html);
+            let marked = page.doc().select(&scraper::Selector::parse("#add_email[aria-invalid=true]").unwrap()).count();
+            assert_eq!(marked, 1);
+        }
+        assert_eq!(identifiers_of(&app, "me@example.com").await.len(), 1);
+        // Without this session's CSRF token: refused, nothing sent.
+        let page = app.page_with(&b, "/user").await;
+        let forged = page.form("/user/identifiers").set("value", "new@example.com").set("csrf_token", "forged");
+        assert_eq!(app.submit_with(&b, &forged).await.status(), StatusCode::FORBIDDEN);
+        app.smtp.assert_count_stays("new@example.com", 0).await;
+    }
+
+    async fn make_primary_and_remove_ask_for_a_fresh_code_once_the_sessions_is_old() {
+        let app = spawn_app().await;
+        let b = signed_in(&app, "old@example.com").await;
+        assert_eq!(add_email(&app, &b, "new@example.com").await.status(), StatusCode::SEE_OTHER);
+        let ids = identifiers_of(&app, "old@example.com").await;
+        let new_id = ids.iter().find(|i| i.1 == "new@example.com").unwrap().0.clone();
+        let old_id = ids.iter().find(|i| i.1 == "old@example.com").unwrap().0.clone();
+        // Signed in a minute ago: no code asked.
+        let resp = press(&app, &b, "/user/identifiers/primary", &[("identifier_id", &new_id)]).await;
+        assert_eq!(location(&resp), "/user?done=primary");
+        let ids = identifiers_of(&app, "old@example.com").await;
+        assert_eq!(ids.iter().find(|i| i.0 == new_id).unwrap().2, 1);
+        assert_eq!(ids.iter().find(|i| i.0 == old_id).unwrap().2, 0);
+
+        // Eleven minutes on: removing asks for a code, sent to the primary address, and is done
+        // once it is verified, without asking again.
+        app.clock.advance(ELEVEN_MINUTES);
+        let before = app.smtp.messages_to("new@example.com").len();
+        let resp = press(&app, &b, "/user/identifiers/remove", &[("identifier_id", &old_id)]).await;
+        assert_eq!(identifiers_of(&app, "new@example.com").await.len(), 2, "nothing removed yet");
+        let resp = reverify(&app, &b, resp, "new@example.com", before).await;
+        assert_eq!(location(&resp), "/user?done=removed");
+        let ids = identifiers_of(&app, "new@example.com").await;
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].1, "new@example.com");
+        // The last one stays (the session's code is fresh now): 422. Sign-up requires an email
+        // address here, so that is the reason given (the rules' order: auth/profile.rs tests).
+        let resp = press(&app, &b, "/user/identifiers/remove", &[("identifier_id", &ids[0].0)]).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let page = TestApp::into_page(resp).await;
+        assert!(page.contains("must keep an email address"), "{}", page.text());
+        assert_eq!(identifiers_of(&app, "new@example.com").await.len(), 1);
+        // The fresh code itself expires with the window.
+        app.clock.advance(ELEVEN_MINUTES);
+        let resp = press(&app, &b, "/user/identifiers/remove", &[("identifier_id", &ids[0].0)]).await;
+        assert!(location(&resp).starts_with("/user/reverify/"));
+        let page = app.page_with(&b, "/user").await;
+        for event in ["Confirmed it was you with a fresh code", "Email address or phone number removed", "Primary email address or phone number changed"] {
+            assert!(page.contains(event), "{event}: {}", page.text());
+        }
+    }
+
+    async fn one_browser_signs_out_another_and_then_all_others_after_a_fresh_code() {
+        let app = spawn_app().await;
+        let laptop = signed_in(&app, "many@example.com").await;
+        let phone = browser();
+        assert_eq!(app.sign_in_with(&phone, "many@example.com").await.status(), StatusCode::SEE_OTHER);
+        let phone_session: String = {
+            let me: serde_json::Value = phone.get(app.url("/v1/me/sessions")).send().await.unwrap().json().await.unwrap();
+            me.as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string()
+        };
+        let resp = press(&app, &laptop, "/user/sessions/revoke", &[("session_id", &phone_session)]).await;
+        assert_eq!(location(&resp), "/user?done=signed_out_device");
+        // The phone's next request is signed out.
+        let resp = app.get_with(&phone, "/user").await;
+        assert!(location(&resp).starts_with("/sign-in"), "{}", location(&resp));
+        assert_eq!(phone.get(app.url("/v1/me")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+        // Two more devices; eleven minutes on, "sign out all other devices" asks for a code.
+        let (tablet, desktop) = (browser(), browser());
+        for b in [&tablet, &desktop] {
+            assert_eq!(app.sign_in_with(b, "many@example.com").await.status(), StatusCode::SEE_OTHER);
+        }
+        app.clock.advance(ELEVEN_MINUTES);
+        let before = app.smtp.messages_to("many@example.com").len();
+        let resp = press(&app, &laptop, "/user/sessions/revoke-others", &[]).await;
+        let resp = reverify(&app, &laptop, resp, "many@example.com", before).await;
+        assert_eq!(location(&resp), "/user?done=signed_out_others");
+        for b in [&tablet, &desktop] {
+            assert!(location(&app.get_with(b, "/user").await).starts_with("/sign-in"));
+        }
+        assert_eq!(app.get_with(&laptop, "/user").await.status(), StatusCode::OK, "this device stays");
+        // create_account's browser was signed out too: one session left.
+        assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 1);
+        let page = app.page_with(&laptop, "/user").await;
+        assert!(page.contains("A device was signed out"));
+    }
+
+    async fn deleting_the_account_asks_to_confirm_then_leaves_only_the_audit_and_the_address_can_sign_up_again() {
+        let app = spawn_app().await;
+        let b = signed_in(&app, "leaving@example.com").await;
+        assert_eq!(add_email(&app, &b, "leaving2@example.com").await.status(), StatusCode::SEE_OTHER);
+        let user_id: String = {
+            let db = app.db().await;
+            let (id,): (String,) = sqlx::query_as("SELECT id FROM users").fetch_one(&db).await.unwrap();
+            db.close().await;
+            id
+        };
+        // The first press asks; the confirmation unticked is refused (422) and asks again.
+        let resp = press(&app, &b, "/user/delete", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let page = TestApp::into_page(resp).await;
+        assert!(page.contains("Yes, delete my account"));
+        let resp = app.submit_with(&b, &page.form("/user/delete").without("confirm")).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+        let page = TestApp::into_page(resp).await;
+        let resp = app.submit_with(&b, &page.form("/user/delete").set("confirm", "yes")).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        for table in ["users", "identifiers", "sessions", "flows", "verifications"] {
+            assert_eq!(app.count(&format!("SELECT COUNT(*) FROM {table}")).await, 0, "{table}");
+        }
+        let deleted = app
+            .count(&format!("SELECT COUNT(*) FROM audit_events WHERE user_id = '{user_id}' AND event = 'account_deleted'"))
+            .await;
+        assert_eq!(deleted, 1, "kept for the operator");
+        assert!(location(&app.get_with(&b, "/user").await).starts_with("/sign-in"), "signed out");
+        // The address signs up afresh: a new account.
+        assert_eq!(app.sign_up("leaving@example.com").await.status(), StatusCode::SEE_OTHER);
+        let db = app.db().await;
+        let (id,): (String,) = sqlx::query_as("SELECT id FROM users").fetch_one(&db).await.unwrap();
+        db.close().await;
+        assert_ne!(id, user_id);
+    }
+
+    async fn account_deletion_can_be_turned_off() {
+        let app = spawn_app_with(|raw| raw.sessions.allow_account_deletion = false).await;
+        let b = signed_in(&app, "stays@example.com").await;
+        let page = app.page_with(&b, "/user").await;
+        assert!(!page.contains("Delete account"));
+        let form = crate::helpers::Form {
+            action: "/user/delete".into(),
+            fields: vec![
+                ("csrf_token".into(), page.input_value("csrf_token").unwrap()),
+                ("confirm".into(), "yes".into()),
+            ],
+        };
+        assert_eq!(app.submit_with(&b, &form).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+    }
+}
+
+#[tokio::test]
+async fn in_strict_mode_a_taken_address_gets_a_code_page_that_never_works_and_its_owner_a_notice() {
+    let app = spawn_app_with(|raw| raw.enumeration_protection = "strict".into()).await;
+    app.create_account("owner@example.com").await;
+    let b = signed_in(&app, "claimer@example.com").await;
+    let resp = press(
+        &app,
+        &b,
+        "/user/identifiers",
+        &[("kind", "email"), ("value", "owner@example.com")],
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "looks like any other address"
+    );
+    let verify = location(&resp);
+    let notice = app.smtp.wait_for("owner@example.com", 2).await;
+    assert!(notice.data.contains("another"), "{}", notice.data);
+    for code in ["000000", "123456"] {
+        assert_eq!(
+            app.enter_code_with(&b, &verify, code).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    assert_eq!(identifiers_of(&app, "claimer@example.com").await.len(), 1);
+    assert_eq!(identifiers_of(&app, "owner@example.com").await.len(), 1);
+}
