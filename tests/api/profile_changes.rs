@@ -310,3 +310,74 @@ async fn in_strict_mode_a_taken_address_gets_a_code_page_that_never_works_and_it
     assert_eq!(identifiers_of(&app, "claimer@example.com").await.len(), 1);
     assert_eq!(identifiers_of(&app, "owner@example.com").await.len(), 1);
 }
+
+async fn api(
+    app: &TestApp,
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = client
+        .request(method, app.url(path))
+        .header("Origin", &app.address);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+crate::backend_tests! {
+    async fn the_api_revokes_sessions_and_deletes_the_account_after_a_reverification() {
+        use reqwest::Method;
+        let app = spawn_app().await;
+        let laptop = signed_in(&app, "api@example.com").await;
+        let phone = browser();
+        assert_eq!(app.sign_in_with(&phone, "api@example.com").await.status(), StatusCode::SEE_OTHER);
+        let (_, sessions) = api(&app, &phone, Method::GET, "/v1/me/sessions", None).await;
+        let phone_id = sessions.as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+
+        // Eleven minutes on: 403 with the stable code, nothing revoked.
+        app.clock.advance(ELEVEN_MINUTES);
+        let revoke = format!("/v1/me/sessions/{phone_id}/revoke");
+        let (status, body) = api(&app, &laptop, Method::POST, &revoke, None).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("session_reverification_required")), "{body}");
+        assert_eq!(app.get_with(&phone, "/user").await.status(), StatusCode::OK);
+
+        // A reverification: a code to the primary address; a wrong code counts; the right one
+        // allows the change.
+        let before = app.smtp.messages_to("api@example.com").len();
+        let (status, started) = api(&app, &laptop, Method::POST, "/v1/me/reverification", Some(serde_json::json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{started}");
+        assert_eq!((started["status"].as_str(), started["strategy"].as_str()), (Some("needs_first_factor"), Some("email_code")));
+        let id = started["id"].as_str().unwrap().to_string();
+        let code = app.smtp.wait_for("api@example.com", before + 1).await.code();
+        let attempt = format!("/v1/me/reverification/{id}/attempt");
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let (status, body) = api(&app, &laptop, Method::POST, &attempt, Some(serde_json::json!({"code": wrong}))).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("form_code_incorrect")), "{body}");
+        // Another session cannot use this session's reverification.
+        let (status, _) = api(&app, &phone, Method::POST, &attempt, Some(serde_json::json!({"code": code}))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, done) = api(&app, &laptop, Method::POST, &attempt, Some(serde_json::json!({"code": code}))).await;
+        assert_eq!((status, done["status"].as_str()), (StatusCode::OK, Some("complete")), "{done}");
+
+        let (status, body) = api(&app, &laptop, Method::POST, &revoke, None).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("revoked")), "{body}");
+        assert_eq!(api(&app, &phone, Method::GET, "/v1/me", None).await.0, StatusCode::UNAUTHORIZED);
+        let (status, _) = api(&app, &laptop, Method::POST, &revoke, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "already gone");
+
+        // Deleting the account: allowed within the window; everything goes.
+        let (status, body) = api(&app, &laptop, Method::DELETE, "/v1/me", None).await;
+        assert_eq!((status, body["deleted"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
+        assert_eq!(api(&app, &laptop, Method::GET, "/v1/me", None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
+        assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 0);
+        // Without Origin (a cross-site form cannot set JSON): refused before anything.
+        let resp = browser().delete(app.url("/v1/me")).send().await.unwrap();
+        assert!(resp.status().is_client_error());
+    }
+}
