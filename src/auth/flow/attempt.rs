@@ -623,6 +623,8 @@ mod tests {
             flow_idle_ttl: StdDuration::from_secs(1800),
             session_ttl: StdDuration::from_secs(7 * 86400),
             session_inactivity_timeout: None,
+            reverification: StdDuration::from_secs(600),
+            allow_account_deletion: true,
             lockout: crate::config::LockoutConfig::default(),
             test_mode: crate::domain::TestMode::Off,
             factor_kinds: Accepts {
@@ -681,6 +683,8 @@ mod tests {
             created_at: NOW,
             expires_at: NOW + Duration::minutes(30),
             session_id: None,
+            for_session: None,
+            pending_action: None,
             verifications: vers
                 .into_iter()
                 .enumerate()

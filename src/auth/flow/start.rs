@@ -35,7 +35,7 @@ impl Auth {
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
     ) -> Result<FlowId, StartError> {
-        self.open(kind, identifiers, redirect, client, true, None, None)
+        self.open(kind, identifiers, redirect, client, true, None)
             .await
     }
 
@@ -48,7 +48,7 @@ impl Auth {
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
     ) -> Result<FlowId, StartError> {
-        self.open(kind, identifiers, redirect, client, false, None, None)
+        self.open(kind, identifiers, redirect, client, false, None)
             .await
     }
 
@@ -73,8 +73,7 @@ impl Auth {
             None,
             client,
             send,
-            Some(user),
-            then,
+            Some((user, then)),
         )
         .await
     }
@@ -86,9 +85,12 @@ impl Auth {
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
         send_first: bool,
-        account: Option<&CurrentUser>,
-        then: Option<&PendingAction>,
+        on: Option<(&CurrentUser, Option<&PendingAction>)>,
     ) -> Result<FlowId, StartError> {
+        let (account, then) = match on {
+            Some((user, then)) => (Some(user), then),
+            None => (None, None),
+        };
         let first = identifiers
             .first()
             .ok_or_else(|| anyhow::anyhow!("a flow needs an identifier"))?;
