@@ -139,9 +139,30 @@ impl Auth {
         }
     }
 
-    /// Whether the session verified a code recently enough for the actions that need it.
-    pub fn recently_verified(&self, user: &CurrentUser) -> bool {
-        self.require_recent_code(user).is_ok()
+    /// The start of a change to identifier `id` of the account: a recent code, the identifier
+    /// as the session read it, and the change's audit event.
+    fn identifier_change<'u>(
+        &self,
+        user: &'u CurrentUser,
+        id: &IdentifierId,
+        what: AuditKind,
+        client: &Client<'_>,
+    ) -> Result<(&'u StoredIdentifier, crate::store::AuditEvent), ProfileError> {
+        self.require_recent_code(user)?;
+        let stored = user
+            .identifiers
+            .iter()
+            .find(|s| &s.id == id)
+            .ok_or(ProfileError::NotFound)?;
+        let event = self.audit_event(
+            what,
+            AuditOutcome::Success,
+            Some(&user.user_id),
+            Some(&stored.identifier),
+            None,
+            client,
+        );
+        Ok((stored, event))
     }
 
     /// Makes identifier `id` the primary one of its kind.
@@ -151,20 +172,8 @@ impl Auth {
         id: &IdentifierId,
         client: &Client<'_>,
     ) -> Result<(), ProfileError> {
-        self.require_recent_code(user)?;
-        let stored = user
-            .identifiers
-            .iter()
-            .find(|s| &s.id == id)
-            .ok_or(ProfileError::NotFound)?;
-        let event = self.audit_event(
-            AuditKind::PrimaryIdentifierChanged,
-            AuditOutcome::Success,
-            Some(&user.user_id),
-            Some(&stored.identifier),
-            None,
-            client,
-        );
+        let (stored, event) =
+            self.identifier_change(user, id, AuditKind::PrimaryIdentifierChanged, client)?;
         let target = id.clone();
         self.store
             .set_primary(
@@ -187,20 +196,8 @@ impl Auth {
         id: &IdentifierId,
         client: &Client<'_>,
     ) -> Result<(), ProfileError> {
-        self.require_recent_code(user)?;
-        let stored = user
-            .identifiers
-            .iter()
-            .find(|s| &s.id == id)
-            .ok_or(ProfileError::NotFound)?;
-        let event = self.audit_event(
-            AuditKind::IdentifierRemoved,
-            AuditOutcome::Success,
-            Some(&user.user_id),
-            Some(&stored.identifier),
-            None,
-            client,
-        );
+        let (stored, event) =
+            self.identifier_change(user, id, AuditKind::IdentifierRemoved, client)?;
         let (target, sign_in, required) =
             (id.clone(), self.policy.factor_kinds, self.policy.required);
         self.store

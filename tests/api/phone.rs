@@ -88,7 +88,7 @@ crate::backend_tests! {
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&resp), "/user");
         let profile = app.page("/user").await;
-        assert!(profile.contains("Phone number") && profile.contains("+1 201-555-0123"), "{}", profile.html);
+        assert!(profile.contains("phone numbers") && profile.contains("+1 201-555-0123"), "{}", profile.html);
         assert_eq!(
             app.count("SELECT COUNT(*) FROM identifiers WHERE kind = 'phone' AND canonical = '+12015550123' AND verified_at IS NOT NULL").await,
             1

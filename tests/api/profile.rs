@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::{browser, location, spawn_app, TestApp};
 
-async fn signed_in(app: &TestApp, email: &str) -> reqwest::Client {
+/// A browser signed in to a new account of `email`.
+pub async fn signed_in(app: &TestApp, email: &str) -> reqwest::Client {
     let client = browser();
     app.create_account(email).await;
     assert_eq!(

@@ -10,15 +10,7 @@ use reqwest::StatusCode;
 
 use crate::helpers::{browser, location, spawn_app, spawn_app_with, TestApp};
 
-async fn signed_in(app: &TestApp, email: &str) -> reqwest::Client {
-    let client = browser();
-    app.create_account(email).await;
-    assert_eq!(
-        app.sign_in_with(&client, email).await.status(),
-        StatusCode::SEE_OTHER
-    );
-    client
-}
+use crate::profile::signed_in;
 
 /// Adds `email` to the signed-in account of `b` on /user, verifying its code.
 async fn add_email(app: &TestApp, b: &reqwest::Client, email: &str) -> reqwest::Response {
