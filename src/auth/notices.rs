@@ -107,12 +107,7 @@ impl Notifier {
         // the account's (primary first) email address.
         let Some(to) = identifiers
             .iter()
-            .find(|s| {
-                s.verified
-                    && is_email(about)
-                    && s.identifier.kind() == about.kind()
-                    && s.identifier.canonical() == about.canonical()
-            })
+            .find(|s| s.verified && is_email(about) && s.identifier.same_as(about))
             .or_else(|| {
                 identifiers
                     .iter()

@@ -7,9 +7,10 @@
 
 use time::OffsetDateTime;
 
-use super::{session_rules, Auth, Client, CurrentUser};
+use super::{session_rules, Auth, Client, CurrentUser, FlowKind, StartError};
 use crate::domain::{
-    Accepts, AuditKind, AuditOutcome, IdentifierId, IdentifierKind, SessionId, UserId,
+    Accepts, AuditKind, AuditOutcome, FlowId, Identifier, IdentifierId, IdentifierKind, SessionId,
+    UserId,
 };
 use crate::store::{NewMessage, Removal, StoredIdentifier};
 
@@ -91,16 +92,12 @@ pub fn removal(
         .ok_or(ProfileError::NotFound)?;
     let kind = target.identifier.kind();
     let others: Vec<&StoredIdentifier> = identifiers.iter().filter(|s| &s.id != id).collect();
-    let accepts = |a: Accepts, k: IdentifierKind| match k {
-        IdentifierKind::Email => a.email,
-        IdentifierKind::Phone => a.phone,
-    };
-    if accepts(required, kind) && !others.iter().any(|s| s.identifier.kind() == kind) {
+    if required.allows(kind) && !others.iter().any(|s| s.identifier.kind() == kind) {
         return Err(ProfileError::RequiredKind(kind));
     }
     if !others
         .iter()
-        .any(|s| s.verified && accepts(sign_in, s.identifier.kind()))
+        .any(|s| s.verified && sign_in.allows(s.identifier.kind()))
     {
         return Err(ProfileError::LastSignInIdentifier);
     }
@@ -137,6 +134,59 @@ impl Auth {
         } else {
             Err(ProfileError::ReverificationRequired)
         }
+    }
+
+    /// Does `action` (see the functions it names); refused with `ReverificationRequired` when
+    /// it needs a fresher code than the session's.
+    pub async fn perform(
+        &self,
+        user: &CurrentUser,
+        action: &PendingAction,
+        client: &Client<'_>,
+    ) -> Result<(), ProfileError> {
+        match action {
+            PendingAction::RevokeSession(id) => self.revoke_session(user, id, client).await,
+            PendingAction::RevokeOtherSessions => {
+                self.revoke_other_sessions(user, client).await.map(|_| ())
+            }
+            PendingAction::RemoveIdentifier(id) => self.remove_identifier(user, id, client).await,
+            PendingAction::MakePrimary(id) => self.make_primary(user, id, client).await,
+            PendingAction::DeleteAccount => self.delete_account(user, client).await,
+        }
+    }
+
+    /// Sends a fresh code for the changes that need one, to identifier `to` of the account
+    /// (verified, of a kind people sign in with) or by default to the primary email address
+    /// (else the primary phone number, else any such identifier); `then` is done once it is
+    /// verified (the pages). Answers the flow and where its code went. `IdentifierNotFound`: `to` is not such an identifier.
+    pub async fn start_reverification(
+        &self,
+        user: &CurrentUser,
+        to: Option<&IdentifierId>,
+        then: Option<&PendingAction>,
+        client: &Client<'_>,
+    ) -> Result<(FlowId, Identifier), StartError> {
+        let usable = || {
+            user.identifiers
+                .iter()
+                .filter(|s| s.verified && self.factor_allowed(&s.identifier))
+        };
+        let chosen = match to {
+            Some(id) => usable().find(|s| &s.id == id),
+            None => usable().find(|s| s.is_primary).or_else(|| usable().next()),
+        }
+        .ok_or(StartError::IdentifierNotFound)?;
+        let flow = self
+            .start_for_account(
+                FlowKind::Reverify,
+                user,
+                &chosen.identifier,
+                true,
+                then,
+                client,
+            )
+            .await?;
+        Ok((flow, chosen.identifier.clone()))
     }
 
     /// The start of a change to identifier `id` of the account: a recent code, the identifier

@@ -43,6 +43,24 @@ pub struct Accepts {
     pub phone: bool,
 }
 
+impl Accepts {
+    /// Only identifiers of `kind`.
+    pub fn only(kind: IdentifierKind) -> Self {
+        Self {
+            email: kind == IdentifierKind::Email,
+            phone: kind == IdentifierKind::Phone,
+        }
+    }
+
+    /// Whether identifiers of `kind` are accepted.
+    pub fn allows(self, kind: IdentifierKind) -> bool {
+        match kind {
+            IdentifierKind::Email => self.email,
+            IdentifierKind::Phone => self.phone,
+        }
+    }
+}
+
 /// Why a field's input was refused. The `Display` text is shown to the person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdentifierError {
@@ -61,6 +79,11 @@ pub enum IdentifierError {
 }
 
 impl Identifier {
+    /// The same identifier, whatever spelling each was typed in (kind and comparison key).
+    pub fn same_as(&self, other: &Identifier) -> bool {
+        self.kind() == other.kind() && self.canonical() == other.canonical()
+    }
+
     /// Reads one field that accepts `accepts`. Input containing "@" is an email address; input
     /// made only of digits, spaces and + ( ) - . (at least one digit) is a phone number.
     /// Anything else gets the most helpful error for that field: with only email accepted it

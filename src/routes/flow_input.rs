@@ -70,15 +70,11 @@ pub fn identifier_of_kind(
     input: &str,
 ) -> Option<Result<Identifier, IdentifierError>> {
     let settings = &ctx.state.settings;
-    let enabled = match kind {
-        IdentifierKind::Email => settings.identifiers.email.enabled,
-        IdentifierKind::Phone => settings.identifiers.phone.enabled,
-    };
-    let only = Accepts {
-        email: kind == IdentifierKind::Email,
-        phone: kind == IdentifierKind::Phone,
-    };
-    enabled.then(|| Identifier::parse_field(input, only, &settings.phone_policy))
+    settings
+        .identifiers
+        .sign_up()
+        .allows(kind)
+        .then(|| Identifier::parse_field(input, Accepts::only(kind), &settings.phone_policy))
 }
 
 /// Sign-up's identifiers under this instance's settings (see [`parse_sign_up`]).
@@ -122,11 +118,7 @@ fn parse_sign_up(
         if !rule.enabled {
             return Err(SignUpInputError::NotEnabled(kind));
         }
-        let only = Accepts {
-            email: kind == IdentifierKind::Email,
-            phone: kind == IdentifierKind::Phone,
-        };
-        let identifier = Identifier::parse_field(value, only, policy)
+        let identifier = Identifier::parse_field(value, Accepts::only(kind), policy)
             .map_err(|e| SignUpInputError::Invalid(kind, e))?;
         identifiers.push(identifier);
     }

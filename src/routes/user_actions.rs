@@ -80,7 +80,6 @@ pub struct AddInput {
     csrf_token: String,
     kind: String,
     value: String,
-    redirect_url: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -197,7 +196,6 @@ pub async fn add_identifier(
         }
         Err(StartError::Internal(e)) => return Err(e.context("adding an identifier").into()),
     };
-    let _ = &form.redirect_url;
     refused_add(&ctx, &user, refuse(problem)).await
 }
 
@@ -307,43 +305,25 @@ async fn act(
     user: &CurrentUser,
     action: PendingAction,
 ) -> Result<HttpResponse, PageError> {
-    let auth = &ctx.state.auth;
-    let client = ctx.client();
-    let result = match &action {
-        PendingAction::RevokeSession(id) if id == &user.session_id => {
-            // This device: an ordinary sign-out.
-            auth.sign_out(user, &client)
-                .await
-                .map_err(|e| e.context("signing out"))?;
-            ctx.remove_session_cookie();
-            return signed_out(ctx);
+    let problem = match ctx.state.auth.perform(user, &action, &ctx.client()).await {
+        Ok(()) => {
+            let notice = match action {
+                PendingAction::DeleteAccount => {
+                    ctx.remove_session_cookie();
+                    return ctx.redirect(ctx.state.settings.after.sign_out.as_str());
+                }
+                // This device: an ordinary sign-out.
+                PendingAction::RevokeSession(id) if id == user.session_id => {
+                    ctx.remove_session_cookie();
+                    return signed_out(ctx);
+                }
+                PendingAction::RevokeSession(_) => ProfileNotice::SignedOutDevice,
+                PendingAction::RevokeOtherSessions => ProfileNotice::SignedOutOthers,
+                PendingAction::RemoveIdentifier(_) => ProfileNotice::Removed,
+                PendingAction::MakePrimary(_) => ProfileNotice::PrimaryChanged,
+            };
+            return done(ctx, notice);
         }
-        PendingAction::RevokeSession(id) => auth
-            .revoke_session(user, id, &client)
-            .await
-            .map(|_| ProfileNotice::SignedOutDevice),
-        PendingAction::RevokeOtherSessions => auth
-            .revoke_other_sessions(user, &client)
-            .await
-            .map(|_| ProfileNotice::SignedOutOthers),
-        PendingAction::RemoveIdentifier(id) => auth
-            .remove_identifier(user, id, &client)
-            .await
-            .map(|_| ProfileNotice::Removed),
-        PendingAction::MakePrimary(id) => auth
-            .make_primary(user, id, &client)
-            .await
-            .map(|_| ProfileNotice::PrimaryChanged),
-        PendingAction::DeleteAccount => match auth.delete_account(user, &client).await {
-            Ok(()) => {
-                ctx.remove_session_cookie();
-                return ctx.redirect(ctx.state.settings.after.sign_out.as_str());
-            }
-            Err(e) => Err(e),
-        },
-    };
-    let problem = match result {
-        Ok(notice) => return done(ctx, notice),
         Err(ProfileError::ReverificationRequired) => return reverify(ctx, user, action).await,
         Err(ProfileError::NotFound) => ProfileProblem::Gone,
         Err(ProfileError::NotVerified) => ProfileProblem::NotVerified,
@@ -362,23 +342,13 @@ async fn reverify(
     user: &CurrentUser,
     action: PendingAction,
 ) -> Result<HttpResponse, PageError> {
-    let Some(to) = reverification_target(ctx, user) else {
-        return Err(anyhow::anyhow!("an account without a verified identifier").into());
-    };
     let started = ctx
         .state
         .auth
-        .start_for_account(
-            FlowKind::Reverify,
-            user,
-            &to,
-            true,
-            Some(&action),
-            &ctx.client(),
-        )
+        .start_reverification(user, None, Some(&action), &ctx.client())
         .await;
     match started {
-        Ok(flow) => ctx.redirect(&paths::verify(FlowKind::Reverify, &flow)),
+        Ok((flow, _)) => ctx.redirect(&paths::verify(FlowKind::Reverify, &flow)),
         Err(StartError::Limited { retry_after_secs }) => {
             refused(
                 ctx,
@@ -393,31 +363,11 @@ async fn reverify(
     }
 }
 
-/// Where a reverification's code goes first: the primary email address, else the primary
-/// phone number, of a kind people sign in with; else any verified identifier.
-pub(crate) fn reverification_target(
-    ctx: &Ctx,
-    user: &CurrentUser,
-) -> Option<crate::domain::Identifier> {
-    let sign_in = ctx.state.settings.identifiers.sign_in();
-    let usable = |kind: IdentifierKind| match kind {
-        IdentifierKind::Email => sign_in.email,
-        IdentifierKind::Phone => sign_in.phone,
-    };
-    let verified = || user.identifiers.iter().filter(|s| s.verified);
-    verified()
-        .find(|s| s.is_primary && usable(s.identifier.kind()))
-        .or_else(|| verified().find(|s| usable(s.identifier.kind())))
-        .or_else(|| verified().next())
-        .map(|s| s.identifier.clone())
-}
-
 /// After a flow on /user completed: an added identifier shows on the profile; a
 /// reverification does the action that asked for it (the session's code is fresh now).
 pub async fn after_account_flow(
     ctx: &Ctx,
     kind: FlowKind,
-    _identifier: Option<IdentifierId>,
     then: Option<PendingAction>,
 ) -> Result<HttpResponse, PageError> {
     match (kind, then) {

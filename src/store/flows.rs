@@ -434,8 +434,7 @@ impl Completion {
                 stmts.push((
                     Stmt::new(
                         "INSERT INTO identifiers (id, user_id, kind, value, canonical, is_primary, verified_at, created_at) \
-                         SELECT $1, $2, $3, $4, $5, CASE WHEN EXISTS (SELECT 1 FROM identifiers WHERE user_id = $2 AND kind = $3) THEN 0 ELSE 1 END, $6, $6 \
-                         WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
+                         SELECT $1, $2, $3, $4, $5, CASE WHEN EXISTS (SELECT 1 FROM identifiers WHERE user_id = $2 AND kind = $3) THEN 0 ELSE 1 END, $6, $6",
                         vec![
                             identifier.id.as_str().into(),
                             user_id.as_str().into(),

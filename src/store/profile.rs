@@ -51,24 +51,13 @@ impl Store {
         audit: AuditEvent,
         now: OffsetDateTime,
     ) -> anyhow::Result<Result<(), E>> {
-        let (user, id) = (user.clone(), id.clone());
-        self.write(move |tx| {
-            Box::pin(async move {
-                let identifiers = locked_identifiers(tx, &user).await?;
-                if let Err(e) = decide(&identifiers) {
-                    return Ok(Unit::Discard(Err(e)));
-                }
-                tx.run(vec![
-                    Stmt::new(
-                        "UPDATE identifiers SET is_primary = CASE WHEN id = $2 THEN 1 ELSE 0 END \
-                         WHERE user_id = $1 AND kind = $3",
-                        vec![user.as_str().into(), id.as_str().into(), kind.into()],
-                    ),
-                    audit.statement(now),
-                ])
-                .await?;
-                Ok(Unit::Commit(Ok(())))
-            })
+        let (u, id) = (user.as_str().to_string(), id.as_str().to_string());
+        self.change_identifiers(user, decide, audit, now, move |()| {
+            vec![Stmt::new(
+                "UPDATE identifiers SET is_primary = CASE WHEN id = $2 THEN 1 ELSE 0 END \
+                 WHERE user_id = $1 AND kind = $3",
+                vec![u.into(), id.into(), kind.into()],
+            )]
         })
         .await
     }
@@ -83,24 +72,42 @@ impl Store {
         audit: AuditEvent,
         now: OffsetDateTime,
     ) -> anyhow::Result<Result<(), E>> {
-        let (user, id) = (user.clone(), id.clone());
+        let (u, id) = (user.as_str().to_string(), id.as_str().to_string());
+        self.change_identifiers(user, decide, audit, now, move |removal: Removal| {
+            let mut stmts = vec![Stmt::new(
+                "DELETE FROM identifiers WHERE id = $1 AND user_id = $2",
+                vec![id.into(), u.as_str().into()],
+            )];
+            if let Some(next) = &removal.new_primary {
+                stmts.push(Stmt::new(
+                    "UPDATE identifiers SET is_primary = 1 WHERE id = $1 AND user_id = $2",
+                    vec![next.as_str().into(), u.into()],
+                ));
+            }
+            stmts
+        })
+        .await
+    }
+
+    /// The unit of an identifier change: the account's lock, its identifiers read, `decide`
+    /// on them, and if it allows, the `writes` of its answer with `audit`.
+    async fn change_identifiers<T: Send + 'static, E: Send + 'static>(
+        &self,
+        user: &UserId,
+        decide: impl FnOnce(&[StoredIdentifier]) -> Result<T, E> + Send + 'static,
+        audit: AuditEvent,
+        now: OffsetDateTime,
+        writes: impl FnOnce(T) -> Vec<Stmt> + Send + 'static,
+    ) -> anyhow::Result<Result<(), E>> {
+        let user = user.clone();
         self.write(move |tx| {
             Box::pin(async move {
                 let identifiers = locked_identifiers(tx, &user).await?;
-                let removal = match decide(&identifiers) {
-                    Ok(r) => r,
+                let decided = match decide(&identifiers) {
+                    Ok(d) => d,
                     Err(e) => return Ok(Unit::Discard(Err(e))),
                 };
-                let mut stmts = vec![Stmt::new(
-                    "DELETE FROM identifiers WHERE id = $1 AND user_id = $2",
-                    vec![id.as_str().into(), user.as_str().into()],
-                )];
-                if let Some(next) = &removal.new_primary {
-                    stmts.push(Stmt::new(
-                        "UPDATE identifiers SET is_primary = 1 WHERE id = $1 AND user_id = $2",
-                        vec![next.as_str().into(), user.as_str().into()],
-                    ));
-                }
+                let mut stmts = writes(decided);
                 stmts.push(audit.statement(now));
                 tx.run(stmts).await?;
                 Ok(Unit::Commit(Ok(())))
@@ -180,17 +187,21 @@ impl Store {
                     .iter()
                     .map(|r| r.text("id").map(SessionId::from_trusted))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let grants = &done[grants_at].rows;
-                let mut queued = Vec::new();
-                for (session, messages) in logouts {
-                    let mut of_session = Vec::new();
-                    for row in grants {
-                        if row.text("session_id")? == session.as_str() {
-                            of_session.push(row.clone());
-                        }
-                    }
-                    queued.extend(logouts_due(&of_session, messages)?);
+                let mut granted: Vec<(String, String)> = Vec::new();
+                for row in &done[grants_at].rows {
+                    granted.push((row.text("session_id")?, row.text("client_id")?));
                 }
+                let queued: Vec<NewMessage> = logouts
+                    .into_iter()
+                    .flat_map(|(session, messages)| {
+                        let clients: Vec<String> = granted
+                            .iter()
+                            .filter(|(s, _)| s == session.as_str())
+                            .map(|(_, c)| c.clone())
+                            .collect();
+                        logouts_due(&clients, messages)
+                    })
+                    .collect();
                 if !queued.is_empty() {
                     tx.run(queued.iter().map(insert_message).collect()).await?;
                 }

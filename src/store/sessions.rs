@@ -116,7 +116,7 @@ pub(super) fn insert_session(s: &NewSession) -> Stmt {
 macro_rules! session_query {
     ($where:literal, $order:literal) => {
         concat!(
-            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.last_active_at, s.amr, s.verified_at AS s_verified_at, \
+            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.expires_at, s.created_at AS s_created_at, s.last_active_at, s.amr, COALESCE(s.verified_at, s.created_at) AS s_verified_at, \
              u.created_at AS user_created_at, u.first_name, u.last_name, i.id, i.user_id, i.kind, i.value, i.canonical, i.is_primary, i.verified_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              LEFT JOIN identifiers i ON i.user_id = u.id WHERE ",
@@ -147,10 +147,7 @@ fn session_from_row(r: &Row) -> anyhow::Result<SessionUser> {
         created_at: r.time("s_created_at")?,
         user_created_at: r.time("user_created_at")?,
         last_active_at: r.time("last_active_at")?,
-        verified_at: match r.opt_time("s_verified_at")? {
-            Some(t) => t,
-            None => r.time("s_created_at")?,
-        },
+        verified_at: r.time("s_verified_at")?,
         first_name: r.opt_text("first_name")?.map(PersonName::from_trusted),
         last_name: r.opt_text("last_name")?.map(PersonName::from_trusted),
         amr: r
@@ -354,18 +351,23 @@ impl Store {
         audit: Vec<super::AuditEvent>,
         now: OffsetDateTime,
     ) -> anyhow::Result<Vec<NewMessage>> {
+        // One batch ends them all; the third statement of each session's five returns the
+        // client ids of its grants.
+        let stmts: Vec<Stmt> = sessions
+            .iter()
+            .flat_map(|(id, _)| end_session(id, now))
+            .chain(audit.iter().map(|e| e.statement(now)))
+            .collect();
         self.write(move |tx| {
             Box::pin(async move {
+                let done = tx.run(stmts).await?;
                 let mut queued: Vec<NewMessage> = Vec::new();
-                for (id, logouts) in sessions {
-                    let stmts = end_session(&id, now);
-                    let done = tx.run(stmts).await?;
-                    queued.extend(logouts_due(&done[2].rows, logouts)?);
+                for (i, (_, logouts)) in sessions.into_iter().enumerate() {
+                    let clients = client_ids(&done[i * END_SESSION_STMTS + 2].rows)?;
+                    queued.extend(logouts_due(&clients, logouts));
                 }
-                let mut stmts: Vec<Stmt> = queued.iter().map(insert_message).collect();
-                stmts.extend(audit.iter().map(|e| e.statement(now)));
-                if !stmts.is_empty() {
-                    tx.run(stmts).await?;
+                if !queued.is_empty() {
+                    tx.run(queued.iter().map(insert_message).collect()).await?;
                 }
                 Ok(Unit::Commit(queued))
             })
@@ -373,6 +375,9 @@ impl Store {
         .await
     }
 }
+
+/// The statements of [`end_session`].
+const END_SESSION_STMTS: usize = 5;
 
 /// Ends session `id`: its grants (the third statement returns their client ids), the session,
 /// and its entry in the revocation log, which other instances' caches of live sessions read
@@ -383,34 +388,28 @@ fn end_session(id: &SessionId, now: OffsetDateTime) -> Vec<Stmt> {
         "DELETE FROM sessions WHERE id = $1",
         vec![id.as_str().into()],
     ));
-    stmts.push(revocation(id, now));
+    stmts.push(Stmt::new(
+        "INSERT INTO session_revocations (session_id, revoked_at) VALUES ($1, $2)",
+        vec![id.as_str().into(), now.into()],
+    ));
+    debug_assert_eq!(stmts.len(), END_SESSION_STMTS);
     stmts
 }
 
-/// The revocation log's entry for session `id`.
-pub(super) fn revocation(id: &SessionId, now: OffsetDateTime) -> Stmt {
-    Stmt::new(
-        "INSERT INTO session_revocations (session_id, revoked_at) VALUES ($1, $2)",
-        vec![id.as_str().into(), now.into()],
-    )
+/// The `client_id` of each row.
+fn client_ids(rows: &[Row]) -> anyhow::Result<Vec<String>> {
+    rows.iter().map(|r| r.text("client_id")).collect()
 }
 
-/// The logout messages of the clients among `grants` (rows with `client_id`): a client the
-/// session never signed into is not told.
+/// The logout messages of the `clients` a session had signed into: a client it never signed
+/// into is not told.
 pub(super) fn logouts_due(
-    grants: &[Row],
+    clients: &[String],
     logouts: Vec<(String, NewMessage)>,
-) -> anyhow::Result<Vec<NewMessage>> {
-    let mut clients: Vec<String> = Vec::new();
-    for row in grants {
-        let client = row.text("client_id")?;
-        if !clients.contains(&client) {
-            clients.push(client);
-        }
-    }
-    Ok(logouts
+) -> Vec<NewMessage> {
+    logouts
         .into_iter()
         .filter(|(c, _)| clients.contains(c))
         .map(|(_, m)| m)
-        .collect())
+        .collect()
 }

@@ -540,6 +540,7 @@ impl Auth {
             Verdict::SignedIn if matches!(kind, FlowKind::AddIdentifier | FlowKind::Reverify) => {
                 tracing::info!(event = "code_verified", flow = kind.as_str(), flow_id = %record.id, identifier = %identifier.masked(), user_id = %user_id, ip = client.ip.unwrap_or("-"));
                 Ok(Attempted::AccountUpdated {
+                    identifier: identifier.clone(),
                     identifier_id: (kind == FlowKind::AddIdentifier)
                         .then(|| v.identifier_id.clone())
                         .flatten(),

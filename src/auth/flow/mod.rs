@@ -170,6 +170,9 @@ pub enum Attempted {
     /// A flow on /user is complete: the identifier was added, or the session reverified
     /// (with the action that asked for it, if any).
     AccountUpdated {
+        /// The identifier whose code was verified (the one added, or the reverification's).
+        identifier: Identifier,
+        /// The added identifier's id.
         identifier_id: Option<IdentifierId>,
         then: Option<crate::auth::PendingAction>,
     },

@@ -249,31 +249,22 @@ impl Auth {
         if record.status == FlowStatus::Complete {
             return Err(ResendError::Completed);
         }
-        let chosen = user
-            .identifiers
-            .iter()
-            .find(|s| &s.id == identifier_id && s.verified && self.factor_allowed(&s.identifier))
-            .ok_or(ResendError::UnknownTarget)?;
         let then = record
             .pending_action
             .as_deref()
             .and_then(crate::auth::PendingAction::parse);
         match self
-            .start_for_account(
-                FlowKind::Reverify,
-                user,
-                &chosen.identifier,
-                true,
-                then.as_ref(),
-                client,
-            )
+            .start_reverification(user, Some(identifier_id), then.as_ref(), client)
             .await
         {
-            Ok(flow) => Ok(flow),
+            Ok((flow, _)) => Ok(flow),
+            Err(super::StartError::IdentifierNotFound) => Err(ResendError::UnknownTarget),
             Err(super::StartError::Limited { retry_after_secs }) => {
                 Err(ResendError::Limited { retry_after_secs })
             }
-            Err(e) => Err(anyhow::anyhow!("starting a reverification: {e}").into()),
+            Err(e) => Err(anyhow::Error::new(e)
+                .context("starting a reverification")
+                .into()),
         }
     }
 }

@@ -134,7 +134,7 @@ impl Auth {
                 let stored = user
                     .identifiers
                     .iter()
-                    .find(|s| s.verified && s.identifier == *first)
+                    .find(|s| s.verified && s.identifier.same_as(first))
                     .ok_or(StartError::IdentifierNotFound)?;
                 user_id = Some(user.user_id.clone());
                 targets.push(Target {
@@ -146,7 +146,7 @@ impl Auth {
             FlowKind::AddIdentifier => {
                 let user = account
                     .ok_or_else(|| anyhow::anyhow!("adding an identifier needs a session"))?;
-                if user.identifiers.iter().any(|s| s.identifier == *first) {
+                if user.identifiers.iter().any(|s| s.identifier.same_as(first)) {
                     return Err(StartError::AlreadyYours);
                 }
                 let owner = self.store.find_owner(first).await?;

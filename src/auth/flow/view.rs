@@ -211,7 +211,7 @@ impl Auth {
         Ok(factors)
     }
 
-    pub(super) fn factor_allowed(&self, identifier: &Identifier) -> bool {
+    pub(crate) fn factor_allowed(&self, identifier: &Identifier) -> bool {
         match identifier {
             Identifier::Email(_) => self.policy.factor_kinds.email,
             Identifier::Phone(phone) => {

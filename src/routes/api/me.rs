@@ -9,8 +9,8 @@ use super::ApiCtx;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{AttemptTarget, CurrentUser, FlowKind, ProfileError};
-use crate::domain::{FlowId, OtpCode, PersonName, SessionId};
+use crate::auth::{AttemptTarget, Attempted, CurrentUser, FlowKind, ProfileError, StartError};
+use crate::domain::{FlowId, Identifier, IdentifierId, OtpCode, PersonName, SessionId};
 
 /// The signed-in person, or 401 `signed_out`.
 async fn signed_in(api: &ApiCtx) -> Result<CurrentUser, ApiError> {
@@ -192,35 +192,18 @@ pub async fn start_reverification(
     let body: StartReverification = api.body(payload).await?;
     let user = signed_in(&api).await?;
     let to = match &body.identifier_id {
-        Some(raw) => user
-            .identifiers
-            .iter()
-            .find(|s| s.verified && s.id.as_str() == raw)
-            .map(|s| s.identifier.clone())
-            .ok_or_else(|| {
-                Refusal::value_invalid(
-                    "identifier_id",
-                    "Not a verified identifier of this account.",
-                )
-            })?,
-        None => crate::routes::user_actions::reverification_target(&api.ctx, &user)
-            .ok_or_else(|| anyhow::anyhow!("an account without a verified identifier"))?,
+        Some(raw) => Some(IdentifierId::parse(raw).ok_or_else(not_usable)?),
+        None => None,
     };
-    let client = session_client(&api, &user);
-    let flow = api
-        .ctx
-        .state
-        .auth
-        .start_for_account(FlowKind::Reverify, &user, &to, true, None, &client)
+    let auth = &api.ctx.state.auth;
+    let (flow, to) = auth
+        .start_reverification(&user, to.as_ref(), None, &session_client(&api, &user))
         .await
-        .map_err(|e| ApiError::from_start(e, "identifier_id"))?;
-    Ok(Json(Reverification {
-        id: flow.to_string(),
-        object: "session_reverification",
-        status: "needs_first_factor",
-        strategy: super::objects::strategy_name(to.kind()),
-        safe_identifier: to.safe_identifier(),
-    }))
+        .map_err(|e| match e {
+            StartError::IdentifierNotFound => not_usable().into(),
+            e => ApiError::from_start(e, "identifier_id"),
+        })?;
+    Ok(Json(Reverification::new(&flow, "needs_first_factor", &to)))
 }
 
 #[utoipa::path(post, path = super::paths::ME_REVERIFICATION_ATTEMPT, tag = "user",
@@ -240,27 +223,24 @@ pub async fn attempt_reverification(
     let flow = FlowId::parse(&id).ok_or_else(Refusal::not_found)?;
     let code = OtpCode::parse(&body.code, api.ctx.state.settings.auth.code_length)
         .map_err(|e| Refusal::format_invalid("code", &e.to_string()))?;
-    let client = session_client(&api, &user);
-    let auth = &api.ctx.state.auth;
-    let view = auth
-        .flow(&flow, FlowKind::Reverify, &client)
-        .await
-        .map_err(ApiError::from)?;
-    auth.attempt(
-        &flow,
-        FlowKind::Reverify,
-        &code,
-        &AttemptTarget::Kind(view.verification.kind),
-        &client,
-    )
-    .await?;
-    Ok(Json(Reverification {
-        id: flow.to_string(),
-        object: "session_reverification",
-        status: "complete",
-        strategy: super::objects::strategy_name(view.verification.kind),
-        safe_identifier: view.verification.destination.clone(),
-    }))
+    let attempted = api
+        .ctx
+        .state
+        .auth
+        .attempt(
+            &flow,
+            FlowKind::Reverify,
+            &code,
+            &AttemptTarget::Page(None),
+            &session_client(&api, &user),
+        )
+        .await?;
+    match attempted {
+        Attempted::AccountUpdated { identifier, .. } => {
+            Ok(Json(Reverification::new(&flow, "complete", &identifier)))
+        }
+        other => Err(anyhow::anyhow!("a reverification ended as {other:?}").into()),
+    }
 }
 
 /// The API client acting for `user`'s session (flows on /user are the session's alone).
@@ -311,4 +291,24 @@ pub struct Reverification {
     pub strategy: &'static str,
     /// Where the code went, masked.
     pub safe_identifier: String,
+}
+
+impl Reverification {
+    fn new(id: &FlowId, status: &'static str, to: &Identifier) -> Self {
+        Self {
+            id: id.to_string(),
+            object: "session_reverification",
+            status,
+            strategy: super::objects::strategy_name(to.kind()),
+            safe_identifier: to.safe_identifier(),
+        }
+    }
+}
+
+/// `identifier_id` names no verified identifier of the account one can sign in with.
+fn not_usable() -> Refusal {
+    Refusal::value_invalid(
+        "identifier_id",
+        "Not a verified identifier of this account.",
+    )
 }

@@ -182,12 +182,8 @@ pub async fn attempt(
             hand_over_session(&ctx, &ctx.client(), &signed_in, previous_session).await;
             return ctx.redirect(&landing(&ctx, kind, signed_in.redirect.as_ref()));
         }
-        Ok(Attempted::AccountUpdated {
-            identifier_id,
-            then,
-        }) => {
-            return crate::routes::user_actions::after_account_flow(&ctx, kind, identifier_id, then)
-                .await
+        Ok(Attempted::AccountUpdated { then, .. }) => {
+            return crate::routes::user_actions::after_account_flow(&ctx, kind, then).await
         }
         Ok(Attempted::NextVerification) => {
             return ctx.redirect(&format!("{}?verified=1", paths::verify(kind, &flow)))
