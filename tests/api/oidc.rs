@@ -799,7 +799,68 @@ async fn verify_logout_token(app: &TestApp, token: &str) -> Value {
     claims
 }
 
+/// The session id (`sid`) an ID token names.
+fn sid_of(issued: &openidconnect::core::CoreTokenResponse) -> String {
+    let id_token = issued.id_token().unwrap().to_string();
+    let payload: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    payload["sid"].as_str().unwrap().to_string()
+}
+
 crate::backend_tests! {
+    async fn signing_out_another_device_or_deleting_the_account_tells_the_client_over_the_back_channel() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let app = backchannel_app(port).await;
+        app.create_account(EMAIL).await;
+        let client = rp(&app, WEB, Some(WEB_SECRET), CALLBACK).await;
+        let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let _receiver = start_receiver(port, tokens.clone());
+        let laptop = browser();
+        assert_eq!(app.sign_in_with(&laptop, EMAIL).await.status(), StatusCode::SEE_OTHER);
+        let received = |n: usize| {
+            let tokens = tokens.clone();
+            crate::helpers::until("the logout token arrives", move || {
+                let tokens = tokens.clone();
+                async move { tokens.lock().unwrap().len() >= n }
+            })
+        };
+
+        // The phone signs in to the client; the laptop signs the phone out on /user.
+        let phone = browser();
+        let issued = exchange(&client, &log_in(&app, &client, &phone, &["offline_access"], CALLBACK).await).await;
+        let sid = sid_of(&issued);
+        let page = app.page_with(&laptop, "/user").await;
+        let resp = app
+            .submit_with(&laptop, &page.form("/user/sessions/revoke").set("session_id", &sid))
+            .await;
+        assert_eq!(location(&resp), "/user?done=signed_out_device");
+        received(1).await;
+        let first = tokens.lock().unwrap()[0].clone();
+        assert_eq!(verify_logout_token(&app, &first).await["sid"].as_str(), Some(sid.as_str()));
+        // Its refresh token died with the session's grant.
+        let refresh = issued.refresh_token().unwrap().clone();
+        assert!(client.exchange_refresh_token(&refresh).unwrap().request_async(&http()).await.is_err());
+
+        // Signed in to the client again, then the account is deleted from the laptop.
+        let tablet = browser();
+        let issued = exchange(&client, &log_in(&app, &client, &tablet, &[], CALLBACK).await).await;
+        let sid = sid_of(&issued);
+        let page = app.page_with(&laptop, "/user").await;
+        let resp = app.submit_with(&laptop, &page.form("/user/delete").set("step", "")).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "not confirmed yet");
+        let page = TestApp::into_page(resp).await;
+        let resp = app.submit_with(&laptop, &page.form("/user/delete").set("confirm", "yes")).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        received(2).await;
+        let second = tokens.lock().unwrap()[1].clone();
+        assert_eq!(verify_logout_token(&app, &second).await["sid"].as_str(), Some(sid.as_str()));
+        assert_eq!(app.count("SELECT COUNT(*) FROM oauth_grants").await, 0);
+    }
+
     async fn signing_out_on_the_profile_page_tells_the_client_over_the_back_channel_even_if_it_was_down() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let app = backchannel_app(port).await;
@@ -821,17 +882,11 @@ crate::backend_tests! {
                     .unwrap()
                     .claims(&client.id_token_verifier(), &login.nonce)
                     .unwrap();
-                let id_token = issued.id_token().unwrap().to_string();
-                let payload: Value = serde_json::from_slice(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(id_token.split('.').nth(1).unwrap())
-                        .unwrap(),
-                )
-                .unwrap();
+                let sid = sid_of(&issued);
                 let page = app.page_with(&b, "/user").await;
                 let resp = app.submit_with(&b, &page.form("/sign-out")).await;
                 assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-                payload["sid"].as_str().unwrap().to_string()
+                sid
             }
         };
         let sid = sign_in_and_out(b.clone()).await;

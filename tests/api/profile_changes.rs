@@ -373,3 +373,81 @@ crate::backend_tests! {
         assert!(resp.status().is_client_error());
     }
 }
+
+crate::backend_tests! {
+    async fn every_profile_form_refuses_a_post_without_the_sessions_token_and_changes_nothing() {
+        let app = spawn_app().await;
+        let b = signed_in(&app, "csrf@example.com").await;
+        let other = browser();
+        assert_eq!(app.sign_in_with(&other, "csrf@example.com").await.status(), StatusCode::SEE_OTHER);
+        assert_eq!(add_email(&app, &b, "csrf2@example.com").await.status(), StatusCode::SEE_OTHER);
+        let ids = identifiers_of(&app, "csrf@example.com").await;
+        let second = ids.iter().find(|i| i.1 == "csrf2@example.com").unwrap().0.clone();
+        let page = app.page_with(&b, "/user").await;
+        let other_session = page
+            .doc()
+            .select(&scraper::Selector::parse("input[name=session_id]").unwrap())
+            .next()
+            .unwrap()
+            .value()
+            .attr("value")
+            .unwrap()
+            .to_string();
+        let before = (
+            app.count("SELECT COUNT(*) FROM identifiers").await,
+            app.count("SELECT COUNT(*) FROM sessions").await,
+            app.count("SELECT COUNT(*) FROM identifiers WHERE is_primary = 1").await,
+        );
+        for (action, fields) in [
+            ("/user/identifiers", vec![("kind", "email"), ("value", "x@example.com")]),
+            ("/user/identifiers/primary", vec![("identifier_id", second.as_str())]),
+            ("/user/identifiers/remove", vec![("identifier_id", second.as_str())]),
+            ("/user/sessions/revoke", vec![("session_id", other_session.as_str())]),
+            ("/user/sessions/revoke-others", vec![]),
+            ("/user/delete", vec![("confirm", "yes"), ("step", "")]),
+        ] {
+            for token in ["forged", ""] {
+                let mut form = crate::helpers::Form { action: action.into(), fields: vec![("csrf_token".into(), token.into())] };
+                for (k, v) in &fields {
+                    form = form.set(k, v);
+                }
+                assert_eq!(app.submit_with(&b, &form).await.status(), StatusCode::FORBIDDEN, "{action} with {token:?}");
+            }
+            // The real token works for the same form (the refusal was the token's).
+            assert!(page.form(action).fields.iter().any(|(n, _)| n == "csrf_token"), "{action}");
+        }
+        let after = (
+            app.count("SELECT COUNT(*) FROM identifiers").await,
+            app.count("SELECT COUNT(*) FROM sessions").await,
+            app.count("SELECT COUNT(*) FROM identifiers WHERE is_primary = 1").await,
+        );
+        assert_eq!(before, after);
+        app.smtp.assert_count_stays("x@example.com", 0).await;
+        assert_eq!(app.get_with(&other, "/user").await.status(), StatusCode::OK);
+    }
+
+    async fn a_reverification_can_go_to_another_verified_address_and_still_does_what_was_asked() {
+        let app = spawn_app().await;
+        let b = signed_in(&app, "first@example.com").await;
+        assert_eq!(add_email(&app, &b, "second@example.com").await.status(), StatusCode::SEE_OTHER);
+        let other = browser();
+        assert_eq!(app.sign_in_with(&other, "first@example.com").await.status(), StatusCode::SEE_OTHER);
+        app.clock.advance(ELEVEN_MINUTES);
+        let resp = press(&app, &b, "/user/sessions/revoke-others", &[]).await;
+        let verify = location(&resp);
+        let page = app.page_with(&b, &verify).await;
+        let factor = page.form_action("/user/reverify-factor/");
+        let second_id = identifiers_of(&app, "first@example.com").await.into_iter().find(|i| i.1 == "second@example.com").unwrap().0;
+        // Another account's identifier is no choice: back to the same code step, nothing sent.
+        app.create_account("stranger@example.com").await;
+        let stranger = identifiers_of(&app, "stranger@example.com").await[0].0.clone();
+        let resp = app.submit_with(&b, &page.form(&factor).set("identifier_id", &stranger)).await;
+        assert_eq!(location(&resp), verify);
+        app.smtp.assert_count_stays("stranger@example.com", 1).await;
+        let before = app.smtp.messages_to("second@example.com").len();
+        let resp = app.submit_with(&b, &page.form(&factor).set("identifier_id", &second_id)).await;
+        let resp = reverify(&app, &b, resp, "second@example.com", before).await;
+        assert_eq!(location(&resp), "/user?done=signed_out_others");
+        assert!(location(&app.get_with(&other, "/user").await).starts_with("/sign-in"));
+    }
+}
