@@ -26,7 +26,65 @@ const ui = {
   hostedSignIn: $("hosted-sign-in"),
   hostedSignUp: $("hosted-sign-up"),
   manageAccount: $("manage-account"),
+  addEmailForm: $("add-email-form"),
+  newEmail: $("new-email"),
+  profileCodeForm: $("profile-code-form"),
+  profileCodeFor: $("profile-code-for"),
+  profileCode: $("profile-code"),
+  devices: $("devices"),
 };
+
+/** What the profile's code field verifies: `{label, verify(code)}`, or null. */
+let profileCode = null;
+
+function askProfileCode(label, verify) {
+  profileCode = { verify };
+  ui.profileCodeFor.textContent = label;
+  ui.profileCode.value = "";
+  ui.profileCodeForm.hidden = false;
+  ui.profileCode.focus();
+}
+
+/**
+ * Runs a change that may need a fresh code: on `session_reverification_required` it asks for
+ * one (sent by `user.reverify()`) and then runs the change again.
+ */
+async function withReverification(change) {
+  try {
+    await change();
+  } catch (err) {
+    if (err?.errors?.[0]?.code !== "session_reverification_required") throw err;
+    const reverification = await latchkey.user.reverify();
+    askProfileCode(`Confirm it is you: enter the code sent to ${reverification.safeIdentifier}.`, async (code) => {
+      await reverification.attemptVerification({ code });
+      await change();
+    });
+  }
+}
+
+async function renderDevices() {
+  const sessions = await latchkey.user.getSessions();
+  ui.devices.replaceChildren(
+    ...sessions.map((s) => {
+      const li = document.createElement("li");
+      li.textContent = `${s.latestActivity.device}${s.current ? " (this device)" : ""} `;
+      if (!s.current) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "link";
+        button.textContent = "Sign out";
+        button.addEventListener("click", () =>
+          busy(() => withReverification(async () => {
+            await s.revoke();
+            await renderDevices();
+          })),
+        );
+        li.append(button);
+      }
+      return li;
+    }),
+  );
+}
 
 const FIELD_NAMES = { email_address: "email address", phone_number: "phone number" };
 const isEmail = (value) => value.includes("@");
@@ -111,6 +169,7 @@ function render() {
     ui.identifierForm.hidden = true;
     ui.codeForm.hidden = true;
     setStatus("Signed in.");
+    renderDevices().catch(showError);
   } else {
     ui.user.textContent = "";
   }
@@ -203,6 +262,30 @@ ui.modeSignIn.addEventListener("click", () => setMode("sign-in"));
 ui.hostedSignIn.addEventListener("click", () => latchkey.redirectToSignIn());
 ui.hostedSignUp.addEventListener("click", () => latchkey.redirectToSignUp());
 ui.manageAccount.addEventListener("click", () => latchkey.redirectToUserProfile());
+
+// The profile: add an email address (create → prepare → attempt).
+ui.addEmailForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  busy(async () => {
+    const added = await latchkey.user.createEmailAddress({ email: ui.newEmail.value });
+    await added.prepareVerification();
+    askProfileCode(`We sent a code to ${added.emailAddress}.`, async (code) => {
+      await added.attemptVerification({ code });
+      ui.newEmail.value = "";
+      render();
+    });
+  });
+});
+
+ui.profileCodeForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  busy(async () => {
+    const pendingCode = profileCode;
+    await pendingCode.verify(ui.profileCode.value);
+    ui.profileCodeForm.hidden = true;
+    profileCode = null;
+  });
+});
 
 ui.signOut.addEventListener("click", () =>
   busy(async () => {

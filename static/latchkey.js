@@ -226,7 +226,8 @@ export class Latchkey {
     /** @type {null | {id: string, status: string, userId: string, expireAt: number}} */
     this.session = null;
     /** The signed-in user (`id`, `firstName`, `lastName`, `emailAddresses`, `phoneNumbers`, …,
-     * and `update({firstName, lastName})`), or null. */
+     * with `update`, `createEmailAddress`, `createPhoneNumber`, `getSessions`, `reverify` and
+     * `delete`), or null. */
     this.user = null;
   }
 
@@ -316,21 +317,91 @@ export class Latchkey {
         return token.jwt;
       },
     };
-    this.user = client.user
-      ? {
-          ...client.user,
-          /**
-           * Changes the signed-in person's name (`PATCH /v1/me`): a field left out stays as it
-           * is, `""` clears it. Resolves to the updated `latchkey.user`.
-           * @param {{firstName?: string, lastName?: string}} fields
-           */
-          update: async ({ firstName, lastName } = {}) => {
-            await this.#request("PATCH", "/v1/me", { firstName, lastName });
-            await this.#refresh();
-            return this.user;
+    this.user = client.user ? this.#userOf(client.user) : null;
+  }
+
+  /** The user object with its methods (the profile: docs/api.md, "/v1/me"). */
+  #userOf(user) {
+    const request = (method, path, body) => this.#request(method, path, body);
+    const refreshed = async () => {
+      await this.#refresh();
+      return this.user;
+    };
+    /** An email address or phone number with its methods; `collection` names its kind. */
+    const identifier = (collection, object) => {
+      const path = `/v1/me/${collection}/${encodeURIComponent(object.id)}`;
+      return {
+        ...object,
+        /** Sends its code (again, after the resend cooldown). */
+        prepareVerification: async () =>
+          identifier(collection, await request("POST", `${path}/prepare_verification`)),
+        /** Checks its code; when right, it joins the account (and `latchkey.user` is re-read). */
+        attemptVerification: async ({ code } = {}) => {
+          const verified = await request("POST", `${path}/attempt_verification`, { code });
+          await this.#refresh();
+          return identifier(collection, verified);
+        },
+        /** Removes it from the account (needs a recent code: `session_reverification_required`). */
+        destroy: async () => {
+          await request("DELETE", path);
+          await this.#refresh();
+        },
+      };
+    };
+    return {
+      ...user,
+      emailAddresses: (user.emailAddresses ?? []).map((e) => identifier("email_addresses", e)),
+      phoneNumbers: (user.phoneNumbers ?? []).map((p) => identifier("phone_numbers", p)),
+      /**
+       * Changes the signed-in person's name (`PATCH /v1/me`): a field left out stays as it
+       * is, `""` clears it; `primaryEmailAddressId` / `primaryPhoneNumberId` change the
+       * primary one (needs a recent code). Resolves to the updated `latchkey.user`.
+       * @param {{firstName?: string, lastName?: string, primaryEmailAddressId?: string, primaryPhoneNumberId?: string}} fields
+       */
+      update: async (fields = {}) => {
+        await request("PATCH", "/v1/me", fields);
+        return refreshed();
+      },
+      /** Adds an email address, unverified: then `prepareVerification()` and `attemptVerification({code})`. */
+      createEmailAddress: async ({ email } = {}) =>
+        identifier("email_addresses", await request("POST", "/v1/me/email_addresses", { emailAddress: email })),
+      /** Adds a phone number, unverified (as {@link createEmailAddress}). */
+      createPhoneNumber: async ({ phoneNumber } = {}) =>
+        identifier("phone_numbers", await request("POST", "/v1/me/phone_numbers", { phoneNumber })),
+      /** The person's sessions in use (their devices), each with `revoke()`. */
+      getSessions: async () =>
+        (await request("GET", "/v1/me/sessions")).map((session) => ({
+          ...session,
+          /** Signs that device out (another device's needs a recent code). */
+          revoke: async () => {
+            const revoked = await request(
+              "POST",
+              `/v1/me/sessions/${encodeURIComponent(session.id)}/revoke`,
+            );
+            if (session.current) await this.#refresh();
+            return revoked;
           },
-        }
-      : null;
+        })),
+      /**
+       * A fresh code for the changes that need one (`session_reverification_required`): sent
+       * to `identifierId` or the primary email address; then `attemptVerification({code})`.
+       */
+      reverify: async ({ identifierId } = {}) => {
+        const started = await request("POST", "/v1/me/reverification", { identifierId });
+        return {
+          ...started,
+          attemptVerification: async ({ code } = {}) =>
+            request("POST", `/v1/me/reverification/${encodeURIComponent(started.id)}/attempt`, {
+              code,
+            }),
+        };
+      },
+      /** Deletes the account at once (needs a recent code), then clears `session` and `user`. */
+      delete: async () => {
+        await request("DELETE", "/v1/me");
+        await this.#refresh();
+      },
+    };
   }
 
   /** One API call: resolves to the camelCased body or rejects with a LatchkeyError. */

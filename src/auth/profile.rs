@@ -189,6 +189,16 @@ impl Auth {
         Ok((flow, chosen.identifier.clone()))
     }
 
+    /// The flow of this session adding the identifier that will have id `id` (the API's
+    /// pending email addresses and phone numbers).
+    pub async fn pending_addition(
+        &self,
+        user: &CurrentUser,
+        id: &IdentifierId,
+    ) -> anyhow::Result<Option<FlowId>> {
+        self.store.find_addition(id, &user.session_id).await
+    }
+
     /// The start of a change to identifier `id` of the account: a recent code, the identifier
     /// as the session read it, and the change's audit event.
     fn identifier_change<'u>(

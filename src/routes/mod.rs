@@ -128,6 +128,12 @@ pub mod paths {
         /// A fresh code for the changes that need one (Clerk's reverification).
         pub const ME_REVERIFICATION: &str = "/v1/me/reverification";
         pub const ME_REVERIFICATION_ATTEMPT: &str = "/v1/me/reverification/{id}/attempt";
+        /// The person's email addresses or phone numbers (`{kind}`: `email_addresses` or
+        /// `phone_numbers`; the URL map lets no other through).
+        pub const ME_IDENTIFIERS: &str = "/v1/me/{kind}";
+        pub const ME_IDENTIFIER: &str = "/v1/me/{kind}/{id}";
+        pub const ME_IDENTIFIER_PREPARE: &str = "/v1/me/{kind}/{id}/prepare_verification";
+        pub const ME_IDENTIFIER_ATTEMPT: &str = "/v1/me/{kind}/{id}/attempt_verification";
         /// The backend API (a secret key, from the operator's servers).
         pub const SESSIONS_VERIFY: &str = "/v1/sessions/verify";
         pub const USER: &str = "/v1/users/{id}";

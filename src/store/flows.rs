@@ -779,6 +779,31 @@ impl Store {
         .await
     }
 
+    /// The newest flow of `session` adding the identifier that will have id `identifier` (the
+    /// API addresses a pending identifier by that id).
+    pub async fn find_addition(
+        &self,
+        identifier: &IdentifierId,
+        session: &SessionId,
+    ) -> anyhow::Result<Option<FlowId>> {
+        let (identifier, session) = (identifier.clone(), session.clone());
+        self.read(move |tx| {
+            let stmt = Stmt::new(
+                "SELECT f.id FROM verifications v JOIN flows f ON f.id = v.flow_id \
+                 WHERE v.identifier_id = $1 AND f.for_session_id = $2 AND f.kind = 'add_identifier' \
+                 ORDER BY f.created_at DESC LIMIT 1",
+                vec![identifier.as_str().into(), session.as_str().into()],
+            );
+            Box::pin(async move {
+                tx.fetch_optional(stmt)
+                    .await?
+                    .map(|r| r.text("id").map(FlowId::from_trusted))
+                    .transpose()
+            })
+        })
+        .await
+    }
+
     pub async fn load_flow(&self, id: &FlowId) -> anyhow::Result<Option<FlowRecord>> {
         let id = id.clone();
         self.read(move |tx| {

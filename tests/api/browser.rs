@@ -741,6 +741,32 @@ async fn the_sdk_sends_a_person_to_the_hosted_pages_and_they_come_back_signed_in
         .await;
     assert_eq!(updated, json!(["Hosted", "Person", "Hosted"]), "{updated}");
 
+    // The example's profile section: add an address with its code; the devices are listed.
+    browser
+        .wait_for_text("#devices", "the device list", |t| {
+            t.contains("(this device)")
+        })
+        .await;
+    browser
+        .type_into("#new-email", "hosted.second@example.com")
+        .await;
+    browser.click("#add-email-form button[type=submit]").await;
+    browser.wait_for("#profile-code-form:not([hidden])").await;
+    let code = app
+        .smtp
+        .wait_for("hosted.second@example.com", 1)
+        .await
+        .code();
+    browser.type_into("#profile-code", &code).await;
+    browser
+        .click("#profile-code-form button[type=submit]")
+        .await;
+    browser
+        .wait_for_text("#user", "the added address", |t| {
+            t.contains("hosted.second@example.com")
+        })
+        .await;
+
     // redirectToUserProfile(): the profile offers the way back, and signing out there comes back.
     browser.click("#manage-account").await;
     browser.wait_for_url("/user").await;
@@ -904,4 +930,89 @@ async fn an_app_signs_a_person_in_with_openid_connect_in_real_chromium() {
     assert!(!console.contains("Content Security Policy"), "{console}");
     browser.quit().await;
     rp.stop(false).await;
+}
+
+/// Runs `script` (the body of an async function of `args`, with `l` a loaded Latchkey) in the
+/// page and answers its result.
+async fn sdk(browser: &Browser, script: &str, args: Value) -> Value {
+    browser
+        .post(
+            "/execute/sync",
+            json!({
+                "script": format!("return import('/static/latchkey.js').then(async m => {{ const l = await m.Latchkey.load({{frontendApi: location.origin}}); {script} }});"),
+                "args": args,
+            }),
+        )
+        .await
+}
+
+#[tokio::test]
+#[ignore = "browser: needs Chromium and chromedriver; run with --ignored browser::"]
+async fn the_sdk_adds_an_address_lists_devices_reverifies_and_deletes_the_account_in_real_chromium()
+{
+    require_browser();
+    let app = spawn_app().await;
+    let browser = Browser::builder().javascript(true).start().await;
+    let email = "sdk.profile@example.com";
+    app.create_account(email).await;
+    browser.goto(&format!("{}/sign-in", app.address)).await;
+    browser.type_into("#email_address", email).await;
+    browser
+        .click("form[action=\"/sign-in\"] button[type=submit]")
+        .await;
+    let verify = browser.wait_for_url("/sign-in/verify/").await;
+    let code = app.smtp.wait_for(email, 2).await.code();
+    browser.type_into("#code", &code).await;
+    browser
+        .click(&format!(
+            "form[action=\"{}\"] button[type=submit]",
+            verify.strip_prefix(&app.address).unwrap()
+        ))
+        .await;
+    browser.wait_for_url("/user").await;
+
+    // createEmailAddress → prepareVerification → attemptVerification.
+    let created = sdk(&browser, "const e = await l.user.createEmailAddress({email: 'sdk.second@example.com'}); window.pending = await e.prepareVerification(); return [e.verification.status, window.pending.id === e.id];", json!([])).await;
+    assert_eq!(created, json!(["unverified", true]), "{created}");
+    let code = app.smtp.wait_for("sdk.second@example.com", 1).await.code();
+    let verified = sdk(&browser, "const v = await window.pending.attemptVerification({code: arguments[0]}); return [v.verification.status, (await m.Latchkey.load({frontendApi: location.origin})).user.emailAddresses.length];", json!([code])).await;
+    assert_eq!(verified, json!(["verified", 2]), "{verified}");
+
+    // getSessions: this device (and create_account's browser).
+    let sessions = sdk(
+        &browser,
+        "const s = await l.user.getSessions(); return [s.length, s.filter(x => x.current).length];",
+        json!([]),
+    )
+    .await;
+    assert_eq!(sessions, json!([2, 1]), "{sessions}");
+
+    // Eleven minutes on: destroy needs a fresh code; reverify() gets one; then it works.
+    app.clock.advance(Duration::from_secs(11 * 60));
+    let refused = sdk(&browser, "const e = l.user.emailAddresses.find(x => x.emailAddress === 'sdk.second@example.com'); return e.destroy().then(() => 'removed', err => err.errors[0].code);", json!([])).await;
+    assert_eq!(refused, json!("session_reverification_required"));
+    let before = app.smtp.messages_to(email).len();
+    let started = sdk(
+        &browser,
+        "window.reverification = await l.user.reverify(); return window.reverification.status;",
+        json!([]),
+    )
+    .await;
+    assert_eq!(started, json!("needs_first_factor"));
+    let code = app.smtp.wait_for(email, before + 1).await.code();
+    let done = sdk(&browser, "const r = await window.reverification.attemptVerification({code: arguments[0]}); const e = l.user.emailAddresses.find(x => x.emailAddress === 'sdk.second@example.com'); await e.destroy(); return [r.status, l.user.emailAddresses.length];", json!([code])).await;
+    assert_eq!(done, json!(["complete", 1]), "{done}");
+
+    // Revoking the other device, then deleting the account: signed out, nothing left.
+    let revoked = sdk(&browser, "const other = (await l.user.getSessions()).find(x => !x.current); return (await other.revoke()).status;", json!([])).await;
+    assert_eq!(revoked, json!("revoked"));
+    let deleted = sdk(
+        &browser,
+        "await l.user.delete(); return [l.user, l.session];",
+        json!([]),
+    )
+    .await;
+    assert_eq!(deleted, json!([null, null]), "{deleted}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
+    browser.quit().await;
 }

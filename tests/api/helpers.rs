@@ -612,6 +612,37 @@ impl Page {
         }
     }
 
+    /// Like [`form`](Self::form), for the form posting to `action` that has the hidden field
+    /// `name` = `value` (several forms may post to one action).
+    pub fn form_with_field(&self, action: &str, name: &str, value: &str) -> Form {
+        let doc = self.doc();
+        let sel = Selector::parse(&format!("form[action=\"{action}\"]")).unwrap();
+        let input = Selector::parse("input[name]").unwrap();
+        let fields = doc
+            .select(&sel)
+            .map(|form| {
+                form.select(&input)
+                    .map(|i| {
+                        (
+                            i.value().attr("name").unwrap().to_string(),
+                            i.value().attr("value").unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .find(|fields| fields.iter().any(|(n, v)| n == name && v == value))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no form posting to {action} with {name}={value} in:\n{}",
+                    self.html
+                )
+            });
+        Form {
+            action: action.to_string(),
+            fields,
+        }
+    }
+
     /// The `action` of the first form whose action contains `part`.
     pub fn form_action(&self, part: &str) -> String {
         let doc = self.doc();

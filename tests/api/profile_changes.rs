@@ -451,3 +451,113 @@ crate::backend_tests! {
         assert!(location(&app.get_with(&other, "/user").await).starts_with("/sign-in"));
     }
 }
+
+crate::backend_tests! {
+    async fn the_api_adds_an_email_address_makes_it_primary_and_removes_the_old_one() {
+        use reqwest::Method;
+        use serde_json::json;
+        let app = spawn_app().await;
+        app.create_account("someone.else@example.com").await;
+        let b = signed_in(&app, "api.old@example.com").await;
+
+        // Create: unverified, nothing sent yet; bad and taken values are refused.
+        let (status, created) = api(&app, &b, Method::POST, "/v1/me/email_addresses", Some(json!({"email_address": "api.new@example.com"}))).await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        assert_eq!((created["object"].as_str(), created["verification"]["status"].as_str()), (Some("email_address"), Some("unverified")));
+        let id = created["id"].as_str().unwrap().to_string();
+        app.smtp.assert_count_stays("api.new@example.com", 0).await;
+        for (body, code) in [
+            (json!({"email_address": "nope"}), "form_param_format_invalid"),
+            (json!({"email_address": "someone.else@example.com"}), "form_identifier_exists"),
+            (json!({"email_address": "API.old@example.com"}), "form_identifier_exists"),
+            (json!({}), "form_param_missing"),
+        ] {
+            let (status, err) = api(&app, &b, Method::POST, "/v1/me/email_addresses", Some(body.clone())).await;
+            assert_eq!((status, err["errors"][0]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{body}: {err}");
+        }
+
+        // Prepare, a wrong code, the right one: it joins the account.
+        let prepare = format!("/v1/me/email_addresses/{id}/prepare_verification");
+        let (status, _) = api(&app, &b, Method::POST, &prepare, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let code = app.smtp.wait_for("api.new@example.com", 1).await.code();
+        let attempt = format!("/v1/me/email_addresses/{id}/attempt_verification");
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let (status, err) = api(&app, &b, Method::POST, &attempt, Some(json!({"code": wrong}))).await;
+        assert_eq!((status, err["errors"][0]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("form_code_incorrect")));
+        // Another session cannot touch this session's pending address.
+        let other = browser();
+        assert_eq!(app.sign_in_with(&other, "api.old@example.com").await.status(), StatusCode::SEE_OTHER);
+        assert_eq!(api(&app, &other, Method::POST, &attempt, Some(json!({"code": code}))).await.0, StatusCode::NOT_FOUND);
+        let (status, verified) = api(&app, &b, Method::POST, &attempt, Some(json!({"code": code}))).await;
+        assert_eq!((status, verified["verification"]["status"].as_str(), verified["id"].as_str()), (StatusCode::OK, Some("verified"), Some(id.as_str())), "{verified}");
+        let (_, me) = api(&app, &b, Method::GET, "/v1/me", None).await;
+        assert_eq!(me["email_addresses"].as_array().unwrap().len(), 2, "{me}");
+        let old_id = me["primary_email_address_id"].as_str().unwrap().to_string();
+        assert_ne!(old_id, id);
+
+        // Primary, within the window; a phone id or a stranger's id is refused.
+        let (status, me) = api(&app, &b, Method::PATCH, "/v1/me", Some(json!({"primary_email_address_id": id}))).await;
+        assert_eq!((status, me["primary_email_address_id"].as_str()), (StatusCode::OK, Some(id.as_str())), "{me}");
+        let (status, err) = api(&app, &b, Method::PATCH, "/v1/me", Some(json!({"primary_phone_number_id": id}))).await;
+        assert_eq!((status, err["errors"][0]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("form_param_value_invalid")), "{err}");
+
+        // Eleven minutes on: removing needs a fresh code, and nothing changes until then.
+        app.clock.advance(ELEVEN_MINUTES);
+        let old = format!("/v1/me/email_addresses/{old_id}");
+        let (status, err) = api(&app, &b, Method::DELETE, &old, None).await;
+        assert_eq!((status, err["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("session_reverification_required")));
+        let (status, err) = api(&app, &b, Method::PATCH, "/v1/me", Some(json!({"first_name": "Changed", "primary_email_address_id": old_id}))).await;
+        assert_eq!((status, err["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("session_reverification_required")));
+        let (_, me) = api(&app, &b, Method::GET, "/v1/me", None).await;
+        assert_eq!(me["first_name"], serde_json::Value::Null, "a refused PATCH changes nothing");
+        let before = app.smtp.messages_to("api.new@example.com").len();
+        let (_, started) = api(&app, &b, Method::POST, "/v1/me/reverification", Some(json!({}))).await;
+        let code = app.smtp.wait_for("api.new@example.com", before + 1).await.code();
+        let done = format!("/v1/me/reverification/{}/attempt", started["id"].as_str().unwrap());
+        assert_eq!(api(&app, &b, Method::POST, &done, Some(json!({"code": code}))).await.0, StatusCode::OK);
+        let (status, deleted) = api(&app, &b, Method::DELETE, &old, None).await;
+        assert_eq!((status, deleted["deleted"].as_bool()), (StatusCode::OK, Some(true)), "{deleted}");
+        // The last one stays: 422 (the instance requires an email address).
+        let (status, err) = api(&app, &b, Method::DELETE, &format!("/v1/me/email_addresses/{id}"), None).await;
+        assert_eq!((status, err["errors"][0]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("identifier_required")), "{err}");
+        let (_, me) = api(&app, &b, Method::GET, "/v1/me", None).await;
+        assert_eq!(me["email_addresses"].as_array().unwrap().len(), 1);
+        assert_eq!(me["email_addresses"][0]["email_address"], "api.new@example.com");
+        // Not a collection of identifiers: the structured 404.
+        assert_eq!(api(&app, &b, Method::POST, "/v1/me/usernames", Some(json!({}))).await.0, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn a_phone_number_is_added_on_the_page_with_an_sms_code_through_the_twilio_receiver() {
+    let sms = crate::sms_server::TestSms::start();
+    let receiver = sms.clone();
+    let app = spawn_app_with(move |raw| crate::phone::with_twilio(&receiver, raw)).await;
+    let b = signed_in(&app, "phoneless@example.com").await;
+    let page = app.page_with(&b, "/user").await;
+    assert!(page.contains("Add a phone number"));
+    let resp = app
+        .submit_with(
+            &b,
+            &page
+                .form_with_field("/user/identifiers", "kind", "phone")
+                .set("value", "(201) 555-0199"),
+        )
+        .await;
+    let verify = location(&resp);
+    assert!(verify.starts_with("/user/verify/"), "{verify}");
+    let code = sms.wait_for("+12015550199", 1).await.code();
+    let resp = app.enter_code_with(&b, &verify, &code).await;
+    assert_eq!(location(&resp), "/user?done=added");
+    let ids = identifiers_of(&app, "phoneless@example.com").await;
+    let phone = ids
+        .iter()
+        .find(|i| i.1.contains("555"))
+        .expect("the phone number is attached");
+    assert_eq!(
+        (phone.2, phone.3),
+        (1, true),
+        "the account's first phone number is its primary one"
+    );
+}

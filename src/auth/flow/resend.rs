@@ -72,7 +72,7 @@ impl Auth {
             return Err(ResendError::Completed);
         }
         match (kind, target) {
-            (FlowKind::SignUp, PrepareTarget::Kind(wanted)) => {
+            (FlowKind::SignUp | FlowKind::AddIdentifier, PrepareTarget::Kind(wanted)) => {
                 let v = record
                     .verifications
                     .iter()

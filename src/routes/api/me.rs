@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{AttemptTarget, Attempted, CurrentUser, FlowKind, ProfileError, StartError};
-use crate::domain::{FlowId, Identifier, IdentifierId, OtpCode, PersonName, SessionId};
+use crate::domain::{
+    FlowId, Identifier, IdentifierId, IdentifierKind, OtpCode, PersonName, SessionId,
+};
 
 /// The signed-in person, or 401 `signed_out`.
-async fn signed_in(api: &ApiCtx) -> Result<CurrentUser, ApiError> {
+pub(super) async fn signed_in(api: &ApiCtx) -> Result<CurrentUser, ApiError> {
     api.current_user().await?.ok_or_else(|| {
         Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -63,10 +65,53 @@ pub async fn update(api: ApiCtx, payload: web::Payload) -> Result<Json<User>, Ap
     };
     let first = part("first_name", body.first_name.as_deref(), &user.first_name)?;
     let last = part("last_name", body.last_name.as_deref(), &user.last_name)?;
+    // New primaries: identifiers of the account of their kind; checked, with the session's
+    // code, before anything changes.
+    let primaries = [
+        (
+            IdentifierKind::Email,
+            "primary_email_address_id",
+            &body.primary_email_address_id,
+        ),
+        (
+            IdentifierKind::Phone,
+            "primary_phone_number_id",
+            &body.primary_phone_number_id,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(kind, param, given)| given.as_deref().map(|raw| (kind, param, raw)))
+    .map(|(kind, param, raw)| {
+        IdentifierId::parse(raw)
+            .filter(|id| {
+                user.identifiers
+                    .iter()
+                    .any(|s| &s.id == id && s.identifier.kind() == kind)
+            })
+            .ok_or_else(|| {
+                ApiError::from(Refusal::value_invalid(
+                    param,
+                    "Not an identifier of this account of this kind.",
+                ))
+            })
+    })
+    .collect::<Result<Vec<IdentifierId>, ApiError>>()?;
     let auth = &api.ctx.state.auth;
+    if !primaries.is_empty() {
+        auth.require_recent_code(&user).map_err(profile_error)?;
+    }
     auth.set_names(&user, first.clone(), last.clone(), &api.client())
         .await?;
-    let mut updated = user;
+    for id in &primaries {
+        auth.make_primary(&user, id, &api.client())
+            .await
+            .map_err(profile_error)?;
+    }
+    let mut updated = match primaries.is_empty() {
+        true => user,
+        // The primary marks as they are now.
+        false => signed_in(&api).await?,
+    };
     updated.first_name = first;
     updated.last_name = last;
     Ok(Json(user_object(&updated)))
@@ -97,7 +142,7 @@ pub async fn sessions(api: ApiCtx) -> Result<Json<Vec<MeSession>>, ApiError> {
 }
 
 /// A refusal of a profile change.
-fn profile_error(e: ProfileError) -> ApiError {
+pub(super) fn profile_error(e: ProfileError) -> ApiError {
     match e {
         ProfileError::ReverificationRequired => Refusal::new(
             StatusCode::FORBIDDEN,
@@ -244,7 +289,10 @@ pub async fn attempt_reverification(
 }
 
 /// The API client acting for `user`'s session (flows on /user are the session's alone).
-fn session_client<'a>(api: &'a ApiCtx, user: &'a CurrentUser) -> crate::auth::Client<'a> {
+pub(super) fn session_client<'a>(
+    api: &'a ApiCtx,
+    user: &'a CurrentUser,
+) -> crate::auth::Client<'a> {
     let mut client = api.client();
     client.session = Some(&user.session_id);
     client

@@ -9,6 +9,7 @@ mod backend;
 mod client;
 mod errors;
 mod me;
+mod me_identifiers;
 mod objects;
 mod openapi;
 mod sign_ins;
@@ -31,6 +32,11 @@ use crate::auth::{AttemptTarget, Attempted, Client, CurrentUser, FlowError, Flow
 use crate::crypto::random_token;
 use crate::domain::{FlowId, OtpCode};
 
+/// `pattern` with its `{kind}` segment limited to the two collections of identifiers.
+pub(super) fn identifiers_pattern(pattern: &str) -> String {
+    pattern.replace("{kind}", "{kind:(email_addresses|phone_numbers)}")
+}
+
 /// The API's routes (mounted at the root by `routes::configure`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(paths::OPENAPI, web::get().to(openapi::document))
@@ -52,6 +58,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             paths::ME_REVERIFICATION_ATTEMPT,
             web::post().to(me::attempt_reverification),
+        )
+        .route(
+            &identifiers_pattern(paths::ME_IDENTIFIERS),
+            web::post().to(me_identifiers::create),
+        )
+        .route(
+            &identifiers_pattern(paths::ME_IDENTIFIER),
+            web::delete().to(me_identifiers::delete),
+        )
+        .route(
+            &identifiers_pattern(paths::ME_IDENTIFIER_PREPARE),
+            web::post().to(me_identifiers::prepare),
+        )
+        .route(
+            &identifiers_pattern(paths::ME_IDENTIFIER_ATTEMPT),
+            web::post().to(me_identifiers::attempt),
         )
         .route(paths::SESSIONS_VERIFY, web::post().to(backend::verify))
         .route(paths::USER, web::get().to(backend::user))

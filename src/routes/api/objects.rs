@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{CurrentUser, FlowView, VerificationState, VerificationStatus};
 use crate::config::IdentifierRules;
-use crate::domain::{Identifier, IdentifierKind, PersonName, UserId};
+use crate::domain::{Identifier, IdentifierId, IdentifierKind, PersonName, UserId};
 use crate::store::StoredIdentifier;
 
 /// The API's time encoding, as Clerk's: Unix milliseconds.
@@ -256,7 +256,8 @@ impl SignIn {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IdentifierVerification {
-    /// Always `verified` (only verified identifiers are kept).
+    /// `verified` for the account's identifiers; `unverified` for one being added
+    /// (`/v1/me/email_addresses`, `/v1/me/phone_numbers`) until its code is verified.
     pub status: &'static str,
     pub strategy: &'static str,
 }
@@ -278,6 +279,47 @@ pub struct PhoneNumberObject {
     /// E.164.
     pub phone_number: String,
     pub verification: IdentifierVerification,
+}
+
+/// An email address or a phone number, as its own object.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum IdentifierObject {
+    Email(EmailAddressObject),
+    Phone(PhoneNumberObject),
+}
+
+impl IdentifierObject {
+    /// The object of `identifier`: the address as typed (normalised), the number in E.164.
+    pub fn of(id: &IdentifierId, identifier: &Identifier, status: &'static str) -> Self {
+        let value = match identifier {
+            Identifier::Email(e) => e.display(),
+            Identifier::Phone(p) => p.e164(),
+        };
+        Self::new(id, identifier.kind(), value, status)
+    }
+
+    /// `value`: the address as typed (normalised), or the number in E.164.
+    pub fn new(id: &IdentifierId, kind: IdentifierKind, value: &str, status: &'static str) -> Self {
+        let verification = IdentifierVerification {
+            status,
+            strategy: strategy_name(kind),
+        };
+        match kind {
+            IdentifierKind::Email => Self::Email(EmailAddressObject {
+                id: id.to_string(),
+                object: "email_address",
+                email_address: value.to_string(),
+                verification,
+            }),
+            IdentifierKind::Phone => Self::Phone(PhoneNumberObject {
+                id: id.to_string(),
+                object: "phone_number",
+                phone_number: value.to_string(),
+                verification,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -396,28 +438,14 @@ impl User {
         let mut phones = Vec::new();
         let mut primary: BTreeMap<&str, String> = BTreeMap::new();
         for s in identifiers {
-            let verification = IdentifierVerification {
-                status: "verified",
-                strategy: strategy_name(s.identifier.kind()),
-            };
             if s.is_primary {
                 primary
                     .entry(field_name(s.identifier.kind()))
                     .or_insert_with(|| s.id.to_string());
             }
-            match &s.identifier {
-                Identifier::Email(e) => emails.push(EmailAddressObject {
-                    id: s.id.to_string(),
-                    object: "email_address",
-                    email_address: e.display().to_string(),
-                    verification,
-                }),
-                Identifier::Phone(p) => phones.push(PhoneNumberObject {
-                    id: s.id.to_string(),
-                    object: "phone_number",
-                    phone_number: p.e164().to_string(),
-                    verification,
-                }),
+            match IdentifierObject::of(&s.id, &s.identifier, "verified") {
+                IdentifierObject::Email(o) => emails.push(o),
+                IdentifierObject::Phone(o) => phones.push(o),
             }
         }
         User {
@@ -485,6 +513,10 @@ pub struct UpdateUser {
     /// At most 100 characters, one line; any script.
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    /// Makes this verified email address the primary one (needs a recent code).
+    pub primary_email_address_id: Option<String>,
+    /// Makes this verified phone number the primary one (needs a recent code).
+    pub primary_phone_number_id: Option<String>,
 }
 
 /// One of the signed-in person's sessions (`GET /v1/me/sessions`).

@@ -33,6 +33,10 @@ use super::objects::*;
         super::me::delete,
         super::me::start_reverification,
         super::me::attempt_reverification,
+        super::me_identifiers::create,
+        super::me_identifiers::prepare,
+        super::me_identifiers::attempt,
+        super::me_identifiers::delete,
     ),
     components(schemas(
         SignUp,
@@ -51,6 +55,10 @@ use super::objects::*;
         super::me::StartReverification,
         super::me::AttemptReverification,
         super::me::Reverification,
+        super::objects::IdentifierObject,
+        super::me_identifiers::CreateIdentifier,
+        super::me_identifiers::IdentifierCode,
+        super::me_identifiers::DeletedIdentifier,
         EmailAddressObject,
         PhoneNumberObject,
         IdentifierVerification,
@@ -93,7 +101,9 @@ pub fn methods_of(path: &str) -> Vec<&'static str> {
                 .into_iter()
                 .filter_map(|(m, on)| on.then_some(m))
                 .collect();
-                (actix_web::dev::ResourceDef::new(pattern.as_str()), methods)
+                // The same patterns the URL map mounts (`{kind}` limited as there).
+                let mounted = super::identifiers_pattern(pattern);
+                (actix_web::dev::ResourceDef::new(mounted.as_str()), methods)
             })
             .collect();
         out.push((
