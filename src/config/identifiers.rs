@@ -11,6 +11,18 @@ use crate::domain::{Accepts, PhonePolicy};
 pub struct IdentifiersConfig {
     pub email: IdentifierConfig,
     pub phone: IdentifierConfig,
+    /// First and last name fields on sign-up.
+    pub name: NameConfig,
+}
+
+/// The name fields of sign-up (the profile always lets people set a name).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NameConfig {
+    /// Sign-up shows first and last name fields (optional unless `required`).
+    pub enabled: bool,
+    /// Sign-up needs a first and a last name.
+    pub required: bool,
 }
 
 /// One kind of identifier.
@@ -38,6 +50,7 @@ impl Default for IdentifiersConfig {
                 required: false,
                 used_for_sign_in: true,
             },
+            name: NameConfig::default(),
         }
     }
 }
@@ -89,6 +102,7 @@ pub struct PhoneConfig {
 pub struct IdentifierRules {
     pub email: IdentifierConfig,
     pub phone: IdentifierConfig,
+    pub name: NameConfig,
 }
 
 impl IdentifierRules {
@@ -181,5 +195,9 @@ pub(super) fn identifier_rules(
     if phone.enabled && dev_mode && allowed.is_none() {
         warnings.push("dev mode: phone numbers of any country are accepted (SMS codes are only logged); set `phone.allowed_countries` before sending real SMS".into());
     }
-    Ok((IdentifierRules { email, phone }, policy, sms))
+    let name = raw.identifiers.name;
+    if name.required && !name.enabled {
+        bail!("`identifiers.name.required` needs `identifiers.name.enabled`");
+    }
+    Ok((IdentifierRules { email, phone, name }, policy, sms))
 }

@@ -23,7 +23,7 @@ mod smtp;
 
 use crate::domain::{AllowedOrigin, Origin, PhonePolicy, RedirectTarget, TestMode};
 pub use identifiers::{
-    IdentifierConfig, IdentifierRules, IdentifiersConfig, PhoneConfig, StrategiesConfig,
+    IdentifierConfig, IdentifierRules, IdentifiersConfig, NameConfig, PhoneConfig, StrategiesConfig,
 };
 pub use limits::LimitsConfig;
 pub use lockout::LockoutConfig;

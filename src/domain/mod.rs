@@ -17,7 +17,7 @@ pub use flow::{
 };
 pub use identifier::{Accepts, Identifier, IdentifierError, IdentifierKind};
 pub use ids::{FlowId, GrantId, IdentifierId, MessageId, SessionId, UserId, VerificationId};
-pub use name::{NameError, PersonName};
+pub use name::{NameError, Names, PersonName};
 pub use phone::{AllowedCountries, PhoneError, PhoneNumber, PhonePolicy};
 pub use redirect::{AllowedOrigin, Origin, RedirectTarget};
 pub use test_mode::TestMode;

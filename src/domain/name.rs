@@ -6,6 +6,13 @@ use unicode_normalization::UnicodeNormalization;
 /// The longest name part kept, in characters.
 pub const MAX_CHARS: usize = 100;
 
+/// A person's name as given: either part may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    pub first: Option<PersonName>,
+    pub last: Option<PersonName>,
+}
+
 /// One part of a name (first or last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersonName(String);

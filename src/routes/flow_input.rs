@@ -8,8 +8,12 @@ use actix_web::HttpRequest;
 
 use super::Ctx;
 use crate::auth::{Client, CurrentUser, SignedIn};
-use crate::config::IdentifierRules;
-use crate::domain::{Accepts, Identifier, IdentifierError, IdentifierKind, Origin, PhonePolicy};
+use crate::config::{IdentifierRules, NameConfig};
+use crate::domain::{
+    Accepts, Identifier, IdentifierError, IdentifierKind, NameError, Names, Origin, PersonName,
+    PhonePolicy,
+};
+use crate::routes::pages::NameField;
 
 /// Whether `v` has the shape of a token we issue (32 random bytes, base64url without padding):
 /// anything else is ignored before it reaches a keyed hash or the database.
@@ -85,6 +89,43 @@ pub fn sign_up_identifiers(
 ) -> Result<Vec<Identifier>, SignUpInputError> {
     let settings = &ctx.state.settings;
     parse_sign_up(&settings.identifiers, &settings.phone_policy, email, phone)
+}
+
+/// Why a sign-up's name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameInputError {
+    /// The instance does not ask for a name (only the API can send one).
+    NotEnabled,
+    Invalid(NameField, NameError),
+    /// `identifiers.name.required`, and this part is empty.
+    Missing(NameField),
+}
+
+/// Sign-up's name under the instance's settings: each part parsed (`None` and `""`: not
+/// given); both needed when required; refused when the instance asks for no name.
+pub fn sign_up_names(
+    rules: &NameConfig,
+    first: Option<&str>,
+    last: Option<&str>,
+) -> Result<Names, NameInputError> {
+    if !rules.enabled {
+        return match (first, last) {
+            (None, None) => Ok(Names::default()),
+            _ => Err(NameInputError::NotEnabled),
+        };
+    }
+    let part = |field, value: Option<&str>| {
+        let parsed = PersonName::parse(value.unwrap_or_default())
+            .map_err(|e| NameInputError::Invalid(field, e))?;
+        match parsed {
+            None if rules.required => Err(NameInputError::Missing(field)),
+            parsed => Ok(parsed),
+        }
+    };
+    Ok(Names {
+        first: part(NameField::First, first)?,
+        last: part(NameField::Last, last)?,
+    })
 }
 
 /// Why sign-up's identifiers were refused.
@@ -287,6 +328,7 @@ mod tests {
         IdentifierRules {
             email: kind(email),
             phone: kind(phone),
+            name: NameConfig::default(),
         }
     }
 
@@ -356,5 +398,40 @@ mod tests {
             sign_up(&email_only, Some("not an address"), None),
             Err(SignUpInputError::Invalid(IdentifierKind::Email, _))
         ));
+    }
+
+    #[test]
+    fn sign_up_names_follow_the_settings() {
+        let off = NameConfig::default();
+        let optional = NameConfig {
+            enabled: true,
+            required: false,
+        };
+        let required = NameConfig {
+            enabled: true,
+            required: true,
+        };
+        assert_eq!(sign_up_names(&off, None, None), Ok(Names::default()));
+        assert_eq!(
+            sign_up_names(&off, Some("Ada"), None),
+            Err(NameInputError::NotEnabled)
+        );
+        assert_eq!(
+            sign_up_names(&optional, Some(" "), None),
+            Ok(Names::default())
+        );
+        let ada = sign_up_names(&required, Some(" Ada "), Some("Lovelace")).unwrap();
+        assert_eq!(ada.first.unwrap().as_str(), "Ada");
+        assert_eq!(
+            sign_up_names(&required, Some("Ada"), Some("")),
+            Err(NameInputError::Missing(NameField::Last))
+        );
+        assert_eq!(
+            sign_up_names(&optional, Some("A\nB"), None),
+            Err(NameInputError::Invalid(
+                NameField::First,
+                NameError::Control
+            ))
+        );
     }
 }

@@ -59,6 +59,8 @@ pub struct Field {
     pub input_type: &'static str,
     pub inputmode: &'static str,
     pub autocomplete: &'static str,
+    pub autocapitalize: &'static str,
+    pub spellcheck: bool,
     pub value: String,
     pub required: bool,
     pub invalid: bool,

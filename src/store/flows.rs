@@ -15,7 +15,7 @@ use super::tx::{Done, Failed, Tx, Unit};
 use super::Store;
 use crate::domain::{
     Channel, CodeStatus, FlowId, FlowKind, FlowStatus, Identifier, IdentifierId, IdentifierKind,
-    SessionId, UserId, VerificationId,
+    Names, PersonName, SessionId, UserId, VerificationId,
 };
 
 /// A flow to create.
@@ -32,6 +32,8 @@ pub struct NewFlow {
     pub for_session: Option<SessionId>,
     /// A reverification's action to do once the code is verified (opaque here).
     pub pending_action: Option<String>,
+    /// Sign-up: the name given, for the account.
+    pub names: Names,
     pub now: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
@@ -75,6 +77,8 @@ pub struct FlowRecord {
     pub for_session: Option<SessionId>,
     /// A reverification's action to do once the code is verified.
     pub pending_action: Option<String>,
+    /// Sign-up: the name given, for the account.
+    pub names: Names,
     /// Never empty; ordered by position.
     pub verifications: Vec<VerificationRecord>,
 }
@@ -159,6 +163,7 @@ pub enum Completion {
     /// The last identifier of a sign-up: the user, all identifiers and a session are created.
     SignUp {
         user_id: UserId,
+        names: Names,
         identifiers: Vec<NewIdentifier>,
         session: NewSession,
     },
@@ -263,7 +268,7 @@ pub struct ReplaceCode {
 }
 
 const LOAD_FLOW: &str = "SELECT f.id, f.kind, f.status, f.identifier_kind, f.identifier_value, f.identifier_canonical, f.user_id, \
-     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, f.session_id, f.for_session_id, f.pending_action, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
+     f.redirect_url, f.browser_binding, f.created_at, f.expires_at, f.session_id, f.for_session_id, f.pending_action, f.first_name, f.last_name, v.id AS v_id, v.channel, v.destination, v.canonical AS v_canonical, \
      v.identifier_id, v.position, v.attempts, v.max_attempts, v.sent_at, v.expires_at AS v_expires_at, v.status AS v_status, v.decoy \
      FROM flows f JOIN verifications v ON v.flow_id = f.id WHERE f.id = $1 ORDER BY v.position";
 
@@ -304,6 +309,10 @@ fn flow_from_rows(rows: &[Row]) -> anyhow::Result<Option<FlowRecord>> {
         session_id: r.opt_text("session_id")?.map(SessionId::from_trusted),
         for_session: r.opt_text("for_session_id")?.map(SessionId::from_trusted),
         pending_action: r.opt_text("pending_action")?,
+        names: Names {
+            first: r.opt_text("first_name")?.map(PersonName::from_trusted),
+            last: r.opt_text("last_name")?.map(PersonName::from_trusted),
+        },
         verifications: rows
             .iter()
             .map(verification_from_row)
@@ -314,8 +323,8 @@ fn flow_from_rows(rows: &[Row]) -> anyhow::Result<Option<FlowRecord>> {
 fn insert_flow(flow: &NewFlow) -> Stmt {
     Stmt::new(
         "INSERT INTO flows (id, kind, status, identifier_kind, identifier_value, identifier_canonical, user_id, \
-         redirect_url, browser_binding, created_at, last_active_at, expires_at, for_session_id, pending_action) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
+         redirect_url, browser_binding, created_at, last_active_at, expires_at, for_session_id, pending_action, first_name, last_name) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15)",
         vec![
             flow.id.as_str().into(),
             flow.kind.into(),
@@ -330,6 +339,8 @@ fn insert_flow(flow: &NewFlow) -> Stmt {
             flow.expires_at.into(),
             flow.for_session.as_ref().map(|s| s.as_str()).into(),
             flow.pending_action.as_deref().into(),
+            flow.names.first.as_ref().map(PersonName::as_str).into(),
+            flow.names.last.as_ref().map(PersonName::as_str).into(),
         ],
     )
 }
@@ -469,13 +480,19 @@ impl Completion {
             }
             Completion::SignUp {
                 user_id,
+                names,
                 identifiers,
                 session,
             } => {
                 stmts.push((
                     Stmt::new(
-                        "INSERT INTO users (id, created_at) VALUES ($1, $2)",
-                        vec![user_id.as_str().into(), now.into()],
+                        "INSERT INTO users (id, created_at, first_name, last_name) VALUES ($1, $2, $3, $4)",
+                        vec![
+                            user_id.as_str().into(),
+                            now.into(),
+                            names.first.as_ref().map(PersonName::as_str).into(),
+                            names.last.as_ref().map(PersonName::as_str).into(),
+                        ],
                     ),
                     false,
                 ));

@@ -178,3 +178,75 @@ crate::backend_tests! {
         assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
     }
 }
+
+crate::backend_tests! {
+    async fn sign_up_asks_for_a_name_when_the_instance_wants_one_and_keeps_it_on_the_account() {
+        let app = crate::helpers::spawn_app_with(|raw| {
+            raw.identifiers.name.enabled = true;
+            raw.identifiers.name.required = true;
+        })
+        .await;
+        let page = app.page("/sign-up").await;
+        assert!(page.html.contains(r#"id="first_name" name="first_name" type="text" inputmode="text" autocomplete="given-name""#), "{}", page.html);
+        assert!(page.contains("Last name") && !page.contains("Last name (optional)"));
+        // A missing last name: 422, everything typed kept, the field marked.
+        let resp = app
+            .submit(&page.form("/sign-up").set("first_name", "Ada").set("email_address", "named@example.com"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let refused = TestApp::into_page(resp).await;
+        assert!(refused.contains("Enter your last name."), "{}", refused.html);
+        assert_eq!(refused.input_value("first_name").as_deref(), Some("Ada"));
+        assert_eq!(refused.input_value("email_address").as_deref(), Some("named@example.com"));
+        assert_eq!(refused.doc().select(&scraper::Selector::parse("#last_name[aria-invalid=true]").unwrap()).count(), 1);
+        app.smtp.assert_count_stays("named@example.com", 0).await;
+        // A line break in a name: refused the same way.
+        let resp = app
+            .submit(&refused.form("/sign-up").set("last_name", "Love\nlace"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        // Complete: the account has the name.
+        let resp = app
+            .submit(&refused.form("/sign-up").set("last_name", " Lovelace "))
+            .await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let code = app.smtp.wait_for("named@example.com", 1).await.code();
+        assert_eq!(app.enter_code(&location(&resp), &code).await.status(), StatusCode::SEE_OTHER);
+        assert_eq!(names_in_db(&app).await, (Some("Ada".into()), Some("Lovelace".into())));
+
+        // The API: the same rules.
+        let api = |body: Value| {
+            let app = &app;
+            async move {
+                let resp = browser()
+                    .post(app.url("/v1/client/sign_ups"))
+                    .header("Origin", &app.address)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status(), resp.json::<Value>().await.unwrap())
+            }
+        };
+        let (status, body) = api(json!({"email_address": "api.named@example.com", "first_name": "Grace"})).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str(), body["errors"][0]["meta"]["param_name"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("form_param_missing"), Some("last_name")), "{body}");
+        let (status, body) = api(json!({"email_address": "api.named@example.com", "first_name": "Grace", "last_name": "Hopper"})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    async fn without_name_settings_sign_up_has_no_name_fields_and_the_api_refuses_a_name() {
+        let app = spawn_app().await;
+        let page = app.page("/sign-up").await;
+        assert!(page.input_value("first_name").is_none());
+        let resp = browser()
+            .post(app.url("/v1/client/sign_ups"))
+            .header("Origin", &app.address)
+            .json(&json!({"email_address": "plain@example.com", "first_name": "Ada"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "form_param_value_invalid");
+    }
+}

@@ -393,6 +393,7 @@ impl Auth {
             },
             (None, FlowKind::SignUp, true) => Completion::SignUp {
                 user_id: user_id.clone(),
+                names: record.names.clone(),
                 identifiers: new_identifiers
                     .iter()
                     .map(|(identifier, is_primary)| NewIdentifier {
@@ -686,6 +687,7 @@ mod tests {
             session_id: None,
             for_session: None,
             pending_action: None,
+            names: Default::default(),
             verifications: vers
                 .into_iter()
                 .enumerate()

@@ -9,10 +9,18 @@ use super::{
 use crate::auth::{Auth, Client, CurrentUser, PendingAction};
 use crate::delivery::{unix_ms, CodeMessage, Purpose};
 use crate::domain::{
-    AuditKind, AuditOutcome, Channel, FlowId, Identifier, IdentifierId, MessageId, OtpCode,
+    AuditKind, AuditOutcome, Channel, FlowId, Identifier, IdentifierId, MessageId, Names, OtpCode,
     RedirectTarget, UserId, VerificationId,
 };
 use crate::store::{NewFlow, NewMessage, NewVerification, StoredIdentifier};
+
+/// Who opens a flow.
+enum Opener<'a> {
+    /// Sign-up or sign-in: a visitor, with a sign-up's name if given.
+    Visitor(&'a Names),
+    /// A flow on /user: the signed-in account, and a reverification's pending action.
+    Account(&'a CurrentUser, Option<&'a PendingAction>),
+}
 
 /// Where a new flow's codes go: per identifier, the account's identifier (sign-in) and whether
 /// it is a decoy.
@@ -32,11 +40,19 @@ impl Auth {
         &self,
         kind: FlowKind,
         identifiers: &[Identifier],
+        names: &Names,
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
     ) -> Result<FlowId, StartError> {
-        self.open(kind, identifiers, redirect, client, true, None)
-            .await
+        self.open(
+            kind,
+            identifiers,
+            redirect,
+            client,
+            true,
+            Opener::Visitor(names),
+        )
+        .await
     }
 
     /// Like [`start`](Self::start), but sends nothing: every code waits for
@@ -45,11 +61,19 @@ impl Auth {
         &self,
         kind: FlowKind,
         identifiers: &[Identifier],
+        names: &Names,
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
     ) -> Result<FlowId, StartError> {
-        self.open(kind, identifiers, redirect, client, false, None)
-            .await
+        self.open(
+            kind,
+            identifiers,
+            redirect,
+            client,
+            false,
+            Opener::Visitor(names),
+        )
+        .await
     }
 
     /// Starts a flow on /user for the signed-in `user`: adding `identifier` to the account, or
@@ -73,7 +97,7 @@ impl Auth {
             None,
             client,
             send,
-            Some((user, then)),
+            Opener::Account(user, then),
         )
         .await
     }
@@ -85,11 +109,12 @@ impl Auth {
         redirect: Option<&RedirectTarget>,
         client: &Client<'_>,
         send_first: bool,
-        on: Option<(&CurrentUser, Option<&PendingAction>)>,
+        opener: Opener<'_>,
     ) -> Result<FlowId, StartError> {
-        let (account, then) = match on {
-            Some((user, then)) => (Some(user), then),
-            None => (None, None),
+        let no_names = Names::default();
+        let (account, then, names) = match opener {
+            Opener::Visitor(names) => (None, None, names),
+            Opener::Account(user, then) => (Some(user), then, &no_names),
         };
         let first = identifiers
             .first()
@@ -272,6 +297,7 @@ impl Auth {
             browser_binding: client.browser.map(|b| self.keys.browser_binding(b)),
             for_session: account.map(|u| u.session_id.clone()),
             pending_action: then.map(PendingAction::to_stored),
+            names: names.clone(),
             now,
             expires_at: now + self.policy.flow_idle_ttl,
         };

@@ -468,6 +468,10 @@ impl User {
 pub struct CreateSignUp {
     pub email_address: Option<String>,
     pub phone_number: Option<String>,
+    /// With `identifiers.name.enabled` (required with `identifiers.name.required`); refused
+    /// otherwise. At most 100 characters, one line.
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
 }
 
 /// `POST /v1/client/sign_ups/{id}/prepare_verification`

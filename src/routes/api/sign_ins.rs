@@ -7,7 +7,7 @@ use super::objects::{AttemptCode, CreateSignIn, PrepareFirstFactor, SignIn, Stra
 use super::sign_ups::flow_id;
 use super::ApiCtx;
 use crate::auth::{FlowKind, PrepareTarget};
-use crate::domain::{FlowId, IdentifierId};
+use crate::domain::{FlowId, IdentifierId, Names};
 use crate::routes::flow_input::sign_in_identifier;
 
 const KIND: FlowKind = FlowKind::SignIn;
@@ -37,7 +37,13 @@ pub async fn create(api: ApiCtx, payload: web::Payload) -> Result<Json<SignIn>, 
         .ctx
         .state
         .auth
-        .create(KIND, std::slice::from_ref(&identifier), None, &api.client())
+        .create(
+            KIND,
+            std::slice::from_ref(&identifier),
+            &Names::default(),
+            None,
+            &api.client(),
+        )
         .await
         .map_err(|e| ApiError::from_start(e, "identifier"))?;
     Ok(Json(current(&api, &id).await?))

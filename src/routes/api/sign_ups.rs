@@ -7,7 +7,10 @@ use super::objects::{field_name, AttemptCode, CreateSignUp, PrepareVerification,
 use super::ApiCtx;
 use crate::auth::{FlowKind, PrepareTarget};
 use crate::domain::FlowId;
-use crate::routes::flow_input::{sign_up_identifiers, SignUpInputError};
+use crate::routes::flow_input::{
+    sign_up_identifiers, sign_up_names, NameInputError, SignUpInputError,
+};
+use crate::routes::pages::NameField;
 
 const KIND: FlowKind = FlowKind::SignUp;
 
@@ -27,6 +30,23 @@ async fn current(api: &ApiCtx, id: &FlowId) -> Result<SignUp, ApiError> {
         &view,
         &api.ctx.state.settings.identifiers,
     ))
+}
+
+/// A refused name: its field and why.
+fn name_error(e: NameInputError) -> ApiError {
+    let param = |field| match field {
+        NameField::First => "first_name",
+        NameField::Last => "last_name",
+    };
+    match e {
+        NameInputError::NotEnabled => Refusal::value_invalid(
+            "first_name",
+            "This instance does not ask for a name at sign-up.",
+        ),
+        NameInputError::Invalid(field, e) => Refusal::format_invalid(param(field), &e.to_string()),
+        NameInputError::Missing(field) => Refusal::missing(param(field)),
+    }
+    .into()
 }
 
 fn input_error(e: SignUpInputError) -> ApiError {
@@ -60,11 +80,17 @@ pub async fn create(api: ApiCtx, payload: web::Payload) -> Result<Json<SignUp>, 
         body.phone_number.as_deref(),
     )
     .map_err(input_error)?;
+    let names = sign_up_names(
+        &api.ctx.state.settings.identifiers.name,
+        body.first_name.as_deref(),
+        body.last_name.as_deref(),
+    )
+    .map_err(name_error)?;
     let id = api
         .ctx
         .state
         .auth
-        .create(KIND, &identifiers, None, &api.client())
+        .create(KIND, &identifiers, &names, None, &api.client())
         .await
         .map_err(|e| ApiError::from_start(e, field_name(identifiers[0].kind())))?;
     Ok(Json(current(&api, &id).await?))

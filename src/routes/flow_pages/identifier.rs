@@ -5,9 +5,11 @@ use actix_web::{web, HttpResponse};
 
 use super::{landing, redirect_target, refused, with_query, FlowMessage, StartForm, StartQuery};
 use crate::auth::{FlowKind, StartError};
-use crate::domain::{FlowId, Identifier, IdentifierKind, RedirectTarget};
-use crate::routes::flow_input::{sign_in_identifier, sign_up_identifiers, SignUpInputError};
-use crate::routes::pages::{Field, IdentifierPage, Link};
+use crate::domain::{FlowId, Identifier, IdentifierKind, Names, RedirectTarget};
+use crate::routes::flow_input::{
+    sign_in_identifier, sign_up_identifiers, sign_up_names, NameInputError, SignUpInputError,
+};
+use crate::routes::pages::{Field, IdentifierPage, Link, NameField};
 use crate::routes::{paths, Ctx, PageError};
 
 /// What the person typed into the identifier form (kept on every re-render).
@@ -16,11 +18,20 @@ struct Typed {
     identifier: String,
     email: String,
     phone: String,
+    /// Sign-up's name fields (`identifiers.name.enabled`).
+    first_name: String,
+    last_name: String,
 }
 
 impl Typed {
     fn clipped(mut self) -> Self {
-        for v in [&mut self.identifier, &mut self.email, &mut self.phone] {
+        for v in [
+            &mut self.identifier,
+            &mut self.email,
+            &mut self.phone,
+            &mut self.first_name,
+            &mut self.last_name,
+        ] {
             *v = v.chars().take(320).collect();
         }
         self
@@ -33,6 +44,8 @@ enum FieldName {
     Identifier,
     Email,
     Phone,
+    FirstName,
+    LastName,
 }
 
 impl FieldName {
@@ -57,13 +70,18 @@ fn field(name: FieldName, label: String, value: &str, required: bool, invalid: b
         FieldName::Identifier => ("identifier", "text", "text", "username"),
         FieldName::Email => ("email_address", "email", "email", "email"),
         FieldName::Phone => ("phone_number", "tel", "tel", "tel"),
+        FieldName::FirstName => ("first_name", "text", "text", "given-name"),
+        FieldName::LastName => ("last_name", "text", "text", "family-name"),
     };
+    let is_name = matches!(name, FieldName::FirstName | FieldName::LastName);
     Field {
         name: html_name,
         label,
         input_type,
         inputmode,
         autocomplete,
+        autocapitalize: if is_name { "words" } else { "none" },
+        spellcheck: !is_name,
         value: value.to_string(),
         required,
         invalid,
@@ -112,7 +130,27 @@ fn fields(ctx: &Ctx, kind: FlowKind, typed: &Typed, invalid: Option<FieldName>) 
             };
             // With no identifier required, either one will do: neither is marked optional.
             let none_required = !rules.email.required && !rules.phone.required;
-            [
+            let name = rules.name;
+            let names = [
+                (FieldName::FirstName, "First name", &typed.first_name),
+                (FieldName::LastName, "Last name", &typed.last_name),
+            ]
+            .into_iter()
+            .filter(|_| name.enabled)
+            .map(|(field_name, base, value)| {
+                let label = match name.required {
+                    true => base.to_string(),
+                    false => format!("{base} (optional)"),
+                };
+                field(
+                    field_name,
+                    label,
+                    value,
+                    name.required,
+                    invalid == Some(field_name),
+                )
+            });
+            let identifiers = [
                 (
                     FieldName::Email,
                     "Email address",
@@ -135,8 +173,8 @@ fn fields(ctx: &Ctx, kind: FlowKind, typed: &Typed, invalid: Option<FieldName>) 
                 let required = own.required || !other.enabled;
                 let label = label(base, required || none_required);
                 field(name, label, value, required, invalid == Some(name))
-            })
-            .collect()
+            });
+            names.chain(identifiers).collect()
         }
     }
 }
@@ -227,6 +265,7 @@ pub async fn start_page(
         identifier: query.identifier.clone().unwrap_or_default(),
         email: query.email_address.clone().unwrap_or_default(),
         phone: query.phone_number.clone().unwrap_or_default(),
+        ..Typed::default()
     };
     // Prefilled from the query string (as an app linking here may do): a value that does not
     // parse is shown as given, with its error.
@@ -322,6 +361,24 @@ fn parse_identifiers(ctx: &Ctx, kind: FlowKind, typed: &Typed) -> Result<Vec<Ide
     }
 }
 
+/// Sign-up's name fields, when the instance asks for them (as typed; see
+/// [`sign_up_names`](crate::routes::flow_input::sign_up_names)).
+fn parse_names(ctx: &Ctx, kind: FlowKind, typed: &Typed) -> Result<Names, Refusal> {
+    let rules = &ctx.state.settings.identifiers.name;
+    if kind != FlowKind::SignUp || !rules.enabled {
+        return Ok(Names::default());
+    }
+    let field = |f| match f {
+        NameField::First => FieldName::FirstName,
+        NameField::Last => FieldName::LastName,
+    };
+    sign_up_names(rules, Some(&typed.first_name), Some(&typed.last_name)).map_err(|e| match e {
+        NameInputError::Invalid(f, e) => (FlowMessage::Name(e), Some(field(f))),
+        NameInputError::Missing(f) => (FlowMessage::NameMissing(f), Some(field(f))),
+        NameInputError::NotEnabled => (FlowMessage::NameMissing(NameField::First), None),
+    })
+}
+
 /// The query parameter that prefills an identifier of `kind` on the other step.
 fn param(kind: IdentifierKind) -> &'static str {
     match kind {
@@ -342,6 +399,8 @@ pub async fn start(
         identifier: form.identifier.clone(),
         email: form.email_address.clone(),
         phone: form.phone_number.clone(),
+        first_name: form.first_name.clone(),
+        last_name: form.last_name.clone(),
     }
     .clipped();
     let refuse = |(message, field): Refusal| {
@@ -355,6 +414,10 @@ pub async fn start(
             )
         })
     };
+    let names = match parse_names(&ctx, kind, &typed) {
+        Ok(n) => n,
+        Err(refusal) => return refuse(refusal),
+    };
     let identifiers = match parse_identifiers(&ctx, kind, &typed) {
         Ok(i) => i,
         Err(refusal) => return refuse(refusal),
@@ -363,7 +426,7 @@ pub async fn start(
     let started = ctx
         .state
         .auth
-        .start(kind, &identifiers, redirect.as_ref(), &ctx.client())
+        .start(kind, &identifiers, &names, redirect.as_ref(), &ctx.client())
         .await;
     refuse(match started {
         Ok(flow) => return ctx.redirect(&paths::verify(kind, &flow)),

@@ -4,7 +4,8 @@
 
 use actix_web::http::StatusCode;
 
-use crate::domain::{CodeError, IdentifierError, IdentifierKind};
+use crate::domain::{CodeError, IdentifierError, IdentifierKind, NameError};
+use crate::routes::pages::NameField;
 
 /// Why a step was re-rendered in place instead of moving on.
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub enum FlowMessage {
     },
     /// The code field does not hold a code.
     CodeFormat(CodeError),
+    /// Sign-up: a name field does not parse.
+    Name(NameError),
+    /// Sign-up: a required name field is empty.
+    NameMissing(NameField),
     Incorrect {
         remaining: u32,
     },
@@ -64,6 +69,8 @@ impl FlowMessage {
             | Self::NoAccount { .. }
             | Self::Taken { .. }
             | Self::CodeFormat(_)
+            | Self::Name(_)
+            | Self::NameMissing(_)
             | Self::Incorrect { .. }
             | Self::TriesExhausted
             | Self::CodeExpired => StatusCode::UNPROCESSABLE_ENTITY,

@@ -42,6 +42,8 @@ pub struct StartForm {
     identifier: String,
     email_address: String,
     phone_number: String,
+    first_name: String,
+    last_name: String,
     redirect_url: String,
 }
 
